@@ -1,0 +1,250 @@
+//! The catalog: objects by id and by name, dependency edges, persistence.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::CatalogError;
+use crate::object::{CatalogObject, Column, ObjectId, ObjectKind};
+use crate::persist;
+
+/// What a caller supplies to create an object; the catalog assigns the id and time.
+#[derive(Debug, Clone)]
+pub struct NewObject {
+    pub kind: ObjectKind,
+    pub schema: String,
+    pub name: String,
+    pub owner: String,
+    pub definition: String,
+    pub columns: Vec<Column>,
+    pub primary_key: Vec<String>,
+    pub depends_on: Vec<ObjectId>,
+}
+
+/// The persisted document.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct CatalogState {
+    /// Incremented by every change; checkpoints (later) record the version they cover.
+    version: u64,
+    next_id: ObjectId,
+    objects: BTreeMap<ObjectId, CatalogObject>,
+}
+
+/// The catalog of one database. Not synchronized: the server keeps it behind a lock and
+/// changes it only from DDL, one statement at a time.
+#[derive(Debug)]
+pub struct Catalog {
+    /// Where the catalog persists; `None` for an in-memory catalog (unit tests).
+    dir: Option<PathBuf>,
+    state: CatalogState,
+}
+
+/// Ids of user objects start here so that they never collide with the OIDs of Postgres's
+/// built-in catalog objects (below 16384 in Postgres too).
+const FIRST_OBJECT_ID: ObjectId = 16384;
+
+impl Catalog {
+    /// Opens (or creates) the catalog persisted in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, CatalogError> {
+        std::fs::create_dir_all(dir)?;
+        let state = persist::load::<CatalogState>(dir)?
+            .unwrap_or(CatalogState { version: 0, next_id: FIRST_OBJECT_ID, objects: BTreeMap::new() });
+        Ok(Catalog { dir: Some(dir.to_path_buf()), state })
+    }
+
+    /// A catalog that lives only in memory.
+    pub fn in_memory() -> Self {
+        Catalog {
+            dir: None,
+            state: CatalogState { version: 0, next_id: FIRST_OBJECT_ID, objects: BTreeMap::new() },
+        }
+    }
+
+    pub fn version(&self) -> u64 {
+        self.state.version
+    }
+
+    pub fn get(&self, id: ObjectId) -> Option<&CatalogObject> {
+        self.state.objects.get(&id)
+    }
+
+    /// Every object, in id (creation) order.
+    pub fn objects(&self) -> impl Iterator<Item = &CatalogObject> {
+        self.state.objects.values()
+    }
+
+    pub fn objects_of_kind(&self, kind: ObjectKind) -> impl Iterator<Item = &CatalogObject> {
+        self.objects().filter(move |o| o.kind == kind)
+    }
+
+    /// Looks a name up in the namespace of `kind`: relations share one namespace.
+    pub fn find(&self, kind: ObjectKind, schema: &str, name: &str) -> Option<&CatalogObject> {
+        self.objects().find(|o| {
+            o.schema == schema && o.name == name && same_namespace(o.kind, kind)
+        })
+    }
+
+    /// Like [`Catalog::find`], but the object must be of exactly `kind`.
+    pub fn find_kind(
+        &self,
+        kind: ObjectKind,
+        schema: &str,
+        name: &str,
+    ) -> Result<&CatalogObject, CatalogError> {
+        match self.find(kind, schema, name) {
+            Some(o) if o.kind == kind => Ok(o),
+            Some(o) => Err(CatalogError::WrongKind { name: name.to_string(), expected: kind, actual: o.kind }),
+            None => Err(CatalogError::NotFound { kind, name: name.to_string() }),
+        }
+    }
+
+    /// Adds an object and persists the catalog before returning.
+    pub fn create(&mut self, new: NewObject) -> Result<CatalogObject, CatalogError> {
+        if let Some(existing) = self.find(new.kind, &new.schema, &new.name) {
+            return Err(CatalogError::AlreadyExists { existing: existing.kind, name: new.name });
+        }
+        if let Some(missing) = new.depends_on.iter().find(|d| !self.state.objects.contains_key(d)) {
+            return Err(CatalogError::MissingDependency(*missing));
+        }
+        let id = self.state.next_id;
+        let object = CatalogObject {
+            id,
+            kind: new.kind,
+            schema: new.schema,
+            name: new.name,
+            owner: new.owner,
+            definition: new.definition,
+            columns: new.columns,
+            primary_key: new.primary_key,
+            depends_on: new.depends_on,
+            created_at_micros: now_micros(),
+        };
+        let mut next = self.state.clone();
+        next.next_id += 1;
+        next.version += 1;
+        next.objects.insert(id, object.clone());
+        self.commit(next)?;
+        Ok(object)
+    }
+
+    /// Every object that depends on `id`, directly or through others, dependents before the
+    /// objects they depend on (the order in which they must be dropped).
+    pub fn dependents(&self, id: ObjectId) -> Vec<ObjectId> {
+        let mut out = Vec::new();
+        self.collect_dependents(id, &mut out);
+        out
+    }
+
+    fn collect_dependents(&self, id: ObjectId, out: &mut Vec<ObjectId>) {
+        for o in self.objects().filter(|o| o.depends_on.contains(&id)) {
+            if !out.contains(&o.id) {
+                self.collect_dependents(o.id, out);
+                out.push(o.id);
+            }
+        }
+    }
+
+    /// Drops `id`, and with `cascade` everything that depends on it; without `cascade`,
+    /// dependents make it an error. Returns the dropped objects, dependents first.
+    pub fn drop_object(&mut self, id: ObjectId, cascade: bool) -> Result<Vec<CatalogObject>, CatalogError> {
+        let object = self
+            .get(id)
+            .cloned()
+            .ok_or(CatalogError::NotFound { kind: ObjectKind::Table, name: id.to_string() })?;
+        let dependents = self.dependents(id);
+        if !dependents.is_empty() && !cascade {
+            let dependents = dependents
+                .iter()
+                .filter_map(|d| self.get(*d))
+                .map(|d| format!("{} {} depends on {} {}", d.kind, d.name, object.kind, object.name))
+                .collect();
+            return Err(CatalogError::HasDependents { kind: object.kind, name: object.name, dependents });
+        }
+        let mut next = self.state.clone();
+        next.version += 1;
+        let mut dropped = Vec::new();
+        for d in dependents.iter().chain(std::iter::once(&id)) {
+            if let Some(o) = next.objects.remove(d) {
+                dropped.push(o);
+            }
+        }
+        self.commit(next)?;
+        Ok(dropped)
+    }
+
+    /// Persists `next` and only then makes it current, so a failed write changes nothing.
+    fn commit(&mut self, next: CatalogState) -> Result<(), CatalogError> {
+        if let Some(dir) = &self.dir {
+            persist::store(dir, &next)?;
+        }
+        self.state = next;
+        Ok(())
+    }
+}
+
+fn same_namespace(a: ObjectKind, b: ObjectKind) -> bool {
+    a == b || (a.is_relation() && b.is_relation())
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new(kind: ObjectKind, name: &str, deps: Vec<ObjectId>) -> NewObject {
+        NewObject {
+            kind,
+            schema: "public".into(),
+            name: name.into(),
+            owner: "weir".into(),
+            definition: format!("CREATE ... {name}"),
+            columns: vec![],
+            primary_key: vec![],
+            depends_on: deps,
+        }
+    }
+
+    #[test]
+    fn relations_share_a_namespace() {
+        let mut c = Catalog::in_memory();
+        c.create(new(ObjectKind::Table, "t", vec![])).unwrap();
+        let err = c.create(new(ObjectKind::MaterializedView, "t", vec![])).unwrap_err();
+        assert_eq!(err.to_string(), "relation \"t\" already exists");
+        // Sinks have their own namespace.
+        c.create(new(ObjectKind::Sink, "t", vec![])).unwrap();
+    }
+
+    #[test]
+    fn drop_respects_dependencies() {
+        let mut c = Catalog::in_memory();
+        let t = c.create(new(ObjectKind::Table, "t", vec![])).unwrap();
+        let v = c.create(new(ObjectKind::MaterializedView, "v", vec![t.id])).unwrap();
+        let s = c.create(new(ObjectKind::Sink, "s", vec![v.id])).unwrap();
+        assert!(matches!(c.drop_object(t.id, false), Err(CatalogError::HasDependents { .. })));
+        let dropped: Vec<_> = c.drop_object(t.id, true).unwrap().iter().map(|o| o.id).collect();
+        assert_eq!(dropped, vec![s.id, v.id, t.id]);
+        assert_eq!(c.objects().count(), 0);
+    }
+
+    #[test]
+    fn survives_reopen_and_never_reuses_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = {
+            let mut c = Catalog::open(dir.path()).unwrap();
+            let t = c.create(new(ObjectKind::Table, "t", vec![])).unwrap();
+            c.drop_object(t.id, false).unwrap();
+            c.create(new(ObjectKind::Table, "u", vec![])).unwrap()
+        };
+        let mut c = Catalog::open(dir.path()).unwrap();
+        assert_eq!(c.find(ObjectKind::Table, "public", "u"), Some(&first));
+        let next = c.create(new(ObjectKind::Table, "w", vec![])).unwrap();
+        assert!(next.id > first.id);
+    }
+}

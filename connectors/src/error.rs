@@ -1,0 +1,15 @@
+//! Connector errors.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConnectorError {
+    /// A `WITH (...)` option is missing or has a bad value; reported at CREATE time.
+    #[error("invalid option \"{option}\": {reason}")]
+    InvalidOption { option: String, reason: String },
+    /// The external system could not be reached or refused the request; retried by the caller.
+    #[error("{connector} is unavailable: {reason}")]
+    Unavailable { connector: &'static str, reason: String },
+    #[error(transparent)]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+}

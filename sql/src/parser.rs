@@ -1,0 +1,410 @@
+//! Splits a query string into statements and parses each one.
+//!
+//! One sqlparser `Parser` walks the whole token stream (so quoting, comments and dollar-quoted
+//! strings are handled once, by sqlparser's tokenizer). Before each statement we look at its
+//! first words: Weir's own statements are parsed here, with sqlparser's helpers for the
+//! pieces (column definitions, expressions, queries); everything else goes to sqlparser's
+//! Postgres dialect unchanged.
+
+use sqlparser::ast::{Ident, ObjectName};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::keywords::Keyword;
+use sqlparser::parser::{Parser, ParserError};
+use sqlparser::tokenizer::{Location, Token, Tokenizer};
+
+use crate::error::ParseError;
+use crate::options::WithOption;
+use crate::statement::{
+    CreateMaterializedView, CreateSink, CreateSource, FormatEncode, ObjectKind, SinkInput,
+    Statement, Subscribe, SubscribeTarget, Watermark,
+};
+
+/// A parsed statement and the exact source text it came from (without the trailing `;`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedStatement {
+    pub statement: Statement,
+    pub text: String,
+}
+
+/// Parses every statement in `sql`. An empty string (or only `;` and comments) gives no
+/// statements, which Postgres answers with EmptyQueryResponse.
+pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>, ParseError> {
+    let dialect = PostgreSqlDialect {};
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .map_err(|e| tokenizer_error(e, sql))?;
+    let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
+    let mut out = Vec::new();
+    loop {
+        while parser.consume_token(&Token::SemiColon) {}
+        let start = parser.peek_token();
+        if start.token == Token::EOF {
+            break;
+        }
+        let start_offset = byte_offset(sql, start.span.start).unwrap_or(0);
+        let statement = parse_one(&mut parser).map_err(|e| ParseError::from_sqlparser(e, sql))?;
+        let end = parser.peek_token();
+        match end.token {
+            Token::SemiColon | Token::EOF => {}
+            _ => {
+                let position = byte_offset(sql, end.span.start)
+                    .map(|b| sql[..b].chars().count() + 1);
+                return Err(ParseError {
+                    message: format!("syntax error at or near \"{}\"", end.token),
+                    detail: Some("expected the end of the statement".into()),
+                    position,
+                });
+            }
+        }
+        let end_offset = if end.token == Token::EOF {
+            sql.len()
+        } else {
+            byte_offset(sql, end.span.start).unwrap_or(sql.len())
+        };
+        let text = sql.get(start_offset..end_offset).unwrap_or(sql).trim().to_string();
+        out.push(ParsedStatement { statement, text });
+    }
+    Ok(out)
+}
+
+fn tokenizer_error(e: sqlparser::tokenizer::TokenizerError, sql: &str) -> ParseError {
+    let position = crate::error::char_offset(sql, e.location.line, e.location.column);
+    ParseError { message: format!("syntax error: {}", e.message), detail: None, position }
+}
+
+/// Byte offset of a 1-based (line, column-in-characters) location.
+fn byte_offset(sql: &str, loc: Location) -> Option<usize> {
+    if loc.line == 0 || loc.column == 0 {
+        return None;
+    }
+    let mut line_start = 0usize;
+    for (i, line) in sql.split_inclusive('\n').enumerate() {
+        if i as u64 + 1 == loc.line {
+            let col = (loc.column - 1) as usize;
+            return Some(
+                line.char_indices().nth(col).map(|(b, _)| line_start + b).unwrap_or(line_start + line.len()),
+            );
+        }
+        line_start += line.len();
+    }
+    None
+}
+
+/// The upper-cased text of the `n`-th next token if it is an unquoted word.
+fn word(parser: &Parser, n: usize) -> Option<String> {
+    let tokens = parser.peek_tokens::<4>();
+    match tokens.get(n) {
+        Some(Token::Word(w)) if w.quote_style.is_none() => Some(w.value.to_ascii_uppercase()),
+        _ => None,
+    }
+}
+
+fn expect_word(parser: &mut Parser, expected: &str) -> Result<(), ParserError> {
+    if word(parser, 0).as_deref() == Some(expected) {
+        parser.next_token();
+        Ok(())
+    } else {
+        parser.expected(expected, parser.peek_token())
+    }
+}
+
+fn parse_word_if(parser: &mut Parser, expected: &str) -> bool {
+    if word(parser, 0).as_deref() == Some(expected) {
+        parser.next_token();
+        true
+    } else {
+        false
+    }
+}
+
+fn parse_one(p: &mut Parser) -> Result<Statement, ParserError> {
+    let w0 = word(p, 0);
+    let w1 = word(p, 1);
+    match (w0.as_deref(), w1.as_deref()) {
+        (Some("CREATE"), Some("SOURCE")) => parse_create_source(p).map(Statement::CreateSource),
+        (Some("CREATE"), Some("MATERIALIZED")) => {
+            parse_create_materialized_view(p).map(Statement::CreateMaterializedView)
+        }
+        (Some("CREATE"), Some("SINK")) => parse_create_sink(p).map(Statement::CreateSink),
+        (Some("SUBSCRIBE"), _) => parse_subscribe(p).map(Statement::Subscribe),
+        (Some("FLUSH"), _) if matches!(p.peek_tokens::<2>()[1], Token::SemiColon | Token::EOF) => {
+            p.next_token();
+            Ok(Statement::Flush)
+        }
+        (Some("SHOW"), Some("CREATE")) => {
+            p.next_token();
+            p.next_token();
+            let kind = parse_object_kind(p)?;
+            let name = p.parse_object_name(false)?;
+            Ok(Statement::ShowCreate { kind, name })
+        }
+        (Some("SHOW"), Some(_)) if show_objects_kind(p).is_some() => {
+            let kind = show_objects_kind(p).unwrap_or(ObjectKind::Table);
+            p.next_token();
+            p.next_token();
+            if kind == ObjectKind::MaterializedView {
+                p.next_token();
+            }
+            Ok(Statement::ShowObjects(kind))
+        }
+        _ => Ok(Statement::Standard(Box::new(p.parse_statement()?))),
+    }
+}
+
+/// `SHOW TABLES` and friends; `None` for `SHOW <variable>`.
+fn show_objects_kind(p: &Parser) -> Option<ObjectKind> {
+    let end = |n: usize| matches!(p.peek_tokens::<4>()[n], Token::SemiColon | Token::EOF);
+    let kind = match word(p, 1)?.as_str() {
+        "TABLES" => ObjectKind::Table,
+        "SOURCES" => ObjectKind::Source,
+        "SINKS" => ObjectKind::Sink,
+        "VIEWS" => ObjectKind::View,
+        "MATERIALIZED" if word(p, 2).as_deref() == Some("VIEWS") => {
+            return end(3).then_some(ObjectKind::MaterializedView);
+        }
+        _ => return None,
+    };
+    end(2).then_some(kind)
+}
+
+fn parse_object_kind(p: &mut Parser) -> Result<ObjectKind, ParserError> {
+    let kind = match word(p, 0).as_deref() {
+        Some("TABLE") => ObjectKind::Table,
+        Some("SOURCE") => ObjectKind::Source,
+        Some("SINK") => ObjectKind::Sink,
+        Some("VIEW") => ObjectKind::View,
+        Some("MATERIALIZED") => {
+            p.next_token();
+            expect_word(p, "VIEW")?;
+            return Ok(ObjectKind::MaterializedView);
+        }
+        _ => return p.expected("TABLE, SOURCE, MATERIALIZED VIEW, VIEW or SINK", p.peek_token()),
+    };
+    p.next_token();
+    Ok(kind)
+}
+
+fn parse_if_not_exists(p: &mut Parser) -> bool {
+    p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS])
+}
+
+/// An option key: identifiers joined by dots (`properties.bootstrap.server`), lower-cased.
+fn parse_option_key(p: &mut Parser) -> Result<String, ParserError> {
+    let mut key = option_key_part(p)?;
+    while p.consume_token(&Token::Period) {
+        key.push('.');
+        key.push_str(&option_key_part(p)?);
+    }
+    Ok(key)
+}
+
+fn option_key_part(p: &mut Parser) -> Result<String, ParserError> {
+    let t = p.next_token();
+    match t.token {
+        Token::Word(w) => Ok(if w.quote_style.is_some() { w.value } else { w.value.to_ascii_lowercase() }),
+        Token::Number(n, _) => Ok(n),
+        _ => p.expected("an option name", t),
+    }
+}
+
+/// `(key = value, ...)`.
+fn parse_option_list(p: &mut Parser) -> Result<Vec<WithOption>, ParserError> {
+    p.expect_token(&Token::LParen)?;
+    if p.consume_token(&Token::RParen) {
+        return Ok(Vec::new());
+    }
+    let options = p.parse_comma_separated(|p| {
+        let key = parse_option_key(p)?;
+        p.expect_token(&Token::Eq)?;
+        let value = p.parse_expr()?;
+        Ok(WithOption { key, value })
+    })?;
+    p.expect_token(&Token::RParen)?;
+    Ok(options)
+}
+
+fn parse_with_options(p: &mut Parser) -> Result<Vec<WithOption>, ParserError> {
+    if p.parse_keyword(Keyword::WITH) { parse_option_list(p) } else { Ok(Vec::new()) }
+}
+
+fn parse_format_encode(p: &mut Parser) -> Result<Option<FormatEncode>, ParserError> {
+    if !p.parse_keyword(Keyword::FORMAT) {
+        return Ok(None);
+    }
+    let format = p.parse_identifier()?;
+    expect_word(p, "ENCODE")?;
+    let encode = p.parse_identifier()?;
+    let options =
+        if p.peek_token().token == Token::LParen { parse_option_list(p)? } else { Vec::new() };
+    Ok(Some(FormatEncode { format, encode, options }))
+}
+
+fn parse_create_source(p: &mut Parser) -> Result<CreateSource, ParserError> {
+    p.expect_keyword(Keyword::CREATE)?;
+    expect_word(p, "SOURCE")?;
+    let if_not_exists = parse_if_not_exists(p);
+    let name = p.parse_object_name(false)?;
+    let mut columns = Vec::new();
+    let mut watermark = None;
+    if p.consume_token(&Token::LParen) {
+        if !p.consume_token(&Token::RParen) {
+            loop {
+                if word(p, 0).as_deref() == Some("WATERMARK") && word(p, 1).as_deref() == Some("FOR") {
+                    p.next_token();
+                    p.next_token();
+                    let column = p.parse_identifier()?;
+                    p.expect_keyword(Keyword::AS)?;
+                    let expr = p.parse_expr()?;
+                    if watermark.is_some() {
+                        return Err(ParserError::ParserError(
+                            "a source can declare only one WATERMARK".into(),
+                        ));
+                    }
+                    watermark = Some(Watermark { column, expr });
+                } else {
+                    columns.push(p.parse_column_def()?);
+                }
+                if p.consume_token(&Token::Comma) {
+                    continue;
+                }
+                p.expect_token(&Token::RParen)?;
+                break;
+            }
+        }
+    }
+    let mut include = Vec::new();
+    while parse_word_if(p, "INCLUDE") {
+        let what: Ident = p.parse_identifier()?;
+        let alias = if p.parse_keyword(Keyword::AS) { Some(p.parse_identifier()?) } else { None };
+        include.push((what, alias));
+    }
+    let with = parse_with_options(p)?;
+    let format = parse_format_encode(p)?;
+    Ok(CreateSource { if_not_exists, name, columns, watermark, include, with, format })
+}
+
+fn parse_create_materialized_view(p: &mut Parser) -> Result<CreateMaterializedView, ParserError> {
+    p.expect_keyword(Keyword::CREATE)?;
+    expect_word(p, "MATERIALIZED")?;
+    p.expect_keyword(Keyword::VIEW)?;
+    let if_not_exists = parse_if_not_exists(p);
+    let name = p.parse_object_name(false)?;
+    let with = parse_with_options(p)?;
+    p.expect_keyword(Keyword::AS)?;
+    let query = p.parse_query()?;
+    let emit_on_window_close = if word(p, 0).as_deref() == Some("EMIT") {
+        p.next_token();
+        p.expect_keyword(Keyword::ON)?;
+        p.expect_keyword(Keyword::WINDOW)?;
+        p.expect_keyword(Keyword::CLOSE)?;
+        true
+    } else {
+        false
+    };
+    Ok(CreateMaterializedView { if_not_exists, name, with, query, emit_on_window_close })
+}
+
+fn parse_create_sink(p: &mut Parser) -> Result<CreateSink, ParserError> {
+    p.expect_keyword(Keyword::CREATE)?;
+    expect_word(p, "SINK")?;
+    let if_not_exists = parse_if_not_exists(p);
+    let name = p.parse_object_name(false)?;
+    let input = if p.parse_keyword(Keyword::FROM) {
+        SinkInput::Object(p.parse_object_name(false)?)
+    } else {
+        p.expect_keyword(Keyword::AS)?;
+        SinkInput::Query(p.parse_query()?)
+    };
+    let with = parse_with_options(p)?;
+    let format = parse_format_encode(p)?;
+    Ok(CreateSink { if_not_exists, name, input, with, format })
+}
+
+fn parse_subscribe(p: &mut Parser) -> Result<Subscribe, ParserError> {
+    expect_word(p, "SUBSCRIBE")?;
+    let _ = p.parse_keyword(Keyword::TO);
+    let target = if p.consume_token(&Token::LParen) {
+        let q = p.parse_query()?;
+        p.expect_token(&Token::RParen)?;
+        SubscribeTarget::Query(q)
+    } else {
+        let name: ObjectName = p.parse_object_name(false)?;
+        SubscribeTarget::Object(name)
+    };
+    let with = parse_with_options(p)?;
+    Ok(Subscribe { target, with })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(sql: &str) -> Statement {
+        let mut v = parse(sql).unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        assert_eq!(v.len(), 1, "{sql}");
+        v.remove(0).statement
+    }
+
+    /// Display must print SQL that parses back into the same statement.
+    fn round_trips(sql: &str) {
+        let s = one(sql);
+        let printed = s.to_string();
+        assert_eq!(one(&printed), s, "{sql} printed as {printed}");
+    }
+
+    #[test]
+    fn splits_statements_and_keeps_their_text() {
+        let v = parse("select 1; ;select 'a;b' ;").unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].text, "select 1");
+        assert_eq!(v[1].text, "select 'a;b'");
+        assert!(parse("  ; -- only a comment\n").unwrap().is_empty());
+    }
+
+    #[test]
+    fn streaming_ddl_round_trips() {
+        round_trips(
+            "CREATE SOURCE chat (stream_id VARCHAR, ts TIMESTAMPTZ, \
+             WATERMARK FOR ts AS ts - INTERVAL '5 seconds') WITH (connector = 'kafka', \
+             topic = 'chat', properties.bootstrap.server = 'localhost:9092') FORMAT PLAIN ENCODE JSON",
+        );
+        round_trips(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS m WITH (retention = '7 days') AS \
+             SELECT stream_id, window_start, count(*) FROM TUMBLE(chat, ts, INTERVAL '1 minute') \
+             GROUP BY stream_id, window_start EMIT ON WINDOW CLOSE",
+        );
+        round_trips(
+            "CREATE SINK s FROM m WITH (connector = 'clickhouse', clickhouse.password = 'pw')",
+        );
+        round_trips("CREATE SINK s AS SELECT 1 WITH (connector = 'questdb')");
+        round_trips("SUBSCRIBE TO m WITH (snapshot = false)");
+        round_trips("SUBSCRIBE (SELECT * FROM m)");
+        round_trips("FLUSH");
+        round_trips("SHOW MATERIALIZED VIEWS");
+        round_trips("SHOW CREATE MATERIALIZED VIEW m");
+        round_trips("CREATE TABLE t (a INT PRIMARY KEY, b TEXT)");
+    }
+
+    #[test]
+    fn show_variable_is_still_standard() {
+        assert!(matches!(one("SHOW search_path"), Statement::Standard(_)));
+        assert!(matches!(one("SHOW TABLES"), Statement::ShowObjects(ObjectKind::Table)));
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let s = one("CREATE SINK s FROM m WITH (connector = 'clickhouse', clickhouse.password = 'hunter2')");
+        let r = s.to_redacted_string();
+        assert!(!r.contains("hunter2"), "{r}");
+        assert!(r.contains("clickhouse.password = '***'"), "{r}");
+    }
+
+    #[test]
+    fn syntax_errors_carry_a_position() {
+        let e = parse("SELECT 1;\nSELEC 2").unwrap_err();
+        assert_eq!(e.message, "syntax error at or near \"SELEC\"");
+        assert_eq!(e.position, Some(11));
+        let e = parse("SELECT * FROM").unwrap_err();
+        assert_eq!(e.message, "syntax error at end of input");
+    }
+}

@@ -1,0 +1,313 @@
+//! Weir's [`Statement`]: sqlparser's AST for standard SQL, Weir's own structs for streaming DDL.
+//!
+//! `Display` prints SQL that [`crate::parse`] reads back into an equal statement; the catalog
+//! stores that text as an object's definition. [`Statement::to_redacted_string`] prints the
+//! same with secret option values replaced by `'***'`.
+
+use std::fmt;
+
+use sqlparser::ast::{self, ColumnDef, Expr, Ident, ObjectName, Query};
+
+use crate::options::{WithOption, fmt_option_list, fmt_with_options};
+
+/// The kinds of named objects a user can create, show and drop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ObjectKind {
+    Table,
+    Source,
+    MaterializedView,
+    View,
+    Sink,
+}
+
+impl ObjectKind {
+    /// The SQL spelling (`MATERIALIZED VIEW`), as used in `SHOW CREATE` and `DROP`.
+    pub fn sql_name(self) -> &'static str {
+        match self {
+            ObjectKind::Table => "TABLE",
+            ObjectKind::Source => "SOURCE",
+            ObjectKind::MaterializedView => "MATERIALIZED VIEW",
+            ObjectKind::View => "VIEW",
+            ObjectKind::Sink => "SINK",
+        }
+    }
+
+    /// The plural used by `SHOW <kinds>`.
+    pub fn plural_sql_name(self) -> &'static str {
+        match self {
+            ObjectKind::Table => "TABLES",
+            ObjectKind::Source => "SOURCES",
+            ObjectKind::MaterializedView => "MATERIALIZED VIEWS",
+            ObjectKind::View => "VIEWS",
+            ObjectKind::Sink => "SINKS",
+        }
+    }
+}
+
+impl fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.sql_name())
+    }
+}
+
+/// One statement Weir accepts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Statement {
+    /// Standard SQL in sqlparser's Postgres dialect: CREATE TABLE, INSERT, UPDATE, DELETE, COPY,
+    /// SELECT, DROP, EXPLAIN, BEGIN/COMMIT/ROLLBACK, SET/SHOW/RESET, ...
+    Standard(Box<ast::Statement>),
+    CreateSource(CreateSource),
+    CreateMaterializedView(CreateMaterializedView),
+    CreateSink(CreateSink),
+    Subscribe(Subscribe),
+    /// `FLUSH`: wait until everything accepted so far is reflected in every view.
+    Flush,
+    /// `SHOW TABLES | SOURCES | MATERIALIZED VIEWS | VIEWS | SINKS`.
+    ShowObjects(ObjectKind),
+    /// `SHOW CREATE <kind> <name>`.
+    ShowCreate { kind: ObjectKind, name: ObjectName },
+}
+
+impl Statement {
+    /// A short name for the statement kind, used in metrics labels and "not supported" errors.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Statement::Standard(s) => standard_kind_name(s),
+            Statement::CreateSource(_) => "CREATE SOURCE",
+            Statement::CreateMaterializedView(_) => "CREATE MATERIALIZED VIEW",
+            Statement::CreateSink(_) => "CREATE SINK",
+            Statement::Subscribe(_) => "SUBSCRIBE",
+            Statement::Flush => "FLUSH",
+            Statement::ShowObjects(_) => "SHOW",
+            Statement::ShowCreate { .. } => "SHOW CREATE",
+        }
+    }
+
+    /// The statement as SQL with secret option values replaced by `'***'`.
+    pub fn to_redacted_string(&self) -> String {
+        struct Redacted<'a>(&'a Statement);
+        impl fmt::Display for Redacted<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt_sql(f, true)
+            }
+        }
+        Redacted(self).to_string()
+    }
+
+    fn fmt_sql(&self, f: &mut fmt::Formatter<'_>, redact: bool) -> fmt::Result {
+        match self {
+            Statement::Standard(s) => write!(f, "{s}"),
+            Statement::CreateSource(s) => s.fmt_sql(f, redact),
+            Statement::CreateMaterializedView(s) => s.fmt_sql(f, redact),
+            Statement::CreateSink(s) => s.fmt_sql(f, redact),
+            Statement::Subscribe(s) => s.fmt_sql(f, redact),
+            Statement::Flush => write!(f, "FLUSH"),
+            Statement::ShowObjects(kind) => write!(f, "SHOW {}", kind.plural_sql_name()),
+            Statement::ShowCreate { kind, name } => write!(f, "SHOW CREATE {kind} {name}"),
+        }
+    }
+}
+
+impl fmt::Display for Statement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_sql(f, false)
+    }
+}
+
+/// The command-tag style name of a standard statement (`INSERT`, `CREATE TABLE`, ...).
+fn standard_kind_name(s: &ast::Statement) -> &'static str {
+    use ast::Statement as S;
+    match s {
+        S::Query(_) => "SELECT",
+        S::Insert(_) => "INSERT",
+        S::Update(_) => "UPDATE",
+        S::Delete(_) => "DELETE",
+        S::Copy { .. } => "COPY",
+        S::CreateTable(_) => "CREATE TABLE",
+        S::CreateView(_) => "CREATE VIEW",
+        S::Drop { .. } => "DROP",
+        S::Explain { .. } => "EXPLAIN",
+        S::StartTransaction { .. } => "BEGIN",
+        S::Commit { .. } => "COMMIT",
+        S::Rollback { .. } => "ROLLBACK",
+        S::Set(_) => "SET",
+        S::ShowVariable { .. } => "SHOW",
+        S::Declare { .. } => "DECLARE",
+        S::Fetch { .. } => "FETCH",
+        S::Close { .. } => "CLOSE",
+        S::Prepare { .. } => "PREPARE",
+        S::Execute { .. } => "EXECUTE",
+        S::Deallocate { .. } => "DEALLOCATE",
+        S::Discard { .. } => "DISCARD",
+        _ => "OTHER",
+    }
+}
+
+/// `WATERMARK FOR col AS expr`: the event-time column and the watermark expression over it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Watermark {
+    pub column: Ident,
+    pub expr: Expr,
+}
+
+impl fmt::Display for Watermark {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WATERMARK FOR {} AS {}", self.column, self.expr)
+    }
+}
+
+/// `FORMAT <format> ENCODE <encode> [(options)]` (RisingWave's syntax).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FormatEncode {
+    pub format: Ident,
+    pub encode: Ident,
+    pub options: Vec<WithOption>,
+}
+
+impl FormatEncode {
+    fn fmt_sql(&self, f: &mut fmt::Formatter<'_>, redact: bool) -> fmt::Result {
+        write!(f, " FORMAT {} ENCODE {}", self.format, self.encode)?;
+        if !self.options.is_empty() {
+            write!(f, " ")?;
+            fmt_option_list(f, &self.options, redact)?;
+        }
+        Ok(())
+    }
+}
+
+/// `CREATE SOURCE [IF NOT EXISTS] name (columns [, WATERMARK ...]) [INCLUDE ...] WITH (...)
+/// [FORMAT ... ENCODE ...]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateSource {
+    pub if_not_exists: bool,
+    pub name: ObjectName,
+    pub columns: Vec<ColumnDef>,
+    pub watermark: Option<Watermark>,
+    /// `INCLUDE key|partition|offset|timestamp [AS alias]` (Kafka metadata columns).
+    pub include: Vec<(Ident, Option<Ident>)>,
+    pub with: Vec<WithOption>,
+    pub format: Option<FormatEncode>,
+}
+
+impl CreateSource {
+    fn fmt_sql(&self, f: &mut fmt::Formatter<'_>, redact: bool) -> fmt::Result {
+        write!(f, "CREATE SOURCE ")?;
+        if self.if_not_exists {
+            write!(f, "IF NOT EXISTS ")?;
+        }
+        write!(f, "{} (", self.name)?;
+        let mut first = true;
+        for c in &self.columns {
+            if !first {
+                write!(f, ", ")?;
+            }
+            first = false;
+            write!(f, "{c}")?;
+        }
+        if let Some(w) = &self.watermark {
+            if !first {
+                write!(f, ", ")?;
+            }
+            write!(f, "{w}")?;
+        }
+        write!(f, ")")?;
+        for (what, alias) in &self.include {
+            write!(f, " INCLUDE {what}")?;
+            if let Some(a) = alias {
+                write!(f, " AS {a}")?;
+            }
+        }
+        fmt_with_options(f, &self.with, redact)?;
+        if let Some(fe) = &self.format {
+            fe.fmt_sql(f, redact)?;
+        }
+        Ok(())
+    }
+}
+
+/// `CREATE MATERIALIZED VIEW [IF NOT EXISTS] name [WITH (...)] AS query [EMIT ON WINDOW CLOSE]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateMaterializedView {
+    pub if_not_exists: bool,
+    pub name: ObjectName,
+    pub with: Vec<WithOption>,
+    pub query: Box<Query>,
+    pub emit_on_window_close: bool,
+}
+
+impl CreateMaterializedView {
+    fn fmt_sql(&self, f: &mut fmt::Formatter<'_>, redact: bool) -> fmt::Result {
+        write!(f, "CREATE MATERIALIZED VIEW ")?;
+        if self.if_not_exists {
+            write!(f, "IF NOT EXISTS ")?;
+        }
+        write!(f, "{}", self.name)?;
+        fmt_with_options(f, &self.with, redact)?;
+        write!(f, " AS {}", self.query)?;
+        if self.emit_on_window_close {
+            write!(f, " EMIT ON WINDOW CLOSE")?;
+        }
+        Ok(())
+    }
+}
+
+/// What a sink reads: a named view/table, or its own query.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SinkInput {
+    Object(ObjectName),
+    Query(Box<Query>),
+}
+
+/// `CREATE SINK [IF NOT EXISTS] name FROM object | AS query WITH (...) [FORMAT ... ENCODE ...]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateSink {
+    pub if_not_exists: bool,
+    pub name: ObjectName,
+    pub input: SinkInput,
+    pub with: Vec<WithOption>,
+    pub format: Option<FormatEncode>,
+}
+
+impl CreateSink {
+    fn fmt_sql(&self, f: &mut fmt::Formatter<'_>, redact: bool) -> fmt::Result {
+        write!(f, "CREATE SINK ")?;
+        if self.if_not_exists {
+            write!(f, "IF NOT EXISTS ")?;
+        }
+        write!(f, "{}", self.name)?;
+        match &self.input {
+            SinkInput::Object(o) => write!(f, " FROM {o}")?,
+            SinkInput::Query(q) => write!(f, " AS {q}")?,
+        }
+        fmt_with_options(f, &self.with, redact)?;
+        if let Some(fe) = &self.format {
+            fe.fmt_sql(f, redact)?;
+        }
+        Ok(())
+    }
+}
+
+/// What a `SUBSCRIBE` follows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SubscribeTarget {
+    Object(ObjectName),
+    Query(Box<Query>),
+}
+
+/// `SUBSCRIBE [TO] object | (query) [WITH (snapshot = ..., progress = ...)]` (Materialize).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subscribe {
+    pub target: SubscribeTarget,
+    pub with: Vec<WithOption>,
+}
+
+impl Subscribe {
+    fn fmt_sql(&self, f: &mut fmt::Formatter<'_>, redact: bool) -> fmt::Result {
+        write!(f, "SUBSCRIBE ")?;
+        match &self.target {
+            SubscribeTarget::Object(o) => write!(f, "{o}")?,
+            SubscribeTarget::Query(q) => write!(f, "({q})")?,
+        }
+        fmt_with_options(f, &self.with, redact)
+    }
+}

@@ -1,0 +1,142 @@
+//! Server configuration: defaults, then `weir.toml`, then `WEIR_*` environment variables, then
+//! command-line flags (each later source overrides the earlier ones).
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub pg_addr: String,
+    pub http_addr: String,
+    pub log_format: LogFormat,
+    /// How long running statements may take to finish after SIGTERM.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./weir-data"),
+            // Loopback only unless configured otherwise: secure by default.
+            pg_addr: "127.0.0.1:5433".to_string(),
+            http_addr: "127.0.0.1:9095".to_string(),
+            log_format: LogFormat::Human,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+/// The file format (`weir.toml`); every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    pg_addr: Option<String>,
+    http_addr: Option<String>,
+    log_format: Option<LogFormat>,
+    shutdown_grace_secs: Option<u64>,
+}
+
+/// `weir serve` flags. Each also reads a `WEIR_*` environment variable (clap gives the flag
+/// precedence over the variable).
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// Configuration file (TOML). Defaults to ./weir.toml when it exists.
+    #[arg(long, env = "WEIR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory for the catalog and table data.
+    #[arg(long, env = "WEIR_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Postgres wire address.
+    #[arg(long, env = "WEIR_PG_ADDR")]
+    pub pg_addr: Option<String>,
+    /// HTTP address for /health, /ready and /metrics.
+    #[arg(long, env = "WEIR_HTTP_ADDR")]
+    pub http_addr: Option<String>,
+    /// Log format.
+    #[arg(long, env = "WEIR_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Seconds to let running statements finish after SIGTERM/SIGINT.
+    #[arg(long, env = "WEIR_SHUTDOWN_GRACE_SECS")]
+    pub shutdown_grace_secs: Option<u64>,
+}
+
+impl ServeArgs {
+    pub fn resolve(&self) -> Result<Config, String> {
+        let mut config = Config::default();
+        let file = match &self.config {
+            Some(path) => Some(read_file(path)?),
+            None if Path::new("weir.toml").exists() => Some(read_file(Path::new("weir.toml"))?),
+            None => None,
+        };
+        if let Some(f) = file {
+            if let Some(v) = f.data_dir {
+                config.data_dir = v;
+            }
+            if let Some(v) = f.pg_addr {
+                config.pg_addr = v;
+            }
+            if let Some(v) = f.http_addr {
+                config.http_addr = v;
+            }
+            if let Some(v) = f.log_format {
+                config.log_format = v;
+            }
+            if let Some(v) = f.shutdown_grace_secs {
+                config.shutdown_grace_secs = v;
+            }
+        }
+        if let Some(v) = &self.data_dir {
+            config.data_dir = v.clone();
+        }
+        if let Some(v) = &self.pg_addr {
+            config.pg_addr = v.clone();
+        }
+        if let Some(v) = &self.http_addr {
+            config.http_addr = v.clone();
+        }
+        if let Some(v) = self.log_format {
+            config.log_format = v;
+        }
+        if let Some(v) = self.shutdown_grace_secs {
+            config.shutdown_grace_secs = v;
+        }
+        Ok(config)
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("invalid {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        std::fs::write(&path, "pg_addr = \"127.0.0.1:6000\"\ndata_dir = \"/tmp/x\"\n").unwrap();
+        let args = ServeArgs { config: Some(path.clone()), pg_addr: Some("127.0.0.1:7000".into()), ..Default::default() };
+        let c = args.resolve().unwrap();
+        assert_eq!(c.pg_addr, "127.0.0.1:7000");
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.http_addr, "127.0.0.1:9095");
+        std::fs::write(&path, "no_such_key = 1\n").unwrap();
+        assert!(ServeArgs { config: Some(path), ..Default::default() }.resolve().is_err());
+    }
+}

@@ -1,0 +1,327 @@
+//! The database: catalog, table storage and the DataFusion context every session plans with.
+//!
+//! One [`Database`] is shared by all sessions. Its DataFusion `SessionContext` knows three
+//! schemas in the catalog `weir`: `public` (user relations, resolved from the Weir catalog at
+//! plan time by [`RelationsProvider`]), `pg_catalog` (from `datafusion-pg-catalog`, which derives
+//! `pg_class`, `pg_attribute`, ... from the DataFusion catalog) and DataFusion's
+//! `information_schema`. Sessions never plan with the shared context directly: each statement
+//! gets a copy of its state carrying the session's settings and a [`StatementSnapshot`], the
+//! table versions the statement reads (see `session.rs`).
+
+use std::any::Any;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::{MemoryCatalogProvider, SchemaProvider, Session, TableProvider};
+use datafusion::common::Constraints;
+use datafusion::datasource::TableType;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use weir_catalog::{Catalog, CatalogObject, Column, ObjectId, ObjectKind};
+
+use crate::config::Config;
+use crate::error::{Result, WeirError};
+use crate::metrics::Metrics;
+use crate::storage::{ChangeStore, Snapshot, Storage, TableData};
+
+/// The single database's name, as clients see it (`current_database()`, `\l`).
+pub const DATABASE_NAME: &str = "weir";
+pub const DEFAULT_SCHEMA: &str = "public";
+
+pub struct Database {
+    pub config: Arc<Config>,
+    pub catalog: Arc<RwLock<Catalog>>,
+    pub storage: Arc<Storage>,
+    pub metrics: Arc<Metrics>,
+    pub cancel: Arc<crate::server::cancel::CancelRegistry>,
+    base: SessionContext,
+    /// Serializes DDL: catalog and storage change together, one statement at a time.
+    pub ddl_lock: tokio::sync::Mutex<()>,
+    ready: AtomicBool,
+}
+
+/// The table versions one statement reads, installed as a `SessionConfig` extension so that
+/// [`WeirTable::scan`] sees the statement's snapshot (and its transaction's own writes).
+#[derive(Debug, Default)]
+pub struct StatementSnapshot {
+    pub tables: Snapshot,
+}
+
+impl Database {
+    /// Opens the database in the configured data directory: loads the catalog, re-plans every
+    /// table definition and replays the table log.
+    pub async fn open(config: Arc<Config>) -> Result<Arc<Database>> {
+        let data_dir: PathBuf = config.data_dir.clone();
+        std::fs::create_dir_all(&data_dir)?;
+        let catalog = Catalog::open(&data_dir.join("catalog"))?;
+        let base = new_base_context()?;
+
+        // Rebuild every table's empty state from its stored definition, then replay the log.
+        let mut tables = Vec::new();
+        for object in catalog.objects_of_kind(ObjectKind::Table) {
+            let (schema, pk) = table_schema_from_catalog(object)?;
+            tables.push((object.id, TableData::new(&object.name, schema, pk)?));
+        }
+        let storage = Arc::new(Storage::open(&data_dir, tables)?);
+        let catalog = Arc::new(RwLock::new(catalog));
+        let metrics = Arc::new(Metrics::default());
+        let db = Arc::new(Database {
+            config,
+            catalog: catalog.clone(),
+            storage: storage.clone(),
+            metrics,
+            cancel: Arc::new(crate::server::cancel::CancelRegistry::default()),
+            base,
+            ddl_lock: tokio::sync::Mutex::new(()),
+            ready: AtomicBool::new(false),
+        });
+        let provider = Arc::new(RelationsProvider { catalog, storage });
+        let weir = MemoryCatalogProvider::new();
+        datafusion::catalog::CatalogProvider::register_schema(&weir, DEFAULT_SCHEMA, provider)?;
+        db.base.register_catalog(DATABASE_NAME, Arc::new(weir));
+        datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog(
+            &db.base,
+            DATABASE_NAME,
+            datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
+        )
+        .map_err(|e| WeirError::from_datafusion(*e))?;
+        crate::pg_compat::register_functions(&db.base, &db);
+        db.ready.store(true, Ordering::SeqCst);
+        Ok(db)
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// The shared context (for building per-statement states; do not plan with it directly).
+    pub fn base_context(&self) -> &SessionContext {
+        &self.base
+    }
+
+    pub fn read_catalog(&self) -> std::sync::RwLockReadGuard<'_, Catalog> {
+        self.catalog.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn write_catalog(&self) -> std::sync::RwLockWriteGuard<'_, Catalog> {
+        self.catalog.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.storage.snapshot()
+    }
+}
+
+fn new_base_context() -> Result<SessionContext> {
+    let mut config = SessionConfig::new()
+        .with_default_catalog_and_schema(DATABASE_NAME, DEFAULT_SCHEMA)
+        .with_create_default_catalog_and_schema(false)
+        .with_information_schema(true);
+    let options = config.options_mut();
+    // Postgres reads `1.5` as numeric, not double: keep exact decimals exact.
+    options.sql_parser.parse_float_as_decimal = true;
+    options.sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
+    // Tables store `text` as Utf8; keep literals and casts in the same representation.
+    options.sql_parser.map_string_types_to_utf8view = false;
+    options.execution.time_zone = Some("+00:00".to_string());
+    Ok(SessionContext::new_with_config(config))
+}
+
+/// Rebuilds a table's Arrow schema from the column types the catalog stores.
+pub fn table_schema_from_catalog(object: &CatalogObject) -> Result<(SchemaRef, Option<Vec<usize>>)> {
+    let mut fields = Vec::with_capacity(object.columns.len());
+    for c in &object.columns {
+        fields.push(Field::new(&c.name, arrow_type_for_pg_name(&c.type_name)?, c.nullable));
+    }
+    let pk: Vec<usize> = object
+        .primary_key
+        .iter()
+        .filter_map(|k| object.columns.iter().position(|c| &c.name == k))
+        .collect();
+    Ok((Arc::new(Schema::new(fields)), (!pk.is_empty()).then_some(pk)))
+}
+
+/// The Arrow type Weir stores a column of the given Postgres type as. The names are those
+/// [`pg_type_name`] produces, so the mapping round-trips through the catalog.
+pub fn arrow_type_for_pg_name(name: &str) -> Result<DataType> {
+    let lower = name.to_ascii_lowercase();
+    if let Some(rest) = lower.strip_prefix("numeric(") {
+        let inner = rest.trim_end_matches(')');
+        let mut parts = inner.split(',').map(|p| p.trim().parse::<i16>());
+        let p = parts.next().and_then(|r| r.ok()).unwrap_or(38);
+        let s = parts.next().and_then(|r| r.ok()).unwrap_or(0);
+        return Ok(DataType::Decimal128(p.clamp(1, 38) as u8, s.clamp(0, 38) as i8));
+    }
+    Ok(match lower.as_str() {
+        "smallint" => DataType::Int16,
+        "integer" => DataType::Int32,
+        "bigint" => DataType::Int64,
+        "real" => DataType::Float32,
+        "double precision" => DataType::Float64,
+        "numeric" => DataType::Decimal128(38, 10),
+        "text" | "character varying" | "character" | "json" | "jsonb" | "uuid" => DataType::Utf8,
+        "boolean" => DataType::Boolean,
+        "date" => DataType::Date32,
+        "time without time zone" => DataType::Time64(TimeUnit::Microsecond),
+        "timestamp without time zone" => DataType::Timestamp(TimeUnit::Microsecond, None),
+        "timestamp with time zone" => DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+        "bytea" => DataType::Binary,
+        "interval" => DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano),
+        other => {
+            return Err(WeirError::new(
+                crate::error::SqlState::UndefinedObject,
+                format!("type \"{other}\" does not exist"),
+            ));
+        }
+    })
+}
+
+/// The Postgres name of the type Weir stores for an Arrow type (the inverse of
+/// [`arrow_type_for_pg_name`] for the types a table can have).
+pub fn pg_type_name(data_type: &DataType) -> Option<String> {
+    Some(match data_type {
+        DataType::Int16 => "smallint".into(),
+        DataType::Int32 => "integer".into(),
+        DataType::Int64 => "bigint".into(),
+        DataType::Float32 => "real".into(),
+        DataType::Float64 => "double precision".into(),
+        DataType::Decimal128(p, s) => format!("numeric({p},{s})"),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "text".into(),
+        DataType::Boolean => "boolean".into(),
+        DataType::Date32 => "date".into(),
+        DataType::Time64(_) => "time without time zone".into(),
+        DataType::Timestamp(_, None) => "timestamp without time zone".into(),
+        DataType::Timestamp(_, Some(_)) => "timestamp with time zone".into(),
+        DataType::Binary | DataType::LargeBinary => "bytea".into(),
+        DataType::Interval(_) => "interval".into(),
+        _ => return None,
+    })
+}
+
+/// Catalog columns for a table schema.
+pub fn catalog_columns(schema: &Schema) -> Result<Vec<Column>> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let type_name = pg_type_name(f.data_type()).ok_or_else(|| {
+                WeirError::not_supported(format!("a column of type {} (\"{}\")", f.data_type(), f.name()))
+            })?;
+            Ok(Column { name: f.name().clone(), type_name, nullable: f.is_nullable() })
+        })
+        .collect()
+}
+
+/// `weir.public`: the user's relations, looked up in the Weir catalog at plan time so that
+/// DDL from any session is visible to the next statement of every session.
+struct RelationsProvider {
+    catalog: Arc<RwLock<Catalog>>,
+    storage: Arc<Storage>,
+}
+
+impl std::fmt::Debug for RelationsProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RelationsProvider")
+    }
+}
+
+impl RelationsProvider {
+    fn find(&self, name: &str) -> Option<CatalogObject> {
+        let catalog = self.catalog.read().unwrap_or_else(|p| p.into_inner());
+        catalog.find(ObjectKind::Table, DEFAULT_SCHEMA, name).cloned()
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for RelationsProvider {
+    fn table_names(&self) -> Vec<String> {
+        let catalog = self.catalog.read().unwrap_or_else(|p| p.into_inner());
+        catalog
+            .objects()
+            .filter(|o| o.kind.is_relation() && o.schema == DEFAULT_SCHEMA)
+            .map(|o| o.name.clone())
+            .collect()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let Some(object) = self.find(name) else { return Ok(None) };
+        if object.kind != ObjectKind::Table {
+            return Ok(None);
+        }
+        let Some(data) = self.storage.table(object.id) else { return Ok(None) };
+        let pk: Vec<usize> = object
+            .primary_key
+            .iter()
+            .filter_map(|k| object.columns.iter().position(|c| &c.name == k))
+            .collect();
+        let constraints = if pk.is_empty() {
+            Constraints::default()
+        } else {
+            Constraints::new_unverified(vec![datafusion::common::Constraint::PrimaryKey(pk)])
+        };
+        Ok(Some(Arc::new(WeirTable {
+            id: object.id,
+            schema: data.schema().clone(),
+            storage: self.storage.clone(),
+            constraints,
+        })))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.find(name).is_some()
+    }
+}
+
+/// A user table as DataFusion sees it: scans read the statement's snapshot.
+#[derive(Debug)]
+pub struct WeirTable {
+    pub id: ObjectId,
+    schema: SchemaRef,
+    storage: Arc<Storage>,
+    constraints: Constraints,
+}
+
+#[async_trait]
+impl TableProvider for WeirTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn constraints(&self) -> Option<&Constraints> {
+        Some(&self.constraints)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let snapshot = state.config().get_extension::<StatementSnapshot>();
+        let data = snapshot
+            .and_then(|s| s.tables.get(&self.id).cloned())
+            .or_else(|| self.storage.table(self.id));
+        let batches = data.map(|d| d.batches().as_ref().clone()).unwrap_or_default();
+        let exec = MemorySourceConfig::try_new_exec(&[batches], self.schema.clone(), projection.cloned())?;
+        Ok(exec)
+    }
+}
+
+/// The id of the Weir table a DML plan targets, if it is one.
+pub fn dml_target_table(plan: &LogicalPlan) -> Option<ObjectId> {
+    let LogicalPlan::Dml(dml) = plan else { return None };
+    let source = datafusion::datasource::source_as_provider(&dml.target).ok()?;
+    let any: &dyn Any = source.as_ref();
+    any.downcast_ref::<WeirTable>().map(|t| t.id)
+}

@@ -1,0 +1,43 @@
+//! # Weir: a SQL-first streaming database
+//!
+//! This crate is the server. Start reading at [`server::run`], which opens the [`database`] and
+//! serves the Postgres wire protocol and HTTP. A client's statement then travels:
+//!
+//! ```text
+//! server::pgwire  ── text ──►  weir_sql::parse  ──►  session::Session::execute
+//!                                                     │  queries, DML: planned by DataFusion
+//!                                                     │  DDL: weir_catalog + storage
+//!                                                     ▼
+//!                         database (DataFusion context, catalog, storage snapshots)
+//!                                                     │  writes: signed row changes
+//!                                                     ▼
+//!                                    storage (in-memory tables + write-ahead log)
+//! ```
+//!
+//! Modules:
+//! * [`config`]: `weir serve` flags, `weir.toml`, `WEIR_*` variables.
+//! * [`server`]: listeners, graceful shutdown; [`server::pgwire`] (protocol glue),
+//!   [`server::http`] (`/health`, `/ready`, `/metrics`), [`server::cancel`].
+//! * [`session`]: one client session: statement dispatch, transactions, DDL, DML, COPY.
+//! * [`settings`]: session settings for `SET`/`SHOW`.
+//! * [`database`]: the shared state and DataFusion context; how tables appear to DataFusion.
+//! * [`storage`]: durable tables: [`storage::table`] rows, [`storage::wal`] the log.
+//! * [`pg_compat`]: Postgres functions clients call (`version()`, `current_setting`, ...).
+//! * [`text_format`]: Postgres's text output of values; [`copy`]: COPY formats.
+//! * [`error`]: [`error::WeirError`] and the mapping of every error to a SQLSTATE.
+//! * [`metrics`]: counters for `/metrics`.
+//!
+//! Sibling crates: `weir-sql` (statements), `weir-catalog` (objects and persistence),
+//! `weir-connectors` (source and sink traits).
+
+pub mod config;
+pub mod copy;
+pub mod database;
+pub mod error;
+pub mod metrics;
+pub mod pg_compat;
+pub mod server;
+pub mod session;
+pub mod settings;
+pub mod storage;
+pub mod text_format;

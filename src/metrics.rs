@@ -1,0 +1,89 @@
+//! Server metrics, rendered in the Prometheus text format on `/metrics`.
+//!
+//! A handful of counters does not justify a metrics framework; these are atomics and one map,
+//! rendered by hand. Label values come from a closed set (statement kinds, outcomes), never from
+//! user input, so the output cannot be broken by a client.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+#[derive(Default)]
+pub struct Metrics {
+    pub connections_active: AtomicI64,
+    pub connections_total: AtomicU64,
+    pub connections_rejected: AtomicU64,
+    /// Statements by (kind, outcome).
+    statements: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// Errors by SQLSTATE.
+    errors: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Metrics {
+    pub fn statement(&self, kind: &'static str, ok: bool) {
+        let mut m = self.statements.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry((kind, if ok { "ok" } else { "error" })).or_default() += 1;
+    }
+
+    pub fn error(&self, sqlstate: &str) {
+        let mut m = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        // SQLSTATEs are five characters from a fixed alphabet; anything else is not counted by
+        // its value, so a label never carries arbitrary text.
+        let key = if sqlstate.len() == 5 && sqlstate.chars().all(|c| c.is_ascii_alphanumeric()) {
+            sqlstate.to_string()
+        } else {
+            "other".to_string()
+        };
+        *m.entry(key).or_default() += 1;
+    }
+
+    pub fn render(&self, extra: &[(&str, &str, f64)]) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "# HELP weir_connections_active Client connections currently open.");
+        let _ = writeln!(out, "# TYPE weir_connections_active gauge");
+        let _ = writeln!(out, "weir_connections_active {}", self.connections_active.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP weir_connections_total Client connections accepted since start.");
+        let _ = writeln!(out, "# TYPE weir_connections_total counter");
+        let _ = writeln!(out, "weir_connections_total {}", self.connections_total.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP weir_connections_rejected_total Connections closed because of a protocol error.");
+        let _ = writeln!(out, "# TYPE weir_connections_rejected_total counter");
+        let _ = writeln!(out, "weir_connections_rejected_total {}", self.connections_rejected.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP weir_statements_total Statements executed, by kind and outcome.");
+        let _ = writeln!(out, "# TYPE weir_statements_total counter");
+        for ((kind, outcome), n) in self.statements.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(out, "weir_statements_total{{kind=\"{kind}\",outcome=\"{outcome}\"}} {n}");
+        }
+        let _ = writeln!(out, "# HELP weir_errors_total Errors returned to clients, by SQLSTATE.");
+        let _ = writeln!(out, "# TYPE weir_errors_total counter");
+        for (code, n) in self.errors.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(out, "weir_errors_total{{sqlstate=\"{code}\"}} {n}");
+        }
+        for (name, help, value) in extra {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            let _ = writeln!(out, "{name} {value}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_by_label() {
+        let m = Metrics::default();
+        m.statement("INSERT", true);
+        m.statement("INSERT", true);
+        m.statement("SELECT", false);
+        m.error("42P01");
+        m.error("bad\"label");
+        let text = m.render(&[]);
+        assert!(text.contains("weir_statements_total{kind=\"INSERT\",outcome=\"ok\"} 2"), "{text}");
+        assert!(text.contains("weir_statements_total{kind=\"SELECT\",outcome=\"error\"} 1"));
+        assert!(text.contains("weir_errors_total{sqlstate=\"42P01\"} 1"));
+        assert!(text.contains("weir_errors_total{sqlstate=\"other\"} 1"));
+    }
+}

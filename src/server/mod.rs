@@ -1,0 +1,104 @@
+//! The network servers: Postgres wire ([`pgwire`]), HTTP ([`http`]), and what they share.
+//!
+//! [`run`] binds every listener, prints one ready line on stdout (tests and scripts wait for
+//! it), serves until SIGINT/SIGTERM, then stops accepting, lets running statements finish for
+//! the grace period, and returns. Everything a statement acknowledged is already durable (table
+//! commits fsync before they answer), so there is nothing else to flush on the way out.
+
+pub mod cancel;
+pub mod http;
+pub mod pgwire;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::database::Database;
+use crate::error::{Result, WeirError};
+
+/// The addresses the servers actually listen on (after binding port 0).
+#[derive(Debug, Clone, Copy)]
+pub struct BoundAddrs {
+    pub pg: SocketAddr,
+    pub http: SocketAddr,
+}
+
+/// Opens the database, serves until `shutdown` fires, then drains connections.
+pub async fn run(config: Arc<Config>, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
+    let started = std::time::Instant::now();
+    let db = Database::open(config.clone()).await?;
+    let pg_listener = bind(&config.pg_addr, "Postgres").await?;
+    let http_listener = bind(&config.http_addr, "HTTP").await?;
+    let addrs = BoundAddrs { pg: pg_listener.local_addr()?, http: http_listener.local_addr()? };
+    tracing::info!(
+        pg = %addrs.pg,
+        http = %addrs.http,
+        data_dir = %config.data_dir.display(),
+        startup_ms = started.elapsed().as_millis() as u64,
+        "weir is ready"
+    );
+    // The one line on stdout: the contract with scripts and tests that start the server.
+    println!("weir ready pg={} http={}", addrs.pg, addrs.http);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+
+    let mut http_stop = stop_rx.clone();
+    let http = tokio::spawn(http::serve(http_listener, db.clone(), async move {
+        let _ = http_stop.wait_for(|s| *s).await;
+    }));
+
+    let handlers = Arc::new(pgwire::WeirPgHandlers::new(db.clone()));
+    let mut connections = JoinSet::new();
+    let mut stop = stop_rx.clone();
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            accepted = pg_listener.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    let _ = socket.set_nodelay(true);
+                    let handlers = handlers.clone();
+                    let db = db.clone();
+                    connections.spawn(async move {
+                        if let Err(e) = ::pgwire::tokio::process_socket(socket, None, handlers).await {
+                            // A malformed or truncated message ends this connection only.
+                            db.metrics.connections_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            tracing::info!(%peer, error = %e, "connection closed after a protocol error");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(pg_listener);
+    let open = connections.len();
+    tracing::info!(open_connections = open, "shutting down: no longer accepting connections");
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let drained = tokio::time::timeout(grace, async { while connections.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(remaining = connections.len(), "grace period over: closing the remaining connections");
+        connections.shutdown().await;
+    }
+    let _ = http.await;
+    tracing::info!("weir stopped");
+    Ok(())
+}
+
+async fn bind(addr: &str, what: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| WeirError::new(crate::error::SqlState::Io, format!("cannot listen for {what} on {addr}: {e}")))
+}

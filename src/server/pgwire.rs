@@ -1,0 +1,777 @@
+//! The Postgres wire protocol, on `pgwire`.
+//!
+//! pgwire parses and frames messages; this module connects its handler traits to
+//! [`Session`]: startup (database check, settings from startup parameters, cancel keys), the
+//! simple protocol (several statements per message, run in one implicit transaction as Postgres
+//! does), the extended protocol (Parse plans with DataFusion so Describe can report parameter
+//! and column types; Bind decodes parameters with arrow-pg; Execute runs), COPY, and cancel.
+//!
+//! The transaction status byte of ReadyForQuery always comes from the session, which is the
+//! one place that knows whether a block is open, failed or committed.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::ParamValues;
+use datafusion::execution::SendableRecordBatchStream;
+use futures::future::{Either, select};
+use futures::{Sink, SinkExt, StreamExt, stream};
+use pgwire::api::auth::{
+    ServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
+    save_startup_parameters_to_metadata,
+};
+use pgwire::api::cancel::DefaultCancelHandler;
+use pgwire::api::copy::CopyHandler;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{
+    ExtendedQueryHandler, SimpleQueryHandler, send_execution_response, send_query_response,
+    send_ready_for_query,
+};
+use pgwire::api::results::{
+    CopyResponse, DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag,
+};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, ConnectionHandle, ConnectionManager, ErrorHandler,
+    PgWireConnectionState, PgWireServerHandlers, PidSecretKeyGenerator,
+    RandomPidSecretKeyGenerator, Type,
+};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use pgwire::messages::response::{EmptyQueryResponse, TransactionStatus};
+use pgwire::messages::startup::ParameterStatus;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use pgwire::types::format::FormatOptions;
+use tokio::sync::Mutex;
+
+use crate::database::{DATABASE_NAME, Database};
+use crate::error::{SqlState, WeirError};
+use crate::session::{Outcome, Prepared, Session};
+use crate::text_format::ColumnText;
+
+/// The per-connection session, kept in pgwire's session extensions.
+type SharedSession = Arc<Mutex<Session>>;
+
+/// Unregisters a connection (metrics, cancel registry) when pgwire drops its extensions.
+struct ConnectionGuard {
+    db: Arc<Database>,
+    pid: i32,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.db.metrics.connections_active.fetch_sub(1, Ordering::Relaxed);
+        self.db.cancel.unregister(self.pid);
+    }
+}
+
+pub struct WeirPgHandlers {
+    db: Arc<Database>,
+    startup: Arc<WeirStartup>,
+    query: Arc<WeirQueryHandler>,
+    cancel: Arc<DefaultCancelHandler>,
+}
+
+impl WeirPgHandlers {
+    pub fn new(db: Arc<Database>) -> Self {
+        let manager = Arc::new(ConnectionManager::new());
+        WeirPgHandlers {
+            startup: Arc::new(WeirStartup { db: db.clone(), manager: manager.clone() }),
+            query: Arc::new(WeirQueryHandler { db: db.clone(), parser: Arc::new(WeirQueryParser) }),
+            cancel: Arc::new(DefaultCancelHandler::new(manager)),
+            db,
+        }
+    }
+}
+
+impl PgWireServerHandlers for WeirPgHandlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.query.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.query.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        self.startup.clone()
+    }
+
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
+        self.query.clone()
+    }
+
+    fn error_handler(&self) -> Arc<impl ErrorHandler> {
+        Arc::new(WeirErrorHandler { db: self.db.clone() })
+    }
+
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        self.cancel.clone()
+    }
+}
+
+struct WeirErrorHandler {
+    db: Arc<Database>,
+}
+
+impl ErrorHandler for WeirErrorHandler {
+    fn on_error<C>(&self, _client: &C, error: &mut PgWireError)
+    where
+        C: ClientInfo,
+    {
+        let code = match error {
+            PgWireError::UserError(info) => info.code.clone(),
+            PgWireError::QueryCanceled => "57014".to_string(),
+            _ => "08P01".to_string(),
+        };
+        self.db.metrics.error(&code);
+        tracing::debug!(sqlstate = %code, error = %error, "statement failed");
+    }
+}
+
+pub struct WeirStartup {
+    db: Arc<Database>,
+    manager: Arc<ConnectionManager>,
+}
+
+/// The ParameterStatus values sent after authentication: the session's reported settings.
+struct SessionParameters(HashMap<String, String>);
+
+impl ServerParameterProvider for SessionParameters {
+    fn server_parameters<C>(&self, _client: &C) -> Option<HashMap<String, String>>
+    where
+        C: ClientInfo,
+    {
+        Some(self.0.clone())
+    }
+}
+
+#[async_trait]
+impl StartupHandler for WeirStartup {
+    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let PgWireFrontendMessage::Startup(startup) = message else { return Ok(()) };
+        protocol_negotiation(client, &startup).await?;
+        save_startup_parameters_to_metadata(client, &startup);
+        let user = client.metadata().get("user").cloned().unwrap_or_else(|| "weir".to_string());
+        // Postgres defaults the database to the user name.
+        let database = client.metadata().get("database").cloned().unwrap_or_else(|| user.clone());
+        if database != DATABASE_NAME {
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".into(),
+                SqlState::InvalidCatalogName.code().into(),
+                format!("database \"{database}\" does not exist"),
+            ))));
+        }
+        let (pid, secret) = RandomPidSecretKeyGenerator::default().generate(client);
+        client.set_pid_and_secret_key(pid, secret.clone());
+        let (handle, guard) = self.manager.register(pid, secret);
+        client.session_extensions().insert::<Arc<ConnectionHandle>>(handle.clone());
+        client.session_extensions().insert(guard);
+        self.db.cancel.register(pid, handle);
+        self.db.metrics.connections_active.fetch_add(1, Ordering::Relaxed);
+        self.db.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+        client.session_extensions().insert(ConnectionGuard { db: self.db.clone(), pid });
+
+        let mut session = Session::new(self.db.clone(), pid, user.clone());
+        session.settings.apply_startup(client.metadata());
+        if let Err(e) = session.settings.set("session_authorization", &user) {
+            tracing::debug!(error = %e, "cannot record the session user");
+        }
+        let mut params: HashMap<String, String> = HashMap::new();
+        for name in [
+            "server_version",
+            "server_encoding",
+            "client_encoding",
+            "application_name",
+            "DateStyle",
+            "IntervalStyle",
+            "TimeZone",
+            "integer_datetimes",
+            "standard_conforming_strings",
+            "is_superuser",
+            "default_transaction_read_only",
+            "in_hot_standby",
+        ] {
+            if let Some(v) = session.settings.get(name) {
+                params.insert(name.to_string(), v);
+            }
+        }
+        params.insert("session_authorization".into(), user);
+        client.session_extensions().insert::<SharedSession>(Arc::new(Mutex::new(session)));
+        finish_authentication(client, &SessionParameters(params)).await?;
+        Ok(())
+    }
+}
+
+fn session_of<C: ClientInfo + ?Sized>(client: &C) -> PgWireResult<SharedSession> {
+    client
+        .session_extensions()
+        .get::<SharedSession>()
+        .map(|s| s.as_ref().clone())
+        .ok_or_else(|| WeirError::new(SqlState::ProtocolViolation, "no session: startup did not complete").into())
+}
+
+pub struct WeirQueryHandler {
+    db: Arc<Database>,
+    parser: Arc<WeirQueryParser>,
+}
+
+/// Runs `work` so that `statement_timeout` and, when `cancel` is set, a CancelRequest or
+/// `pg_cancel_backend` stop it. (pgwire already listens for cancel around an extended-protocol
+/// Execute; starting a second listener there would cancel pgwire's.)
+async fn cancellable<C, T>(
+    client: &C,
+    cancel: bool,
+    timeout: Option<std::time::Duration>,
+    work: impl std::future::Future<Output = Result<T, WeirError>>,
+) -> Result<T, WeirError>
+where
+    C: ClientInfo + ?Sized,
+{
+    let cancel_rx = match client.session_extensions().get::<Arc<ConnectionHandle>>() {
+        Some(h) if cancel => Some(h.start_query().await),
+        _ => None,
+    };
+    let work = async move {
+        match timeout {
+            Some(t) => tokio::time::timeout(t, work)
+                .await
+                .unwrap_or_else(|_| Err(WeirError::canceled("statement timeout"))),
+            None => work.await,
+        }
+    };
+    let work = std::pin::pin!(work);
+    match cancel_rx {
+        Some(rx) => match select(work, rx).await {
+            Either::Left((r, _)) => r,
+            Either::Right((Ok(()), _)) => Err(WeirError::canceled("user request")),
+            // The sender was replaced (a newer statement started): nothing canceled us.
+            Either::Right((Err(_), work)) => work.await,
+        },
+        None => work.await,
+    }
+}
+
+/// Pulls the first batch inside the cancellable region: blocking operators (aggregates,
+/// sorts) do their work before the first batch, so cancel and timeouts cover it.
+async fn prefetch(mut stream: SendableRecordBatchStream) -> Result<(Option<RecordBatch>, SendableRecordBatchStream), WeirError> {
+    match stream.next().await {
+        Some(Ok(b)) => Ok((Some(b), stream)),
+        Some(Err(e)) => Err(e.into()),
+        None => Ok((None, stream)),
+    }
+}
+
+enum Ready {
+    Rows { schema: SchemaRef, first: Option<RecordBatch>, rest: SendableRecordBatchStream, tag: &'static str },
+    Other(Outcome),
+}
+
+async fn run_and_prefetch(outcome: Result<Outcome, WeirError>) -> Result<Ready, WeirError> {
+    match outcome? {
+        Outcome::Rows { schema, stream, tag } => {
+            let (first, rest) = prefetch(stream).await?;
+            Ok(Ready::Rows { schema, first, rest, tag })
+        }
+        other => Ok(Ready::Other(other)),
+    }
+}
+
+/// Encodes result batches as DataRows: text columns in Postgres's text format (ours), binary
+/// columns with arrow-pg's binary encoders.
+fn query_response(
+    schema: SchemaRef,
+    first: Option<RecordBatch>,
+    rest: SendableRecordBatchStream,
+    format: &Format,
+    session_tz: String,
+    tag: &str,
+) -> PgWireResult<QueryResponse> {
+    let fields = Arc::new(pg_fields(&schema, format)?);
+    let fields_for_rows = fields.clone();
+    let batches = stream::iter(first.map(Ok)).chain(rest);
+    let rows = batches
+        .map(move |batch| {
+            let rows: Vec<PgWireResult<pgwire::messages::data::DataRow>> = match batch {
+                Ok(b) => encode_batch(&b, &fields_for_rows, &session_tz),
+                Err(e) => vec![Err(PgWireError::from(WeirError::from(e)))],
+            };
+            stream::iter(rows)
+        })
+        .flatten();
+    let mut response = QueryResponse::new(fields, rows);
+    response.set_command_tag(tag);
+    Ok(response)
+}
+
+pub fn pg_fields(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInfo>> {
+    datafusion_postgres::arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, format, None)
+}
+
+fn encode_batch(
+    batch: &RecordBatch,
+    fields: &Arc<Vec<FieldInfo>>,
+    session_tz: &str,
+) -> Vec<PgWireResult<pgwire::messages::data::DataRow>> {
+    let texts: Vec<Option<ColumnText>> = batch
+        .columns()
+        .iter()
+        .zip(fields.iter())
+        .map(|(c, f)| if f.format() == FieldFormat::Text { ColumnText::new(c, session_tz).ok() } else { None })
+        .collect();
+    let schema = batch.schema();
+    let options = FormatOptions::default();
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        let mut encoder = DataRowEncoder::new(fields.clone());
+        let mut result = Ok(());
+        for (col, field) in fields.iter().enumerate() {
+            result = match &texts[col] {
+                Some(text) => encoder.encode_field_with_type_and_format(
+                    &text.value(row),
+                    &Type::TEXT,
+                    FieldFormat::Text,
+                    &options,
+                ),
+                None => datafusion_postgres::arrow_pg::encoder::encode_value(
+                    &mut encoder,
+                    batch.column(col),
+                    row,
+                    schema.field(col),
+                    field,
+                ),
+            };
+            if result.is_err() {
+                break;
+            }
+        }
+        out.push(result.map(|_| encoder.take_row()));
+    }
+    out
+}
+
+/// The response for one outcome (rows already prefetched).
+fn into_response(ready: Ready, format: &Format, session: &Session) -> PgWireResult<(Response, Option<(String, String)>)> {
+    Ok(match ready {
+        Ready::Rows { schema, first, rest, tag } => {
+            (Response::Query(query_response(schema, first, rest, format, session.settings.time_zone(), tag)?), None)
+        }
+        Ready::Other(o) => match o {
+            Outcome::Rows { .. } => return Err(WeirError::internal("rows were not prefetched").into()),
+            Outcome::Command(tag) => (Response::Execution(tag), None),
+            Outcome::TransactionStart => (Response::TransactionStart(Tag::new("BEGIN")), None),
+            Outcome::TransactionEnd(tag) => (Response::TransactionEnd(Tag::new(tag)), None),
+            Outcome::CopyIn { columns, format } => (
+                Response::CopyIn(CopyResponse::new(format.wire_format(), columns, stream::empty())),
+                None,
+            ),
+            Outcome::CopyOut { columns, format, rows } => {
+                let data = rows.into_iter().map(|r| Ok(CopyData::new(r.into())));
+                (Response::CopyOut(CopyResponse::new(format.wire_format(), columns, stream::iter(data))), None)
+            }
+            Outcome::SetReported { name, value } => (Response::Execution(Tag::new("SET")), Some((name, value))),
+        },
+    })
+}
+
+fn status_of(session: &Session) -> TransactionStatus {
+    if session.is_failed() {
+        TransactionStatus::Error
+    } else if session.in_block() {
+        TransactionStatus::Transaction
+    } else {
+        TransactionStatus::Idle
+    }
+}
+
+/// Pgwire's view of the block can go ahead of ours when it fails a statement on its own (a
+/// protocol error, a canceled Execute): make the session agree.
+fn sync_from_client<C: ClientInfo + ?Sized>(client: &C, session: &mut Session) {
+    if client.transaction_status() == TransactionStatus::Error && !session.is_failed() && session.in_block() {
+        session.on_error();
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for WeirQueryHandler {
+    async fn on_query<C>(&self, client: &mut C, query: pgwire::messages::simplequery::Query) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let shared = session_of(client)?;
+        let mut session = shared.lock().await;
+        sync_from_client(client, &mut session);
+
+        let parsed = match weir_sql::parse(&query.query) {
+            Ok(p) => p,
+            Err(e) => {
+                session.on_error();
+                self.db.metrics.statement("PARSE", false);
+                let e: WeirError = e.into();
+                self.db.metrics.error(e.state.code());
+                client.feed(PgWireBackendMessage::ErrorResponse(ErrorInfo::from(e).into())).await?;
+                return self.finish_simple(client, &session).await;
+            }
+        };
+        if parsed.is_empty() {
+            client.feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse::new())).await?;
+            return self.finish_simple(client, &session).await;
+        }
+        let multi = parsed.len() > 1;
+        if multi {
+            session.begin_implicit();
+        }
+        let mut failed = false;
+        for p in &parsed {
+            let kind = p.statement.kind_name();
+            let timeout = session.settings.statement_timeout();
+            let ready = {
+                let s = &mut *session;
+                cancellable(client, true, timeout, async { run_and_prefetch(s.execute(p).await).await }).await
+            };
+            let ready = match ready {
+                Ok(r) => r,
+                Err(e) => {
+                    session.on_error();
+                    self.db.metrics.statement(kind, false);
+                    self.db.metrics.error(e.state.code());
+                    client.feed(PgWireBackendMessage::ErrorResponse(ErrorInfo::from(e).into())).await?;
+                    failed = true;
+                    break;
+                }
+            };
+            self.db.metrics.statement(kind, true);
+            if let Statement::Standard(s) = &p.statement
+                && let sqlparser::ast::Statement::Deallocate { name, .. } = s.as_ref()
+            {
+                client.portal_store().rm_statement(&name.value);
+            }
+            let (response, report) = into_response(ready, &Format::UnifiedText, &session)?;
+            match response {
+                Response::Query(r) => send_query_response(client, r, true).await?,
+                Response::Execution(tag) | Response::TransactionStart(tag) | Response::TransactionEnd(tag) => {
+                    send_execution_response(client, tag).await?
+                }
+                Response::CopyIn(r) => {
+                    pgwire::api::copy::send_copy_in_response(client, r).await?;
+                    client.set_state(PgWireConnectionState::CopyInProgress(false));
+                    // The rest of the message (if any) runs after the copy; Postgres does the same.
+                    return Ok(());
+                }
+                Response::CopyOut(r) => pgwire::api::copy::send_copy_out_response(client, r).await?,
+                Response::EmptyQuery => {
+                    client.feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse::new())).await?
+                }
+                Response::Error(e) => client.feed(PgWireBackendMessage::ErrorResponse((*e).into())).await?,
+                Response::CopyBoth(_) => return Err(WeirError::internal("unexpected COPY BOTH").into()),
+            }
+            if let Some((name, value)) = report {
+                client.feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(name, value))).await?;
+            }
+        }
+        if multi && !failed
+            && let Err(e) = session.end_implicit().await
+        {
+            session.on_error();
+            client.feed(PgWireBackendMessage::ErrorResponse(ErrorInfo::from(e).into())).await?;
+        }
+        if multi && failed {
+            // An error ends the implicit block: nothing of the message is committed.
+            session.on_error();
+        }
+        self.finish_simple(client, &session).await
+    }
+
+    async fn do_query<C>(&self, _client: &mut C, _query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        // on_query is overridden and never calls this.
+        Err(WeirError::internal("do_query is not used").into())
+    }
+}
+
+use weir_sql::Statement;
+
+impl WeirQueryHandler {
+    async fn finish_simple<C>(&self, client: &mut C, session: &Session) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let status = status_of(session);
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        client.set_transaction_status(status);
+        send_ready_for_query(client, status).await
+    }
+}
+
+/// Parses (and plans) statements for the extended protocol.
+pub struct WeirQueryParser;
+
+#[async_trait]
+impl QueryParser for WeirQueryParser {
+    type Statement = Prepared;
+
+    async fn parse_sql<C>(&self, client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<Prepared>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let mut parsed = weir_sql::parse(sql).map_err(WeirError::from)?;
+        if parsed.is_empty() {
+            return Ok(None);
+        }
+        if parsed.len() > 1 {
+            return Err(WeirError::new(
+                SqlState::SyntaxError,
+                "cannot insert multiple commands into a prepared statement",
+            )
+            .into());
+        }
+        let shared = session_of(client)?;
+        let session = shared.lock().await;
+        Ok(Some(session.prepare(parsed.remove(0)).await?))
+    }
+
+    fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
+        let Some(plan) = &stmt.plan else { return Ok(vec![]) };
+        let types = plan.get_parameter_types().map_err(WeirError::from)?;
+        Ok(ordered_parameters(&types)
+            .into_iter()
+            .map(|(_, t)| {
+                t.and_then(|t| datafusion_postgres::arrow_pg::datatypes::into_pg_type(&t).ok())
+                    .unwrap_or(Type::TEXT)
+            })
+            .collect())
+    }
+
+    fn get_result_schema(&self, stmt: &Prepared, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+        let format = format.unwrap_or(&Format::UnifiedText);
+        match &stmt.plan {
+            Some(plan) if !matches!(plan, datafusion::logical_expr::LogicalPlan::Dml(_)) => {
+                pg_fields(plan.schema().as_arrow(), format)
+            }
+            Some(_) => Ok(vec![]),
+            None => match static_result_schema(&stmt.parsed.statement) {
+                Some(schema) => pg_fields(&schema, format),
+                None => Ok(vec![]),
+            },
+        }
+    }
+}
+
+/// Result columns of statements that return rows without a DataFusion plan.
+fn static_result_schema(statement: &Statement) -> Option<Schema> {
+    let text = |names: &[&str]| Schema::new(names.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect::<Vec<_>>());
+    match statement {
+        Statement::ShowObjects(_) => Some(text(&["name"])),
+        Statement::ShowCreate { .. } => Some(text(&["name", "create_sql"])),
+        Statement::Standard(s) => match s.as_ref() {
+            sqlparser::ast::Statement::ShowVariable { variable } => {
+                let name = variable.iter().map(|i| i.value.to_ascii_lowercase()).collect::<Vec<_>>().join(" ");
+                match name.as_str() {
+                    "all" => Some(text(&["name", "setting"])),
+                    "time zone" => Some(text(&["TimeZone"])),
+                    "transaction isolation level" => Some(text(&["transaction_isolation"])),
+                    other => Some(text(&[other])),
+                }
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn ordered_parameters(types: &HashMap<String, Option<DataType>>) -> Vec<(String, Option<DataType>)> {
+    let mut v: Vec<_> = types.iter().map(|(k, t)| (k.clone(), t.clone())).collect();
+    v.sort_by_key(|(k, _)| k.trim_start_matches('$').parse::<u32>().unwrap_or(u32::MAX));
+    v
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for WeirQueryHandler {
+    type Statement = Prepared;
+    type QueryParser = WeirQueryParser;
+
+    fn query_parser(&self) -> Arc<WeirQueryParser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Prepared>, _max_rows: usize) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let prepared = &portal.statement.statement;
+        let kind = prepared.parsed.statement.kind_name();
+        let shared = session_of(client)?;
+        let mut session = shared.lock().await;
+        sync_from_client(client, &mut session);
+        let params = match bind_parameters(portal) {
+            Ok(p) => p,
+            Err(e) => {
+                session.on_error();
+                return Err(e);
+            }
+        };
+        let timeout = session.settings.statement_timeout();
+        let ready = {
+            let s = &mut *session;
+            cancellable(client, false, timeout, async {
+                run_and_prefetch(s.execute_prepared(prepared, &params).await).await
+            })
+                .await
+        };
+        match ready {
+            Ok(ready) => {
+                self.db.metrics.statement(kind, true);
+                if let Statement::Standard(s) = &prepared.parsed.statement
+                    && let sqlparser::ast::Statement::Deallocate { name, .. } = s.as_ref()
+                {
+                    client.portal_store().rm_statement(&name.value);
+                }
+                let (response, report) = into_response(ready, &portal.result_column_format, &session)?;
+                if let Some((name, value)) = report {
+                    client.feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(name, value))).await?;
+                }
+                // pgwire tracks the block from these variants; keep it in step with the session.
+                client.set_transaction_status(status_of(&session));
+                Ok(response)
+            }
+            Err(e) => {
+                session.on_error();
+                self.db.metrics.statement(kind, false);
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn on_sync<C>(&self, client: &mut C, message: pgwire::messages::extendedquery::Sync) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let _ = message;
+        if let Ok(shared) = session_of(client) {
+            let mut session = shared.lock().await;
+            sync_from_client(client, &mut session);
+            client.set_transaction_status(status_of(&session));
+        }
+        client.portal_store().rm_portal(pgwire::api::DEFAULT_NAME);
+        send_ready_for_query(client, client.transaction_status()).await?;
+        client.flush().await?;
+        Ok(())
+    }
+}
+
+/// Decodes Bind parameters to the types the plan expects (arrow-pg does the wire decoding).
+fn bind_parameters(portal: &Portal<Prepared>) -> PgWireResult<ParamValues> {
+    let Some(plan) = &portal.statement.statement.plan else {
+        return Ok(ParamValues::List(vec![]));
+    };
+    let types = plan.get_parameter_types().map_err(WeirError::from)?;
+    let ordered = ordered_parameters(&types);
+    let inferred: Vec<Option<DataType>> = ordered.iter().map(|(_, t)| t.clone()).collect();
+    let inferred_refs: Vec<Option<&DataType>> = inferred.iter().map(|t| t.as_ref()).collect();
+    let wire: Vec<Type> = inferred
+        .iter()
+        .map(|t| {
+            t.as_ref()
+                .and_then(|t| datafusion_postgres::arrow_pg::datatypes::into_pg_type(t).ok())
+                .unwrap_or(Type::TEXT)
+        })
+        .collect();
+    let wire_refs: Vec<Option<&Type>> = wire.iter().map(Some).collect();
+    datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters_with_server_types(
+        portal,
+        &inferred_refs,
+        &wire_refs,
+    )
+}
+
+#[async_trait]
+impl CopyHandler for WeirQueryHandler {
+    async fn on_copy_data<C>(&self, client: &mut C, copy_data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let shared = session_of(client)?;
+        let mut session = shared.lock().await;
+        match session.copy_in.as_mut() {
+            Some(c) => {
+                c.push(&copy_data.data);
+                Ok(())
+            }
+            None => Err(WeirError::new(SqlState::ProtocolViolation, "unexpected CopyData").into()),
+        }
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let shared = session_of(client)?;
+        let mut session = shared.lock().await;
+        match session.finish_copy_in().await {
+            Ok(n) => {
+                self.db.metrics.statement("COPY", true);
+                client.set_transaction_status(status_of(&session));
+                client
+                    .send(PgWireBackendMessage::CommandComplete(Tag::new("COPY").with_rows(n).into()))
+                    .await?;
+                Ok(())
+            }
+            Err(e) => {
+                session.on_error();
+                self.db.metrics.statement("COPY", false);
+                client.set_transaction_status(status_of(&session));
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn on_copy_fail<C>(&self, client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let Ok(shared) = session_of(client) {
+            let mut session = shared.lock().await;
+            session.copy_in = None;
+            session.on_error();
+            client.set_transaction_status(status_of(&session));
+        }
+        WeirError::canceled(&format!("COPY from stdin failed: {}", fail.message)).into()
+    }
+}

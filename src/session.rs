@@ -1,0 +1,976 @@
+//! One client session: statement dispatch, transactions, settings.
+//!
+//! The pgwire layer hands each parsed statement to [`Session::execute`] and turns the
+//! [`Outcome`] into protocol messages. Everything that is not about the wire lives here:
+//!
+//! * **Transactions** follow Postgres. Outside a block every statement commits on its own. Inside
+//!   `BEGIN ... COMMIT` a session writes to private copies of the tables it touches (so it reads
+//!   its own writes) and records the changes; `COMMIT` validates and applies them to the shared
+//!   storage in one durable WAL commit, `ROLLBACK` drops them. An error inside a block moves it to
+//!   the failed state, where everything but `ROLLBACK`/`COMMIT` fails with 25P02. DDL is not
+//!   transactional: it commits immediately even inside a block (a documented difference).
+//! * **Reads** see one committed version of every table (a snapshot taken per statement) plus,
+//!   inside a block, the session's own writes.
+//! * **DML** is planned by DataFusion (which resolves columns, casts values to the column types
+//!   and binds `$n` parameters) and executed here: an INSERT's input rows are inserted, a
+//!   DELETE's input rows (the matching rows) are retracted, an UPDATE retracts the matching rows
+//!   and inserts their new versions. These signed row batches are the same "changes" the
+//!   streaming engine will consume.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::compute::{CastOptions, cast_with_options};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::ParamValues;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::{LogicalPlan, WriteOp};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::prelude::SessionContext;
+use futures::StreamExt;
+use pgwire::api::results::Tag;
+use sqlparser::ast::{self, ObjectName, ObjectType};
+use weir_catalog::{NewObject, ObjectId, ObjectKind as CatalogKind};
+use weir_sql::{ObjectKind, ParsedStatement, Statement};
+
+use crate::copy::{CopyFormat, CopyIn};
+use crate::database::{
+    DEFAULT_SCHEMA, Database, StatementSnapshot, arrow_type_for_pg_name, dml_target_table,
+};
+use crate::error::{Result, SqlState, WeirError};
+use crate::settings::Settings;
+use crate::storage::{ChangeStore, Snapshot, TableChange, TableData};
+
+/// What a statement produced, for the wire layer to send.
+pub enum Outcome {
+    /// Rows to stream; `tag` is the command tag (`SELECT`, `SHOW`, `EXPLAIN`).
+    Rows { schema: SchemaRef, stream: SendableRecordBatchStream, tag: &'static str },
+    /// A command without rows: `INSERT 0 3`, `CREATE TABLE`, ...
+    Command(Tag),
+    /// `BEGIN` (also when already in a block: Postgres warns and carries on).
+    TransactionStart,
+    /// `COMMIT` or `ROLLBACK`; the tag says which actually happened.
+    TransactionEnd(&'static str),
+    /// `COPY ... FROM STDIN`: the client now sends CopyData.
+    CopyIn { columns: usize, format: CopyFormat },
+    /// `COPY ... TO STDOUT`: rows already encoded, one CopyData message per row.
+    CopyOut { columns: usize, format: CopyFormat, rows: Vec<Vec<u8>> },
+    /// A `SET` whose new value must be reported to the client as ParameterStatus.
+    SetReported { name: String, value: String },
+}
+
+/// A statement prepared by the extended protocol: parsed, and for queries and DML also planned
+/// (so that Describe can report parameter and result types).
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    pub parsed: ParsedStatement,
+    pub plan: Option<LogicalPlan>,
+    /// The catalog version the plan was made against; a DDL since then means re-planning.
+    pub catalog_version: u64,
+}
+
+#[derive(Default)]
+struct Transaction {
+    changes: Vec<TableChange>,
+    /// The session's private versions of the tables it wrote.
+    working: Snapshot,
+    savepoints: Vec<(String, usize, Snapshot)>,
+    /// A block opened implicitly for a multi-statement simple query.
+    implicit: bool,
+}
+
+enum TxnState {
+    Idle,
+    Open(Transaction),
+    Failed,
+}
+
+pub struct Session {
+    db: Arc<Database>,
+    pub settings: Settings,
+    pub backend_pid: i32,
+    pub user: String,
+    txn: TxnState,
+    /// An active `COPY ... FROM STDIN`.
+    pub copy_in: Option<CopyIn>,
+}
+
+impl Session {
+    pub fn new(db: Arc<Database>, backend_pid: i32, user: String) -> Self {
+        Session { db, settings: Settings::default(), backend_pid, user, txn: TxnState::Idle, copy_in: None }
+    }
+
+    pub fn db(&self) -> &Arc<Database> {
+        &self.db
+    }
+
+    pub fn in_block(&self) -> bool {
+        matches!(self.txn, TxnState::Open(Transaction { implicit: false, .. }) | TxnState::Failed)
+    }
+
+    pub fn is_failed(&self) -> bool {
+        matches!(self.txn, TxnState::Failed)
+    }
+
+    /// Called when a statement fails (or is canceled): an explicit block becomes failed, an
+    /// implicit one is rolled back.
+    pub fn on_error(&mut self) {
+        match &self.txn {
+            TxnState::Open(t) if t.implicit => self.txn = TxnState::Idle,
+            TxnState::Open(_) => self.txn = TxnState::Failed,
+            _ => {}
+        }
+    }
+
+    /// Opens an implicit block around the statements of one multi-statement simple query, so
+    /// that they commit together, as Postgres does.
+    pub fn begin_implicit(&mut self) {
+        if matches!(self.txn, TxnState::Idle) {
+            self.txn = TxnState::Open(Transaction { implicit: true, ..Default::default() });
+        }
+    }
+
+    /// Ends the implicit block opened by [`Session::begin_implicit`], committing it.
+    pub async fn end_implicit(&mut self) -> Result<()> {
+        if let TxnState::Open(t) = &self.txn
+            && t.implicit
+        {
+            let TxnState::Open(t) = std::mem::replace(&mut self.txn, TxnState::Idle) else {
+                return Ok(());
+            };
+            self.commit_changes(t.changes).await?;
+        }
+        Ok(())
+    }
+
+    /// Parses and, where DataFusion can, plans a statement for the extended protocol.
+    pub async fn prepare(&self, parsed: ParsedStatement) -> Result<Prepared> {
+        let catalog_version = self.db.read_catalog().version();
+        let plan = match self.plannable(&parsed) {
+            Some(stmt) => Some(self.plan(&self.statement_context(), stmt).await?),
+            None => None,
+        };
+        Ok(Prepared { parsed, plan, catalog_version })
+    }
+
+    /// The sqlparser statement to give DataFusion, for statements DataFusion plans (queries,
+    /// EXPLAIN and DML), after datafusion-postgres's Postgres compatibility rewrites.
+    fn plannable(&self, parsed: &ParsedStatement) -> Option<ast::Statement> {
+        let Statement::Standard(stmt) = &parsed.statement else { return None };
+        match stmt.as_ref() {
+            ast::Statement::Query(_)
+            | ast::Statement::Explain { .. }
+            | ast::Statement::Insert(_)
+            | ast::Statement::Update(_)
+            | ast::Statement::Delete(_) => {}
+            _ => return None,
+        }
+        let compat = datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser::new();
+        match compat.parse(&parsed.text) {
+            Ok(mut v) if v.len() == 1 => Some(v.remove(0)),
+            _ => Some(compat.rewrite(stmt.as_ref().clone())),
+        }
+    }
+
+    async fn plan(&self, ctx: &SessionContext, stmt: ast::Statement) -> Result<LogicalPlan> {
+        let state = ctx.state();
+        let plan = state
+            .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(stmt)))
+            .await?;
+        Ok(plan)
+    }
+
+    /// A DataFusion context for one statement: the shared catalogs, this session's settings
+    /// and functions, and the table versions the statement reads.
+    fn statement_context(&self) -> SessionContext {
+        let base = self.db.base_context();
+        let mut tables = self.db.snapshot();
+        if let TxnState::Open(t) = &self.txn {
+            for (id, data) in &t.working {
+                tables.insert(*id, data.clone());
+            }
+        }
+        let mut config = base.copied_config();
+        config.options_mut().execution.time_zone = Some(self.settings.time_zone());
+        let config = config.with_extension(Arc::new(StatementSnapshot { tables }));
+        let mut state = SessionStateBuilder::new_from_existing(base.state()).with_config(config).build();
+        crate::pg_compat::register_session_functions(&mut state, &self.settings, self.backend_pid);
+        SessionContext::new_with_state(state)
+    }
+
+    /// Executes a prepared statement with bound parameters (extended protocol).
+    pub async fn execute_prepared(&mut self, prepared: &Prepared, params: &ParamValues) -> Result<Outcome> {
+        self.check_not_failed(&prepared.parsed.statement)?;
+        let Some(plan) = &prepared.plan else {
+            return self.execute(&prepared.parsed).await;
+        };
+        let plan = if prepared.catalog_version != self.db.read_catalog().version() {
+            // Tables were created or dropped since Parse: plan again against the catalog now.
+            match self.plannable(&prepared.parsed) {
+                Some(stmt) => self.plan(&self.statement_context(), stmt).await?,
+                None => plan.clone(),
+            }
+        } else {
+            plan.clone()
+        };
+        let plan = plan.replace_params_with_values(params)?;
+        self.run_plan(plan).await
+    }
+
+    fn check_not_failed(&self, statement: &Statement) -> Result<()> {
+        if self.is_failed() {
+            let ends_block = matches!(
+                statement,
+                Statement::Standard(s) if matches!(s.as_ref(),
+                    ast::Statement::Commit { .. } | ast::Statement::Rollback { .. })
+            );
+            if !ends_block {
+                return Err(WeirError::in_failed_transaction());
+            }
+        }
+        Ok(())
+    }
+
+    /// Executes one statement (simple protocol, or extended without parameters).
+    pub async fn execute(&mut self, parsed: &ParsedStatement) -> Result<Outcome> {
+        self.check_not_failed(&parsed.statement)?;
+        match &parsed.statement {
+            Statement::Standard(stmt) => self.execute_standard(parsed, stmt).await,
+            Statement::Flush => Ok(Outcome::Command(Tag::new("FLUSH"))),
+            Statement::ShowObjects(kind) => self.show_objects(*kind),
+            Statement::ShowCreate { kind, name } => self.show_create(*kind, name),
+            other @ (Statement::CreateSource(_)
+            | Statement::CreateMaterializedView(_)
+            | Statement::CreateSink(_)
+            | Statement::Subscribe(_)) => Err(WeirError::not_supported(other.kind_name())
+                .with_hint("Streaming sources, materialized views, sinks and SUBSCRIBE arrive with the streaming engine.")),
+        }
+    }
+
+    async fn execute_standard(&mut self, parsed: &ParsedStatement, stmt: &ast::Statement) -> Result<Outcome> {
+        use ast::Statement as S;
+        match stmt {
+            S::Query(_) | S::Explain { .. } | S::Insert(_) | S::Update(_) | S::Delete(_) => {
+                let ctx = self.statement_context();
+                let stmt = self.plannable(parsed).ok_or_else(|| WeirError::internal("unplannable"))?;
+                let plan = self.plan(&ctx, stmt).await?;
+                self.run_plan(plan).await
+            }
+            S::CreateTable(ct) => self.create_table(ct).await,
+            S::Drop { object_type, if_exists, names, cascade, .. } => {
+                let kind = match object_type {
+                    ObjectType::Table => CatalogKind::Table,
+                    ObjectType::View => CatalogKind::View,
+                    ObjectType::MaterializedView => CatalogKind::MaterializedView,
+                    other => return Err(WeirError::not_supported(format!("DROP {other}"))),
+                };
+                self.drop_objects(kind, names, *if_exists, *cascade).await
+            }
+            S::StartTransaction { .. } => {
+                match &mut self.txn {
+                    TxnState::Idle => self.txn = TxnState::Open(Transaction::default()),
+                    TxnState::Open(t) if t.implicit => t.implicit = false,
+                    _ => tracing::debug!("BEGIN inside a transaction block ignored"),
+                }
+                Ok(Outcome::TransactionStart)
+            }
+            S::Commit { .. } => match std::mem::replace(&mut self.txn, TxnState::Idle) {
+                TxnState::Open(t) => {
+                    self.commit_changes(t.changes).await?;
+                    Ok(Outcome::TransactionEnd("COMMIT"))
+                }
+                TxnState::Failed => Ok(Outcome::TransactionEnd("ROLLBACK")),
+                TxnState::Idle => Ok(Outcome::TransactionEnd("COMMIT")),
+            },
+            S::Rollback { savepoint: Some(name), .. } => self.rollback_to_savepoint(&name.value),
+            S::Rollback { .. } => {
+                self.txn = TxnState::Idle;
+                Ok(Outcome::TransactionEnd("ROLLBACK"))
+            }
+            S::Savepoint { name } => match &mut self.txn {
+                TxnState::Open(t) => {
+                    t.savepoints.push((name.value.clone(), t.changes.len(), t.working.clone()));
+                    Ok(Outcome::Command(Tag::new("SAVEPOINT")))
+                }
+                _ => Err(WeirError::new(
+                    SqlState::NoActiveSqlTransaction,
+                    "SAVEPOINT can only be used in transaction blocks",
+                )),
+            },
+            S::ReleaseSavepoint { name } => {
+                if let TxnState::Open(t) = &mut self.txn
+                    && let Some(pos) = t.savepoints.iter().rposition(|s| s.0 == name.value)
+                {
+                    t.savepoints.truncate(pos);
+                    return Ok(Outcome::Command(Tag::new("RELEASE")));
+                }
+                Err(WeirError::new(SqlState::UndefinedObject, format!("savepoint \"{}\" does not exist", name.value)))
+            }
+            S::Set(set) => self.set(set),
+            S::ShowVariable { variable } => self.show_variable(variable),
+            S::Reset(r) => {
+                let reported = match &r.reset {
+                    ast::Reset::ALL => self.settings.reset_all().pop(),
+                    ast::Reset::ConfigurationParameter(name) => self.settings.reset(&name.to_string())?,
+                };
+                Ok(match reported {
+                    Some((name, value)) => Outcome::SetReported { name, value },
+                    None => Outcome::Command(Tag::new("RESET")),
+                })
+            }
+            S::Discard { .. } => {
+                self.settings.reset_all();
+                Ok(Outcome::Command(Tag::new("DISCARD ALL")))
+            }
+            S::Deallocate { prepare, .. } => {
+                // Named statements live in the wire layer's store; DEALLOCATE ALL (psycopg's pool
+                // reset) and DEALLOCATE name are acknowledged, the store is per connection.
+                let _ = prepare;
+                Ok(Outcome::Command(Tag::new("DEALLOCATE")))
+            }
+            S::Copy { source, to, target, options, legacy_options, .. } => {
+                self.copy(source, *to, target, options, legacy_options).await
+            }
+            other => Err(WeirError::not_supported(format!(
+                "the statement \"{}\"",
+                other.to_string().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+            ))),
+        }
+    }
+
+    fn rollback_to_savepoint(&mut self, name: &str) -> Result<Outcome> {
+        // Postgres allows ROLLBACK TO in a failed block: it clears the failure. Our failed state
+        // keeps no changes, so only an open block can roll back to a savepoint.
+        if let TxnState::Open(t) = &mut self.txn
+            && let Some(pos) = t.savepoints.iter().rposition(|s| s.0 == name)
+        {
+            let (_, len, working) = t.savepoints[pos].clone();
+            t.changes.truncate(len);
+            t.working = working;
+            t.savepoints.truncate(pos + 1);
+            return Ok(Outcome::Command(Tag::new("ROLLBACK")));
+        }
+        Err(WeirError::new(SqlState::UndefinedObject, format!("savepoint \"{name}\" does not exist")))
+    }
+
+    /// Runs a DataFusion plan: DML writes, everything else streams rows.
+    async fn run_plan(&mut self, plan: LogicalPlan) -> Result<Outcome> {
+        if let LogicalPlan::Dml(dml) = &plan {
+            let table = dml_target_table(&plan).ok_or_else(|| {
+                WeirError::new(
+                    SqlState::WrongObjectType,
+                    format!("cannot change relation \"{}\"", dml.table_name),
+                )
+            })?;
+            return self.run_dml(table, dml.op.clone(), dml.input.clone()).await;
+        }
+        if matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) | LogicalPlan::Copy(_)) {
+            return Err(WeirError::not_supported("this statement"));
+        }
+        let tag = if matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)) { "EXPLAIN" } else { "SELECT" };
+        let ctx = self.statement_context();
+        let df = ctx.execute_logical_plan(plan).await?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let stream = df.execute_stream().await?;
+        Ok(Outcome::Rows { schema, stream, tag })
+    }
+
+    async fn collect(&self, plan: LogicalPlan) -> Result<Vec<RecordBatch>> {
+        let ctx = self.statement_context();
+        let df = ctx.execute_logical_plan(plan).await?;
+        Ok(df.collect().await?)
+    }
+
+    async fn run_dml(&mut self, table: ObjectId, op: WriteOp, input: Arc<LogicalPlan>) -> Result<Outcome> {
+        let (name, schema) = self.table_info(table)?;
+        match op {
+            WriteOp::Insert(_) => {
+                let batches = self.collect(relax_values_nullability(input.as_ref().clone())?).await?;
+                let rows = conform_batches(&batches, &schema, &name)?;
+                let n = rows.num_rows();
+                self.write(vec![TableChange { table, diff: 1, rows }]).await?;
+                Ok(Outcome::Command(Tag::new("INSERT").with_oid(0).with_rows(n)))
+            }
+            WriteOp::Delete => {
+                let batches = self.collect(input.as_ref().clone()).await?;
+                let rows = conform_batches(&batches, &schema, &name)?;
+                let n = rows.num_rows();
+                self.write(vec![TableChange { table, diff: -1, rows }]).await?;
+                Ok(Outcome::Command(Tag::new("DELETE").with_rows(n)))
+            }
+            WriteOp::Update => {
+                // The input is Projection(new values) over the filtered source; the source's first
+                // columns are the target table's, which are the old rows.
+                let LogicalPlan::Projection(projection) = input.as_ref() else {
+                    return Err(WeirError::internal("unexpected UPDATE plan shape"));
+                };
+                let source = projection.input.clone();
+                let old_columns: Vec<datafusion::prelude::Expr> = source
+                    .schema()
+                    .columns()
+                    .into_iter()
+                    .take(schema.fields().len())
+                    .map(datafusion::prelude::Expr::Column)
+                    .collect();
+                let old_plan = datafusion::logical_expr::LogicalPlanBuilder::from(source.as_ref().clone())
+                    .project(old_columns)?
+                    .build()?;
+                let old = conform_batches(&self.collect(old_plan).await?, &schema, &name)?;
+                let new = conform_batches(&self.collect(input.as_ref().clone()).await?, &schema, &name)?;
+                let n = old.num_rows();
+                self.write(vec![
+                    TableChange { table, diff: -1, rows: old },
+                    TableChange { table, diff: 1, rows: new },
+                ])
+                .await?;
+                Ok(Outcome::Command(Tag::new("UPDATE").with_rows(n)))
+            }
+            other => Err(WeirError::not_supported(format!("{other}"))),
+        }
+    }
+
+    fn table_info(&self, table: ObjectId) -> Result<(String, SchemaRef)> {
+        let name = self
+            .db
+            .read_catalog()
+            .get(table)
+            .map(|o| o.name.clone())
+            .ok_or_else(|| WeirError::new(SqlState::UndefinedTable, "the table was dropped"))?;
+        let data = self
+            .db
+            .storage
+            .table(table)
+            .ok_or_else(|| WeirError::new(SqlState::UndefinedTable, format!("relation \"{name}\" does not exist")))?;
+        Ok((name, data.schema().clone()))
+    }
+
+    /// Applies changes: inside a block to the session's working copies, otherwise as one
+    /// durable commit.
+    async fn write(&mut self, changes: Vec<TableChange>) -> Result<()> {
+        match &mut self.txn {
+            TxnState::Open(t) => {
+                // Validate against the working copies; on failure the block becomes failed (the
+                // caller's on_error), so partial application to the copies is never committed.
+                for c in &changes {
+                    let entry = match t.working.get_mut(&c.table) {
+                        Some(e) => e,
+                        None => {
+                            let committed = self.db.storage.table(c.table).ok_or_else(|| {
+                                WeirError::new(SqlState::UndefinedTable, "the table was dropped")
+                            })?;
+                            t.working.entry(c.table).or_insert(committed)
+                        }
+                    };
+                    let data = Arc::make_mut(entry);
+                    if c.diff > 0 {
+                        data.insert(&c.rows)?;
+                    } else {
+                        data.delete(&c.rows)?;
+                    }
+                }
+                t.changes.extend(changes);
+                Ok(())
+            }
+            TxnState::Idle => self.commit_changes(changes).await,
+            TxnState::Failed => Err(WeirError::in_failed_transaction()),
+        }
+    }
+
+    async fn commit_changes(&self, changes: Vec<TableChange>) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let storage = self.db.storage.clone();
+        // The commit fsyncs: keep it off the async workers.
+        tokio::task::spawn_blocking(move || storage.commit(changes))
+            .await
+            .map_err(|e| WeirError::internal(format!("commit task failed: {e}")))?
+    }
+
+    async fn create_table(&mut self, ct: &ast::CreateTable) -> Result<Outcome> {
+        let (schema_name, name) = object_name(&ct.name)?;
+        if ct.query.is_some() {
+            return Err(WeirError::not_supported("CREATE TABLE ... AS"));
+        }
+        let mut columns = Vec::with_capacity(ct.columns.len());
+        let mut primary_key: Vec<String> = Vec::new();
+        for col in &ct.columns {
+            let col_name = ident(&col.name);
+            if columns.iter().any(|c: &weir_catalog::Column| c.name == col_name) {
+                return Err(WeirError::new(
+                    SqlState::DuplicateObject,
+                    format!("column \"{col_name}\" specified more than once"),
+                ));
+            }
+            let type_name = pg_type_for_sql(&col.data_type)?;
+            let mut nullable = true;
+            for opt in &col.options {
+                match &opt.option {
+                    ast::ColumnOption::NotNull => nullable = false,
+                    ast::ColumnOption::Null => {}
+                    ast::ColumnOption::PrimaryKey(_) => {
+                        nullable = false;
+                        primary_key.push(col_name.clone());
+                    }
+                    other => {
+                        return Err(WeirError::not_supported(format!("the column constraint {other}")));
+                    }
+                }
+            }
+            columns.push(weir_catalog::Column { name: col_name, type_name, nullable });
+        }
+        for constraint in &ct.constraints {
+            match constraint {
+                ast::TableConstraint::PrimaryKey(pk) => {
+                    if !primary_key.is_empty() {
+                        return Err(WeirError::new(
+                            SqlState::SyntaxError,
+                            format!("multiple primary keys for table \"{name}\" are not allowed"),
+                        ));
+                    }
+                    for c in &pk.columns {
+                        let col_name = c.column.expr.to_string().trim_matches('"').to_lowercase();
+                        let Some(col) = columns.iter_mut().find(|x| x.name == col_name) else {
+                            return Err(WeirError::new(
+                                SqlState::UndefinedColumn,
+                                format!("column \"{col_name}\" named in key does not exist"),
+                            ));
+                        };
+                        col.nullable = false;
+                        primary_key.push(col_name);
+                    }
+                }
+                other => return Err(WeirError::not_supported(format!("the table constraint {other}"))),
+            }
+        }
+        if columns.is_empty() {
+            return Err(WeirError::not_supported("a table without columns"));
+        }
+        let fields: Vec<Field> = columns
+            .iter()
+            .map(|c| Ok(Field::new(&c.name, arrow_type_for_pg_name(&c.type_name)?, c.nullable)))
+            .collect::<Result<_>>()?;
+        let schema = Arc::new(Schema::new(fields));
+        let pk_idx: Vec<usize> =
+            primary_key.iter().filter_map(|k| columns.iter().position(|c| &c.name == k)).collect();
+        let data = TableData::new(&name, schema, (!pk_idx.is_empty()).then_some(pk_idx))?;
+
+        let _ddl = self.db.ddl_lock.lock().await;
+        if ct.if_not_exists
+            && self.db.read_catalog().find(CatalogKind::Table, &schema_name, &name).is_some()
+        {
+            return Ok(Outcome::Command(Tag::new("CREATE TABLE")));
+        }
+        let object = self.db.write_catalog().create(NewObject {
+            kind: CatalogKind::Table,
+            schema: schema_name,
+            name,
+            owner: self.user.clone(),
+            definition: Statement::Standard(Box::new(ast::Statement::CreateTable(ct.clone()))).to_string(),
+            columns,
+            primary_key,
+            depends_on: vec![],
+        })?;
+        self.db.storage.create_table(object.id, data);
+        Ok(Outcome::Command(Tag::new("CREATE TABLE")))
+    }
+
+    async fn drop_objects(
+        &mut self,
+        kind: CatalogKind,
+        names: &[ObjectName],
+        if_exists: bool,
+        cascade: bool,
+    ) -> Result<Outcome> {
+        let _ddl = self.db.ddl_lock.lock().await;
+        for n in names {
+            let (schema, name) = object_name(n)?;
+            let id = {
+                let catalog = self.db.read_catalog();
+                match catalog.find_kind(kind, &schema, &name) {
+                    Ok(o) => o.id,
+                    Err(weir_catalog::CatalogError::NotFound { .. }) if if_exists => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            let dropped = self.db.write_catalog().drop_object(id, cascade)?;
+            for o in dropped {
+                if o.kind == CatalogKind::Table {
+                    self.db.storage.drop_table(o.id);
+                }
+                if let TxnState::Open(t) = &mut self.txn {
+                    t.working.remove(&o.id);
+                    t.changes.retain(|c| c.table != o.id);
+                }
+            }
+        }
+        let tag = match kind {
+            CatalogKind::Table => "DROP TABLE",
+            CatalogKind::View => "DROP VIEW",
+            CatalogKind::MaterializedView => "DROP MATERIALIZED VIEW",
+            CatalogKind::Source => "DROP SOURCE",
+            CatalogKind::Sink => "DROP SINK",
+            CatalogKind::Subscription => "DROP SUBSCRIPTION",
+        };
+        Ok(Outcome::Command(Tag::new(tag)))
+    }
+
+    fn set(&mut self, set: &ast::Set) -> Result<Outcome> {
+        let (name, value) = match set {
+            ast::Set::SingleAssignment { variable, values, .. } => {
+                let name = variable.to_string();
+                let value = values.iter().map(expr_setting_value).collect::<Vec<_>>().join(", ");
+                (name, value)
+            }
+            ast::Set::SetTimeZone { value, .. } => ("TimeZone".to_string(), expr_setting_value(value)),
+            ast::Set::SetNames { charset_name, .. } => ("client_encoding".to_string(), charset_name.value.clone()),
+            ast::Set::SetTransaction { .. } => return Ok(Outcome::Command(Tag::new("SET"))),
+            other => return Err(WeirError::not_supported(format!("{other}"))),
+        };
+        let reported = if value.eq_ignore_ascii_case("default") {
+            self.settings.reset(&name)?
+        } else {
+            self.settings.set(&name, &value)?
+        };
+        Ok(match reported {
+            Some((name, value)) => Outcome::SetReported { name, value },
+            None => Outcome::Command(Tag::new("SET")),
+        })
+    }
+
+    fn show_variable(&self, variable: &[ast::Ident]) -> Result<Outcome> {
+        let name = variable.iter().map(|i| i.value.clone()).collect::<Vec<_>>().join(" ");
+        let lower = name.to_ascii_lowercase();
+        if lower == "all" {
+            let all = self.settings.all();
+            return rows_outcome(
+                &["name", "setting"],
+                vec![all.iter().map(|a| a.0.clone()).collect(), all.iter().map(|a| a.1.clone()).collect()],
+                "SHOW",
+            );
+        }
+        let (column, key) = match lower.as_str() {
+            "time zone" => ("TimeZone".to_string(), "TimeZone".to_string()),
+            "transaction isolation level" => {
+                ("transaction_isolation".to_string(), "transaction_isolation".to_string())
+            }
+            _ => (lower.clone(), lower.clone()),
+        };
+        let value = self.settings.get(&key).ok_or_else(|| {
+            WeirError::new(SqlState::UndefinedObject, format!("unrecognized configuration parameter \"{name}\""))
+        })?;
+        rows_outcome(&[&column], vec![vec![value]], "SHOW")
+    }
+
+    fn show_objects(&self, kind: ObjectKind) -> Result<Outcome> {
+        let kind = catalog_kind(kind);
+        let names: Vec<String> =
+            self.db.read_catalog().objects_of_kind(kind).map(|o| o.name.clone()).collect();
+        rows_outcome(&["name"], vec![names], "SHOW")
+    }
+
+    fn show_create(&self, kind: ObjectKind, name: &ObjectName) -> Result<Outcome> {
+        let (schema, n) = object_name(name)?;
+        let catalog = self.db.read_catalog();
+        let object = catalog.find_kind(catalog_kind(kind), &schema, &n)?;
+        // The stored definition may hold secrets: print it through the parser's redaction.
+        let sql = match weir_sql::parse(&object.definition) {
+            Ok(mut v) if v.len() == 1 => v.remove(0).statement.to_redacted_string(),
+            _ => return Err(WeirError::internal(format!("stored definition of {n} does not parse"))),
+        };
+        rows_outcome(&["name", "create_sql"], vec![vec![object.qualified_name()], vec![sql]], "SHOW")
+    }
+
+    async fn copy(
+        &mut self,
+        source: &ast::CopySource,
+        to: bool,
+        target: &ast::CopyTarget,
+        options: &[ast::CopyOption],
+        legacy: &[ast::CopyLegacyOption],
+    ) -> Result<Outcome> {
+        let format = CopyFormat::from_options(options, legacy)?;
+        if to {
+            if !matches!(target, ast::CopyTarget::Stdout) {
+                return Err(WeirError::not_supported("COPY TO a file or program").with_hint("Use COPY ... TO STDOUT."));
+            }
+            let query = match source {
+                ast::CopySource::Query(q) => ast::Statement::Query(q.clone()),
+                ast::CopySource::Table { table_name, columns } => {
+                    let cols = if columns.is_empty() {
+                        "*".to_string()
+                    } else {
+                        columns.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
+                    };
+                    let sql = format!("SELECT {cols} FROM {table_name}");
+                    match weir_sql::parse(&sql)?.pop().map(|p| p.statement) {
+                        Some(Statement::Standard(s)) => *s,
+                        _ => return Err(WeirError::internal("COPY source did not parse")),
+                    }
+                }
+            };
+            let ctx = self.statement_context();
+            let plan = self.plan(&ctx, query).await?;
+            let batches = self.collect(plan).await?;
+            let columns = batches.first().map(|b| b.num_columns()).unwrap_or(0);
+            let rows = crate::copy::encode_rows(&batches, &format, &self.settings)?;
+            return Ok(Outcome::CopyOut { columns, format, rows });
+        }
+        if !matches!(target, ast::CopyTarget::Stdin) {
+            return Err(WeirError::not_supported("COPY FROM a file or program").with_hint("Use COPY ... FROM STDIN."));
+        }
+        let ast::CopySource::Table { table_name, columns } = source else {
+            return Err(WeirError::new(SqlState::SyntaxError, "COPY FROM needs a table"));
+        };
+        let (schema_name, name) = object_name(table_name)?;
+        let object = self.db.read_catalog().find_kind(CatalogKind::Table, &schema_name, &name)?.clone();
+        let (_, schema) = self.table_info(object.id)?;
+        let targets: Vec<usize> = if columns.is_empty() {
+            (0..schema.fields().len()).collect()
+        } else {
+            columns
+                .iter()
+                .map(|c| {
+                    let c = ident(c);
+                    schema.index_of(&c).map_err(|_| {
+                        WeirError::new(
+                            SqlState::UndefinedColumn,
+                            format!("column \"{c}\" of relation \"{name}\" does not exist"),
+                        )
+                    })
+                })
+                .collect::<Result<_>>()?
+        };
+        let n = targets.len();
+        self.copy_in = Some(CopyIn::new(object.id, name, schema, targets, format.clone()));
+        Ok(Outcome::CopyIn { columns: n, format })
+    }
+
+    /// Finishes `COPY FROM STDIN`: parses what the client sent and writes it.
+    pub async fn finish_copy_in(&mut self) -> Result<usize> {
+        let copy = self.copy_in.take().ok_or_else(|| WeirError::internal("no COPY in progress"))?;
+        let (table, rows) = copy.finish(&self.settings)?;
+        let n = rows.num_rows();
+        self.write(vec![TableChange { table, diff: 1, rows }]).await?;
+        Ok(n)
+    }
+}
+
+/// DataFusion types an INSERT's VALUES list after the target table, NOT NULL included, and then
+/// fails inside Arrow with "Column 'column1' is declared as non-nullable" for a NULL. Make the
+/// VALUES nullable so the NULL reaches [`conform_batches`], which reports the table's column
+/// the way Postgres does (23502).
+fn relax_values_nullability(plan: LogicalPlan) -> Result<LogicalPlan> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    let relaxed = plan.transform_up(|node| {
+        let LogicalPlan::Values(values) = &node else { return Ok(Transformed::no(node)) };
+        if values.schema.fields().iter().all(|f| f.is_nullable()) {
+            return Ok(Transformed::no(node));
+        }
+        let fields = values
+            .schema
+            .iter()
+            .map(|(q, f)| (q.cloned(), Arc::new(f.as_ref().clone().with_nullable(true))))
+            .collect();
+        let schema = datafusion::common::DFSchema::new_with_metadata(fields, values.schema.metadata().clone())?;
+        Ok(Transformed::yes(LogicalPlan::Values(datafusion::logical_expr::Values {
+            schema: Arc::new(schema),
+            values: values.values.clone(),
+        })))
+    })?;
+    // Projections above the VALUES cached the old nullability: recompute their schemas.
+    Ok(relaxed.data.recompute_schema()?)
+}
+
+/// The value text of a `SET` argument: `'UTC'` → `UTC`, `on` → `on`, `5` → `5`.
+fn expr_setting_value(e: &ast::Expr) -> String {
+    match e {
+        ast::Expr::Value(v) => match &v.value {
+            ast::Value::SingleQuotedString(s) | ast::Value::DoubleQuotedString(s) => s.clone(),
+            other => other.to_string(),
+        },
+        ast::Expr::Identifier(i) => i.value.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn catalog_kind(kind: ObjectKind) -> CatalogKind {
+    match kind {
+        ObjectKind::Table => CatalogKind::Table,
+        ObjectKind::Source => CatalogKind::Source,
+        ObjectKind::MaterializedView => CatalogKind::MaterializedView,
+        ObjectKind::View => CatalogKind::View,
+        ObjectKind::Sink => CatalogKind::Sink,
+    }
+}
+
+/// An identifier as Postgres resolves it: unquoted names fold to lower case.
+pub fn ident(i: &ast::Ident) -> String {
+    if i.quote_style.is_some() { i.value.clone() } else { i.value.to_lowercase() }
+}
+
+/// Splits `[weir.][public.]name` into (schema, name).
+pub fn object_name(name: &ObjectName) -> Result<(String, String)> {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|p| p.as_ident().map(ident).unwrap_or_else(|| p.to_string()))
+        .collect();
+    let (schema, table) = match parts.as_slice() {
+        [t] => (DEFAULT_SCHEMA.to_string(), t.clone()),
+        [s, t] => (s.clone(), t.clone()),
+        [d, s, t] if d == crate::database::DATABASE_NAME => (s.clone(), t.clone()),
+        [_, _, _] => {
+            return Err(WeirError::new(
+                SqlState::FeatureNotSupported,
+                format!("cross-database references are not implemented: {name}"),
+            ));
+        }
+        _ => return Err(WeirError::new(SqlState::SyntaxError, format!("improper qualified name: {name}"))),
+    };
+    if schema != DEFAULT_SCHEMA {
+        return Err(WeirError::new(
+            SqlState::UndefinedObject,
+            format!("schema \"{schema}\" does not exist"),
+        )
+        .with_hint("Weir has one user schema, public."));
+    }
+    Ok((schema, table))
+}
+
+/// The canonical Postgres type name for a column type written in SQL.
+fn pg_type_for_sql(t: &ast::DataType) -> Result<String> {
+    use ast::DataType as D;
+    let length = |l: &Option<ast::CharacterLength>| match l {
+        Some(ast::CharacterLength::IntegerLength { length, .. }) => format!("({length})"),
+        _ => String::new(),
+    };
+    Ok(match t {
+        D::SmallInt(_) | D::Int2(_) => "smallint".into(),
+        D::Int(_) | D::Integer(_) | D::Int4(_) => "integer".into(),
+        D::BigInt(_) | D::Int8(_) => "bigint".into(),
+        D::Real | D::Float4 => "real".into(),
+        D::Double(_) | D::DoublePrecision | D::Float8 | D::Float64 => "double precision".into(),
+        D::Float(p) => match p {
+            ast::ExactNumberInfo::Precision(p) | ast::ExactNumberInfo::PrecisionAndScale(p, _) if *p <= 24 => {
+                "real".into()
+            }
+            _ => "double precision".into(),
+        },
+        D::Numeric(info) | D::Decimal(info) | D::Dec(info) => match info {
+            ast::ExactNumberInfo::None => "numeric".into(),
+            ast::ExactNumberInfo::Precision(p) => {
+                check_precision(*p, 0)?;
+                format!("numeric({p},0)")
+            }
+            ast::ExactNumberInfo::PrecisionAndScale(p, s) => {
+                check_precision(*p, (*s).max(0) as u64)?;
+                format!("numeric({p},{s})")
+            }
+        },
+        D::Text | D::String(_) => "text".into(),
+        D::Varchar(l) | D::CharacterVarying(l) | D::CharVarying(l) => format!("character varying{}", length(l)),
+        D::Char(l) | D::Character(l) => {
+            let l = length(l);
+            format!("character{}", if l.is_empty() { "(1)".to_string() } else { l })
+        }
+        D::Boolean | D::Bool => "boolean".into(),
+        D::Date => "date".into(),
+        D::Timestamp(_, tz) => match tz {
+            ast::TimezoneInfo::WithTimeZone | ast::TimezoneInfo::Tz => "timestamp with time zone".into(),
+            _ => "timestamp without time zone".into(),
+        },
+        D::Time(_, ast::TimezoneInfo::None | ast::TimezoneInfo::WithoutTimeZone) => "time without time zone".into(),
+        D::Bytea => "bytea".into(),
+        D::Interval { .. } => "interval".into(),
+        D::JSON => "json".into(),
+        D::JSONB => "jsonb".into(),
+        D::Uuid => "uuid".into(),
+        D::Custom(name, _) if name.to_string().eq_ignore_ascii_case("timestamptz") => {
+            "timestamp with time zone".into()
+        }
+        other => {
+            return Err(WeirError::new(
+                SqlState::FeatureNotSupported,
+                format!("type {other} is not supported in tables yet"),
+            ));
+        }
+    })
+}
+
+fn check_precision(p: u64, s: u64) -> Result<()> {
+    if !(1..=38).contains(&p) || s > p {
+        return Err(WeirError::new(
+            SqlState::InvalidParameterValue,
+            format!("NUMERIC precision {p} and scale {s} are out of range (precision 1 to 38, scale 0 to precision)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Makes DataFusion's output batches into one batch of exactly the table's schema: casts each
+/// column to the column type (with Postgres-style errors) and enforces NOT NULL.
+pub fn conform_batches(batches: &[RecordBatch], schema: &SchemaRef, table: &str) -> Result<RecordBatch> {
+    let mut columns: Vec<Vec<ArrayRef>> = vec![Vec::new(); schema.fields().len()];
+    for b in batches {
+        if b.num_columns() != schema.fields().len() {
+            return Err(WeirError::internal(format!(
+                "expected {} columns for \"{table}\", got {}",
+                schema.fields().len(),
+                b.num_columns()
+            )));
+        }
+        for (i, c) in b.columns().iter().enumerate() {
+            columns[i].push(c.clone());
+        }
+    }
+    let opts = CastOptions { safe: false, ..Default::default() };
+    let mut out = Vec::with_capacity(columns.len());
+    for (i, field) in schema.fields().iter().enumerate() {
+        let parts: Vec<&dyn datafusion::arrow::array::Array> = columns[i].iter().map(|a| a.as_ref()).collect();
+        let array = if parts.is_empty() {
+            datafusion::arrow::array::new_empty_array(field.data_type())
+        } else {
+            datafusion::arrow::compute::concat(&parts)?
+        };
+        let array = if array.data_type() == field.data_type() {
+            array
+        } else {
+            cast_with_options(&array, field.data_type(), &opts)?
+        };
+        if !field.is_nullable() && array.null_count() > 0 {
+            return Err(WeirError::new(
+                SqlState::NotNullViolation,
+                format!(
+                    "null value in column \"{}\" of relation \"{table}\" violates not-null constraint",
+                    field.name()
+                ),
+            ));
+        }
+        out.push(array);
+    }
+    Ok(RecordBatch::try_new(schema.clone(), out)?)
+}
+
+/// A small in-memory result (SHOW and friends).
+fn rows_outcome(names: &[&str], columns: Vec<Vec<String>>, tag: &'static str) -> Result<Outcome> {
+    let schema = Arc::new(Schema::new(
+        names.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect::<Vec<_>>(),
+    ));
+    let arrays: Vec<ArrayRef> =
+        columns.into_iter().map(|c| Arc::new(StringArray::from(c)) as ArrayRef).collect();
+    let batch = RecordBatch::try_new(schema.clone(), arrays)?;
+    let stream = RecordBatchStreamAdapter::new(schema.clone(), futures::stream::iter(vec![Ok(batch)]));
+    Ok(Outcome::Rows { schema, stream: Box::pin(stream), tag })
+}
+
+/// Drains an outcome's rows (tests and COPY).
+pub async fn collect_rows(stream: SendableRecordBatchStream) -> Result<Vec<RecordBatch>> {
+    let mut out = Vec::new();
+    let mut s = stream;
+    while let Some(b) = s.next().await {
+        out.push(b?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,109 @@
+//! Starts a real `weir serve` process for integration tests.
+
+
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    pub child: Child,
+    pub pg: SocketAddr,
+    pub http: SocketAddr,
+}
+
+impl Server {
+    /// Starts a server on 127.0.0.1:0 with the given data directory and waits for its ready line.
+    pub fn start(data_dir: &Path) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["serve", "--pg-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("WEIR_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start weir");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep draining so the server never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = rx.recv_timeout(Duration::from_secs(60)).expect("weir did not print its ready line");
+        let mut pg = None;
+        let mut http = None;
+        for part in line.split_whitespace() {
+            if let Some(v) = part.strip_prefix("pg=") {
+                pg = v.parse().ok();
+            }
+            if let Some(v) = part.strip_prefix("http=") {
+                http = v.parse().ok();
+            }
+        }
+        Server {
+            child,
+            pg: pg.expect("pg address in ready line"),
+            http: http.expect("http address in ready line"),
+        }
+    }
+
+    pub fn conn_str(&self) -> String {
+        format!("host={} port={} user=weir dbname=weir", self.pg.ip(), self.pg.port())
+    }
+
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.conn_str(), tokio_postgres::NoTls)
+            .await
+            .expect("connect to weir");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill_9(mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("wait");
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id() as i32;
+        // SAFETY-free: use the kill command rather than libc.
+        Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill -TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "weir did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// GET a path on the HTTP port (plain HTTP/1.0 over a socket: no client dependency).
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.http).expect("connect http");
+        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("write");
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).expect("read");
+        let status = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        (status, body)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

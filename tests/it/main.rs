@@ -1,0 +1,8 @@
+//! Integration tests: a real `weir serve` process driven by real clients. One test binary (so
+//! DataFusion is linked once), one module per area.
+
+mod common;
+mod errors;
+mod protocol;
+mod restart;
+mod slt;

@@ -1,0 +1,231 @@
+//! tokio-postgres over the simple and the extended protocol, text and binary results.
+
+use rust_decimal::Decimal;
+use tokio_postgres::SimpleQueryMessage;
+
+use crate::common::Server;
+
+fn simple_rows(msgs: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn text_and_binary_results_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let c = server.connect().await;
+
+    c.batch_execute(
+        "CREATE TABLE ev (id INT PRIMARY KEY, name TEXT, price NUMERIC(10,2), ok BOOLEAN, \
+         ts TIMESTAMPTZ, big BIGINT, x DOUBLE PRECISION)",
+    )
+    .await
+    .unwrap();
+    // Several statements in one simple query.
+    let msgs = c
+        .simple_query(
+            "INSERT INTO ev VALUES (1, 'a', 12.50, true, '2026-11-23 10:00:00+00', 9000000000, 2.5); \
+             INSERT INTO ev VALUES (2, NULL, 0.10, false, '2026-11-23T10:00:01.5Z', -1, 3); \
+             SELECT id, name, price, ok, ts, big, x FROM ev ORDER BY id",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        simple_rows(&msgs),
+        vec![
+            vec![
+                Some("1".into()),
+                Some("a".into()),
+                Some("12.50".into()),
+                Some("t".into()),
+                Some("2026-11-23 10:00:00+00".into()),
+                Some("9000000000".into()),
+                Some("2.5".into())
+            ],
+            vec![
+                Some("2".into()),
+                None,
+                Some("0.10".into()),
+                Some("f".into()),
+                Some("2026-11-23 10:00:01.5+00".into()),
+                Some("-1".into()),
+                Some("3".into())
+            ],
+        ]
+    );
+    let tags: Vec<u64> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::CommandComplete(n) => Some(*n),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tags, vec![1, 1, 2]);
+
+    // Extended protocol: typed parameters in, binary results out.
+    let stmt = c.prepare("SELECT id, name, price, ok, ts, big, x FROM ev WHERE id = $1").await.unwrap();
+    assert_eq!(stmt.params(), &[tokio_postgres::types::Type::INT4]);
+    let row = c.query_one(&stmt, &[&1i32]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 1);
+    assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some("a"));
+    assert_eq!(row.get::<_, Decimal>(2), Decimal::new(1250, 2));
+    assert!(row.get::<_, bool>(3));
+    let ts: chrono::DateTime<chrono::Utc> = row.get(4);
+    assert_eq!(ts.to_rfc3339(), "2026-11-23T10:00:00+00:00");
+    assert_eq!(row.get::<_, i64>(5), 9_000_000_000);
+    assert_eq!(row.get::<_, f64>(6), 2.5);
+
+    // Prepared insert with parameters, then read back.
+    let ins = c.prepare("INSERT INTO ev (id, name, big) VALUES ($1, $2, $3)").await.unwrap();
+    for i in 10..15i32 {
+        let n = c.execute(&ins, &[&i, &format!("n{i}"), &(i as i64 * 2)]).await.unwrap();
+        assert_eq!(n, 1);
+    }
+    let rows = c.query("SELECT id, big FROM ev WHERE id >= $1 ORDER BY id", &[&10i32]).await.unwrap();
+    let got: Vec<(i32, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(got, (10..15).map(|i| (i, i as i64 * 2)).collect::<Vec<_>>());
+
+    // UPDATE and DELETE report their row counts.
+    assert_eq!(c.execute("UPDATE ev SET name = 'z' WHERE id >= $1", &[&12i32]).await.unwrap(), 3);
+    assert_eq!(c.execute("DELETE FROM ev WHERE name = 'z'", &[]).await.unwrap(), 3);
+    let n: i64 = c.query_one("SELECT count(*) FROM ev", &[]).await.unwrap().get(0);
+    assert_eq!(n, 4);
+
+    // Empty query.
+    let msgs = c.simple_query("").await.unwrap();
+    assert!(simple_rows(&msgs).is_empty());
+
+    // Session settings.
+    c.batch_execute("SET TIME ZONE 'Asia/Kolkata'").await.unwrap();
+    let msgs = c.simple_query("SELECT ts FROM ev WHERE id = 1; SHOW timezone").await.unwrap();
+    assert_eq!(
+        simple_rows(&msgs),
+        vec![vec![Some("2026-11-23 15:30:00+05:30".into())], vec![Some("Asia/Kolkata".into())]]
+    );
+    let v: String = c.query_one("SELECT version()", &[]).await.unwrap().get(0);
+    assert!(v.starts_with("PostgreSQL 15"), "{v}");
+
+    assert!(server.terminate().success(), "SIGTERM must exit 0");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transactions_follow_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let a = server.connect().await;
+    let b = server.connect().await;
+    a.batch_execute("CREATE TABLE t (k INT PRIMARY KEY, v TEXT)").await.unwrap();
+
+    a.batch_execute("BEGIN; INSERT INTO t VALUES (1, 'one')").await.unwrap();
+    // A's write is visible to A, not to B, until COMMIT.
+    let n: i64 = a.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(n, 1);
+    let n: i64 = b.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(n, 0);
+    a.batch_execute("COMMIT").await.unwrap();
+    let n: i64 = b.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(n, 1);
+
+    // ROLLBACK discards.
+    a.batch_execute("BEGIN; INSERT INTO t VALUES (2, 'two'); UPDATE t SET v = 'uno' WHERE k = 1; ROLLBACK")
+        .await
+        .unwrap();
+    let rows = b.query("SELECT k, v FROM t ORDER BY k", &[]).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, String>(1), "one");
+
+    // An error in a block fails it (25P02) until ROLLBACK; COMMIT then rolls back.
+    a.batch_execute("BEGIN").await.unwrap();
+    a.batch_execute("INSERT INTO t VALUES (3, 'three')").await.unwrap();
+    let err = a.batch_execute("INSERT INTO t VALUES (1, 'dup')").await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "23505");
+    let err = a.batch_execute("SELECT 1").await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "25P02");
+    let msgs = a.simple_query("COMMIT").await.unwrap();
+    assert!(matches!(msgs.last(), Some(SimpleQueryMessage::CommandComplete(_))));
+    let n: i64 = b.query_one("SELECT count(*) FROM t WHERE k = 3", &[]).await.unwrap().get(0);
+    assert_eq!(n, 0, "a failed block must not commit");
+
+    // A multi-statement simple query is atomic.
+    let err = a.batch_execute("INSERT INTO t VALUES (4, 'four'); INSERT INTO t VALUES (1, 'dup')").await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "23505");
+    let n: i64 = b.query_one("SELECT count(*) FROM t WHERE k = 4", &[]).await.unwrap().get(0);
+    assert_eq!(n, 0);
+
+    // Savepoints.
+    a.batch_execute(
+        "BEGIN; INSERT INTO t VALUES (5, 'five'); SAVEPOINT s; INSERT INTO t VALUES (6, 'six'); \
+         ROLLBACK TO SAVEPOINT s; COMMIT",
+    )
+    .await
+    .unwrap();
+    let ks: Vec<i32> = b.query("SELECT k FROM t ORDER BY k", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(ks, vec![1, 5]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn copy_in_and_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let c = server.connect().await;
+    c.batch_execute("CREATE TABLE m (host TEXT, ts TIMESTAMP, v DOUBLE PRECISION)").await.unwrap();
+    let sink = c.copy_in("COPY m FROM STDIN").await.unwrap();
+    let data = "a\t2026-11-23 10:00:00\t1.5\nb\t2026-11-23 10:01:00\t\\N\n";
+    futures::pin_mut!(sink);
+    use futures::SinkExt;
+    sink.send(bytes::Bytes::from(data)).await.unwrap();
+    let n = sink.finish().await.unwrap();
+    assert_eq!(n, 2);
+    let sink = c.copy_in("COPY m (host, v) FROM STDIN WITH (FORMAT csv, HEADER true)").await.unwrap();
+    futures::pin_mut!(sink);
+    sink.send(bytes::Bytes::from("host,v\n\"c,d\",4\n")).await.unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 1);
+
+    let out = c.copy_out("COPY (SELECT host, ts, v FROM m ORDER BY host) TO STDOUT WITH (FORMAT csv)").await.unwrap();
+    use futures::TryStreamExt;
+    let chunks: Vec<bytes::Bytes> = out.try_collect().await.unwrap();
+    let text: String = chunks.iter().map(|b| String::from_utf8_lossy(b).to_string()).collect();
+    assert_eq!(text, "a,2026-11-23 10:00:00,1.5\nb,2026-11-23 10:01:00,\n\"c,d\",,4\n");
+
+    // Bad data is an error and nothing of the COPY is written.
+    let sink = c.copy_in("COPY m FROM STDIN").await.unwrap();
+    futures::pin_mut!(sink);
+    sink.send(bytes::Bytes::from("e\t2026-11-23 10:00:00\t1\nf\tnot a time\t2\n")).await.unwrap();
+    let err = sink.finish().await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "22007");
+    let n: i64 = c.query_one("SELECT count(*) FROM m", &[]).await.unwrap().get(0);
+    assert_eq!(n, 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_and_timeout_stop_a_long_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let c = server.connect().await;
+    // A cross join big enough to run for a long time.
+    let long = "SELECT count(*) FROM generate_series(1, 200000) a, generate_series(1, 200000) b WHERE a.value + b.value = 7";
+    let token = c.cancel_token();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    });
+    let started = std::time::Instant::now();
+    let err = c.query_one(long, &[]).await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "57014");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    canceller.await.unwrap();
+
+    c.batch_execute("SET statement_timeout = '200ms'").await.unwrap();
+    let err = c.query_one(long, &[]).await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "57014");
+    assert!(err.as_db_error().unwrap().message().contains("statement timeout"));
+    c.batch_execute("SET statement_timeout = 0").await.unwrap();
+    // The session still works.
+    let one: i64 = c.query_one("SELECT 1::BIGINT", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The one test command (README.md, .ci/run): Rust unit and integration tests, then the
+# real-client suite (psql, psycopg, asyncpg, SQLAlchemy, pgJDBC, Grafana's queries).
+# Installs what it needs; prints how long each stage took.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+stage() {
+    local name="$1"; shift
+    local start=$SECONDS
+    echo "=== $name"
+    "$@"
+    echo "=== $name: $((SECONDS - start)) s"
+}
+
+rust_tests() {
+    if cargo nextest --version >/dev/null 2>&1; then
+        cargo nextest run --workspace --no-fail-fast
+    else
+        cargo test --workspace --no-fail-fast
+    fi
+}
+
+client_tests() {
+    tests/clients/setup.sh
+    WEIR_BIN="$CARGO_TARGET_DIR/debug/weir" "${WEIR_VENV:-$HOME/.cache/weir-venv}/bin/python" -m pytest tests/clients -q
+}
+
+stage "build" cargo build --workspace --all-targets
+stage "rust tests" rust_tests
+stage "client tests" client_tests
