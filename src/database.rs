@@ -151,6 +151,11 @@ pub fn table_schema_from_catalog(object: &CatalogObject) -> Result<(SchemaRef, O
 /// [`pg_type_name`] produces, so the mapping round-trips through the catalog.
 pub fn arrow_type_for_pg_name(name: &str) -> Result<DataType> {
     let lower = name.to_ascii_lowercase();
+    // `character varying(20)`, `character(1)`: the length limit does not change the storage.
+    let lower = match lower.split_once('(') {
+        Some((base, _)) if base.starts_with("character") => base.trim().to_string(),
+        _ => lower,
+    };
     if let Some(rest) = lower.strip_prefix("numeric(") {
         let inner = rest.trim_end_matches(')');
         let mut parts = inner.split(',').map(|p| p.trim().parse::<i16>());
