@@ -92,6 +92,7 @@ impl Database {
         )
         .map_err(|e| WeirError::from_datafusion(*e))?;
         crate::pg_compat::register_functions(&db.base, &db);
+        crate::pg_compat::register_catalog_functions(&db.base);
         db.ready.store(true, Ordering::SeqCst);
         Ok(db)
     }

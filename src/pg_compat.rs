@@ -120,3 +120,214 @@ pub fn register_session_functions(
         }
     }
 }
+
+/// Keywords that `quote_ident` quotes: every Postgres keyword that is not "unreserved"
+/// (`SELECT word FROM pg_get_keywords() WHERE catcode <> 'U'` on Postgres 15).
+const QUOTED_KEYWORDS: &str = "all analyse analyze and any array as asc asymmetric authorization between bigint binary bit \
+boolean both case cast char character check coalesce collate collation column concurrently constraint create cross \
+current_catalog current_date current_role current_schema current_time current_timestamp current_user dec decimal \
+default deferrable desc distinct do else end except exists extract false fetch float for foreign freeze from full \
+grant greatest group grouping having ilike in initially inner inout int integer intersect interval into is isnull \
+join lateral leading least left like limit localtime localtimestamp national natural nchar none normalize not \
+notnull null nullif numeric offset on only or order out outer overlaps overlay placing position precision primary \
+real references returning right row select session_user setof similar smallint some substring symmetric table \
+tablesample then time timestamp to trailing treat trim true union unique user using values varchar variadic verbose \
+when where window with xmlattributes xmlconcat xmlelement xmlexists xmlforest xmlnamespaces xmlparse xmlpi xmlroot \
+xmlserialize xmltable";
+
+/// Postgres's `quote_ident`: quotes unless the name is a lower-case identifier that is not a
+/// reserved (or type/function-name or column-name) keyword. Grafana relies on `"time"`.
+pub fn quote_ident(name: &str) -> String {
+    let plain = name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$');
+    if plain && !QUOTED_KEYWORDS.split_whitespace().any(|k| k == name) {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+/// The OID of a built-in type name, for `to_regtype` (NULL when unknown, as in Postgres).
+pub fn type_oid(name: &str) -> Option<i32> {
+    let n = name.trim().to_ascii_lowercase();
+    let (base, array) = match n.strip_suffix("[]") {
+        Some(b) => (b.trim().to_string(), true),
+        None => match n.strip_prefix('_') {
+            Some(b) => (b.to_string(), true),
+            None => (n.clone(), false),
+        },
+    };
+    let base = base.trim_start_matches("pg_catalog.");
+    let base = match base.split_once('(') {
+        Some((b, _)) => b.trim(),
+        None => base,
+    };
+    let (scalar, arr) = match base {
+        "bool" | "boolean" => (16, 1000),
+        "bytea" => (17, 1001),
+        "char" | "\"char\"" => (18, 1002),
+        "name" => (19, 1003),
+        "int8" | "bigint" => (20, 1016),
+        "int2" | "smallint" => (21, 1005),
+        "int4" | "integer" | "int" => (23, 1007),
+        "text" => (25, 1009),
+        "oid" => (26, 1028),
+        "json" => (114, 199),
+        "float4" | "real" => (700, 1021),
+        "float8" | "double precision" => (701, 1022),
+        "bpchar" | "character" => (1042, 1014),
+        "varchar" | "character varying" => (1043, 1015),
+        "date" => (1082, 1182),
+        "time" | "time without time zone" => (1083, 1183),
+        "timestamp" | "timestamp without time zone" => (1114, 1115),
+        "timestamptz" | "timestamp with time zone" => (1184, 1185),
+        "interval" => (1186, 1187),
+        "numeric" | "decimal" => (1700, 1231),
+        "uuid" => (2950, 2951),
+        "jsonb" => (3802, 3807),
+        "regtype" => (2206, 2211),
+        "regclass" => (2205, 2210),
+        "unknown" => (705, 0),
+        _ => return None,
+    };
+    Some(if array { arr } else { scalar })
+}
+
+pub fn register_catalog_functions(ctx: &SessionContext) {
+    ctx.register_udf(create_udf(
+        "quote_ident",
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let names = as_string_array(&arrays[0])?;
+            let out: StringArray = names.iter().map(|n| n.map(quote_ident)).collect();
+            Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
+        }),
+    ));
+    ctx.register_udf(create_udf(
+        "to_regtype",
+        vec![DataType::Utf8],
+        DataType::Int32,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let names = as_string_array(&arrays[0])?;
+            let out: Int32Array = names.iter().map(|n| n.and_then(type_oid)).collect();
+            Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
+        }),
+    ));
+}
+
+/// The column names Postgres gives a query's result: an alias, a column's name, a function's
+/// name (`count`, not DataFusion's `count(*)`), a cast's operand name or type name, or
+/// `?column?`. `None` when the select list has a `*` (its width is not known from the text).
+pub fn output_column_names(query: &sqlparser::ast::Query) -> Option<Vec<String>> {
+    use sqlparser::ast::{SelectItem, SetExpr};
+    fn body_names(body: &SetExpr) -> Option<Vec<String>> {
+        match body {
+            SetExpr::Select(select) => select
+                .projection
+                .iter()
+                .map(|item| match item {
+                    SelectItem::UnnamedExpr(e) => Some(expr_name(e)),
+                    SelectItem::ExprWithAlias { alias, .. } => Some(crate::session::ident(alias)),
+                    _ => None,
+                })
+                .collect(),
+            SetExpr::Query(q) => body_names(&q.body),
+            SetExpr::SetOperation { left, .. } => body_names(left),
+            _ => None,
+        }
+    }
+    body_names(&query.body)
+}
+
+fn expr_name(e: &sqlparser::ast::Expr) -> String {
+    use sqlparser::ast::Expr;
+    match e {
+        Expr::Identifier(i) => crate::session::ident(i),
+        Expr::CompoundIdentifier(parts) => parts.last().map(crate::session::ident).unwrap_or_default(),
+        Expr::Function(f) => f
+            .name
+            .0
+            .last()
+            .map(|p| p.to_string().trim_matches('"').to_lowercase())
+            .unwrap_or_else(|| "?column?".into()),
+        Expr::Cast { expr, data_type, .. } => match expr_name(expr) {
+            n if n != "?column?" => n,
+            _ => cast_type_name(data_type),
+        },
+        Expr::Nested(inner) => expr_name(inner),
+        Expr::Case { .. } => "case".into(),
+        Expr::Extract { .. } => "extract".into(),
+        Expr::Exists { .. } => "exists".into(),
+        Expr::Substring { .. } => "substring".into(),
+        Expr::Position { .. } => "position".into(),
+        Expr::Trim { .. } => "btrim".into(),
+        Expr::Ceil { .. } => "ceil".into(),
+        Expr::Floor { .. } => "floor".into(),
+        Expr::Array(_) => "array".into(),
+        _ => "?column?".into(),
+    }
+}
+
+/// The internal type name Postgres uses for a cast's result column (`SELECT 1::int` → `int4`).
+fn cast_type_name(t: &sqlparser::ast::DataType) -> String {
+    use sqlparser::ast::DataType as D;
+    match t {
+        D::SmallInt(_) | D::Int2(_) => "int2",
+        D::Int(_) | D::Integer(_) | D::Int4(_) => "int4",
+        D::BigInt(_) | D::Int8(_) => "int8",
+        D::Real | D::Float4 => "float4",
+        D::Double(_) | D::DoublePrecision | D::Float8 | D::Float64 => "float8",
+        D::Numeric(_) | D::Decimal(_) | D::Dec(_) => "numeric",
+        D::Text | D::String(_) => "text",
+        D::Varchar(_) | D::CharacterVarying(_) | D::CharVarying(_) => "varchar",
+        D::Char(_) | D::Character(_) => "bpchar",
+        D::Boolean | D::Bool => "bool",
+        D::Date => "date",
+        D::Timestamp(_, sqlparser::ast::TimezoneInfo::WithTimeZone | sqlparser::ast::TimezoneInfo::Tz) => {
+            "timestamptz"
+        }
+        D::Timestamp(..) => "timestamp",
+        D::Interval { .. } => "interval",
+        D::JSON => "json",
+        D::JSONB => "jsonb",
+        _ => return t.to_string().to_lowercase(),
+    }
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(sql: &str) -> Option<Vec<String>> {
+        let parsed = weir_sql::parse(sql).unwrap();
+        let weir_sql::Statement::Standard(s) = &parsed[0].statement else { panic!() };
+        let sqlparser::ast::Statement::Query(q) = s.as_ref() else { panic!() };
+        output_column_names(q)
+    }
+
+    #[test]
+    fn result_columns_are_named_like_postgres() {
+        assert_eq!(
+            names("SELECT count(*), x, t.y, 1, 1::int, x::text, sum(z) AS total, CASE WHEN true THEN 1 END FROM t"),
+            Some(vec!["count", "x", "y", "?column?", "int4", "x", "total", "case"].into_iter().map(String::from).collect())
+        );
+        assert_eq!(names("SELECT * FROM t"), None);
+    }
+
+    #[test]
+    fn quote_ident_quotes_keywords_and_odd_names() {
+        assert_eq!(quote_ident("time"), "\"time\"");
+        assert_eq!(quote_ident("value"), "value");
+        assert_eq!(quote_ident("a b"), "\"a b\"");
+        assert_eq!(quote_ident("Mixed"), "\"Mixed\"");
+        assert_eq!(type_oid("timestamp with time zone"), Some(1184));
+        assert_eq!(type_oid("numeric[]"), Some(1231));
+        assert_eq!(type_oid("hstore"), None);
+    }
+}

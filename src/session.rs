@@ -215,7 +215,8 @@ impl Session {
             plan.clone()
         };
         let plan = plan.replace_params_with_values(params)?;
-        self.run_plan(plan).await
+        let outcome = self.run_plan(plan).await?;
+        Ok(rename_outcome(outcome, &prepared.parsed))
     }
 
     fn check_not_failed(&self, statement: &Statement) -> Result<()> {
@@ -255,7 +256,8 @@ impl Session {
                 let ctx = self.statement_context();
                 let stmt = self.plannable(parsed).ok_or_else(|| WeirError::internal("unplannable"))?;
                 let plan = self.plan(&ctx, stmt).await?;
-                self.run_plan(plan).await
+                let outcome = self.run_plan(plan).await?;
+                Ok(rename_outcome(outcome, parsed))
             }
             S::CreateTable(ct) => self.create_table(ct).await,
             S::Drop { object_type, if_exists, names, cascade, .. } => {
@@ -781,6 +783,39 @@ fn relax_values_nullability(plan: LogicalPlan) -> Result<LogicalPlan> {
     })?;
     // Projections above the VALUES cached the old nullability: recompute their schemas.
     Ok(relaxed.data.recompute_schema()?)
+}
+
+/// The names Postgres would give the result columns of `parsed`, if it is a query whose select
+/// list names them (see [`crate::pg_compat::output_column_names`]).
+pub fn postgres_column_names(parsed: &ParsedStatement) -> Option<Vec<String>> {
+    let Statement::Standard(s) = &parsed.statement else { return None };
+    let ast::Statement::Query(q) = s.as_ref() else { return None };
+    crate::pg_compat::output_column_names(q)
+}
+
+/// `schema` with its fields renamed to Postgres's names (when they can be known).
+pub fn rename_schema(schema: &Schema, parsed: &ParsedStatement) -> Schema {
+    match postgres_column_names(parsed) {
+        Some(names) if names.len() == schema.fields().len() => Schema::new_with_metadata(
+            schema
+                .fields()
+                .iter()
+                .zip(names)
+                .map(|(f, n)| f.as_ref().clone().with_name(n))
+                .collect::<Vec<_>>(),
+            schema.metadata().clone(),
+        ),
+        _ => schema.clone(),
+    }
+}
+
+fn rename_outcome(outcome: Outcome, parsed: &ParsedStatement) -> Outcome {
+    match outcome {
+        Outcome::Rows { schema, stream, tag } => {
+            Outcome::Rows { schema: Arc::new(rename_schema(&schema, parsed)), stream, tag }
+        }
+        other => other,
+    }
 }
 
 /// The value text of a `SET` argument: `'UTC'` → `UTC`, `on` → `on`, `5` → `5`.

@@ -76,6 +76,15 @@ impl<'a> ColumnText<'a> {
                 }
                 s
             }
+            // An unconstrained `numeric` column is stored as Decimal128(38, 10); Postgres shows
+            // such values without padding zeros.
+            Kind::Other(f) if matches!(self.array.data_type(), DataType::Decimal128(38, 10)) => {
+                let s = f.value(i).to_string();
+                match s.contains('.') {
+                    true => s.trim_end_matches('0').trim_end_matches('.').to_string(),
+                    false => s,
+                }
+            }
             Kind::Other(f) => f.value(i).to_string(),
         })
     }

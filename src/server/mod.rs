@@ -7,6 +7,7 @@
 
 pub mod cancel;
 pub mod http;
+pub mod numeric;
 pub mod pgwire;
 
 use std::net::SocketAddr;

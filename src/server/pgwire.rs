@@ -337,6 +337,7 @@ fn encode_batch(
         let mut encoder = DataRowEncoder::new(fields.clone());
         let mut result = Ok(());
         for (col, field) in fields.iter().enumerate() {
+            let array = batch.column(col);
             result = match &texts[col] {
                 Some(text) => encoder.encode_field_with_type_and_format(
                     &text.value(row),
@@ -344,6 +345,10 @@ fn encode_batch(
                     FieldFormat::Text,
                     &options,
                 ),
+                None if matches!(array.data_type(), DataType::Decimal128(..)) => {
+                    let value = decimal_value(array, row);
+                    encoder.encode_field_with_type_and_format(&value, &Type::NUMERIC, FieldFormat::Binary, &options)
+                }
                 None => datafusion_postgres::arrow_pg::encoder::encode_value(
                     &mut encoder,
                     batch.column(col),
@@ -359,6 +364,16 @@ fn encode_batch(
         out.push(result.map(|_| encoder.take_row()));
     }
     out
+}
+
+fn decimal_value(array: &datafusion::arrow::array::ArrayRef, row: usize) -> Option<crate::server::numeric::PgNumeric> {
+    use datafusion::arrow::array::{Array, AsArray};
+    if array.is_null(row) {
+        return None;
+    }
+    let DataType::Decimal128(_, scale) = array.data_type() else { return None };
+    let a = array.as_primitive::<datafusion::arrow::datatypes::Decimal128Type>();
+    Some(crate::server::numeric::PgNumeric { value: a.value(row), scale: *scale })
 }
 
 /// The response for one outcome (rows already prefetched).
@@ -557,7 +572,7 @@ impl QueryParser for WeirQueryParser {
 
     fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
         let Some(plan) = &stmt.plan else { return Ok(vec![]) };
-        let types = plan.get_parameter_types().map_err(WeirError::from)?;
+        let types = parameter_types(plan)?;
         Ok(ordered_parameters(&types)
             .into_iter()
             .map(|(_, t)| {
@@ -571,7 +586,7 @@ impl QueryParser for WeirQueryParser {
         let format = format.unwrap_or(&Format::UnifiedText);
         match &stmt.plan {
             Some(plan) if !matches!(plan, datafusion::logical_expr::LogicalPlan::Dml(_)) => {
-                pg_fields(plan.schema().as_arrow(), format)
+                pg_fields(&crate::session::rename_schema(plan.schema().as_arrow(), &stmt.parsed), format)
             }
             Some(_) => Ok(vec![]),
             None => match static_result_schema(&stmt.parsed.statement) {
@@ -602,6 +617,31 @@ fn static_result_schema(statement: &Statement) -> Option<Schema> {
         },
         _ => None,
     }
+}
+
+/// The type of each `$n`: DataFusion's inference, and for a parameter it could not type, the
+/// type it is cast to (`$1::int`), which is what Postgres infers too.
+fn parameter_types(plan: &datafusion::logical_expr::LogicalPlan) -> PgWireResult<HashMap<String, Option<DataType>>> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::Expr;
+    let mut types = plan.get_parameter_types().map_err(WeirError::from)?;
+    if types.values().any(Option::is_none) {
+        let _ = plan.apply(|node| {
+            for expr in node.expressions() {
+                let _ = expr.apply(|e| {
+                    if let Expr::Cast(cast) = e
+                        && let Expr::Placeholder(ph) = cast.expr.as_ref()
+                        && let Some(slot @ None) = types.get_mut(&ph.id)
+                    {
+                        *slot = Some(cast.field.data_type().clone());
+                    }
+                    Ok(TreeNodeRecursion::Continue)
+                });
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+    }
+    Ok(types)
 }
 
 fn ordered_parameters(types: &HashMap<String, Option<DataType>>) -> Vec<(String, Option<DataType>)> {
@@ -695,7 +735,7 @@ fn bind_parameters(portal: &Portal<Prepared>) -> PgWireResult<ParamValues> {
     let Some(plan) = &portal.statement.statement.plan else {
         return Ok(ParamValues::List(vec![]));
     };
-    let types = plan.get_parameter_types().map_err(WeirError::from)?;
+    let types = parameter_types(plan)?;
     let ordered = ordered_parameters(&types);
     let inferred: Vec<Option<DataType>> = ordered.iter().map(|(_, t)| t.clone()).collect();
     let inferred_refs: Vec<Option<&DataType>> = inferred.iter().map(|t| t.as_ref()).collect();
