@@ -15,17 +15,17 @@
 //! ```
 //!
 //! Modules:
-//! * [`config`]: `weir serve` flags, `weir.toml`, `WEIR_*` variables.
-//! * [`server`]: listeners, graceful shutdown; [`server::pgwire`] (protocol glue),
+//! * [`config`] - `weir serve` flags, `weir.toml`, `WEIR_*` variables.
+//! * [`server`] - listeners, graceful shutdown; [`server::pgwire`] (protocol glue),
 //!   [`server::http`] (`/health`, `/ready`, `/metrics`), [`server::cancel`].
-//! * [`session`]: one client session: statement dispatch, transactions, DDL, DML, COPY.
-//! * [`settings`]: session settings for `SET`/`SHOW`.
-//! * [`database`]: the shared state and DataFusion context; how tables appear to DataFusion.
-//! * [`storage`]: durable tables: [`storage::table`] rows, [`storage::wal`] the log.
-//! * [`pg_compat`]: Postgres functions clients call (`version()`, `current_setting`, ...).
-//! * [`text_format`]: Postgres's text output of values; [`copy`]: COPY formats.
-//! * [`error`]: [`error::WeirError`] and the mapping of every error to a SQLSTATE.
-//! * [`metrics`]: counters for `/metrics`.
+//! * [`session`] - one client session: statement dispatch, transactions, DDL, DML, COPY.
+//! * [`settings`] - session settings for `SET`/`SHOW`.
+//! * [`database`] - the shared state and DataFusion context; how tables appear to DataFusion.
+//! * [`storage`] - durable tables: [`storage::table`] rows, [`storage::wal`] the log.
+//! * [`pg_compat`] - Postgres functions clients call (`version()`, `current_setting`, ...).
+//! * [`text_format`] - Postgres's text output of values; [`copy`]: COPY formats.
+//! * [`error`] - [`error::WeirError`] and the mapping of every error to a SQLSTATE.
+//! * [`metrics`] - counters for `/metrics`.
 //!
 //! Sibling crates: `weir-sql` (statements), `weir-catalog` (objects and persistence),
 //! `weir-connectors` (source and sink traits).

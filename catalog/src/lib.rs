@@ -6,12 +6,12 @@
 //! server re-plans every definition, so the catalog never stores a format that can drift from
 //! what the planner understands.
 //!
-//! * [`object`]: [`CatalogObject`], [`ObjectKind`], [`Column`].
-//! * [`catalog`]: [`Catalog`], the in-memory map with name lookup, dependency edges
+//! * [`object`] - [`CatalogObject`], [`ObjectKind`], [`Column`].
+//! * [`catalog`] - [`Catalog`], the in-memory map with name lookup, dependency edges
 //!   (`DROP ... CASCADE` and the 2BP01 "other objects depend on it" check) and persistence.
-//! * [`persist`]: how the catalog reaches disk: one JSON document replaced atomically
+//! * [`persist`] - how the catalog reaches disk: one JSON document replaced atomically
 //!   (write to a temp file, fsync, rename, fsync the directory) on every change.
-//! * [`error`]: [`CatalogError`]; the server maps each variant to a SQLSTATE.
+//! * [`error`] - [`CatalogError`]; the server maps each variant to a SQLSTATE.
 
 pub mod catalog;
 pub mod error;

@@ -5,9 +5,9 @@
 //! external system (ClickHouse, QuestDB). This crate holds the traits and, as the streaming
 //! issues land, one module per connector plus `formats` (JSON, later Avro and Protobuf).
 //!
-//! * [`source`]: the [`Source`] trait and [`SourcePosition`], what a checkpoint records.
-//! * [`sink`]: the [`Sink`] trait; delivery is per epoch so that a re-sent epoch is idempotent.
-//! * [`error`]: [`ConnectorError`].
+//! * [`source`] - the [`Source`] trait and [`SourcePosition`], what a checkpoint records.
+//! * [`sink`] - the [`Sink`] trait; delivery is per epoch so that a re-sent epoch is idempotent.
+//! * [`error`] - [`ConnectorError`].
 
 pub mod error;
 pub mod sink;

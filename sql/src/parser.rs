@@ -121,12 +121,12 @@ fn parse_one(p: &mut Parser) -> Result<Statement, ParserError> {
     let w0 = word(p, 0);
     let w1 = word(p, 1);
     match (w0.as_deref(), w1.as_deref()) {
-        (Some("CREATE"), Some("SOURCE")) => parse_create_source(p).map(Statement::CreateSource),
+        (Some("CREATE"), Some("SOURCE")) => parse_create_source(p).map(|s| Statement::CreateSource(Box::new(s))),
         (Some("CREATE"), Some("MATERIALIZED")) => {
-            parse_create_materialized_view(p).map(Statement::CreateMaterializedView)
+            parse_create_materialized_view(p).map(|s| Statement::CreateMaterializedView(Box::new(s)))
         }
-        (Some("CREATE"), Some("SINK")) => parse_create_sink(p).map(Statement::CreateSink),
-        (Some("SUBSCRIBE"), _) => parse_subscribe(p).map(Statement::Subscribe),
+        (Some("CREATE"), Some("SINK")) => parse_create_sink(p).map(|s| Statement::CreateSink(Box::new(s))),
+        (Some("SUBSCRIBE"), _) => parse_subscribe(p).map(|s| Statement::Subscribe(Box::new(s))),
         (Some("FLUSH"), _) if matches!(p.peek_tokens::<2>()[1], Token::SemiColon | Token::EOF) => {
             p.next_token();
             Ok(Statement::Flush)
@@ -246,8 +246,8 @@ fn parse_create_source(p: &mut Parser) -> Result<CreateSource, ParserError> {
     let name = p.parse_object_name(false)?;
     let mut columns = Vec::new();
     let mut watermark = None;
-    if p.consume_token(&Token::LParen) {
-        if !p.consume_token(&Token::RParen) {
+    if p.consume_token(&Token::LParen) && !p.consume_token(&Token::RParen) {
+        {
             loop {
                 if word(p, 0).as_deref() == Some("WATERMARK") && word(p, 1).as_deref() == Some("FOR") {
                     p.next_token();

@@ -56,10 +56,10 @@ pub enum Statement {
     /// Standard SQL in sqlparser's Postgres dialect: CREATE TABLE, INSERT, UPDATE, DELETE, COPY,
     /// SELECT, DROP, EXPLAIN, BEGIN/COMMIT/ROLLBACK, SET/SHOW/RESET, ...
     Standard(Box<ast::Statement>),
-    CreateSource(CreateSource),
-    CreateMaterializedView(CreateMaterializedView),
-    CreateSink(CreateSink),
-    Subscribe(Subscribe),
+    CreateSource(Box<CreateSource>),
+    CreateMaterializedView(Box<CreateMaterializedView>),
+    CreateSink(Box<CreateSink>),
+    Subscribe(Box<Subscribe>),
     /// `FLUSH`: wait until everything accepted so far is reflected in every view.
     Flush,
     /// `SHOW TABLES | SOURCES | MATERIALIZED VIEWS | VIEWS | SINKS`.

@@ -76,6 +76,32 @@ impl PgNumeric {
     }
 }
 
+/// Decodes a binary `numeric` parameter to an unscaled value at `scale` (rounding half away
+/// from zero, as a cast to `numeric(p, s)` does). `None` for NaN, infinities or overflow.
+pub fn decode_binary(bytes: &[u8], scale: i8) -> Option<i128> {
+    let word = |i: usize| -> Option<i16> { Some(i16::from_be_bytes([*bytes.get(2 * i)?, *bytes.get(2 * i + 1)?])) };
+    let ndigits = word(0)? as usize;
+    let weight = word(1)? as i32;
+    let sign = word(2)? as u16;
+    if sign != 0 && sign != 0x4000 {
+        return None;
+    }
+    let mut v: i128 = 0;
+    for i in 0..ndigits {
+        v = v.checked_mul(10_000)?.checked_add(word(4 + i)? as i128)?;
+    }
+    // v is in units of 10000^(weight - ndigits + 1); move to units of 10^-scale.
+    let exp = 4 * (weight - ndigits as i32 + 1) + scale as i32;
+    let v = if exp >= 0 {
+        v.checked_mul(10i128.checked_pow(exp as u32)?)?
+    } else {
+        let div = 10i128.checked_pow((-exp) as u32)?;
+        let (q, r) = (v / div, v % div);
+        if r * 2 >= div { q + 1 } else { q }
+    };
+    Some(if sign == 0x4000 { -v } else { v })
+}
+
 impl ToSql for PgNumeric {
     fn to_sql(&self, _ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
         self.to_binary(out);
@@ -122,5 +148,18 @@ mod tests {
         assert_eq!(binary(0, 2), vec![0, 0, 0, 2]);
         assert_eq!(PgNumeric { value: -5, scale: 3 }.to_text(), "-0.005");
         assert_eq!(PgNumeric { value: 1250, scale: 2 }.to_text(), "12.50");
+    }
+
+    #[test]
+    fn decodes_what_it_encodes() {
+        for (value, scale) in [(1250i128, 2i8), (-1, 3), (0, 2), (100_000_000_000_000 * 10i128.pow(15), 15), (7, 0)] {
+            let mut b = BytesMut::new();
+            PgNumeric { value, scale }.to_binary(&mut b);
+            assert_eq!(decode_binary(&b, scale), Some(value), "{value} scale {scale}");
+        }
+        // 1.005 into numeric(10,2) rounds to 1.01
+        let mut b = BytesMut::new();
+        PgNumeric { value: 1005, scale: 3 }.to_binary(&mut b);
+        assert_eq!(decode_binary(&b, 2), Some(101));
     }
 }

@@ -748,11 +748,30 @@ fn bind_parameters(portal: &Portal<Prepared>) -> PgWireResult<ParamValues> {
         })
         .collect();
     let wire_refs: Vec<Option<&Type>> = wire.iter().map(Some).collect();
-    datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters_with_server_types(
+    let values = datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters_with_server_types(
         portal,
         &inferred_refs,
         &wire_refs,
-    )
+    )?;
+    // arrow-pg decodes binary numerics through rust_decimal (28 digits); decode those here.
+    let ParamValues::List(mut list) = values else { return Ok(values) };
+    for (i, t) in inferred.iter().enumerate() {
+        if let Some(DataType::Decimal128(p, s)) = t
+            && portal.parameter_format.format_for(i) == FieldFormat::Binary
+            && let Some(Some(bytes)) = portal.parameters.get(i)
+            && i < list.len()
+        {
+            let value = crate::server::numeric::decode_binary(bytes, *s).ok_or_else(|| {
+                WeirError::new(SqlState::NumericValueOutOfRange, format!("numeric parameter ${} does not fit numeric({p},{s})", i + 1))
+            })?;
+            list[i] = datafusion::common::metadata::ScalarAndMetadata::from(datafusion::scalar::ScalarValue::Decimal128(
+                Some(value),
+                *p,
+                *s,
+            ));
+        }
+    }
+    Ok(ParamValues::List(list))
 }
 
 #[async_trait]
