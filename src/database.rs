@@ -92,7 +92,16 @@ impl Database {
         )
         .map_err(|e| WeirError::from_datafusion(*e))?;
         crate::pg_compat::register_functions(&db.base, &db);
-        crate::pg_compat::register_catalog_functions(&db.base);
+        crate::pg_compat::register_catalog_functions(&db.base, &db.catalog);
+        // Patch pg_catalog with what only the Weir catalog knows (declared types, keys).
+        if let Some(weir) = db.base.catalog(DATABASE_NAME)
+            && let Some(inner) = weir.schema("pg_catalog")
+        {
+            weir.register_schema(
+                "pg_catalog",
+                Arc::new(crate::pg_catalog::WeirPgCatalog::new(inner, db.catalog.clone())),
+            )?;
+        }
         db.ready.store(true, Ordering::SeqCst);
         Ok(db)
     }
@@ -134,12 +143,25 @@ fn new_base_context() -> Result<SessionContext> {
     Ok(SessionContext::new_with_config(config))
 }
 
+/// Field metadata key holding a column's declared Postgres type (`character varying(40)`), so
+/// that result descriptions report `varchar` and typmods rather than what Arrow stores.
+pub const PG_TYPE_METADATA: &str = "weir.pg_type";
+
+/// The Arrow schema of a table with these catalog columns.
+pub fn table_schema(columns: &[Column]) -> Result<Schema> {
+    let mut fields = Vec::with_capacity(columns.len());
+    for c in columns {
+        let field = Field::new(&c.name, arrow_type_for_pg_name(&c.type_name)?, c.nullable).with_metadata(
+            std::collections::HashMap::from([(PG_TYPE_METADATA.to_string(), c.type_name.clone())]),
+        );
+        fields.push(field);
+    }
+    Ok(Schema::new(fields))
+}
+
 /// Rebuilds a table's Arrow schema from the column types the catalog stores.
 pub fn table_schema_from_catalog(object: &CatalogObject) -> Result<(SchemaRef, Option<Vec<usize>>)> {
-    let mut fields = Vec::with_capacity(object.columns.len());
-    for c in &object.columns {
-        fields.push(Field::new(&c.name, arrow_type_for_pg_name(&c.type_name)?, c.nullable));
-    }
+    let fields = table_schema(&object.columns)?.fields().to_vec();
     let pk: Vec<usize> = object
         .primary_key
         .iter()

@@ -22,7 +22,8 @@
 //! * [`settings`] - session settings for `SET`/`SHOW`.
 //! * [`database`] - the shared state and DataFusion context; how tables appear to DataFusion.
 //! * [`storage`] - durable tables: [`storage::table`] rows, [`storage::wal`] the log.
-//! * [`pg_compat`] - Postgres functions clients call (`version()`, `current_setting`, ...).
+//! * [`pg_compat`] - Postgres functions clients call (`version()`, `current_setting`, ...);
+//!   [`pg_catalog`] - declared types, indexes and constraints patched into `pg_catalog`.
 //! * [`text_format`] - Postgres's text output of values; [`copy`]: COPY formats.
 //! * [`error`] - [`error::WeirError`] and the mapping of every error to a SQLSTATE.
 //! * [`metrics`] - counters for `/metrics`.
@@ -35,6 +36,7 @@ pub mod copy;
 pub mod database;
 pub mod error;
 pub mod metrics;
+pub mod pg_catalog;
 pub mod pg_compat;
 pub mod server;
 pub mod session;

@@ -193,7 +193,126 @@ pub fn type_oid(name: &str) -> Option<i32> {
     Some(if array { arr } else { scalar })
 }
 
-pub fn register_catalog_functions(ctx: &SessionContext) {
+/// A scalar function over whole argument arrays with any arguments (Postgres functions that
+/// have several arities, like `pg_get_indexdef(oid[, int, bool])`).
+struct VariadicUdf {
+    name: &'static str,
+    signature: datafusion::logical_expr::Signature,
+    return_type: DataType,
+    fun: Box<dyn Fn(&[ArrayRef], usize) -> datafusion::error::Result<ArrayRef> + Send + Sync>,
+}
+
+impl std::fmt::Debug for VariadicUdf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VariadicUdf({})", self.name)
+    }
+}
+
+impl PartialEq for VariadicUdf {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for VariadicUdf {}
+
+impl std::hash::Hash for VariadicUdf {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+    }
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for VariadicUdf {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(self.return_type.clone())
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        Ok(ColumnarValue::Array((self.fun)(&arrays, args.number_rows)?))
+    }
+}
+
+fn variadic(
+    name: &'static str,
+    return_type: DataType,
+    fun: impl Fn(&[ArrayRef], usize) -> datafusion::error::Result<ArrayRef> + Send + Sync + 'static,
+) -> datafusion::logical_expr::ScalarUDF {
+    datafusion::logical_expr::ScalarUDF::new_from_impl(VariadicUdf {
+        name,
+        signature: datafusion::logical_expr::Signature::variadic_any(Volatility::Stable),
+        return_type,
+        fun: Box::new(fun),
+    })
+}
+
+/// The first argument as OIDs (any integer type).
+fn oids(arrays: &[ArrayRef]) -> datafusion::error::Result<Vec<Option<i64>>> {
+    let first = arrays.first().ok_or_else(|| DataFusionError::Plan("expected an OID argument".into()))?;
+    let as_i64 = datafusion::arrow::compute::cast(first, &DataType::Int64)?;
+    let a = as_i64
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::Int64Array>()
+        .ok_or_else(|| DataFusionError::Internal("cast to Int64".into()))?;
+    Ok(a.iter().collect())
+}
+
+pub fn register_catalog_functions(ctx: &SessionContext, catalog: &Arc<std::sync::RwLock<weir_catalog::Catalog>>) {
+    for (name, indexes) in [("pg_get_indexdef", true), ("pg_get_constraintdef", false)] {
+        let catalog = catalog.clone();
+        ctx.register_udf(variadic(name, DataType::Utf8, move |arrays, _rows| {
+            let (idx, cons) = {
+                let c = catalog.read().unwrap_or_else(|p| p.into_inner());
+                crate::pg_catalog::key_definitions(&c)
+            };
+            let defs = if indexes { idx } else { cons };
+            let out: StringArray = oids(arrays)?
+                .into_iter()
+                .map(|o| o.and_then(|o| defs.get(&(o as i32)).cloned()))
+                .collect();
+            Ok(Arc::new(out) as ArrayRef)
+        }));
+    }
+    // No serial columns (sequences) exist in Weir.
+    ctx.register_udf(variadic("pg_get_serial_sequence", DataType::Utf8, |_arrays, rows| {
+        Ok(datafusion::arrow::array::new_null_array(&DataType::Utf8, rows))
+    }));
+    ctx.register_udf(variadic("json_build_object", DataType::Utf8, |arrays, rows| {
+        let mut out = Vec::with_capacity(rows);
+        let texts: Vec<ArrayRef> = arrays
+            .iter()
+            .map(|a| datafusion::arrow::compute::cast(a, &DataType::Utf8))
+            .collect::<std::result::Result<_, _>>()?;
+        for row in 0..rows {
+            let mut obj = serde_json::Map::new();
+            for pair in texts.chunks(2) {
+                let key = as_string_array(&pair[0])?;
+                let key = if key.is_null(row) { String::new() } else { key.value(row).to_string() };
+                let value = match pair.get(1) {
+                    Some(v) => {
+                        let v = as_string_array(v)?;
+                        if v.is_null(row) { serde_json::Value::Null } else { serde_json::Value::String(v.value(row).to_string()) }
+                    }
+                    None => serde_json::Value::Null,
+                };
+                obj.insert(key, value);
+            }
+            out.push(Some(serde_json::Value::Object(obj).to_string()));
+        }
+        Ok(Arc::new(StringArray::from(out)) as ArrayRef)
+    }));
+
     ctx.register_udf(create_udf(
         "quote_ident",
         vec![DataType::Utf8],

@@ -36,7 +36,7 @@ use weir_sql::{ObjectKind, ParsedStatement, Statement};
 
 use crate::copy::{CopyFormat, CopyIn};
 use crate::database::{
-    DEFAULT_SCHEMA, Database, StatementSnapshot, arrow_type_for_pg_name, dml_target_table,
+    DEFAULT_SCHEMA, Database, StatementSnapshot, dml_target_table,
 };
 use crate::error::{Result, SqlState, WeirError};
 use crate::settings::Settings;
@@ -549,11 +549,7 @@ impl Session {
         if columns.is_empty() {
             return Err(WeirError::not_supported("a table without columns"));
         }
-        let fields: Vec<Field> = columns
-            .iter()
-            .map(|c| Ok(Field::new(&c.name, arrow_type_for_pg_name(&c.type_name)?, c.nullable)))
-            .collect::<Result<_>>()?;
-        let schema = Arc::new(Schema::new(fields));
+        let schema = Arc::new(crate::database::table_schema(&columns)?);
         let pk_idx: Vec<usize> =
             primary_key.iter().filter_map(|k| columns.iter().position(|c| &c.name == k)).collect();
         let data = TableData::new(&name, schema, (!pk_idx.is_empty()).then_some(pk_idx))?;

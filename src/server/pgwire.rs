@@ -315,8 +315,26 @@ fn query_response(
     Ok(response)
 }
 
+/// RowDescription fields: arrow-pg's type mapping, corrected by the declared type of columns
+/// that come straight from a table (`varchar(40)` is sent as varchar with typmod 44, not text).
 pub fn pg_fields(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInfo>> {
-    datafusion_postgres::arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, format, None)
+    let fields = datafusion_postgres::arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, format, None)?;
+    Ok(fields
+        .into_iter()
+        .zip(schema.fields().iter())
+        .map(|(info, field)| {
+            let declared = field
+                .metadata()
+                .get(crate::database::PG_TYPE_METADATA)
+                .and_then(|t| crate::pg_catalog::type_oid_and_typmod(t));
+            match declared.and_then(|(oid, typmod)| Type::from_oid(oid as u32).map(|t| (t, typmod))) {
+                Some((ty, typmod)) if ty != *info.datatype() || typmod != -1 => {
+                    FieldInfo::new(info.name().to_string(), None, None, ty, info.format()).with_type_modifier(typmod)
+                }
+                _ => info,
+            }
+        })
+        .collect())
 }
 
 fn encode_batch(

@@ -1,0 +1,416 @@
+//! Weir's additions to `pg_catalog`, over datafusion-pg-catalog's emulation.
+//!
+//! datafusion-pg-catalog derives `pg_class`, `pg_attribute`, ... from DataFusion's catalog, which
+//! knows Arrow types only: it cannot tell `varchar(40)` from `text`, has no typmods
+//! (`numeric(10,2)`) and no indexes or constraints. Clients need all three (psql `\d`, pgJDBC
+//! `getColumns`, SQLAlchemy reflection). This module wraps that schema and patches four tables
+//! with what the Weir catalog knows:
+//!
+//! * `pg_attribute`: `atttypid`/`atttypmod` of user columns from their declared types;
+//! * `pg_class`: `relhasindex` for tables with a primary key, plus one row per primary-key index
+//!   (`<table>_pkey`, relkind `i`);
+//! * `pg_index` and `pg_constraint`: one row per primary key.
+//!
+//! OIDs of user tables are datafusion-pg-catalog's (read from its `pg_class`); index and
+//! constraint OIDs are derived from the Weir object id, in ranges it never allocates.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
+use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::datasource::TableType;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::Result;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::scalar::ScalarValue;
+use weir_catalog::{Catalog, ObjectKind};
+
+use crate::database::DEFAULT_SCHEMA;
+
+/// The OID of the primary-key index of the table with Weir id `id`.
+pub fn index_oid(id: u64) -> i32 {
+    (1_000_000 + id) as i32
+}
+
+/// The OID of the primary-key constraint of the table with Weir id `id`.
+pub fn constraint_oid(id: u64) -> i32 {
+    (1_500_000 + id) as i32
+}
+
+/// The Postgres type OID and typmod of a declared column type (`character varying(40)` →
+/// (1043, 44); `numeric(10,2)` → (1700, 655366)).
+pub fn type_oid_and_typmod(type_name: &str) -> Option<(i32, i32)> {
+    let (base, args) = match type_name.split_once('(') {
+        Some((b, a)) => (b.trim(), Some(a.trim_end_matches(')'))),
+        None => (type_name.trim(), None),
+    };
+    let oid = crate::pg_compat::type_oid(base)?;
+    let typmod = match (oid, args) {
+        (1043 | 1042, Some(n)) => n.trim().parse::<i32>().ok()? + 4,
+        (1700, Some(ps)) => {
+            let mut it = ps.split(',').map(|x| x.trim().parse::<i32>());
+            let p = it.next()?.ok()?;
+            let s = it.next().and_then(|r| r.ok()).unwrap_or(0);
+            ((p << 16) | s) + 4
+        }
+        _ => -1,
+    };
+    Some((oid, typmod))
+}
+
+/// A user table with a primary key, as the patched tables describe it.
+struct KeyedTable {
+    id: u64,
+    name: String,
+    /// 1-based column numbers of the key, in key order.
+    key: Vec<i16>,
+}
+
+pub struct WeirPgCatalog {
+    inner: Arc<dyn SchemaProvider>,
+    catalog: Arc<RwLock<Catalog>>,
+}
+
+impl std::fmt::Debug for WeirPgCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WeirPgCatalog")
+    }
+}
+
+impl WeirPgCatalog {
+    pub fn new(inner: Arc<dyn SchemaProvider>, catalog: Arc<RwLock<Catalog>>) -> Self {
+        WeirPgCatalog { inner, catalog }
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for WeirPgCatalog {
+    fn table_names(&self) -> Vec<String> {
+        self.inner.table_names()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let kind = match name.to_ascii_lowercase().as_str() {
+            "pg_class" => Patch::Class,
+            "pg_attribute" => Patch::Attribute,
+            "pg_index" => Patch::Index,
+            "pg_constraint" => Patch::Constraint,
+            _ => return self.inner.table(name).await,
+        };
+        let Some(table) = self.inner.table(name).await? else { return Ok(None) };
+        let Some(class) = self.inner.table("pg_class").await? else { return Ok(Some(table)) };
+        Ok(Some(Arc::new(PatchedTable { kind, table, class, catalog: self.catalog.clone() })))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.inner.table_exist(name)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Patch {
+    Class,
+    Attribute,
+    Index,
+    Constraint,
+}
+
+struct PatchedTable {
+    kind: Patch,
+    table: Arc<dyn TableProvider>,
+    class: Arc<dyn TableProvider>,
+    catalog: Arc<RwLock<Catalog>>,
+}
+
+impl std::fmt::Debug for PatchedTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PatchedTable({:?})", self.kind)
+    }
+}
+
+async fn collect(table: &Arc<dyn TableProvider>, state: &dyn Session) -> Result<Vec<RecordBatch>> {
+    let plan = table.scan(state, None, &[], None).await?;
+    datafusion::physical_plan::collect(plan, state.task_ctx()).await
+}
+
+type Row = Vec<ScalarValue>;
+
+fn rows_of(batches: &[RecordBatch]) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for b in batches {
+        for i in 0..b.num_rows() {
+            rows.push(b.columns().iter().map(|c| ScalarValue::try_from_array(c, i)).collect::<Result<Row>>()?);
+        }
+    }
+    Ok(rows)
+}
+
+fn batch_of(schema: &SchemaRef, rows: &[Row]) -> Result<RecordBatch> {
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (i, f) in schema.fields().iter().enumerate() {
+        let values = rows.iter().map(|r| r[i].clone());
+        columns.push(if rows.is_empty() {
+            datafusion::arrow::array::new_empty_array(f.data_type())
+        } else {
+            ScalarValue::iter_to_array(values)?
+        });
+    }
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// A row of the right shape with neutral values (NULL where allowed, else 0 / false / '').
+fn default_row(schema: &SchemaRef) -> Result<Row> {
+    schema.fields().iter().map(|f| default_value(f)).collect()
+}
+
+fn default_value(f: &Field) -> Result<ScalarValue> {
+    if f.is_nullable() {
+        return ScalarValue::try_from(f.data_type());
+    }
+    Ok(match f.data_type() {
+        DataType::Boolean => ScalarValue::Boolean(Some(false)),
+        DataType::Utf8 => ScalarValue::Utf8(Some(String::new())),
+        DataType::Utf8View => ScalarValue::Utf8View(Some(String::new())),
+        DataType::LargeUtf8 => ScalarValue::LargeUtf8(Some(String::new())),
+        other => ScalarValue::new_zero(other).or_else(|_| ScalarValue::try_from(other))?,
+    })
+}
+
+/// Sets a column by name, casting the value to the column's type; unknown columns are skipped
+/// (datafusion-pg-catalog may not emulate every Postgres column).
+fn set(schema: &SchemaRef, row: &mut Row, column: &str, value: ScalarValue) -> Result<()> {
+    if let Ok(i) = schema.index_of(column) {
+        row[i] = value.cast_to(schema.field(i).data_type())?;
+    }
+    Ok(())
+}
+
+fn get<'a>(schema: &SchemaRef, row: &'a Row, column: &str) -> Option<&'a ScalarValue> {
+    schema.index_of(column).ok().map(|i| &row[i])
+}
+
+fn as_i64(v: Option<&ScalarValue>) -> Option<i64> {
+    match v? {
+        ScalarValue::Int16(Some(x)) => Some(*x as i64),
+        ScalarValue::Int32(Some(x)) => Some(*x as i64),
+        ScalarValue::Int64(Some(x)) => Some(*x),
+        ScalarValue::UInt32(Some(x)) => Some(*x as i64),
+        _ => None,
+    }
+}
+
+fn as_str(v: Option<&ScalarValue>) -> Option<String> {
+    match v? {
+        ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+impl PatchedTable {
+    /// User tables (with their catalog columns) and the `public` namespace's OID.
+    fn user_tables(&self) -> Vec<weir_catalog::CatalogObject> {
+        let catalog = self.catalog.read().unwrap_or_else(|p| p.into_inner());
+        catalog
+            .objects_of_kind(ObjectKind::Table)
+            .filter(|o| o.schema == DEFAULT_SCHEMA)
+            .cloned()
+            .collect()
+    }
+
+    fn keyed_tables(&self) -> Vec<KeyedTable> {
+        self.user_tables()
+            .into_iter()
+            .filter(|o| !o.primary_key.is_empty())
+            .map(|o| KeyedTable {
+                id: o.id,
+                key: o
+                    .primary_key
+                    .iter()
+                    .filter_map(|k| o.columns.iter().position(|c| &c.name == k).map(|p| p as i16 + 1))
+                    .collect(),
+                name: o.name,
+            })
+            .collect()
+    }
+
+    /// (relname → (oid, relnamespace)) of user tables in the `public` namespace, from
+    /// datafusion-pg-catalog's `pg_class` rows.
+    fn table_oids(class_schema: &SchemaRef, class_rows: &[Row], names: &[String]) -> HashMap<String, (i64, i64)> {
+        let mut out = HashMap::new();
+        for r in class_rows {
+            let (Some(name), Some(oid), Some(ns), Some(kind)) = (
+                as_str(get(class_schema, r, "relname")),
+                as_i64(get(class_schema, r, "oid")),
+                as_i64(get(class_schema, r, "relnamespace")),
+                as_str(get(class_schema, r, "relkind")),
+            ) else {
+                continue;
+            };
+            // pg_catalog's own tables live in namespace 11.
+            if kind == "r" && ns != 11 && names.contains(&name) {
+                out.insert(name, (oid, ns));
+            }
+        }
+        out
+    }
+
+    async fn patched(&self, state: &dyn Session) -> Result<Vec<RecordBatch>> {
+        let schema = self.table.schema();
+        let batches = collect(&self.table, state).await?;
+        let mut rows = rows_of(&batches)?;
+        let class_schema = self.class.schema();
+        let class_rows = match self.kind {
+            Patch::Class => rows.clone(),
+            _ => rows_of(&collect(&self.class, state).await?)?,
+        };
+        let users = self.user_tables();
+        let names: Vec<String> = users.iter().map(|o| o.name.clone()).collect();
+        let oids = Self::table_oids(&class_schema, &class_rows, &names);
+        let keyed = self.keyed_tables();
+        match self.kind {
+            Patch::Attribute => {
+                let by_oid: HashMap<i64, &weir_catalog::CatalogObject> =
+                    users.iter().filter_map(|o| oids.get(&o.name).map(|(oid, _)| (*oid, o))).collect();
+                for r in rows.iter_mut() {
+                    let (Some(rel), Some(num)) = (as_i64(get(&schema, r, "attrelid")), as_i64(get(&schema, r, "attnum")))
+                    else {
+                        continue;
+                    };
+                    let Some(object) = by_oid.get(&rel) else { continue };
+                    let Some(column) = object.columns.get((num - 1).max(0) as usize) else { continue };
+                    if let Some((typ, typmod)) = type_oid_and_typmod(&column.type_name) {
+                        set(&schema, r, "atttypid", ScalarValue::Int32(Some(typ)))?;
+                        set(&schema, r, "atttypmod", ScalarValue::Int32(Some(typmod)))?;
+                    }
+                    set(&schema, r, "attnotnull", ScalarValue::Boolean(Some(!column.nullable)))?;
+                }
+            }
+            Patch::Class => {
+                let mut extra = Vec::new();
+                for t in &keyed {
+                    let Some((oid, _)) = oids.get(&t.name) else { continue };
+                    let Some(row) = rows.iter_mut().find(|r| as_i64(get(&schema, r, "oid")) == Some(*oid)) else {
+                        continue;
+                    };
+                    set(&schema, row, "relhasindex", ScalarValue::Boolean(Some(true)))?;
+                    let mut index = row.clone();
+                    set(&schema, &mut index, "oid", ScalarValue::Int32(Some(index_oid(t.id))))?;
+                    set(&schema, &mut index, "relname", ScalarValue::Utf8(Some(format!("{}_pkey", t.name))))?;
+                    set(&schema, &mut index, "relkind", ScalarValue::Utf8(Some("i".into())))?;
+                    set(&schema, &mut index, "relam", ScalarValue::Int32(Some(403)))?;
+                    set(&schema, &mut index, "relhasindex", ScalarValue::Boolean(Some(false)))?;
+                    set(&schema, &mut index, "reltype", ScalarValue::Int32(Some(0)))?;
+                    set(&schema, &mut index, "relnatts", ScalarValue::Int16(Some(t.key.len() as i16)))?;
+                    extra.push(index);
+                }
+                rows.extend(extra);
+            }
+            Patch::Index => {
+                for t in &keyed {
+                    let Some((oid, _)) = oids.get(&t.name) else { continue };
+                    let mut r = default_row(&schema)?;
+                    let n = t.key.len() as i16;
+                    let key = t.key.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(" ");
+                    for (col, v) in [
+                        ("indexrelid", ScalarValue::Int32(Some(index_oid(t.id)))),
+                        ("indrelid", ScalarValue::Int64(Some(*oid))),
+                        ("indnatts", ScalarValue::Int16(Some(n))),
+                        ("indnkeyatts", ScalarValue::Int16(Some(n))),
+                        ("indisunique", ScalarValue::Boolean(Some(true))),
+                        ("indisprimary", ScalarValue::Boolean(Some(true))),
+                        ("indimmediate", ScalarValue::Boolean(Some(true))),
+                        ("indisvalid", ScalarValue::Boolean(Some(true))),
+                        ("indisready", ScalarValue::Boolean(Some(true))),
+                        ("indislive", ScalarValue::Boolean(Some(true))),
+                        ("indkey", ScalarValue::Utf8(Some(key))),
+                    ] {
+                        set(&schema, &mut r, col, v)?;
+                    }
+                    rows.push(r);
+                }
+            }
+            Patch::Constraint => {
+                for t in &keyed {
+                    let Some((oid, ns)) = oids.get(&t.name) else { continue };
+                    let mut r = default_row(&schema)?;
+                    let key = t.key.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(",");
+                    for (col, v) in [
+                        ("oid", ScalarValue::Int32(Some(constraint_oid(t.id)))),
+                        ("conname", ScalarValue::Utf8(Some(format!("{}_pkey", t.name)))),
+                        ("connamespace", ScalarValue::Int64(Some(*ns))),
+                        ("contype", ScalarValue::Utf8(Some("p".into()))),
+                        ("convalidated", ScalarValue::Boolean(Some(true))),
+                        ("conrelid", ScalarValue::Int64(Some(*oid))),
+                        ("conindid", ScalarValue::Int32(Some(index_oid(t.id)))),
+                        ("conislocal", ScalarValue::Boolean(Some(true))),
+                        ("connoinherit", ScalarValue::Boolean(Some(true))),
+                        ("conkey", ScalarValue::Utf8(Some(format!("{{{key}}}")))),
+                    ] {
+                        set(&schema, &mut r, col, v)?;
+                    }
+                    rows.push(r);
+                }
+            }
+        }
+        Ok(vec![batch_of(&schema, &rows)?])
+    }
+}
+
+#[async_trait]
+impl TableProvider for PatchedTable {
+    fn schema(&self) -> SchemaRef {
+        self.table.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.table.table_type()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let batches = self.patched(state).await?;
+        let exec = MemorySourceConfig::try_new_exec(&[batches], self.schema(), projection.cloned())?;
+        Ok(exec)
+    }
+}
+
+/// `pg_get_indexdef(index_oid)` and `pg_get_constraintdef(constraint_oid)` for Weir's
+/// primary keys; other OIDs answer NULL / as datafusion-pg-catalog did (empty).
+pub fn key_definitions(catalog: &Catalog) -> (HashMap<i32, String>, HashMap<i32, String>) {
+    let mut indexes = HashMap::new();
+    let mut constraints = HashMap::new();
+    for o in catalog.objects_of_kind(ObjectKind::Table) {
+        if o.primary_key.is_empty() {
+            continue;
+        }
+        let cols = o.primary_key.iter().map(|c| crate::pg_compat::quote_ident(c)).collect::<Vec<_>>().join(", ");
+        indexes.insert(
+            index_oid(o.id),
+            format!("CREATE UNIQUE INDEX {}_pkey ON {}.{} USING btree ({cols})", o.name, o.schema, o.name),
+        );
+        constraints.insert(constraint_oid(o.id), format!("PRIMARY KEY ({cols})"));
+    }
+    (indexes, constraints)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typmods_follow_postgres() {
+        assert_eq!(type_oid_and_typmod("character varying(40)"), Some((1043, 44)));
+        assert_eq!(type_oid_and_typmod("numeric(10,2)"), Some((1700, 655366)));
+        assert_eq!(type_oid_and_typmod("integer"), Some((23, -1)));
+        assert_eq!(type_oid_and_typmod("timestamp with time zone"), Some((1184, -1)));
+    }
+}
