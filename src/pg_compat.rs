@@ -284,6 +284,10 @@ pub fn register_catalog_functions(ctx: &SessionContext, catalog: &Arc<std::sync:
             Ok(Arc::new(out) as ArrayRef)
         }));
     }
+    // Every collation is the default one and visible.
+    ctx.register_udf(variadic("pg_collation_is_visible", DataType::Boolean, |_arrays, rows| {
+        Ok(Arc::new(BooleanArray::from(vec![true; rows])) as ArrayRef)
+    }));
     // No serial columns (sequences) exist in Weir.
     ctx.register_udf(variadic("pg_get_serial_sequence", DataType::Utf8, |_arrays, rows| {
         Ok(datafusion::arrow::array::new_null_array(&DataType::Utf8, rows))
@@ -449,4 +453,48 @@ mod tests {
         assert_eq!(type_oid("numeric[]"), Some(1231));
         assert_eq!(type_oid("hstore"), None);
     }
+}
+
+/// Aggregate functions whose result a scalar subquery may return as is.
+const AGGREGATES: &[&str] = &[
+    "count", "sum", "min", "max", "avg", "first_value", "last_value", "array_agg", "string_agg", "bool_and",
+    "bool_or", "every", "json_agg", "jsonb_agg",
+];
+
+/// DataFusion plans a correlated scalar subquery only when it aggregates ("Correlated scalar
+/// subquery must be aggregated"); Postgres accepts any subquery that returns at most one row,
+/// and catalog queries (SQLAlchemy's reflection) rely on that. Wrap the single output of such
+/// subqueries in `first_value(...)`: equal for the zero- and one-row cases Postgres allows.
+pub fn aggregate_scalar_subqueries(stmt: &mut sqlparser::ast::Statement) {
+    use std::ops::ControlFlow;
+
+    use sqlparser::ast::{Expr, SelectItem, SetExpr};
+    let _ = sqlparser::ast::visit_expressions_mut(stmt, |e| {
+        if let Expr::Subquery(q) = e
+            && let SetExpr::Select(select) = q.body.as_mut()
+            && select.projection.len() == 1
+            && select.having.is_none()
+            && matches!(&select.group_by, sqlparser::ast::GroupByExpr::Expressions(v, _) if v.is_empty())
+        {
+            let inner = match &mut select.projection[0] {
+                SelectItem::UnnamedExpr(x) => Some(x),
+                SelectItem::ExprWithAlias { expr, .. } => Some(expr),
+                _ => None,
+            };
+            if let Some(inner) = inner {
+                let is_aggregate = matches!(inner, Expr::Function(f)
+                    if f.name.0.last().is_some_and(|p| AGGREGATES.contains(&p.to_string().to_lowercase().as_str())));
+                if !is_aggregate {
+                    let wrapped = format!("first_value({inner})");
+                    if let Ok(parsed) = sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
+                        .try_with_sql(&wrapped)
+                        .and_then(|mut p| p.parse_expr())
+                    {
+                        *inner = parsed;
+                    }
+                }
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
 }

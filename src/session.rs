@@ -167,10 +167,12 @@ impl Session {
             _ => return None,
         }
         let compat = datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser::new();
-        match compat.parse(&parsed.text) {
-            Ok(mut v) if v.len() == 1 => Some(v.remove(0)),
-            _ => Some(compat.rewrite(stmt.as_ref().clone())),
-        }
+        let mut stmt = match compat.parse(&parsed.text) {
+            Ok(mut v) if v.len() == 1 => v.remove(0),
+            _ => compat.rewrite(stmt.as_ref().clone()),
+        };
+        crate::pg_compat::aggregate_scalar_subqueries(&mut stmt);
+        Some(stmt)
     }
 
     async fn plan(&self, ctx: &SessionContext, stmt: ast::Statement) -> Result<LogicalPlan> {

@@ -323,9 +323,12 @@ pub fn pg_fields(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInfo
         .into_iter()
         .zip(schema.fields().iter())
         .map(|(info, field)| {
+            // Only while the value is still the column's own: `ts::text` keeps the metadata of
+            // `ts` but is text.
             let declared = field
                 .metadata()
                 .get(crate::database::PG_TYPE_METADATA)
+                .filter(|t| crate::database::arrow_type_for_pg_name(t).ok().as_ref() == Some(field.data_type()))
                 .and_then(|t| crate::pg_catalog::type_oid_and_typmod(t));
             match declared.and_then(|(oid, typmod)| Type::from_oid(oid as u32).map(|t| (t, typmod))) {
                 Some((ty, typmod)) if ty != *info.datatype() || typmod != -1 => {
