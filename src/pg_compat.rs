@@ -114,7 +114,7 @@ pub fn register_session_functions(
             Ok(ColumnarValue::Scalar(datafusion::scalar::ScalarValue::Int32(Some(backend_pid))))
         }),
     );
-    for udf in [current_setting, set_config, pid] {
+    for udf in [current_setting, set_config, pid, pg_text_udf(settings.time_zone())] {
         if let Err(e) = state.register_udf(Arc::new(udf)) {
             tracing::warn!(error = %e, "could not register a session function");
         }
@@ -497,4 +497,51 @@ pub fn aggregate_scalar_subqueries(stmt: &mut sqlparser::ast::Statement) {
         }
         ControlFlow::<()>::Continue(())
     });
+}
+
+/// `expr::text` in Postgres prints the value as Postgres prints it (`2026-11-23 10:00:00+00`,
+/// `t` → `true`); Arrow's cast prints RFC 3339 and friends. Casts to text of anything but a
+/// literal or a parameter become `weir_pg_text(expr)`, registered per statement with the
+/// session's time zone (see [`register_session_functions`]).
+pub fn rewrite_text_casts(stmt: &mut sqlparser::ast::Statement) {
+    use std::ops::ControlFlow;
+
+    use sqlparser::ast::{DataType as D, Expr};
+    let _ = sqlparser::ast::visit_expressions_mut(stmt, |e| {
+        if let Expr::Cast { expr, data_type: D::Text | D::Varchar(None) | D::String(None), format: None, .. } = e
+            && !matches!(expr.as_ref(), Expr::Value(_))
+        {
+            let inner = format!("weir_pg_text({expr})");
+            if let Ok(parsed) = sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
+                .try_with_sql(&inner)
+                .and_then(|mut p| p.parse_expr())
+            {
+                *e = parsed;
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+fn pg_text_udf(time_zone: String) -> datafusion::logical_expr::ScalarUDF {
+    variadic("weir_pg_text", DataType::Utf8, move |arrays, rows| {
+        let Some(input) = arrays.first() else {
+            return Ok(datafusion::arrow::array::new_null_array(&DataType::Utf8, rows));
+        };
+        match input.data_type() {
+            DataType::Utf8 => Ok(input.clone()),
+            DataType::Boolean => {
+                let b = input.as_any().downcast_ref::<BooleanArray>().ok_or_else(|| DataFusionError::Internal("bool".into()))?;
+                let out: StringArray = b.iter().map(|v| v.map(|v| if v { "true" } else { "false" })).collect();
+                Ok(Arc::new(out) as ArrayRef)
+            }
+            DataType::Null => Ok(datafusion::arrow::array::new_null_array(&DataType::Utf8, input.len())),
+            _ => {
+                let text = crate::text_format::ColumnText::new(input, &time_zone)
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                let out: StringArray = (0..input.len()).map(|i| text.value(i)).collect();
+                Ok(Arc::new(out) as ArrayRef)
+            }
+        }
+    })
 }

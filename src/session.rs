@@ -172,6 +172,7 @@ impl Session {
             _ => compat.rewrite(stmt.as_ref().clone()),
         };
         crate::pg_compat::aggregate_scalar_subqueries(&mut stmt);
+        crate::pg_compat::rewrite_text_casts(&mut stmt);
         Some(stmt)
     }
 
