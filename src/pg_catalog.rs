@@ -414,3 +414,40 @@ mod tests {
         assert_eq!(type_oid_and_typmod("timestamp with time zone"), Some((1184, -1)));
     }
 }
+
+/// `weir_index_keys()`: one row per column of every primary-key index, with its position in
+/// the key: `(indexrelid, attnum, n)`. Stands in for Postgres's
+/// `information_schema._pg_expandarray(indkey)` in the queries that use it (pgJDBC's
+/// `getPrimaryKeys`), which DataFusion cannot run as written (a set-returning function with a
+/// composite result in a select list); see `pg_compat::rewrite_client_sql`.
+#[derive(Debug)]
+pub struct IndexKeysFunction {
+    pub catalog: Arc<RwLock<Catalog>>,
+}
+
+impl datafusion::catalog::TableFunctionImpl for IndexKeysFunction {
+    fn call_with_args(&self, _args: datafusion::catalog::TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        use datafusion::arrow::array::{Int16Array, Int32Array};
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
+            Field::new("indexrelid", DataType::Int32, false),
+            Field::new("attnum", DataType::Int16, false),
+            Field::new("n", DataType::Int32, false),
+        ]));
+        let (mut idx, mut att, mut pos) = (Vec::new(), Vec::new(), Vec::new());
+        let catalog = self.catalog.read().unwrap_or_else(|p| p.into_inner());
+        for o in catalog.objects_of_kind(ObjectKind::Table) {
+            for (n, k) in o.primary_key.iter().enumerate() {
+                if let Some(p) = o.columns.iter().position(|c| &c.name == k) {
+                    idx.push(index_oid(o.id));
+                    att.push(p as i16 + 1);
+                    pos.push(n as i32 + 1);
+                }
+            }
+        }
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int32Array::from(idx)), Arc::new(Int16Array::from(att)), Arc::new(Int32Array::from(pos))],
+        )?;
+        Ok(Arc::new(datafusion::datasource::MemTable::try_new(schema, vec![vec![batch]])?))
+    }
+}

@@ -269,6 +269,10 @@ fn oids(arrays: &[ArrayRef]) -> datafusion::error::Result<Vec<Option<i64>>> {
 }
 
 pub fn register_catalog_functions(ctx: &SessionContext, catalog: &Arc<std::sync::RwLock<weir_catalog::Catalog>>) {
+    ctx.register_udtf(
+        "weir_index_keys",
+        Arc::new(crate::pg_catalog::IndexKeysFunction { catalog: catalog.clone() }),
+    );
     for (name, indexes) in [("pg_get_indexdef", true), ("pg_get_constraintdef", false)] {
         let catalog = catalog.clone();
         ctx.register_udf(variadic(name, DataType::Utf8, move |arrays, _rows| {
@@ -544,4 +548,24 @@ fn pg_text_udf(time_zone: String) -> datafusion::logical_expr::ScalarUDF {
             }
         }
     })
+}
+
+/// Rewrites client queries that DataFusion cannot run as written into equivalent ones, the way
+/// datafusion-postgres keeps a list of known client queries. Each entry names the client.
+pub fn rewrite_client_sql(sql: &str) -> std::borrow::Cow<'_, str> {
+    let mut out = std::borrow::Cow::Borrowed(sql);
+    // pgJDBC DatabaseMetaData.getPrimaryKeys: `_pg_expandarray(i.indkey)` in the select list.
+    if sql.contains("information_schema._pg_expandarray(i.indkey)") {
+        let s = sql
+            .replace("(information_schema._pg_expandarray(i.indkey)).n", "k.n")
+            .replace("information_schema._pg_expandarray(i.indkey) AS KEYS,", "")
+            .replace(
+                "JOIN pg_catalog.pg_class ci ON (ci.oid = i.indexrelid)",
+                "JOIN pg_catalog.pg_class ci ON (ci.oid = i.indexrelid) \
+                 JOIN weir_index_keys() k ON (k.indexrelid = i.indexrelid AND k.attnum = a.attnum)",
+            )
+            .replace("result.A_ATTNUM = (result.KEYS).x", "true");
+        out = std::borrow::Cow::Owned(s);
+    }
+    out
 }

@@ -456,7 +456,7 @@ impl SimpleQueryHandler for WeirQueryHandler {
         let mut session = shared.lock().await;
         sync_from_client(client, &mut session);
 
-        let parsed = match weir_sql::parse(&query.query) {
+        let parsed = match weir_sql::parse(&crate::pg_compat::rewrite_client_sql(&query.query)) {
             Ok(p) => p,
             Err(e) => {
                 session.on_error();
@@ -478,6 +478,7 @@ impl SimpleQueryHandler for WeirQueryHandler {
         let mut failed = false;
         for p in &parsed {
             let kind = p.statement.kind_name();
+            tracing::debug!(statement = %p.text, "execute (simple)");
             let timeout = session.settings.statement_timeout();
             let ready = {
                 let s = &mut *session;
@@ -575,7 +576,7 @@ impl QueryParser for WeirQueryParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let mut parsed = weir_sql::parse(sql).map_err(WeirError::from)?;
+        let mut parsed = weir_sql::parse(&crate::pg_compat::rewrite_client_sql(sql)).map_err(WeirError::from)?;
         if parsed.is_empty() {
             return Ok(None);
         }
@@ -689,6 +690,7 @@ impl ExtendedQueryHandler for WeirQueryHandler {
     {
         let prepared = &portal.statement.statement;
         let kind = prepared.parsed.statement.kind_name();
+        tracing::debug!(statement = %prepared.parsed.text, planned = prepared.plan.is_some(), "execute (extended)");
         let shared = session_of(client)?;
         let mut session = shared.lock().await;
         sync_from_client(client, &mut session);
@@ -731,6 +733,41 @@ impl ExtendedQueryHandler for WeirQueryHandler {
         }
     }
 
+    /// Postgres answers Describe of a statement that returns no rows with ParameterDescription
+    /// and NoData; pgwire sends an empty RowDescription when the statement has parameters,
+    /// which pgJDBC takes for a result set ("A result was returned when none was expected").
+    async fn on_describe<C>(&self, client: &mut C, message: pgwire::messages::extendedquery::Describe) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if message.target_type == pgwire::messages::extendedquery::TARGET_TYPE_BYTE_STATEMENT {
+            let name = message.name.as_deref().unwrap_or(pgwire::api::DEFAULT_NAME);
+            if let Some(pgwire::api::store::Entry::Value(stmt)) = client.portal_store().get_statement(name) {
+                let described = self.do_describe_statement(client, &stmt).await?;
+                client
+                    .send(PgWireBackendMessage::ParameterDescription(
+                        pgwire::messages::data::ParameterDescription::new(
+                            described.parameters.iter().map(|t| t.oid()).collect(),
+                        ),
+                    ))
+                    .await?;
+                if described.fields.is_empty() {
+                    client.send(PgWireBackendMessage::NoData(pgwire::messages::data::NoData::new())).await?;
+                } else {
+                    let fields = described.fields.iter().map(pgwire::messages::data::FieldDescription::from).collect();
+                    client
+                        .send(PgWireBackendMessage::RowDescription(pgwire::messages::data::RowDescription::new(fields)))
+                        .await?;
+                }
+                return Ok(());
+            }
+        }
+        self._on_describe(client, message).await
+    }
+
     async fn on_sync<C>(&self, client: &mut C, message: pgwire::messages::extendedquery::Sync) -> PgWireResult<()>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -752,6 +789,10 @@ impl ExtendedQueryHandler for WeirQueryHandler {
 }
 
 /// Decodes Bind parameters to the types the plan expects (arrow-pg does the wire decoding).
+///
+/// A client may declare a parameter's type (psycopg sends a Python float as float8, pgJDBC
+/// strings as varchar): the value is decoded as that type and then cast to the type the plan
+/// needs, as Postgres applies an assignment cast.
 fn bind_parameters(portal: &Portal<Prepared>) -> PgWireResult<ParamValues> {
     let Some(plan) = &portal.statement.statement.plan else {
         return Ok(ParamValues::List(vec![]));
@@ -759,8 +800,16 @@ fn bind_parameters(portal: &Portal<Prepared>) -> PgWireResult<ParamValues> {
     let types = parameter_types(plan)?;
     let ordered = ordered_parameters(&types);
     let inferred: Vec<Option<DataType>> = ordered.iter().map(|(_, t)| t.clone()).collect();
-    let inferred_refs: Vec<Option<&DataType>> = inferred.iter().map(|t| t.as_ref()).collect();
-    let wire: Vec<Type> = inferred
+    let declared: Vec<Option<DataType>> = (0..inferred.len())
+        .map(|i| match portal.statement.parameter_types.get(i) {
+            Some(Some(t)) => arrow_type_of_pg(t),
+            _ => None,
+        })
+        .collect();
+    let decode_as: Vec<Option<DataType>> =
+        inferred.iter().zip(&declared).map(|(inf, dec)| dec.clone().or_else(|| inf.clone())).collect();
+    let decode_refs: Vec<Option<&DataType>> = decode_as.iter().map(|t| t.as_ref()).collect();
+    let wire: Vec<Type> = decode_as
         .iter()
         .map(|t| {
             t.as_ref()
@@ -771,16 +820,20 @@ fn bind_parameters(portal: &Portal<Prepared>) -> PgWireResult<ParamValues> {
     let wire_refs: Vec<Option<&Type>> = wire.iter().map(Some).collect();
     let values = datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters_with_server_types(
         portal,
-        &inferred_refs,
+        &decode_refs,
         &wire_refs,
     )?;
-    // arrow-pg decodes binary numerics through rust_decimal (28 digits); decode those here.
     let ParamValues::List(mut list) = values else { return Ok(values) };
-    for (i, t) in inferred.iter().enumerate() {
-        if let Some(DataType::Decimal128(p, s)) = t
+    for (i, target) in inferred.iter().enumerate() {
+        let Some(target) = target else { continue };
+        if i >= list.len() {
+            break;
+        }
+        // arrow-pg decodes binary numerics through rust_decimal (28 digits); decode those here.
+        if let DataType::Decimal128(p, s) = target
+            && decode_as[i].as_ref() == Some(target)
             && portal.parameter_format.format_for(i) == FieldFormat::Binary
             && let Some(Some(bytes)) = portal.parameters.get(i)
-            && i < list.len()
         {
             let value = crate::server::numeric::decode_binary(bytes, *s).ok_or_else(|| {
                 WeirError::new(SqlState::NumericValueOutOfRange, format!("numeric parameter ${} does not fit numeric({p},{s})", i + 1))
@@ -790,9 +843,32 @@ fn bind_parameters(portal: &Portal<Prepared>) -> PgWireResult<ParamValues> {
                 *p,
                 *s,
             ));
+            continue;
+        }
+        if list[i].value.data_type() != *target && !list[i].value.is_null() {
+            let cast = list[i].value.cast_to(target).map_err(WeirError::from)?;
+            list[i] = datafusion::common::metadata::ScalarAndMetadata::from(cast);
         }
     }
     Ok(ParamValues::List(list))
+}
+
+/// The Arrow type a parameter of a client-declared Postgres type decodes to.
+fn arrow_type_of_pg(t: &Type) -> Option<DataType> {
+    use datafusion::arrow::datatypes::TimeUnit;
+    Some(match *t {
+        Type::BOOL => DataType::Boolean,
+        Type::INT2 => DataType::Int16,
+        Type::INT4 => DataType::Int32,
+        Type::INT8 => DataType::Int64,
+        Type::FLOAT4 => DataType::Float32,
+        Type::FLOAT8 => DataType::Float64,
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => DataType::Utf8,
+        Type::DATE => DataType::Date32,
+        Type::TIMESTAMP => DataType::Timestamp(TimeUnit::Microsecond, None),
+        Type::TIMESTAMPTZ => DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+        _ => return None,
+    })
 }
 
 #[async_trait]
