@@ -402,18 +402,6 @@ pub fn key_definitions(catalog: &Catalog) -> (HashMap<i32, String>, HashMap<i32,
     (indexes, constraints)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn typmods_follow_postgres() {
-        assert_eq!(type_oid_and_typmod("character varying(40)"), Some((1043, 44)));
-        assert_eq!(type_oid_and_typmod("numeric(10,2)"), Some((1700, 655366)));
-        assert_eq!(type_oid_and_typmod("integer"), Some((23, -1)));
-        assert_eq!(type_oid_and_typmod("timestamp with time zone"), Some((1184, -1)));
-    }
-}
 
 /// `weir_index_keys()`: one row per column of every primary-key index, with its position in
 /// the key: `(indexrelid, attnum, n)`. Stands in for Postgres's
@@ -449,5 +437,18 @@ impl datafusion::catalog::TableFunctionImpl for IndexKeysFunction {
             vec![Arc::new(Int32Array::from(idx)), Arc::new(Int16Array::from(att)), Arc::new(Int32Array::from(pos))],
         )?;
         Ok(Arc::new(datafusion::datasource::MemTable::try_new(schema, vec![vec![batch]])?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typmods_follow_postgres() {
+        assert_eq!(type_oid_and_typmod("character varying(40)"), Some((1043, 44)));
+        assert_eq!(type_oid_and_typmod("numeric(10,2)"), Some((1700, 655366)));
+        assert_eq!(type_oid_and_typmod("integer"), Some((23, -1)));
+        assert_eq!(type_oid_and_typmod("timestamp with time zone"), Some((1184, -1)));
     }
 }

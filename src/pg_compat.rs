@@ -193,13 +193,16 @@ pub fn type_oid(name: &str) -> Option<i32> {
     Some(if array { arr } else { scalar })
 }
 
+/// The body of a [`VariadicUdf`]: argument arrays and the row count in, one array out.
+type ArrayFunction = Box<dyn Fn(&[ArrayRef], usize) -> datafusion::error::Result<ArrayRef> + Send + Sync>;
+
 /// A scalar function over whole argument arrays with any arguments (Postgres functions that
 /// have several arities, like `pg_get_indexdef(oid[, int, bool])`).
 struct VariadicUdf {
     name: &'static str,
     signature: datafusion::logical_expr::Signature,
     return_type: DataType,
-    fun: Box<dyn Fn(&[ArrayRef], usize) -> datafusion::error::Result<ArrayRef> + Send + Sync>,
+    fun: ArrayFunction,
 }
 
 impl std::fmt::Debug for VariadicUdf {
@@ -427,37 +430,6 @@ fn cast_type_name(t: &sqlparser::ast::DataType) -> String {
     .to_string()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn names(sql: &str) -> Option<Vec<String>> {
-        let parsed = weir_sql::parse(sql).unwrap();
-        let weir_sql::Statement::Standard(s) = &parsed[0].statement else { panic!() };
-        let sqlparser::ast::Statement::Query(q) = s.as_ref() else { panic!() };
-        output_column_names(q)
-    }
-
-    #[test]
-    fn result_columns_are_named_like_postgres() {
-        assert_eq!(
-            names("SELECT count(*), x, t.y, 1, 1::int, x::text, sum(z) AS total, CASE WHEN true THEN 1 END FROM t"),
-            Some(vec!["count", "x", "y", "?column?", "int4", "x", "total", "case"].into_iter().map(String::from).collect())
-        );
-        assert_eq!(names("SELECT * FROM t"), None);
-    }
-
-    #[test]
-    fn quote_ident_quotes_keywords_and_odd_names() {
-        assert_eq!(quote_ident("time"), "\"time\"");
-        assert_eq!(quote_ident("value"), "value");
-        assert_eq!(quote_ident("a b"), "\"a b\"");
-        assert_eq!(quote_ident("Mixed"), "\"Mixed\"");
-        assert_eq!(type_oid("timestamp with time zone"), Some(1184));
-        assert_eq!(type_oid("numeric[]"), Some(1231));
-        assert_eq!(type_oid("hstore"), None);
-    }
-}
 
 /// Aggregate functions whose result a scalar subquery may return as is.
 const AGGREGATES: &[&str] = &[
@@ -568,4 +540,36 @@ pub fn rewrite_client_sql(sql: &str) -> std::borrow::Cow<'_, str> {
         out = std::borrow::Cow::Owned(s);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(sql: &str) -> Option<Vec<String>> {
+        let parsed = weir_sql::parse(sql).unwrap();
+        let weir_sql::Statement::Standard(s) = &parsed[0].statement else { panic!() };
+        let sqlparser::ast::Statement::Query(q) = s.as_ref() else { panic!() };
+        output_column_names(q)
+    }
+
+    #[test]
+    fn result_columns_are_named_like_postgres() {
+        assert_eq!(
+            names("SELECT count(*), x, t.y, 1, 1::int, x::text, sum(z) AS total, CASE WHEN true THEN 1 END FROM t"),
+            Some(vec!["count", "x", "y", "?column?", "int4", "x", "total", "case"].into_iter().map(String::from).collect())
+        );
+        assert_eq!(names("SELECT * FROM t"), None);
+    }
+
+    #[test]
+    fn quote_ident_quotes_keywords_and_odd_names() {
+        assert_eq!(quote_ident("time"), "\"time\"");
+        assert_eq!(quote_ident("value"), "value");
+        assert_eq!(quote_ident("a b"), "\"a b\"");
+        assert_eq!(quote_ident("Mixed"), "\"Mixed\"");
+        assert_eq!(type_oid("timestamp with time zone"), Some(1184));
+        assert_eq!(type_oid("numeric[]"), Some(1231));
+        assert_eq!(type_oid("hstore"), None);
+    }
 }
