@@ -93,6 +93,15 @@ impl Database {
         .map_err(|e| WeirError::from_datafusion(*e))?;
         crate::pg_compat::register_functions(&db.base, &db);
         crate::pg_compat::register_catalog_functions(&db.base, &db.catalog);
+        if let Some(weir) = db.base.catalog(DATABASE_NAME) {
+            let info = datafusion::catalog::information_schema::InformationSchemaProvider::new(
+                db.base.state().catalog_list().clone(),
+            );
+            weir.register_schema(
+                "information_schema",
+                Arc::new(crate::pg_catalog::WeirInformationSchema::new(Arc::new(info), db.catalog.clone())),
+            )?;
+        }
         // Patch pg_catalog with what only the Weir catalog knows (declared types, keys).
         if let Some(weir) = db.base.catalog(DATABASE_NAME)
             && let Some(inner) = weir.schema("pg_catalog")
@@ -132,7 +141,8 @@ fn new_base_context() -> Result<SessionContext> {
     let mut config = SessionConfig::new()
         .with_default_catalog_and_schema(DATABASE_NAME, DEFAULT_SCHEMA)
         .with_create_default_catalog_and_schema(false)
-        .with_information_schema(true);
+        // information_schema is registered by Weir (patched types), not built in per query.
+        .with_information_schema(false);
     let options = config.options_mut();
     // Postgres reads `1.5` as numeric, not double: keep exact decimals exact.
     options.sql_parser.parse_float_as_decimal = true;

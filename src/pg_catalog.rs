@@ -102,7 +102,7 @@ impl SchemaProvider for WeirPgCatalog {
             _ => return self.inner.table(name).await,
         };
         let Some(table) = self.inner.table(name).await? else { return Ok(None) };
-        let Some(class) = self.inner.table("pg_class").await? else { return Ok(Some(table)) };
+        let class = self.inner.table("pg_class").await?;
         Ok(Some(Arc::new(PatchedTable { kind, table, class, catalog: self.catalog.clone() })))
     }
 
@@ -111,18 +111,81 @@ impl SchemaProvider for WeirPgCatalog {
     }
 }
 
+/// `information_schema`, DataFusion's, with `columns.data_type` in Postgres's words
+/// (`integer`, `character varying`, `timestamp with time zone`) rather than Arrow's, which
+/// Grafana's column picker and other tools show and match on.
+pub struct WeirInformationSchema {
+    inner: Arc<dyn SchemaProvider>,
+    catalog: Arc<RwLock<Catalog>>,
+}
+
+impl std::fmt::Debug for WeirInformationSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WeirInformationSchema")
+    }
+}
+
+impl WeirInformationSchema {
+    pub fn new(inner: Arc<dyn SchemaProvider>, catalog: Arc<RwLock<Catalog>>) -> Self {
+        WeirInformationSchema { inner, catalog }
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for WeirInformationSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.inner.table_names()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let Some(table) = self.inner.table(name).await? else { return Ok(None) };
+        if !name.eq_ignore_ascii_case("columns") {
+            return Ok(Some(table));
+        }
+        Ok(Some(Arc::new(PatchedTable { kind: Patch::InfoColumns, table, class: None, catalog: self.catalog.clone() })))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.inner.table_exist(name)
+    }
+}
+
+/// The Postgres name of a type as `information_schema.columns.data_type` gives it, from the
+/// Arrow type's display (what DataFusion's information_schema holds).
+fn information_schema_type(arrow: &str) -> Option<&'static str> {
+    Some(match arrow {
+        "Int16" => "smallint",
+        "Int32" => "integer",
+        "Int64" => "bigint",
+        "Float32" => "real",
+        "Float64" => "double precision",
+        "Utf8" | "LargeUtf8" | "Utf8View" => "text",
+        "Boolean" => "boolean",
+        "Date32" => "date",
+        "Binary" | "LargeBinary" => "bytea",
+        a if a.starts_with("Decimal") => "numeric",
+        a if a.starts_with("Timestamp") && a.contains(',') && !a.contains("None") => "timestamp with time zone",
+        a if a.starts_with("Timestamp") => "timestamp without time zone",
+        a if a.starts_with("Time64") => "time without time zone",
+        a if a.starts_with("Interval") => "interval",
+        _ => return None,
+    })
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Patch {
     Class,
     Attribute,
     Index,
     Constraint,
+    InfoColumns,
 }
 
 struct PatchedTable {
     kind: Patch,
     table: Arc<dyn TableProvider>,
-    class: Arc<dyn TableProvider>,
+    /// datafusion-pg-catalog's `pg_class`, for the OIDs of user tables.
+    class: Option<Arc<dyn TableProvider>>,
     catalog: Arc<RwLock<Catalog>>,
 }
 
@@ -262,12 +325,34 @@ impl PatchedTable {
         let schema = self.table.schema();
         let batches = collect(&self.table, state).await?;
         let mut rows = rows_of(&batches)?;
-        let class_schema = self.class.schema();
+        let users = self.user_tables();
+        if let Patch::InfoColumns = self.kind {
+            for r in rows.iter_mut() {
+                let (Some(schema_name), Some(table), Some(column), Some(arrow)) = (
+                    as_str(get(&schema, r, "table_schema")),
+                    as_str(get(&schema, r, "table_name")),
+                    as_str(get(&schema, r, "column_name")),
+                    as_str(get(&schema, r, "data_type")),
+                ) else {
+                    continue;
+                };
+                let declared = users
+                    .iter()
+                    .find(|o| o.schema == schema_name && o.name == table)
+                    .and_then(|o| o.columns.iter().find(|c| c.name == column))
+                    .map(|c| c.type_name.split('(').next().unwrap_or(&c.type_name).trim().to_string());
+                if let Some(name) = declared.or_else(|| information_schema_type(&arrow).map(str::to_string)) {
+                    set(&schema, r, "data_type", ScalarValue::Utf8(Some(name)))?;
+                }
+            }
+            return Ok(vec![batch_of(&schema, &rows)?]);
+        }
+        let Some(class) = &self.class else { return Ok(vec![batch_of(&schema, &rows)?]) };
+        let class_schema = class.schema();
         let class_rows = match self.kind {
             Patch::Class => rows.clone(),
-            _ => rows_of(&collect(&self.class, state).await?)?,
+            _ => rows_of(&collect(class, state).await?)?,
         };
-        let users = self.user_tables();
         let names: Vec<String> = users.iter().map(|o| o.name.clone()).collect();
         let oids = Self::table_oids(&class_schema, &class_rows, &names);
         let keyed = self.keyed_tables();
@@ -333,6 +418,7 @@ impl PatchedTable {
                     rows.push(r);
                 }
             }
+            Patch::InfoColumns => {}
             Patch::Constraint => {
                 for t in &keyed {
                     let Some((oid, ns)) = oids.get(&t.name) else { continue };

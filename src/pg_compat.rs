@@ -445,6 +445,32 @@ pub fn aggregate_scalar_subqueries(stmt: &mut sqlparser::ast::Statement) {
     use std::ops::ControlFlow;
 
     use sqlparser::ast::{Expr, SelectItem, SetExpr};
+    // DataFusion cannot run a subquery inside CASE. `CASE WHEN c THEN (SELECT x FROM t WHERE w)
+    // [ELSE NULL] END` is `(SELECT x FROM t WHERE (w) AND (c))`: both are NULL unless c holds.
+    let _ = sqlparser::ast::visit_expressions_mut(stmt, |e| {
+        if let Expr::Case { operand: None, conditions, else_result, .. } = e
+            && conditions.len() == 1
+            && else_result.as_deref().is_none_or(|x| matches!(x, Expr::Value(v) if v.value == sqlparser::ast::Value::Null))
+            && let Expr::Subquery(q) = &conditions[0].result
+            && let SetExpr::Select(select) = q.body.as_ref()
+            && select.projection.len() == 1
+        {
+            let condition = conditions[0].condition.clone();
+            let mut q = q.clone();
+            if let SetExpr::Select(select) = q.body.as_mut() {
+                select.selection = Some(match select.selection.take() {
+                    Some(w) => Expr::BinaryOp {
+                        left: Box::new(Expr::Nested(Box::new(w))),
+                        op: sqlparser::ast::BinaryOperator::And,
+                        right: Box::new(Expr::Nested(Box::new(condition))),
+                    },
+                    None => condition,
+                });
+            }
+            *e = Expr::Subquery(q);
+        }
+        ControlFlow::<()>::Continue(())
+    });
     let _ = sqlparser::ast::visit_expressions_mut(stmt, |e| {
         if let Expr::Subquery(q) = e
             && let SetExpr::Select(select) = q.body.as_mut()
@@ -524,11 +550,35 @@ fn pg_text_udf(time_zone: String) -> datafusion::logical_expr::ScalarUDF {
 
 /// Rewrites client queries that DataFusion cannot run as written into equivalent ones, the way
 /// datafusion-postgres keeps a list of known client queries. Each entry names the client.
-pub fn rewrite_client_sql(sql: &str) -> std::borrow::Cow<'_, str> {
+pub fn rewrite_client_sql<'a>(sql: &'a str, settings: &Settings, user: &str) -> std::borrow::Cow<'a, str> {
     let mut out = std::borrow::Cow::Borrowed(sql);
+    // Grafana's table picker: "is the schema on the search_path", written with array
+    // subscripts over generate_series and `user`. The answer depends only on the session, so
+    // it becomes a literal list.
+    static SEARCH_PATH_IN: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r#"(?is)quote_ident\(table_schema\)\s+IN\s+\(\s*SELECT\s+CASE\s+WHEN\s+trim\(s\[i\]\)\s*=\s*'"\$user"'\s+THEN\s+user\s+ELSE\s+trim\(s\[i\]\)\s+END\s+FROM\s+generate_series\(.*?\)\s+as\s+i\s*,\s*string_to_array\(current_setting\('search_path'\)\s*,\s*','\)\s+s\s*\)"#,
+        )
+        .ok()
+    });
+    if let Some(re) = SEARCH_PATH_IN.as_ref()
+        && re.is_match(&out)
+    {
+        let path = settings.get("search_path").unwrap_or_default();
+        let schemas: Vec<String> = path
+            .split(',')
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(|s| if s == "\"$user\"" { user.to_string() } else { s.trim_matches('"').to_string() })
+            .map(|s| format!("'{}'", s.replace('\'', "''")))
+            .collect();
+        let list = if schemas.is_empty() { "NULL".to_string() } else { schemas.join(", ") };
+        let replaced = re.replace_all(&out, format!("quote_ident(table_schema) IN ({list})").as_str()).into_owned();
+        out = std::borrow::Cow::Owned(replaced);
+    }
     // pgJDBC DatabaseMetaData.getPrimaryKeys: `_pg_expandarray(i.indkey)` in the select list.
-    if sql.contains("information_schema._pg_expandarray(i.indkey)") {
-        let s = sql
+    if out.contains("information_schema._pg_expandarray(i.indkey)") {
+        let s = out
             .replace("(information_schema._pg_expandarray(i.indkey)).n", "k.n")
             .replace("information_schema._pg_expandarray(i.indkey) AS KEYS,", "")
             .replace(

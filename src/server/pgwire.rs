@@ -456,7 +456,11 @@ impl SimpleQueryHandler for WeirQueryHandler {
         let mut session = shared.lock().await;
         sync_from_client(client, &mut session);
 
-        let parsed = match weir_sql::parse(&crate::pg_compat::rewrite_client_sql(&query.query)) {
+        let parsed = match weir_sql::parse(&crate::pg_compat::rewrite_client_sql(
+            &query.query,
+            &session.settings,
+            &session.user,
+        )) {
             Ok(p) => p,
             Err(e) => {
                 session.on_error();
@@ -576,7 +580,10 @@ impl QueryParser for WeirQueryParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let mut parsed = weir_sql::parse(&crate::pg_compat::rewrite_client_sql(sql)).map_err(WeirError::from)?;
+        let shared = session_of(client)?;
+        let session = shared.lock().await;
+        let mut parsed = weir_sql::parse(&crate::pg_compat::rewrite_client_sql(sql, &session.settings, &session.user))
+            .map_err(WeirError::from)?;
         if parsed.is_empty() {
             return Ok(None);
         }
@@ -587,8 +594,6 @@ impl QueryParser for WeirQueryParser {
             )
             .into());
         }
-        let shared = session_of(client)?;
-        let session = shared.lock().await;
         Ok(Some(session.prepare(parsed.remove(0)).await?))
     }
 
