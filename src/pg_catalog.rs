@@ -252,6 +252,32 @@ fn set(schema: &SchemaRef, row: &mut Row, column: &str, value: ScalarValue) -> R
     Ok(())
 }
 
+fn class_extra_columns() -> Vec<Field> {
+    vec![
+        Field::new("reloptions", DataType::new_list(DataType::Utf8, true), true),
+        Field::new("relacl", DataType::new_list(DataType::Utf8, true), true),
+    ]
+}
+
+/// `pg_index` columns that are `int2vector`/`oidvector` in Postgres, and their element type.
+fn vector_element(column: &str) -> Option<DataType> {
+    match column {
+        "indkey" | "indoption" => Some(DataType::Int16),
+        "indclass" | "indcollation" => Some(DataType::Int32),
+        _ => None,
+    }
+}
+
+/// A vector's text (`1 2`) as a list scalar of `element`.
+fn vector(text: &str, element: &DataType) -> ScalarValue {
+    let values: Vec<ScalarValue> = text
+        .split(|c: char| c.is_whitespace() || c == ',' || c == '{' || c == '}' || c == '[' || c == ']')
+        .filter(|v| !v.is_empty())
+        .filter_map(|v| ScalarValue::try_from_string(v.to_string(), element).ok())
+        .collect();
+    ScalarValue::List(ScalarValue::new_list_nullable(&values, element))
+}
+
 fn get<'a>(schema: &SchemaRef, row: &'a Row, column: &str) -> Option<&'a ScalarValue> {
     schema.index_of(column).ok().map(|i| &row[i])
 }
@@ -321,10 +347,53 @@ impl PatchedTable {
         out
     }
 
-    async fn patched(&self, state: &dyn Session) -> Result<Vec<RecordBatch>> {
+    /// The patched table's schema: `pg_index.indkey` becomes a `smallint` list (Postgres's
+    /// int2vector is an array: clients `unnest` it and take subscripts); elsewhere unchanged.
+    fn patched_schema(&self) -> SchemaRef {
         let schema = self.table.schema();
+        if let Patch::Class = self.kind {
+            // Postgres columns datafusion-pg-catalog does not emulate; NULL for every relation.
+            let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+            for extra in class_extra_columns() {
+                if schema.index_of(extra.name()).is_err() {
+                    fields.push(extra);
+                }
+            }
+            return Arc::new(datafusion::arrow::datatypes::Schema::new_with_metadata(fields, schema.metadata().clone()));
+        }
+        if !matches!(self.kind, Patch::Index) {
+            return schema;
+        }
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|f| match vector_element(f.name()) {
+                Some(t) => Field::new(f.name(), DataType::new_list(t, true), f.is_nullable()),
+                None => f.as_ref().clone(),
+            })
+            .collect();
+        Arc::new(datafusion::arrow::datatypes::Schema::new_with_metadata(fields, schema.metadata().clone()))
+    }
+
+    async fn patched(&self, state: &dyn Session) -> Result<Vec<RecordBatch>> {
+        let inner_schema = self.table.schema();
         let batches = collect(&self.table, state).await?;
         let mut rows = rows_of(&batches)?;
+        let schema = self.patched_schema();
+        for r in rows.iter_mut() {
+            for f in schema.fields().iter().skip(r.len()) {
+                r.push(ScalarValue::try_from(f.data_type())?);
+            }
+        }
+        if let Patch::Index = self.kind {
+            for (k, f) in inner_schema.fields().iter().enumerate() {
+                let Some(element) = vector_element(f.name()) else { continue };
+                for r in rows.iter_mut() {
+                    let text = as_str(Some(&r[k])).unwrap_or_default();
+                    r[k] = vector(&text, &element);
+                }
+            }
+        }
         let users = self.user_tables();
         if let Patch::InfoColumns = self.kind {
             for r in rows.iter_mut() {
@@ -411,7 +480,10 @@ impl PatchedTable {
                         ("indisvalid", ScalarValue::Boolean(Some(true))),
                         ("indisready", ScalarValue::Boolean(Some(true))),
                         ("indislive", ScalarValue::Boolean(Some(true))),
-                        ("indkey", ScalarValue::Utf8(Some(key))),
+                        ("indkey", vector(&key, &DataType::Int16)),
+                        ("indclass", vector(&vec!["0"; t.key.len()].join(" "), &DataType::Int32)),
+                        ("indcollation", vector(&vec!["0"; t.key.len()].join(" "), &DataType::Int32)),
+                        ("indoption", vector(&vec!["0"; t.key.len()].join(" "), &DataType::Int16)),
                     ] {
                         set(&schema, &mut r, col, v)?;
                     }
@@ -449,7 +521,7 @@ impl PatchedTable {
 #[async_trait]
 impl TableProvider for PatchedTable {
     fn schema(&self) -> SchemaRef {
-        self.table.schema()
+        self.patched_schema()
     }
 
     fn table_type(&self) -> TableType {

@@ -291,6 +291,28 @@ pub fn register_catalog_functions(ctx: &SessionContext, catalog: &Arc<std::sync:
             Ok(Arc::new(out) as ArrayRef)
         }));
     }
+    // generate_subscripts(array, 1) in a select list runs in step with unnest(array) there;
+    // `rewrite_generate_subscripts` turns it into unnest(weir_subscripts(array)).
+    ctx.register_udf(variadic("weir_subscripts", DataType::new_list(DataType::Int32, true), |arrays, rows| {
+        use datafusion::arrow::array::{ListArray, ListBuilder, Int32Builder};
+        let mut builder = ListBuilder::new(Int32Builder::new());
+        let lists = arrays
+            .first()
+            .and_then(|a| a.as_any().downcast_ref::<ListArray>())
+            .ok_or_else(|| DataFusionError::Plan("generate_subscripts expects an array".into()))?;
+        for row in 0..rows {
+            if lists.is_null(row) {
+                builder.append(false);
+                continue;
+            }
+            let n = lists.value(row).len() as i32;
+            for i in 1..=n {
+                builder.values().append_value(i);
+            }
+            builder.append(true);
+        }
+        Ok(Arc::new(builder.finish()) as ArrayRef)
+    }));
     // Every collation is the default one and visible.
     ctx.register_udf(variadic("pg_collation_is_visible", DataType::Boolean, |_arrays, rows| {
         Ok(Arc::new(BooleanArray::from(vec![true; rows])) as ArrayRef)
@@ -445,6 +467,37 @@ pub fn aggregate_scalar_subqueries(stmt: &mut sqlparser::ast::Statement) {
     use std::ops::ControlFlow;
 
     use sqlparser::ast::{Expr, SelectItem, SetExpr};
+    // Weir has no column defaults and no sequences: a scalar subquery over only those
+    // catalog tables is NULL, whatever its correlation (SQLAlchemy's column reflection).
+    let _ = sqlparser::ast::visit_expressions_mut(stmt, |e| {
+        if let Expr::Subquery(q) = e
+            && let SetExpr::Select(select) = q.body.as_ref()
+            && !select.from.is_empty()
+            && select.from.iter().all(|t| {
+                t.joins.is_empty()
+                    && matches!(&t.relation, sqlparser::ast::TableFactor::Table { name, .. }
+                        if name.0.last().is_some_and(|p| {
+                            let p = p.to_string().to_lowercase();
+                            p == "pg_attrdef" || p == "pg_sequence"
+                        }))
+            })
+        {
+            *e = Expr::Value(sqlparser::ast::Value::Null.into());
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    // Every Weir column has its type's default collation (there is no COLLATE clause), so a
+    // CASE that looks up a column's collation only when it differs from the type's is NULL.
+    let _ = sqlparser::ast::visit_expressions_mut(stmt, |e| {
+        if let Expr::Case { conditions, .. } = e
+            && conditions.len() == 1
+            && matches!(conditions[0].result, Expr::Subquery(_))
+            && conditions[0].condition.to_string().contains("attcollation")
+        {
+            *e = Expr::Value(sqlparser::ast::Value::Null.into());
+        }
+        ControlFlow::<()>::Continue(())
+    });
     // DataFusion cannot run a subquery inside CASE. `CASE WHEN c THEN (SELECT x FROM t WHERE w)
     // [ELSE NULL] END` is `(SELECT x FROM t WHERE (w) AND (c))`: both are NULL unless c holds.
     let _ = sqlparser::ast::visit_expressions_mut(stmt, |e| {
@@ -495,6 +548,30 @@ pub fn aggregate_scalar_subqueries(stmt: &mut sqlparser::ast::Statement) {
                         *inner = parsed;
                     }
                 }
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// `generate_subscripts(a, 1)` → `unnest(weir_subscripts(a))` (DataFusion has no
+/// generate_subscripts; SQLAlchemy's primary-key reflection uses it beside `unnest(indkey)`).
+pub fn rewrite_generate_subscripts(stmt: &mut sqlparser::ast::Statement) {
+    use std::ops::ControlFlow;
+
+    use sqlparser::ast::Expr;
+    let _ = sqlparser::ast::visit_expressions_mut(stmt, |e| {
+        if let Expr::Function(f) = e
+            && f.name.0.last().is_some_and(|p| p.to_string().eq_ignore_ascii_case("generate_subscripts"))
+            && let sqlparser::ast::FunctionArguments::List(list) = &f.args
+            && let Some(first) = list.args.first()
+        {
+            let text = format!("unnest(weir_subscripts({first}))");
+            if let Ok(parsed) = sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
+                .try_with_sql(&text)
+                .and_then(|mut p| p.parse_expr())
+            {
+                *e = parsed;
             }
         }
         ControlFlow::<()>::Continue(())

@@ -173,6 +173,7 @@ impl Session {
         };
         crate::pg_compat::aggregate_scalar_subqueries(&mut stmt);
         crate::pg_compat::rewrite_text_casts(&mut stmt);
+        crate::pg_compat::rewrite_generate_subscripts(&mut stmt);
         Some(stmt)
     }
 

@@ -26,6 +26,7 @@ pub struct ColumnText<'a> {
     array: &'a ArrayRef,
     kind: Kind<'a>,
     time_zone: Option<Tz>,
+    session_tz: String,
 }
 
 enum Kind<'a> {
@@ -34,6 +35,7 @@ enum Kind<'a> {
     F64(&'a Float64Array),
     Timestamp(TimeUnit, bool),
     Binary,
+    List,
     Other(ArrayFormatter<'a>),
 }
 
@@ -46,17 +48,19 @@ impl<'a> ColumnText<'a> {
             DataType::Float64 => Kind::F64(array.as_primitive()),
             DataType::Timestamp(unit, tz) => Kind::Timestamp(*unit, tz.is_some()),
             DataType::Binary | DataType::LargeBinary => Kind::Binary,
+            DataType::List(_) | DataType::LargeList(_) => Kind::List,
             _ => Kind::Other(
                 ArrayFormatter::try_new(array.as_ref(), &FormatOptions::default())
                     .map_err(WeirError::from)?,
             ),
         };
         let time_zone = Tz::from_str(session_tz).ok();
-        Ok(ColumnText { array, kind, time_zone })
+        Ok(ColumnText { array, kind, time_zone, session_tz: session_tz.to_string() })
     }
 
     pub fn value(&self, i: usize) -> Option<String> {
-        if self.array.is_null(i) {
+        // A NullArray has no validity buffer: `is_null` says false for it.
+        if self.array.is_null(i) || self.array.data_type() == &DataType::Null {
             return None;
         }
         Some(match &self.kind {
@@ -64,6 +68,7 @@ impl<'a> ColumnText<'a> {
             Kind::F32(a) => format_float(a.value(i) as f64, true),
             Kind::F64(a) => format_float(a.value(i), false),
             Kind::Timestamp(unit, with_tz) => self.timestamp(i, *unit, *with_tz)?,
+            Kind::List => self.list(i)?,
             Kind::Binary => {
                 let bytes = match self.array.data_type() {
                     DataType::LargeBinary => self.array.as_any().downcast_ref::<LargeBinaryArray>()?.value(i),
@@ -87,6 +92,31 @@ impl<'a> ColumnText<'a> {
             }
             Kind::Other(f) => f.value(i).to_string(),
         })
+    }
+
+    /// Postgres array output: `{1,2,NULL}`, elements quoted when they need it.
+    fn list(&self, i: usize) -> Option<String> {
+        let items: ArrayRef = match self.array.data_type() {
+            DataType::LargeList(_) => self.array.as_list::<i64>().value(i),
+            _ => self.array.as_list::<i32>().value(i),
+        };
+        let text = ColumnText::new(&items, &self.session_tz).ok()?;
+        let parts: Vec<String> = (0..items.len())
+            .map(|j| match text.value(j) {
+                None => "NULL".to_string(),
+                Some(v) => {
+                    let needs_quotes = v.is_empty()
+                        || v.eq_ignore_ascii_case("null")
+                        || v.chars().any(|c| matches!(c, ',' | '{' | '}' | '"' | '\\') || c.is_whitespace());
+                    if needs_quotes {
+                        format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+                    } else {
+                        v
+                    }
+                }
+            })
+            .collect();
+        Some(format!("{{{}}}", parts.join(",")))
     }
 
     fn timestamp(&self, i: usize, unit: TimeUnit, with_tz: bool) -> Option<String> {
@@ -192,6 +222,12 @@ mod tests {
         assert_eq!(utc.value(1).unwrap(), "2026-11-23 10:00:00.25+00");
         let ist = ColumnText::new(&a, "Asia/Kolkata").unwrap();
         assert_eq!(ist.value(0).unwrap(), "2026-11-23 15:30:00+05:30");
+        let list: ArrayRef = Arc::new(datafusion::arrow::array::ListArray::from_iter_primitive::<
+            datafusion::arrow::datatypes::Int32Type,
+            _,
+            _,
+        >(vec![Some(vec![Some(1), None, Some(3)])]));
+        assert_eq!(ColumnText::new(&list, "UTC").unwrap().value(0).unwrap(), "{1,NULL,3}");
         let naive: ArrayRef = Arc::new(TimestampMicrosecondArray::from(vec![1_795_428_000_000_000]));
         assert_eq!(ColumnText::new(&naive, "UTC").unwrap().value(0).unwrap(), "2026-11-23 10:00:00");
     }

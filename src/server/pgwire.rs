@@ -671,10 +671,11 @@ fn parameter_types(plan: &datafusion::logical_expr::LogicalPlan) -> PgWireResult
     Ok(types)
 }
 
+/// Parameter types by position: `$n` at index n-1. A statement may not mention every number
+/// (a rewrite can remove a subquery that held one): those positions are `None`.
 fn ordered_parameters(types: &HashMap<String, Option<DataType>>) -> Vec<(String, Option<DataType>)> {
-    let mut v: Vec<_> = types.iter().map(|(k, t)| (k.clone(), t.clone())).collect();
-    v.sort_by_key(|(k, _)| k.trim_start_matches('$').parse::<u32>().unwrap_or(u32::MAX));
-    v
+    let max = types.keys().filter_map(|k| k.trim_start_matches('$').parse::<usize>().ok()).max().unwrap_or(0);
+    (1..=max).map(|n| (format!("${n}"), types.get(&format!("${n}")).cloned().flatten())).collect()
 }
 
 #[async_trait]
