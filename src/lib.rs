@@ -23,7 +23,8 @@
 //! * [`database`] - the shared state and DataFusion context; how tables appear to DataFusion.
 //! * [`storage`] - durable tables: [`storage::table`] rows, [`storage::wal`] the log.
 //! * [`pg_compat`] - Postgres functions clients call (`version()`, `current_setting`, ...);
-//!   [`pg_catalog`] - declared types, indexes and constraints patched into `pg_catalog`.
+//!   [`pg_catalog`] - declared types, indexes and constraints patched into `pg_catalog`;
+//!   [`pg_rewrite`] - rewrites that let DataFusion run what clients send.
 //! * [`text_format`] - Postgres's text output of values; [`copy`]: COPY formats.
 //! * [`error`] - [`error::WeirError`] and the mapping of every error to a SQLSTATE.
 //! * [`metrics`] - counters for `/metrics`.
@@ -38,6 +39,7 @@ pub mod error;
 pub mod metrics;
 pub mod pg_catalog;
 pub mod pg_compat;
+pub mod pg_rewrite;
 pub mod server;
 pub mod session;
 pub mod settings;

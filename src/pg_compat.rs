@@ -260,6 +260,28 @@ fn variadic(
     })
 }
 
+/// Whether `name` (`t`, `public.t`, `pg_catalog.pg_class`, quoted or not) is a relation.
+fn relation_exists(catalog: &Arc<std::sync::RwLock<weir_catalog::Catalog>>, name: &str) -> bool {
+    let parts: Vec<String> = name
+        .split('.')
+        .map(|p| if p.starts_with('"') { p.trim_matches('"').to_string() } else { p.to_lowercase() })
+        .collect();
+    let (schema, table) = match parts.as_slice() {
+        [t] => ("public".to_string(), t.clone()),
+        [s, t] => (s.clone(), t.clone()),
+        _ => return false,
+    };
+    match schema.as_str() {
+        // System relations: datafusion-pg-catalog's and DataFusion's own.
+        "pg_catalog" | "information_schema" => true,
+        _ => catalog
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .find(weir_catalog::ObjectKind::Table, &schema, &table)
+            .is_some(),
+    }
+}
+
 /// The first argument as OIDs (any integer type).
 fn oids(arrays: &[ArrayRef]) -> datafusion::error::Result<Vec<Option<i64>>> {
     let first = arrays.first().ok_or_else(|| DataFusionError::Plan("expected an OID argument".into()))?;
@@ -313,6 +335,54 @@ pub fn register_catalog_functions(ctx: &SessionContext, catalog: &Arc<std::sync:
         }
         Ok(Arc::new(builder.finish()) as ArrayRef)
     }));
+    // Privileges. Until users and grants exist (the security issue) every session runs as the
+    // owner of every object, and an owner holds every privilege on what exists: so these answer
+    // whether the object exists (erroring like Postgres when it does not), not a blanket true.
+    for (name, relation) in [("has_table_privilege", true), ("has_any_column_privilege", true), ("has_schema_privilege", false)] {
+        let catalog = catalog.clone();
+        ctx.register_udf(variadic(name, DataType::Boolean, move |arrays, rows| {
+            // (object, privilege) or (user, object, privilege)
+            let object = if arrays.len() >= 3 { &arrays[1] } else { &arrays[0] };
+            let texts = match object.data_type() {
+                DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => {
+                    Some(datafusion::arrow::compute::cast(object, &DataType::Utf8)?)
+                }
+                // An OID: it came from the catalog, so the object exists.
+                _ => None,
+            };
+            let mut out = Vec::with_capacity(rows);
+            for row in 0..rows {
+                let Some(texts) = &texts else {
+                    out.push(Some(true));
+                    continue;
+                };
+                let names = as_string_array(texts)?;
+                if names.is_null(row) {
+                    out.push(None);
+                    continue;
+                }
+                let name = names.value(row);
+                let exists = if relation {
+                    relation_exists(&catalog, name)
+                } else {
+                    matches!(name.trim_matches('"'), "public" | "pg_catalog" | "information_schema")
+                };
+                if !exists {
+                    let (state, noun) = if relation {
+                        (crate::error::SqlState::UndefinedTable, "relation")
+                    } else {
+                        (crate::error::SqlState::UndefinedObject, "schema")
+                    };
+                    return Err(DataFusionError::External(Box::new(crate::error::WeirError::new(
+                        state,
+                        format!("{noun} \"{name}\" does not exist"),
+                    ))));
+                }
+                out.push(Some(true));
+            }
+            Ok(Arc::new(BooleanArray::from(out)) as ArrayRef)
+        }));
+    }
     // Every collation is the default one and visible.
     ctx.register_udf(variadic("pg_collation_is_visible", DataType::Boolean, |_arrays, rows| {
         Ok(Arc::new(BooleanArray::from(vec![true; rows])) as ArrayRef)
@@ -453,155 +523,6 @@ fn cast_type_name(t: &sqlparser::ast::DataType) -> String {
 }
 
 
-/// Aggregate functions whose result a scalar subquery may return as is.
-const AGGREGATES: &[&str] = &[
-    "count", "sum", "min", "max", "avg", "first_value", "last_value", "array_agg", "string_agg", "bool_and",
-    "bool_or", "every", "json_agg", "jsonb_agg",
-];
-
-/// DataFusion plans a correlated scalar subquery only when it aggregates ("Correlated scalar
-/// subquery must be aggregated"); Postgres accepts any subquery that returns at most one row,
-/// and catalog queries (SQLAlchemy's reflection) rely on that. Wrap the single output of such
-/// subqueries in `first_value(...)`: equal for the zero- and one-row cases Postgres allows.
-pub fn aggregate_scalar_subqueries(stmt: &mut sqlparser::ast::Statement) {
-    use std::ops::ControlFlow;
-
-    use sqlparser::ast::{Expr, SelectItem, SetExpr};
-    // Weir has no column defaults and no sequences: a scalar subquery over only those
-    // catalog tables is NULL, whatever its correlation (SQLAlchemy's column reflection).
-    let _ = sqlparser::ast::visit_expressions_mut(stmt, |e| {
-        if let Expr::Subquery(q) = e
-            && let SetExpr::Select(select) = q.body.as_ref()
-            && !select.from.is_empty()
-            && select.from.iter().all(|t| {
-                t.joins.is_empty()
-                    && matches!(&t.relation, sqlparser::ast::TableFactor::Table { name, .. }
-                        if name.0.last().is_some_and(|p| {
-                            let p = p.to_string().to_lowercase();
-                            p == "pg_attrdef" || p == "pg_sequence"
-                        }))
-            })
-        {
-            *e = Expr::Value(sqlparser::ast::Value::Null.into());
-        }
-        ControlFlow::<()>::Continue(())
-    });
-    // Every Weir column has its type's default collation (there is no COLLATE clause), so a
-    // CASE that looks up a column's collation only when it differs from the type's is NULL.
-    let _ = sqlparser::ast::visit_expressions_mut(stmt, |e| {
-        if let Expr::Case { conditions, .. } = e
-            && conditions.len() == 1
-            && matches!(conditions[0].result, Expr::Subquery(_))
-            && conditions[0].condition.to_string().contains("attcollation")
-        {
-            *e = Expr::Value(sqlparser::ast::Value::Null.into());
-        }
-        ControlFlow::<()>::Continue(())
-    });
-    // DataFusion cannot run a subquery inside CASE. `CASE WHEN c THEN (SELECT x FROM t WHERE w)
-    // [ELSE NULL] END` is `(SELECT x FROM t WHERE (w) AND (c))`: both are NULL unless c holds.
-    let _ = sqlparser::ast::visit_expressions_mut(stmt, |e| {
-        if let Expr::Case { operand: None, conditions, else_result, .. } = e
-            && conditions.len() == 1
-            && else_result.as_deref().is_none_or(|x| matches!(x, Expr::Value(v) if v.value == sqlparser::ast::Value::Null))
-            && let Expr::Subquery(q) = &conditions[0].result
-            && let SetExpr::Select(select) = q.body.as_ref()
-            && select.projection.len() == 1
-        {
-            let condition = conditions[0].condition.clone();
-            let mut q = q.clone();
-            if let SetExpr::Select(select) = q.body.as_mut() {
-                select.selection = Some(match select.selection.take() {
-                    Some(w) => Expr::BinaryOp {
-                        left: Box::new(Expr::Nested(Box::new(w))),
-                        op: sqlparser::ast::BinaryOperator::And,
-                        right: Box::new(Expr::Nested(Box::new(condition))),
-                    },
-                    None => condition,
-                });
-            }
-            *e = Expr::Subquery(q);
-        }
-        ControlFlow::<()>::Continue(())
-    });
-    let _ = sqlparser::ast::visit_expressions_mut(stmt, |e| {
-        if let Expr::Subquery(q) = e
-            && let SetExpr::Select(select) = q.body.as_mut()
-            && select.projection.len() == 1
-            && select.having.is_none()
-            && matches!(&select.group_by, sqlparser::ast::GroupByExpr::Expressions(v, _) if v.is_empty())
-        {
-            let inner = match &mut select.projection[0] {
-                SelectItem::UnnamedExpr(x) => Some(x),
-                SelectItem::ExprWithAlias { expr, .. } => Some(expr),
-                _ => None,
-            };
-            if let Some(inner) = inner {
-                let is_aggregate = matches!(inner, Expr::Function(f)
-                    if f.name.0.last().is_some_and(|p| AGGREGATES.contains(&p.to_string().to_lowercase().as_str())));
-                if !is_aggregate {
-                    let wrapped = format!("first_value({inner})");
-                    if let Ok(parsed) = sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
-                        .try_with_sql(&wrapped)
-                        .and_then(|mut p| p.parse_expr())
-                    {
-                        *inner = parsed;
-                    }
-                }
-            }
-        }
-        ControlFlow::<()>::Continue(())
-    });
-}
-
-/// `generate_subscripts(a, 1)` → `unnest(weir_subscripts(a))` (DataFusion has no
-/// generate_subscripts; SQLAlchemy's primary-key reflection uses it beside `unnest(indkey)`).
-pub fn rewrite_generate_subscripts(stmt: &mut sqlparser::ast::Statement) {
-    use std::ops::ControlFlow;
-
-    use sqlparser::ast::Expr;
-    let _ = sqlparser::ast::visit_expressions_mut(stmt, |e| {
-        if let Expr::Function(f) = e
-            && f.name.0.last().is_some_and(|p| p.to_string().eq_ignore_ascii_case("generate_subscripts"))
-            && let sqlparser::ast::FunctionArguments::List(list) = &f.args
-            && let Some(first) = list.args.first()
-        {
-            let text = format!("unnest(weir_subscripts({first}))");
-            if let Ok(parsed) = sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
-                .try_with_sql(&text)
-                .and_then(|mut p| p.parse_expr())
-            {
-                *e = parsed;
-            }
-        }
-        ControlFlow::<()>::Continue(())
-    });
-}
-
-/// `expr::text` in Postgres prints the value as Postgres prints it (`2026-11-23 10:00:00+00`,
-/// `t` → `true`); Arrow's cast prints RFC 3339 and friends. Casts to text of anything but a
-/// literal or a parameter become `weir_pg_text(expr)`, registered per statement with the
-/// session's time zone (see [`register_session_functions`]).
-pub fn rewrite_text_casts(stmt: &mut sqlparser::ast::Statement) {
-    use std::ops::ControlFlow;
-
-    use sqlparser::ast::{DataType as D, Expr};
-    let _ = sqlparser::ast::visit_expressions_mut(stmt, |e| {
-        if let Expr::Cast { expr, data_type: D::Text | D::Varchar(None) | D::String(None), format: None, .. } = e
-            && !matches!(expr.as_ref(), Expr::Value(_))
-        {
-            let inner = format!("weir_pg_text({expr})");
-            if let Ok(parsed) = sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
-                .try_with_sql(&inner)
-                .and_then(|mut p| p.parse_expr())
-            {
-                *e = parsed;
-            }
-        }
-        ControlFlow::<()>::Continue(())
-    });
-}
-
 fn pg_text_udf(time_zone: String) -> datafusion::logical_expr::ScalarUDF {
     variadic("weir_pg_text", DataType::Utf8, move |arrays, rows| {
         let Some(input) = arrays.first() else {
@@ -623,50 +544,6 @@ fn pg_text_udf(time_zone: String) -> datafusion::logical_expr::ScalarUDF {
             }
         }
     })
-}
-
-/// Rewrites client queries that DataFusion cannot run as written into equivalent ones, the way
-/// datafusion-postgres keeps a list of known client queries. Each entry names the client.
-pub fn rewrite_client_sql<'a>(sql: &'a str, settings: &Settings, user: &str) -> std::borrow::Cow<'a, str> {
-    let mut out = std::borrow::Cow::Borrowed(sql);
-    // Grafana's table picker: "is the schema on the search_path", written with array
-    // subscripts over generate_series and `user`. The answer depends only on the session, so
-    // it becomes a literal list.
-    static SEARCH_PATH_IN: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
-        regex::Regex::new(
-            r#"(?is)quote_ident\(table_schema\)\s+IN\s+\(\s*SELECT\s+CASE\s+WHEN\s+trim\(s\[i\]\)\s*=\s*'"\$user"'\s+THEN\s+user\s+ELSE\s+trim\(s\[i\]\)\s+END\s+FROM\s+generate_series\(.*?\)\s+as\s+i\s*,\s*string_to_array\(current_setting\('search_path'\)\s*,\s*','\)\s+s\s*\)"#,
-        )
-        .ok()
-    });
-    if let Some(re) = SEARCH_PATH_IN.as_ref()
-        && re.is_match(&out)
-    {
-        let path = settings.get("search_path").unwrap_or_default();
-        let schemas: Vec<String> = path
-            .split(',')
-            .map(|s| s.trim())
-            .filter(|s| !s.is_empty())
-            .map(|s| if s == "\"$user\"" { user.to_string() } else { s.trim_matches('"').to_string() })
-            .map(|s| format!("'{}'", s.replace('\'', "''")))
-            .collect();
-        let list = if schemas.is_empty() { "NULL".to_string() } else { schemas.join(", ") };
-        let replaced = re.replace_all(&out, format!("quote_ident(table_schema) IN ({list})").as_str()).into_owned();
-        out = std::borrow::Cow::Owned(replaced);
-    }
-    // pgJDBC DatabaseMetaData.getPrimaryKeys: `_pg_expandarray(i.indkey)` in the select list.
-    if out.contains("information_schema._pg_expandarray(i.indkey)") {
-        let s = out
-            .replace("(information_schema._pg_expandarray(i.indkey)).n", "k.n")
-            .replace("information_schema._pg_expandarray(i.indkey) AS KEYS,", "")
-            .replace(
-                "JOIN pg_catalog.pg_class ci ON (ci.oid = i.indexrelid)",
-                "JOIN pg_catalog.pg_class ci ON (ci.oid = i.indexrelid) \
-                 JOIN weir_index_keys() k ON (k.indexrelid = i.indexrelid AND k.attnum = a.attnum)",
-            )
-            .replace("result.A_ATTNUM = (result.KEYS).x", "true");
-        out = std::borrow::Cow::Owned(s);
-    }
-    out
 }
 
 #[cfg(test)]

@@ -171,9 +171,9 @@ impl Session {
             Ok(mut v) if v.len() == 1 => v.remove(0),
             _ => compat.rewrite(stmt.as_ref().clone()),
         };
-        crate::pg_compat::aggregate_scalar_subqueries(&mut stmt);
-        crate::pg_compat::rewrite_text_casts(&mut stmt);
-        crate::pg_compat::rewrite_generate_subscripts(&mut stmt);
+        crate::pg_rewrite::aggregate_scalar_subqueries(&mut stmt);
+        crate::pg_rewrite::rewrite_text_casts(&mut stmt);
+        crate::pg_rewrite::rewrite_generate_subscripts(&mut stmt);
         Some(stmt)
     }
 

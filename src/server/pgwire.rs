@@ -82,7 +82,11 @@ impl WeirPgHandlers {
     pub fn new(db: Arc<Database>) -> Self {
         let manager = Arc::new(ConnectionManager::new());
         WeirPgHandlers {
-            startup: Arc::new(WeirStartup { db: db.clone(), manager: manager.clone() }),
+            startup: Arc::new(WeirStartup {
+                db: db.clone(),
+                manager: manager.clone(),
+                next_pid: std::sync::atomic::AtomicI32::new(std::process::id() as i32 % 100_000 * 10 + 1),
+            }),
             query: Arc::new(WeirQueryHandler { db: db.clone(), parser: Arc::new(WeirQueryParser) }),
             cancel: Arc::new(DefaultCancelHandler::new(manager)),
             db,
@@ -138,6 +142,7 @@ impl ErrorHandler for WeirErrorHandler {
 pub struct WeirStartup {
     db: Arc<Database>,
     manager: Arc<ConnectionManager>,
+    next_pid: std::sync::atomic::AtomicI32,
 }
 
 /// The ParameterStatus values sent after authentication: the session's reported settings.
@@ -173,7 +178,10 @@ impl StartupHandler for WeirStartup {
                 format!("database \"{database}\" does not exist"),
             ))));
         }
-        let (pid, secret) = RandomPidSecretKeyGenerator::default().generate(client);
+        // pgwire's generator gives every connection the same pid; `pg_cancel_backend(pid)` and
+        // `pg_backend_pid()` need them distinct.
+        let (_, secret) = RandomPidSecretKeyGenerator::default().generate(client);
+        let pid = self.next_pid.fetch_add(1, Ordering::Relaxed);
         client.set_pid_and_secret_key(pid, secret.clone());
         let (handle, guard) = self.manager.register(pid, secret);
         client.session_extensions().insert::<Arc<ConnectionHandle>>(handle.clone());
@@ -456,7 +464,7 @@ impl SimpleQueryHandler for WeirQueryHandler {
         let mut session = shared.lock().await;
         sync_from_client(client, &mut session);
 
-        let parsed = match weir_sql::parse(&crate::pg_compat::rewrite_client_sql(
+        let parsed = match weir_sql::parse(&crate::pg_rewrite::rewrite_client_sql(
             &query.query,
             &session.settings,
             &session.user,
@@ -582,7 +590,7 @@ impl QueryParser for WeirQueryParser {
     {
         let shared = session_of(client)?;
         let session = shared.lock().await;
-        let mut parsed = weir_sql::parse(&crate::pg_compat::rewrite_client_sql(sql, &session.settings, &session.user))
+        let mut parsed = weir_sql::parse(&crate::pg_rewrite::rewrite_client_sql(sql, &session.settings, &session.user))
             .map_err(WeirError::from)?;
         if parsed.is_empty() {
             return Ok(None);
@@ -661,6 +669,19 @@ fn parameter_types(plan: &datafusion::logical_expr::LogicalPlan) -> PgWireResult
                         && let Some(slot @ None) = types.get_mut(&ph.id)
                     {
                         *slot = Some(cast.field.data_type().clone());
+                    }
+                    // A parameter passed straight to a function with one exact signature
+                    // (`pg_cancel_backend($1)`) has the signature's type.
+                    if let Expr::ScalarFunction(f) = e
+                        && let datafusion::logical_expr::TypeSignature::Exact(sig) = &f.func.signature().type_signature
+                    {
+                        for (arg, ty) in f.args.iter().zip(sig) {
+                            if let Expr::Placeholder(ph) = arg
+                                && let Some(slot @ None) = types.get_mut(&ph.id)
+                            {
+                                *slot = Some(ty.clone());
+                            }
+                        }
                     }
                     Ok(TreeNodeRecursion::Continue)
                 });

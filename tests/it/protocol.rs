@@ -229,3 +229,91 @@ async fn cancel_and_timeout_stop_a_long_query() {
     let one: i64 = c.query_one("SELECT 1::BIGINT", &[]).await.unwrap().get(0);
     assert_eq!(one, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn weir_commands_and_catalog_functions() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let c = server.connect().await;
+    c.batch_execute("CREATE TABLE Orders (id BIGINT PRIMARY KEY, note VARCHAR(40), amount NUMERIC(10,2))")
+        .await
+        .unwrap();
+    c.batch_execute("CREATE TABLE IF NOT EXISTS orders (x INT)").await.unwrap();
+
+    let rows = simple_rows(&c.simple_query("SHOW TABLES").await.unwrap());
+    assert_eq!(rows, vec![vec![Some("orders".into())]]);
+    let rows = simple_rows(&c.simple_query("SHOW CREATE TABLE orders").await.unwrap());
+    let ddl = rows[0][1].clone().unwrap();
+    assert_eq!(rows[0][0].as_deref(), Some("public.orders"));
+    assert!(ddl.starts_with("CREATE TABLE Orders (id BIGINT PRIMARY KEY"), "{ddl}");
+    // What SHOW CREATE prints is valid SQL that recreates the table.
+    c.batch_execute("DROP TABLE orders").await.unwrap();
+    c.batch_execute(&ddl).await.unwrap();
+
+    // Declared types reach pg_catalog and information_schema in Postgres's words.
+    let rows = simple_rows(
+        &c.simple_query(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a \
+             JOIN pg_catalog.pg_class c ON c.oid = a.attrelid WHERE c.relname = 'orders' ORDER BY a.attnum",
+        )
+        .await
+        .unwrap(),
+    );
+    let types: Vec<String> = rows.iter().map(|r| r[1].clone().unwrap()).collect();
+    assert_eq!(types, vec!["bigint", "character varying(40)", "numeric(10,2)"]);
+    let rows = simple_rows(
+        &c.simple_query(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'orders' ORDER BY ordinal_position",
+        )
+        .await
+        .unwrap(),
+    );
+    let types: Vec<String> = rows.iter().map(|r| r[1].clone().unwrap()).collect();
+    assert_eq!(types, vec!["bigint", "character varying", "numeric"]);
+    let rows = simple_rows(
+        &c.simple_query("SELECT pg_get_constraintdef(oid) FROM pg_catalog.pg_constraint WHERE conname = 'orders_pkey'")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(rows, vec![vec![Some("PRIMARY KEY (id)".into())]]);
+
+    // Privilege functions answer for the owner, and know what does not exist.
+    let yes: bool = c.query_one("SELECT has_table_privilege('orders', 'SELECT')", &[]).await.unwrap().get(0);
+    assert!(yes);
+    let err = c.query_one("SELECT has_table_privilege('nope', 'SELECT')", &[]).await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42P01");
+
+    // Session functions.
+    let rows = simple_rows(
+        &c.simple_query("SELECT current_setting('server_version_num')::int / 100, quote_ident('time'), current_database()")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(rows, vec![vec![Some("1500".into()), Some("\"time\"".into()), Some("weir".into())]]);
+    let rows = simple_rows(&c.simple_query("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'").await.unwrap());
+    assert!(rows.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pg_cancel_backend_stops_another_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let victim = server.connect().await;
+    let admin = server.connect().await;
+    let pid: i32 = victim.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let long = "SELECT count(*) FROM generate_series(1, 200000) a, generate_series(1, 200000) b WHERE a.value + b.value = 7";
+    let running = tokio::spawn(async move { victim.simple_query(long).await });
+    // Cancel once the statement is running; a cancel before it starts is a no-op, so retry.
+    let started = std::time::Instant::now();
+    let outcome = loop {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let cancelled: bool = admin.query_one("SELECT pg_cancel_backend($1)", &[&pid]).await.unwrap().get(0);
+        assert!(cancelled, "pid {pid} must be known");
+        if running.is_finished() {
+            break running.await.unwrap();
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "the query was never canceled");
+    };
+    let err = outcome.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "57014");
+}
