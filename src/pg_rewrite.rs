@@ -109,10 +109,10 @@ pub fn aggregate_scalar_subqueries(stmt: &mut sqlparser::ast::Statement) {
             if let Some(inner) = inner {
                 let is_aggregate = matches!(inner, Expr::Function(f)
                     if f.name.0.last().is_some_and(|p| AGGREGATES.contains(&p.to_string().to_lowercase().as_str())));
-                if !is_aggregate {
-                    if let Some(parsed) = parse_expr(&format!("first_value({inner})")) {
-                        *inner = parsed;
-                    }
+                if !is_aggregate
+                    && let Some(parsed) = parse_expr(&format!("first_value({inner})"))
+                {
+                    *inner = parsed;
                 }
             }
         }
@@ -131,10 +131,9 @@ pub fn rewrite_generate_subscripts(stmt: &mut sqlparser::ast::Statement) {
             && f.name.0.last().is_some_and(|p| p.to_string().eq_ignore_ascii_case("generate_subscripts"))
             && let sqlparser::ast::FunctionArguments::List(list) = &f.args
             && let Some(first) = list.args.first()
+            && let Some(parsed) = parse_expr(&format!("unnest(weir_subscripts({first}))"))
         {
-            if let Some(parsed) = parse_expr(&format!("unnest(weir_subscripts({first}))")) {
-                *e = parsed;
-            }
+            *e = parsed;
         }
         ControlFlow::<()>::Continue(())
     });
@@ -151,10 +150,9 @@ pub fn rewrite_text_casts(stmt: &mut sqlparser::ast::Statement) {
     let _ = sqlparser::ast::visit_expressions_mut(stmt, |e| {
         if let Expr::Cast { expr, data_type: D::Text | D::Varchar(None) | D::String(None), format: None, .. } = e
             && !matches!(expr.as_ref(), Expr::Value(_))
+            && let Some(parsed) = parse_expr(&format!("weir_pg_text({expr})"))
         {
-            if let Some(parsed) = parse_expr(&format!("weir_pg_text({expr})")) {
-                *e = parsed;
-            }
+            *e = parsed;
         }
         ControlFlow::<()>::Continue(())
     });
