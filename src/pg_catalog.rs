@@ -99,6 +99,7 @@ impl SchemaProvider for WeirPgCatalog {
             "pg_attribute" => Patch::Attribute,
             "pg_index" => Patch::Index,
             "pg_constraint" => Patch::Constraint,
+            "pg_database" => Patch::Database,
             _ => return self.inner.table(name).await,
         };
         let Some(table) = self.inner.table(name).await? else { return Ok(None) };
@@ -179,6 +180,8 @@ enum Patch {
     Index,
     Constraint,
     InfoColumns,
+    /// Only the one database Weir serves (datafusion-pg-catalog also lists `postgres`).
+    Database,
 }
 
 struct PatchedTable {
@@ -395,6 +398,10 @@ impl PatchedTable {
             }
         }
         let users = self.user_tables();
+        if let Patch::Database = self.kind {
+            rows.retain(|r| as_str(get(&schema, r, "datname")).is_none_or(|d| d == crate::database::DATABASE_NAME));
+            return Ok(vec![batch_of(&schema, &rows)?]);
+        }
         if let Patch::InfoColumns = self.kind {
             for r in rows.iter_mut() {
                 let (Some(schema_name), Some(table), Some(column), Some(arrow)) = (
@@ -490,7 +497,7 @@ impl PatchedTable {
                     rows.push(r);
                 }
             }
-            Patch::InfoColumns => {}
+            Patch::InfoColumns | Patch::Database => {}
             Patch::Constraint => {
                 for t in &keyed {
                     let Some((oid, ns)) = oids.get(&t.name) else { continue };

@@ -383,10 +383,19 @@ pub fn register_catalog_functions(ctx: &SessionContext, catalog: &Arc<std::sync:
             Ok(Arc::new(BooleanArray::from(out)) as ArrayRef)
         }));
     }
-    // Every collation is the default one and visible.
-    ctx.register_udf(variadic("pg_collation_is_visible", DataType::Boolean, |_arrays, rows| {
-        Ok(Arc::new(BooleanArray::from(vec![true; rows])) as ArrayRef)
-    }));
+    // One schema on the search path, no overloading across schemas: every collation, function
+    // and type Weir lists is visible.
+    for name in ["pg_collation_is_visible", "pg_function_is_visible", "pg_type_is_visible"] {
+        ctx.register_udf(variadic(name, DataType::Boolean, |_arrays, rows| {
+            Ok(Arc::new(BooleanArray::from(vec![true; rows])) as ArrayRef)
+        }));
+    }
+    // Weir has no user-defined functions; psql's \df asks these only about catalog rows.
+    for name in ["pg_get_function_result", "pg_get_function_arguments", "pg_get_function_identity_arguments"] {
+        ctx.register_udf(variadic(name, DataType::Utf8, |_arrays, rows| {
+            Ok(datafusion::arrow::array::new_null_array(&DataType::Utf8, rows))
+        }));
+    }
     // No serial columns (sequences) exist in Weir.
     ctx.register_udf(variadic("pg_get_serial_sequence", DataType::Utf8, |_arrays, rows| {
         Ok(datafusion::arrow::array::new_null_array(&DataType::Utf8, rows))

@@ -177,3 +177,16 @@ def test_error_statements(weir, unique_name):
     assert "ERROR:" in proc.stderr and missing in proc.stderr, proc.stderr
     assert "after the error" not in proc.stdout
     assert proc.returncode == 3, (proc.returncode, proc.stderr)
+
+
+def test_other_describe_commands(weir):
+    # \l lists only the database Weir serves (one can connect to every name it shows).
+    out = ok(psql(weir, "-c", r"\l"))
+    names = [r[0] for r in table_rows(out, 8)]
+    assert names == ["weir"], out
+    # \dn shows the one user schema; \dv and \df run (nothing to list yet).
+    out = ok(psql(weir, "-c", r"\dn"))
+    assert [r[0] for r in table_rows(out, 2)] == ["public"], out
+    for cmd in (r"\dv", r"\df", r"\di"):
+        proc = psql(weir, "-c", cmd)
+        assert proc.returncode == 0 and "ERROR" not in proc.stderr, (cmd, proc.stderr)
