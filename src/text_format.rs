@@ -131,7 +131,9 @@ impl<'a> ColumnText<'a> {
             return Some(format_naive(&naive));
         }
         // A timestamptz is an instant (stored as UTC); show it in the session's zone.
-        let tz = self.time_zone.unwrap_or_else(|| Tz::from_str("+00:00").expect("UTC parses"));
+        let Some(tz) = self.time_zone.or_else(|| Tz::from_str("+00:00").ok()) else {
+            return Some(format!("{}+00", format_naive(&naive)));
+        };
         let local: DateTime<Tz> = tz.from_utc_datetime(&naive);
         let offset = local.offset().fix().local_minus_utc();
         Some(format!("{}{}", format_naive(&local.naive_local()), format_offset(offset)))
