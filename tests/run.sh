@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one test command (README.md, .ci/run): Rust unit and integration tests, then the
-# real-client suite (psql, psycopg, asyncpg, SQLAlchemy, pgJDBC, Grafana's queries).
+# real-client suite (psql, psycopg, asyncpg, SQLAlchemy, pgJDBC, Grafana's queries), then a
+# replay of the sqllogictest files on a real PostgreSQL 15 (their expected values are Postgres's).
 # Installs what it needs; prints how long each stage took.
 set -euo pipefail
 
@@ -30,6 +31,11 @@ client_tests() {
     WEIR_BIN="$CARGO_TARGET_DIR/debug/weir" "${WEIR_VENV:-$HOME/.cache/weir-venv}/bin/python" -m pytest tests/clients -q
 }
 
+slt_on_postgres() {
+    tests/slt/verify-on-postgres.sh
+}
+
 stage "build" cargo build --workspace --all-targets
 stage "rust tests" rust_tests
 stage "client tests" client_tests
+stage "slt expectations on PostgreSQL 15" slt_on_postgres
