@@ -589,9 +589,16 @@ impl QueryParser for WeirQueryParser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let shared = session_of(client)?;
-        let session = shared.lock().await;
-        let mut parsed = weir_sql::parse(&crate::pg_rewrite::rewrite_client_sql(sql, &session.settings, &session.user))
-            .map_err(WeirError::from)?;
+        let mut session = shared.lock().await;
+        let mut parsed =
+            match weir_sql::parse(&crate::pg_rewrite::rewrite_client_sql(sql, &session.settings, &session.user)) {
+                Ok(p) => p,
+                Err(e) => {
+                    // pgwire now skips to Sync: an implicit transaction must not commit there.
+                    session.on_error();
+                    return Err(WeirError::from(e).into());
+                }
+            };
         if parsed.is_empty() {
             return Ok(None);
         }
@@ -602,7 +609,13 @@ impl QueryParser for WeirQueryParser {
             )
             .into());
         }
-        Ok(Some(session.prepare(parsed.remove(0)).await?))
+        match session.prepare(parsed.remove(0)).await {
+            Ok(p) => Ok(Some(p)),
+            Err(e) => {
+                session.on_error();
+                Err(e.into())
+            }
+        }
     }
 
     fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
@@ -721,6 +734,9 @@ impl ExtendedQueryHandler for WeirQueryHandler {
         let shared = session_of(client)?;
         let mut session = shared.lock().await;
         sync_from_client(client, &mut session);
+        // Outside a block, everything up to Sync is one implicit transaction (committed in
+        // on_sync), as in Postgres: a failed statement in a pipeline undoes the ones before it.
+        session.begin_implicit();
         let params = match bind_parameters(portal) {
             Ok(p) => p,
             Err(e) => {
@@ -806,6 +822,11 @@ impl ExtendedQueryHandler for WeirQueryHandler {
         if let Ok(shared) = session_of(client) {
             let mut session = shared.lock().await;
             sync_from_client(client, &mut session);
+            if let Err(e) = session.end_implicit().await {
+                session.on_error();
+                self.db.metrics.error(e.state.code());
+                client.feed(PgWireBackendMessage::ErrorResponse(ErrorInfo::from(e).into())).await?;
+            }
             client.set_transaction_status(status_of(&session));
         }
         client.portal_store().rm_portal(pgwire::api::DEFAULT_NAME);

@@ -125,6 +125,26 @@ def test_executemany_pipelined_insert(weir, unique_name):
         conn.execute(f"DROP TABLE {t}")
 
 
+def test_pipeline_up_to_sync_is_one_transaction(weir, unique_name):
+    # Outside a block, the statements of one Sync commit together: a failure undoes the
+    # statements before it in the same pipeline, as in Postgres.
+    t = unique_name("t_psycopg3_pipe")
+    with connect(weir, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {t} (id int PRIMARY KEY)")
+        conn.execute(f"INSERT INTO {t} VALUES (1)")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            with conn.pipeline():
+                conn.execute(f"INSERT INTO {t} VALUES (%s)", (2,))
+                conn.execute(f"INSERT INTO {t} VALUES (%s)", (1,))
+        assert conn.execute(f"SELECT id FROM {t} ORDER BY id").fetchall() == [(1,)]
+        # A clean pipeline commits everything.
+        with conn.pipeline():
+            conn.execute(f"INSERT INTO {t} VALUES (%s)", (3,))
+            conn.execute(f"INSERT INTO {t} VALUES (%s)", (4,))
+        assert conn.execute(f"SELECT id FROM {t} ORDER BY id").fetchall() == [(1,), (3,), (4,)]
+        conn.execute(f"DROP TABLE {t}")
+
+
 def test_parameters_in_where(weir, filled):
     with connect(weir) as conn:
         # timestamptz (binary) and numeric (text) parameters.
