@@ -329,10 +329,11 @@ impl Session {
                 self.settings.reset_all();
                 Ok(Outcome::Command(Tag::new("DISCARD ALL")))
             }
-            S::Deallocate { prepare, .. } => {
-                // Named statements live in the wire layer's store; DEALLOCATE ALL (psycopg's pool
-                // reset) and DEALLOCATE name are acknowledged, the store is per connection.
-                let _ = prepare;
+            S::Deallocate { .. } => {
+                // Prepared statements live in the wire layer's per-connection store, which drops
+                // `DEALLOCATE name` itself. `DEALLOCATE ALL` (psycopg's pool reset) cannot list
+                // that store; what pools rely on after it, a new Parse under an old name,
+                // replaces the old statement.
                 Ok(Outcome::Command(Tag::new("DEALLOCATE")))
             }
             S::Copy { source, to, target, options, legacy_options, .. } => {

@@ -490,7 +490,8 @@ impl SimpleQueryHandler for WeirQueryHandler {
         let mut failed = false;
         for p in &parsed {
             let kind = p.statement.kind_name();
-            tracing::debug!(statement = %p.text, "execute (simple)");
+            // Redacted: a CREATE SINK carries passwords, which never reach the logs.
+            tracing::debug!(statement = %p.statement.to_redacted_string(), "execute (simple)");
             let timeout = session.settings.statement_timeout();
             let ready = {
                 let s = &mut *session;
@@ -730,7 +731,12 @@ impl ExtendedQueryHandler for WeirQueryHandler {
     {
         let prepared = &portal.statement.statement;
         let kind = prepared.parsed.statement.kind_name();
-        tracing::debug!(statement = %prepared.parsed.text, planned = prepared.plan.is_some(), "execute (extended)");
+        // Redacted: a CREATE SINK carries passwords, which never reach the logs.
+        tracing::debug!(
+            statement = %prepared.parsed.statement.to_redacted_string(),
+            planned = prepared.plan.is_some(),
+            "execute (extended)"
+        );
         let shared = session_of(client)?;
         let mut session = shared.lock().await;
         sync_from_client(client, &mut session);
