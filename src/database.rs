@@ -43,7 +43,18 @@ pub struct Database {
     base: SessionContext,
     /// Serializes DDL: catalog and storage change together, one statement at a time.
     pub ddl_lock: tokio::sync::Mutex<()>,
+    /// Statements executing right now; shutdown waits for them, not for idle connections.
+    pub running_statements: std::sync::atomic::AtomicI64,
     ready: AtomicBool,
+}
+
+/// See [`Database::statement_running`].
+pub struct RunningStatement(Arc<Database>);
+
+impl Drop for RunningStatement {
+    fn drop(&mut self) {
+        self.0.running_statements.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The table versions one statement reads, installed as a `SessionConfig` extension so that
@@ -79,6 +90,7 @@ impl Database {
             cancel: Arc::new(crate::server::cancel::CancelRegistry::default()),
             base,
             ddl_lock: tokio::sync::Mutex::new(()),
+            running_statements: std::sync::atomic::AtomicI64::new(0),
             ready: AtomicBool::new(false),
         });
         let provider = Arc::new(RelationsProvider { catalog, storage });
@@ -113,6 +125,12 @@ impl Database {
         }
         db.ready.store(true, Ordering::SeqCst);
         Ok(db)
+    }
+
+    /// Counts a statement as running until the guard is dropped.
+    pub fn statement_running(self: &Arc<Self>) -> RunningStatement {
+        self.running_statements.fetch_add(1, Ordering::SeqCst);
+        RunningStatement(self.clone())
     }
 
     pub fn is_ready(&self) -> bool {

@@ -31,7 +31,9 @@ async fn ready(State(db): State<Arc<Database>>) -> impl IntoResponse {
 async fn metrics(State(db): State<Arc<Database>>) -> impl IntoResponse {
     let tables = db.read_catalog().objects_of_kind(weir_catalog::ObjectKind::Table).count();
     let wal = db.storage.wal_bytes();
+    let running = db.running_statements.load(std::sync::atomic::Ordering::SeqCst);
     let body = db.metrics.render(&[
+        ("weir_statements_running", "Statements executing now.", running as f64),
         ("weir_tables", "User tables in the catalog.", tables as f64),
         ("weir_wal_bytes", "Bytes in the table write-ahead log.", wal as f64),
     ]);

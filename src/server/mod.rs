@@ -87,12 +87,20 @@ pub async fn run(config: Arc<Config>, shutdown: impl std::future::Future<Output 
     drop(pg_listener);
     let open = connections.len();
     tracing::info!(open_connections = open, "shutting down: no longer accepting connections");
+    // Let running statements finish (up to the grace period); idle sessions are not waited for.
     let grace = Duration::from_secs(config.shutdown_grace_secs);
-    let drained = tokio::time::timeout(grace, async { while connections.join_next().await.is_some() {} }).await;
-    if drained.is_err() {
-        tracing::warn!(remaining = connections.len(), "grace period over: closing the remaining connections");
-        connections.shutdown().await;
+    let finished = tokio::time::timeout(grace, async {
+        while db.running_statements.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    if finished.is_err() {
+        tracing::warn!("grace period over: canceling the statements still running");
     }
+    // Every acknowledged commit is already in the fsynced WAL: closing sessions loses nothing
+    // but their open, uncommitted blocks, as in Postgres.
+    connections.shutdown().await;
     let _ = http.await;
     tracing::info!("weir stopped");
     Ok(())

@@ -460,6 +460,7 @@ impl SimpleQueryHandler for WeirQueryHandler {
             return Err(PgWireError::NotReadyForQuery);
         }
         client.set_state(PgWireConnectionState::QueryInProgress);
+        let _running = self.db.statement_running();
         let shared = session_of(client)?;
         let mut session = shared.lock().await;
         sync_from_client(client, &mut session);
@@ -729,6 +730,7 @@ impl ExtendedQueryHandler for WeirQueryHandler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        let _running = self.db.statement_running();
         let prepared = &portal.statement.statement;
         let kind = prepared.parsed.statement.kind_name();
         // Redacted: a CREATE SINK carries passwords, which never reach the logs.

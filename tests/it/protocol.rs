@@ -324,3 +324,26 @@ async fn pg_cancel_backend_stops_another_session() {
     let err = outcome.unwrap_err();
     assert_eq!(err.code().unwrap().code(), "57014");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_a_running_statement_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let c = server.connect().await;
+    // About two seconds of work in a debug build: long enough to be running when SIGTERM comes.
+    let query = "SELECT count(*) FROM generate_series(1, 30000) a, generate_series(1, 30000) b WHERE a.value + b.value = 7";
+    let running = tokio::spawn(async move { c.query_one(query, &[]).await.map(|r| r.get::<_, i64>(0)) });
+    // Wait until the server reports the statement as running, then ask it to stop.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, metrics) = server.http_get("/metrics");
+        if metrics.contains("weir_statements_running 1") || running.is_finished() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the statement never started");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let status = tokio::task::spawn_blocking(move || server.terminate()).await.unwrap();
+    assert!(status.success(), "SIGTERM must exit 0, got {status}");
+    assert_eq!(running.await.unwrap().unwrap(), 6, "the running statement completes");
+}
