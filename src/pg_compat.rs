@@ -267,6 +267,8 @@ fn relation_exists(catalog: &Arc<std::sync::RwLock<weir_catalog::Catalog>>, name
         .map(|p| if p.starts_with('"') { p.trim_matches('"').to_string() } else { p.to_lowercase() })
         .collect();
     let (schema, table) = match parts.as_slice() {
+        // Unqualified names resolve through the search path, which ends in pg_catalog.
+        [t] if t.starts_with("pg_") => ("pg_catalog".to_string(), t.clone()),
         [t] => ("public".to_string(), t.clone()),
         [s, t] => (s.clone(), t.clone()),
         _ => return false,

@@ -285,6 +285,8 @@ async fn weir_commands_and_catalog_functions() {
     // Privilege functions answer for the owner, and know what does not exist.
     let yes: bool = c.query_one("SELECT has_table_privilege('orders', 'SELECT')", &[]).await.unwrap().get(0);
     assert!(yes);
+    let yes: bool = c.query_one("SELECT has_table_privilege('weir', 'pg_class', 'SELECT')", &[]).await.unwrap().get(0);
+    assert!(yes);
     let err = c.query_one("SELECT has_table_privilege('nope', 'SELECT')", &[]).await.unwrap_err();
     assert_eq!(err.code().unwrap().code(), "42P01");
 
