@@ -43,6 +43,9 @@ pub struct Database {
     base: SessionContext,
     /// Serializes DDL: catalog and storage change together, one statement at a time.
     pub ddl_lock: tokio::sync::Mutex<()>,
+    /// datafusion-postgres's rewrites of Postgres-only syntax. Built once: it tokenizes its
+    /// list of known client queries when created.
+    pub compat: datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser,
     /// Statements executing right now; shutdown waits for them, not for idle connections.
     pub running_statements: std::sync::atomic::AtomicI64,
     ready: AtomicBool,
@@ -90,6 +93,7 @@ impl Database {
             cancel: Arc::new(crate::server::cancel::CancelRegistry::default()),
             base,
             ddl_lock: tokio::sync::Mutex::new(()),
+            compat: datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser::new(),
             running_statements: std::sync::atomic::AtomicI64::new(0),
             ready: AtomicBool::new(false),
         });
@@ -111,7 +115,7 @@ impl Database {
             );
             weir.register_schema(
                 "information_schema",
-                Arc::new(crate::pg_catalog::WeirInformationSchema::new(Arc::new(info), db.catalog.clone())),
+                Arc::new(crate::pg_catalog::PatchedSchema::information_schema(Arc::new(info), db.catalog.clone())),
             )?;
         }
         // Patch pg_catalog with what only the Weir catalog knows (declared types, keys).
@@ -120,7 +124,7 @@ impl Database {
         {
             weir.register_schema(
                 "pg_catalog",
-                Arc::new(crate::pg_catalog::WeirPgCatalog::new(inner, db.catalog.clone())),
+                Arc::new(crate::pg_catalog::PatchedSchema::pg_catalog(inner, db.catalog.clone())),
             )?;
         }
         db.ready.store(true, Ordering::SeqCst);

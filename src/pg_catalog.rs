@@ -70,80 +70,67 @@ struct KeyedTable {
     key: Vec<i16>,
 }
 
-pub struct WeirPgCatalog {
-    inner: Arc<dyn SchemaProvider>,
-    catalog: Arc<RwLock<Catalog>>,
+/// Which catalog schema a [`PatchedSchema`] wraps, and so which of its tables it patches.
+#[derive(Debug, Clone, Copy)]
+enum Wrapped {
+    /// datafusion-pg-catalog's `pg_catalog`.
+    PgCatalog,
+    /// DataFusion's `information_schema`, whose `columns.data_type` is patched into Postgres's
+    /// words (`integer`, `character varying`, `timestamp with time zone`) rather than Arrow's,
+    /// which Grafana's column picker and other tools show and match on.
+    InformationSchema,
 }
 
-impl std::fmt::Debug for WeirPgCatalog {
+/// A catalog schema with some tables patched from the Weir catalog; the others pass through.
+pub struct PatchedSchema {
+    inner: Arc<dyn SchemaProvider>,
+    catalog: Arc<RwLock<Catalog>>,
+    wrapped: Wrapped,
+}
+
+impl std::fmt::Debug for PatchedSchema {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("WeirPgCatalog")
+        write!(f, "PatchedSchema({:?})", self.wrapped)
     }
 }
 
-impl WeirPgCatalog {
-    pub fn new(inner: Arc<dyn SchemaProvider>, catalog: Arc<RwLock<Catalog>>) -> Self {
-        WeirPgCatalog { inner, catalog }
+impl PatchedSchema {
+    pub fn pg_catalog(inner: Arc<dyn SchemaProvider>, catalog: Arc<RwLock<Catalog>>) -> Self {
+        PatchedSchema { inner, catalog, wrapped: Wrapped::PgCatalog }
+    }
+
+    pub fn information_schema(inner: Arc<dyn SchemaProvider>, catalog: Arc<RwLock<Catalog>>) -> Self {
+        PatchedSchema { inner, catalog, wrapped: Wrapped::InformationSchema }
+    }
+
+    fn patch_for(&self, name: &str) -> Option<Patch> {
+        Some(match (self.wrapped, name.to_ascii_lowercase().as_str()) {
+            (Wrapped::PgCatalog, "pg_class") => Patch::Class,
+            (Wrapped::PgCatalog, "pg_attribute") => Patch::Attribute,
+            (Wrapped::PgCatalog, "pg_index") => Patch::Index,
+            (Wrapped::PgCatalog, "pg_constraint") => Patch::Constraint,
+            (Wrapped::PgCatalog, "pg_database") => Patch::Database,
+            (Wrapped::InformationSchema, "columns") => Patch::InfoColumns,
+            _ => return None,
+        })
     }
 }
 
 #[async_trait]
-impl SchemaProvider for WeirPgCatalog {
+impl SchemaProvider for PatchedSchema {
     fn table_names(&self) -> Vec<String> {
         self.inner.table_names()
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        let kind = match name.to_ascii_lowercase().as_str() {
-            "pg_class" => Patch::Class,
-            "pg_attribute" => Patch::Attribute,
-            "pg_index" => Patch::Index,
-            "pg_constraint" => Patch::Constraint,
-            "pg_database" => Patch::Database,
-            _ => return self.inner.table(name).await,
+        let Some(kind) = self.patch_for(name) else { return self.inner.table(name).await };
+        let Some(table) = self.inner.table(name).await? else { return Ok(None) };
+        // The OIDs of user tables come from pg_class; only the pg_catalog patches need them.
+        let class = match kind {
+            Patch::Class | Patch::Attribute | Patch::Index | Patch::Constraint => self.inner.table("pg_class").await?,
+            Patch::Database | Patch::InfoColumns => None,
         };
-        let Some(table) = self.inner.table(name).await? else { return Ok(None) };
-        let class = self.inner.table("pg_class").await?;
         Ok(Some(Arc::new(PatchedTable { kind, table, class, catalog: self.catalog.clone() })))
-    }
-
-    fn table_exist(&self, name: &str) -> bool {
-        self.inner.table_exist(name)
-    }
-}
-
-/// `information_schema`, DataFusion's, with `columns.data_type` in Postgres's words
-/// (`integer`, `character varying`, `timestamp with time zone`) rather than Arrow's, which
-/// Grafana's column picker and other tools show and match on.
-pub struct WeirInformationSchema {
-    inner: Arc<dyn SchemaProvider>,
-    catalog: Arc<RwLock<Catalog>>,
-}
-
-impl std::fmt::Debug for WeirInformationSchema {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("WeirInformationSchema")
-    }
-}
-
-impl WeirInformationSchema {
-    pub fn new(inner: Arc<dyn SchemaProvider>, catalog: Arc<RwLock<Catalog>>) -> Self {
-        WeirInformationSchema { inner, catalog }
-    }
-}
-
-#[async_trait]
-impl SchemaProvider for WeirInformationSchema {
-    fn table_names(&self) -> Vec<String> {
-        self.inner.table_names()
-    }
-
-    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        let Some(table) = self.inner.table(name).await? else { return Ok(None) };
-        if !name.eq_ignore_ascii_case("columns") {
-            return Ok(Some(table));
-        }
-        Ok(Some(Arc::new(PatchedTable { kind: Patch::InfoColumns, table, class: None, catalog: self.catalog.clone() })))
     }
 
     fn table_exist(&self, name: &str) -> bool {
@@ -313,9 +300,9 @@ impl PatchedTable {
             .collect()
     }
 
-    fn keyed_tables(&self) -> Vec<KeyedTable> {
-        self.user_tables()
-            .into_iter()
+    fn keyed_tables(users: &[weir_catalog::CatalogObject]) -> Vec<KeyedTable> {
+        users
+            .iter()
             .filter(|o| !o.primary_key.is_empty())
             .map(|o| KeyedTable {
                 id: o.id,
@@ -324,7 +311,7 @@ impl PatchedTable {
                     .iter()
                     .filter_map(|k| o.columns.iter().position(|c| &c.name == k).map(|p| p as i16 + 1))
                     .collect(),
-                name: o.name,
+                name: o.name.clone(),
             })
             .collect()
     }
@@ -431,7 +418,7 @@ impl PatchedTable {
         };
         let names: Vec<String> = users.iter().map(|o| o.name.clone()).collect();
         let oids = Self::table_oids(&class_schema, &class_rows, &names);
-        let keyed = self.keyed_tables();
+        let keyed = Self::keyed_tables(&users);
         match self.kind {
             Patch::Attribute => {
                 let by_oid: HashMap<i64, &weir_catalog::CatalogObject> =

@@ -166,7 +166,7 @@ impl Session {
             | ast::Statement::Delete(_) => {}
             _ => return None,
         }
-        let compat = datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser::new();
+        let compat = &self.db.compat;
         let mut stmt = match compat.parse(&parsed.text) {
             Ok(mut v) if v.len() == 1 => v.remove(0),
             _ => compat.rewrite(stmt.as_ref().clone()),
