@@ -5,6 +5,30 @@ use tokio_postgres::SimpleQueryMessage;
 
 use crate::common::Server;
 
+/// A cross join that runs for minutes unless canceled.
+const LONG_QUERY: &str =
+    "SELECT count(*) FROM generate_series(1, 200000) a, generate_series(1, 200000) b WHERE a.value + b.value = 7";
+
+/// Calls `cancel` every 100 ms until `running` ends, and returns its outcome. A cancel that
+/// arrives before the statement starts is a no-op, hence the repetition. `cancel` says whether
+/// the server knew the session; once the statement has ended the session may be gone.
+async fn cancel_until_finished<T, F, Fut>(running: tokio::task::JoinHandle<T>, mut cancel: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if running.is_finished() {
+            return running.await.unwrap();
+        }
+        let known = cancel().await;
+        assert!(known || running.is_finished(), "the session to cancel must be known");
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "the query was never canceled");
+    }
+}
+
 fn simple_rows(msgs: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
     msgs.iter()
         .filter_map(|m| match m {
@@ -208,20 +232,18 @@ async fn cancel_and_timeout_stop_a_long_query() {
     let server = Server::start(dir.path());
     let c = server.connect().await;
     // A cross join big enough to run for a long time.
-    let long = "SELECT count(*) FROM generate_series(1, 200000) a, generate_series(1, 200000) b WHERE a.value + b.value = 7";
-    let started = std::time::Instant::now();
+    let long = LONG_QUERY;
     let victim = server.connect().await;
     let running_token = victim.cancel_token();
     let running = tokio::spawn(async move { victim.query_one(long, &[]).await.map(|_| ()) });
-    // A CancelRequest that arrives before the statement starts is a no-op: repeat it.
-    let outcome = loop {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        if running.is_finished() {
-            break running.await.unwrap();
+    let outcome = cancel_until_finished(running, || {
+        let token = running_token.clone();
+        async move {
+            token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+            true
         }
-        running_token.cancel_query(tokio_postgres::NoTls).await.unwrap();
-        assert!(started.elapsed() < std::time::Duration::from_secs(30), "the query was never canceled");
-    };
+    })
+    .await;
     let err = outcome.unwrap_err();
     assert_eq!(err.code().unwrap().code(), "57014");
 
@@ -308,21 +330,12 @@ async fn pg_cancel_backend_stops_another_session() {
     let victim = server.connect().await;
     let admin = server.connect().await;
     let pid: i32 = victim.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
-    let long = "SELECT count(*) FROM generate_series(1, 200000) a, generate_series(1, 200000) b WHERE a.value + b.value = 7";
-    let running = tokio::spawn(async move { victim.simple_query(long).await });
-    // Cancel once the statement is running; a cancel before it starts is a no-op, so retry.
-    let started = std::time::Instant::now();
-    let outcome = loop {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        if running.is_finished() {
-            break running.await.unwrap();
-        }
-        let cancelled: bool = admin.query_one("SELECT pg_cancel_backend($1)", &[&pid]).await.unwrap().get(0);
-        // Once the victim's task ends its connection closes and the pid is gone: only a
-        // pid of a live session must be known.
-        assert!(cancelled || running.is_finished(), "pid {pid} must be known");
-        assert!(started.elapsed() < std::time::Duration::from_secs(30), "the query was never canceled");
-    };
+    let running = tokio::spawn(async move { victim.simple_query(LONG_QUERY).await });
+    let admin = &admin;
+    let outcome = cancel_until_finished(running, || async move {
+        admin.query_one("SELECT pg_cancel_backend($1)", &[&pid]).await.unwrap().get::<_, bool>(0)
+    })
+    .await;
     let err = outcome.unwrap_err();
     assert_eq!(err.code().unwrap().code(), "57014");
 }
