@@ -23,6 +23,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// How long running statements may take to finish after SIGTERM.
     pub shutdown_grace_secs: u64,
+    /// Milliseconds between epoch barriers (how often views publish).
+    pub barrier_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -34,6 +36,7 @@ impl Default for Config {
             http_addr: "127.0.0.1:9095".to_string(),
             log_format: LogFormat::Human,
             shutdown_grace_secs: 10,
+            barrier_interval_ms: 250,
         }
     }
 }
@@ -47,6 +50,7 @@ struct FileConfig {
     http_addr: Option<String>,
     log_format: Option<LogFormat>,
     shutdown_grace_secs: Option<u64>,
+    barrier_interval_ms: Option<u64>,
 }
 
 /// `weir serve` flags. Each also reads a `WEIR_*` environment variable (clap gives the flag
@@ -71,6 +75,9 @@ pub struct ServeArgs {
     /// Seconds to let running statements finish after SIGTERM/SIGINT.
     #[arg(long, env = "WEIR_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
+    /// Milliseconds between epoch barriers: how often views publish new results.
+    #[arg(long, env = "WEIR_BARRIER_INTERVAL_MS")]
+    pub barrier_interval_ms: Option<u64>,
 }
 
 impl ServeArgs {
@@ -97,6 +104,9 @@ impl ServeArgs {
             if let Some(v) = f.shutdown_grace_secs {
                 config.shutdown_grace_secs = v;
             }
+            if let Some(v) = f.barrier_interval_ms {
+                config.barrier_interval_ms = v;
+            }
         }
         if let Some(v) = &self.data_dir {
             config.data_dir = v.clone();
@@ -112,6 +122,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.shutdown_grace_secs {
             config.shutdown_grace_secs = v;
+        }
+        if let Some(v) = self.barrier_interval_ms {
+            config.barrier_interval_ms = v;
         }
         Ok(config)
     }

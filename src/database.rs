@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::{MemoryCatalogProvider, SchemaProvider, Session, TableProvider};
 use datafusion::common::Constraints;
@@ -38,6 +39,8 @@ pub struct Database {
     pub config: Arc<Config>,
     pub catalog: Arc<RwLock<Catalog>>,
     pub storage: Arc<Storage>,
+    /// The running dataflow: sources, table feeds, view jobs, epochs.
+    pub coordinator: Arc<crate::coordinator::Coordinator>,
     pub metrics: Arc<Metrics>,
     pub cancel: Arc<crate::server::cancel::CancelRegistry>,
     base: SessionContext,
@@ -65,6 +68,8 @@ impl Drop for RunningStatement {
 #[derive(Debug, Default)]
 pub struct StatementSnapshot {
     pub tables: Snapshot,
+    /// Materialized views, all as of one published epoch.
+    pub views: Arc<crate::coordinator::Published>,
 }
 
 impl Database {
@@ -85,10 +90,15 @@ impl Database {
         let storage = Arc::new(Storage::open(&data_dir, tables)?);
         let catalog = Arc::new(RwLock::new(catalog));
         let metrics = Arc::new(Metrics::default());
+        let coordinator = crate::coordinator::Coordinator::new(std::time::Duration::from_millis(
+            config.barrier_interval_ms.max(1),
+        ));
+        storage.set_listener(coordinator.clone());
         let db = Arc::new(Database {
             config,
             catalog: catalog.clone(),
             storage: storage.clone(),
+            coordinator: coordinator.clone(),
             metrics,
             cancel: Arc::new(crate::server::cancel::CancelRegistry::default()),
             base,
@@ -97,7 +107,7 @@ impl Database {
             running_statements: std::sync::atomic::AtomicI64::new(0),
             ready: AtomicBool::new(false),
         });
-        let provider = Arc::new(RelationsProvider { catalog, storage });
+        let provider = Arc::new(RelationsProvider { catalog, storage, coordinator });
         let weir = MemoryCatalogProvider::new();
         datafusion::catalog::CatalogProvider::register_schema(&weir, DEFAULT_SCHEMA, provider)?;
         db.base.register_catalog(DATABASE_NAME, Arc::new(weir));
@@ -127,6 +137,7 @@ impl Database {
                 Arc::new(crate::pg_catalog::PatchedSchema::pg_catalog(inner, db.catalog.clone())),
             )?;
         }
+        crate::streaming::start_all(&db).await?;
         db.ready.store(true, Ordering::SeqCst);
         Ok(db)
     }
@@ -172,7 +183,10 @@ fn new_base_context() -> Result<SessionContext> {
     // Tables store `text` as Utf8; keep literals and casts in the same representation.
     options.sql_parser.map_string_types_to_utf8view = false;
     options.execution.time_zone = Some("+00:00".to_string());
-    Ok(SessionContext::new_with_config(config))
+    let ctx = SessionContext::new_with_config(config);
+    ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(weir_sql::streaming::TumbleStart::default()));
+    ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(weir_sql::streaming::HopStarts::default()));
+    Ok(ctx)
 }
 
 /// Field metadata key holding a column's declared Postgres type (`character varying(40)`), so
@@ -283,6 +297,7 @@ pub fn catalog_columns(schema: &Schema) -> Result<Vec<Column>> {
 struct RelationsProvider {
     catalog: Arc<RwLock<Catalog>>,
     storage: Arc<Storage>,
+    coordinator: Arc<crate::coordinator::Coordinator>,
 }
 
 impl std::fmt::Debug for RelationsProvider {
@@ -294,7 +309,7 @@ impl std::fmt::Debug for RelationsProvider {
 impl RelationsProvider {
     fn find(&self, name: &str) -> Option<CatalogObject> {
         let catalog = self.catalog.read().unwrap_or_else(|p| p.into_inner());
-        catalog.find(ObjectKind::Table, DEFAULT_SCHEMA, name).cloned()
+        catalog.objects().find(|o| o.kind.is_relation() && o.schema == DEFAULT_SCHEMA && o.name == name).cloned()
     }
 }
 
@@ -311,8 +326,26 @@ impl SchemaProvider for RelationsProvider {
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         let Some(object) = self.find(name) else { return Ok(None) };
-        if object.kind != ObjectKind::Table {
-            return Ok(None);
+        match object.kind {
+            ObjectKind::Table => {}
+            ObjectKind::MaterializedView | ObjectKind::Source => {
+                let schema = Arc::new(Schema::new(
+                    table_schema(&object.columns)
+                        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?
+                        .fields()
+                        .iter()
+                        .map(|f| f.as_ref().clone().with_nullable(true))
+                        .collect::<Vec<_>>(),
+                ));
+                return Ok(Some(Arc::new(StreamRelation {
+                    id: object.id,
+                    name: object.name.clone(),
+                    kind: object.kind,
+                    schema,
+                    coordinator: self.coordinator.clone(),
+                })));
+            }
+            _ => return Ok(None),
         }
         let Some(data) = self.storage.table(object.id) else { return Ok(None) };
         let pk: Vec<usize> = object
@@ -375,6 +408,58 @@ impl TableProvider for WeirTable {
         let batches = data.map(|d| d.batches().as_ref().clone()).unwrap_or_default();
         let exec = MemorySourceConfig::try_new_exec(&[batches], self.schema.clone(), projection.cloned())?;
         Ok(exec)
+    }
+}
+
+/// A materialized view (scans read the statement's published epoch) or a source (which holds
+/// no rows to scan: it is only an input of views).
+#[derive(Debug)]
+pub struct StreamRelation {
+    pub id: ObjectId,
+    name: String,
+    kind: ObjectKind,
+    schema: SchemaRef,
+    coordinator: Arc<crate::coordinator::Coordinator>,
+}
+
+#[async_trait]
+impl TableProvider for StreamRelation {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if self.kind == ObjectKind::Source {
+            let err = WeirError::new(
+                crate::error::SqlState::FeatureNotSupported,
+                format!("cannot read rows of source \"{}\" directly", self.name),
+            )
+            .with_hint("Create a materialized view over the source and query the view.");
+            return Err(datafusion::error::DataFusionError::External(Box::new(err)));
+        }
+        let published = match state.config().get_extension::<StatementSnapshot>() {
+            Some(s) => s.views.clone(),
+            None => self.coordinator.published(),
+        };
+        let batches = match published.views.get(&self.id) {
+            Some(data) => data
+                .batches()
+                .iter()
+                .map(|b| RecordBatch::try_new(self.schema.clone(), b.columns().to_vec()))
+                .collect::<std::result::Result<Vec<_>, _>>()?,
+            None => vec![],
+        };
+        Ok(MemorySourceConfig::try_new_exec(&[batches], self.schema.clone(), projection.cloned())?)
     }
 }
 

@@ -45,6 +45,8 @@ pub enum SqlState {
     ProtocolViolation,
     WrongObjectType,
     InsufficientResources,
+    ObjectNotInPrerequisiteState,
+    AdminShutdown,
     Internal,
     Io,
 }
@@ -58,6 +60,8 @@ impl SqlState {
             SqlState::UndefinedFunction => "42883",
             SqlState::UndefinedObject => "42704",
             SqlState::DuplicateTable => "42P07",
+            SqlState::ObjectNotInPrerequisiteState => "55000",
+            SqlState::AdminShutdown => "57P01",
             SqlState::DuplicateObject => "42710",
             SqlState::DatatypeMismatch => "42804",
             SqlState::AmbiguousColumn => "42702",
@@ -107,6 +111,27 @@ impl fmt::Display for WeirError {
 }
 
 impl std::error::Error for WeirError {}
+
+impl From<weir_sql::streaming::StreamPlanError> for WeirError {
+    fn from(e: weir_sql::streaming::StreamPlanError) -> Self {
+        match e {
+            weir_sql::streaming::StreamPlanError::NotSupported { construct, hint } => {
+                let err = WeirError::new(SqlState::FeatureNotSupported, format!("{construct} is not supported"));
+                match hint {
+                    Some(h) => err.with_hint(h),
+                    None => err,
+                }
+            }
+            weir_sql::streaming::StreamPlanError::Invalid(m) => WeirError::new(SqlState::InvalidParameterValue, m),
+        }
+    }
+}
+
+impl From<weir_connectors::ConnectorError> for WeirError {
+    fn from(e: weir_connectors::ConnectorError) -> Self {
+        WeirError::new(SqlState::InvalidParameterValue, e.to_string())
+    }
+}
 
 impl WeirError {
     pub fn new(state: SqlState, message: impl Into<String>) -> Self {

@@ -12,6 +12,9 @@
 //!                                                     │  writes: signed row changes
 //!                                                     ▼
 //!                                    storage (in-memory tables + write-ahead log)
+//!                                                     │  committed changes
+//!                                                     ▼
+//!             coordinator ── barriers ──► dataflow (sources/tables → view jobs → view versions)
 //! ```
 //!
 //! Modules:
@@ -28,12 +31,18 @@
 //! * [`text_format`] - Postgres's text output of values; [`copy`]: COPY formats.
 //! * [`error`] - [`error::WeirError`] and the mapping of every error to a SQLSTATE.
 //! * [`metrics`] - counters for `/metrics`.
+//! * [`streaming`] - streaming DDL: sources and materialized views from statement to catalog to
+//!   running dataflow; [`coordinator`] - barriers, epochs, publishing view versions, FLUSH;
+//!   [`dataflow`] - the incremental engine (readers, jobs, operators, view contents). See
+//!   `docs/dataflow.md`.
 //!
 //! Sibling crates: `weir-sql` (statements), `weir-catalog` (objects and persistence),
 //! `weir-connectors` (source and sink traits).
 
 pub mod config;
+pub mod coordinator;
 pub mod copy;
+pub mod dataflow;
 pub mod database;
 pub mod error;
 pub mod metrics;
@@ -44,4 +53,5 @@ pub mod server;
 pub mod session;
 pub mod settings;
 pub mod storage;
+pub mod streaming;
 pub mod text_format;

@@ -18,17 +18,41 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Run the server with the built-in demo (Nexmark and chat analytics views) in a temporary
+    /// data directory.
+    Demo(ServeArgs),
 }
+
+/// The demo's SQL, also readable in `examples/`.
+const DEMO_SCRIPTS: [&str; 2] = [include_str!("../examples/nexmark.sql"), include_str!("../examples/chat.sql")];
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Command::Serve(args) = cli.command;
-    let config = match args.resolve() {
+    let (args, demo) = match cli.command {
+        Command::Serve(args) => (args, false),
+        Command::Demo(args) => (args, true),
+    };
+    let mut config = match args.resolve() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("weir: {e}");
             return ExitCode::from(2);
         }
+    };
+    // The demo keeps nothing: a fresh data directory per run, removed on exit.
+    let demo_dir = if demo && args.data_dir.is_none() {
+        match tempfile_dir() {
+            Ok(d) => {
+                config.data_dir = d.clone();
+                Some(d)
+            }
+            Err(e) => {
+                eprintln!("weir: cannot create a temporary data directory: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
     };
     init_logging(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -38,7 +62,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(weir::server::run(Arc::new(config), shutdown_signal())) {
+    let setup: &[&str] = if demo { &DEMO_SCRIPTS } else { &[] };
+    if demo {
+        eprintln!(
+            "weir demo: Nexmark sources (bid, auction, person) with views nexmark_q5_counts, nexmark_q5_hot, \
+             nexmark_q7_max; a chat source with views chat_per_min, chat_active_60s.\n\
+             Connect with: psql -h {} -p {} -U weir weir\n\
+             Try: SELECT * FROM chat_per_min ORDER BY window_start DESC LIMIT 10;",
+            config.pg_addr.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h),
+            config.pg_addr.rsplit_once(':').map_or("5433", |(_, p)| p),
+        );
+    }
+    let result = runtime.block_on(weir::server::run_with_setup(Arc::new(config), setup, shutdown_signal()));
+    if let Some(dir) = demo_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "weir failed");
@@ -46,6 +85,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A new directory under the system temp dir for the demo's data.
+fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("weir-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
 
 fn init_logging(format: LogFormat) {

@@ -197,7 +197,8 @@ impl Session {
         }
         let mut config = base.copied_config();
         config.options_mut().execution.time_zone = Some(self.settings.time_zone());
-        let config = config.with_extension(Arc::new(StatementSnapshot { tables }));
+        let views = self.db.coordinator.published();
+        let config = config.with_extension(Arc::new(StatementSnapshot { tables, views }));
         let mut state = SessionStateBuilder::new_from_existing(base.state()).with_config(config).build();
         crate::pg_compat::register_session_functions(&mut state, &self.settings, self.backend_pid);
         SessionContext::new_with_state(state)
@@ -242,14 +243,33 @@ impl Session {
         self.check_not_failed(&parsed.statement)?;
         match &parsed.statement {
             Statement::Standard(stmt) => self.execute_standard(parsed, stmt).await,
-            Statement::Flush => Ok(Outcome::Command(Tag::new("FLUSH"))),
+            Statement::Flush => {
+                self.db.coordinator.flush().await?;
+                Ok(Outcome::Command(Tag::new("FLUSH")))
+            }
             Statement::ShowObjects(kind) => self.show_objects(*kind),
             Statement::ShowCreate { kind, name } => self.show_create(*kind, name),
-            other @ (Statement::CreateSource(_)
-            | Statement::CreateMaterializedView(_)
-            | Statement::CreateSink(_)
-            | Statement::Subscribe(_)) => Err(WeirError::not_supported(other.kind_name())
-                .with_hint("Streaming sources, materialized views, sinks and SUBSCRIBE arrive with the streaming engine.")),
+            Statement::CreateSource(stmt) => {
+                let ctx = self.statement_context();
+                crate::streaming::create_source(&self.db, &ctx, stmt, &self.user).await?;
+                Ok(Outcome::Command(Tag::new("CREATE SOURCE")))
+            }
+            Statement::CreateMaterializedView(stmt) => {
+                let ctx = self.statement_context();
+                crate::streaming::create_materialized_view(&self.db, &ctx, stmt, &self.user).await?;
+                Ok(Outcome::Command(Tag::new("CREATE MATERIALIZED VIEW")))
+            }
+            Statement::ExplainCreateMaterializedView(stmt) => {
+                let ctx = self.statement_context();
+                let text = crate::streaming::explain_materialized_view(&self.db, &ctx, stmt).await?;
+                let lines: Vec<String> = text.lines().map(str::to_string).collect();
+                rows_outcome(&["QUERY PLAN"], vec![lines], "EXPLAIN")
+            }
+            Statement::Drop { kind, names, if_exists, cascade } => {
+                self.drop_objects(catalog_kind(*kind), names, *if_exists, *cascade).await
+            }
+            other @ (Statement::CreateSink(_) | Statement::Subscribe(_)) => Err(WeirError::not_supported(other.kind_name())
+                .with_hint("Sinks and SUBSCRIBE are not implemented yet.")),
         }
     }
 
@@ -576,6 +596,7 @@ impl Session {
             depends_on: vec![],
         })?;
         self.db.storage.create_table(object.id, data);
+        self.db.coordinator.add_table(object.id, crate::dataflow::watermark::WatermarkTracker::new(None, 1));
         Ok(Outcome::Command(Tag::new("CREATE TABLE")))
     }
 
@@ -599,8 +620,14 @@ impl Session {
             };
             let dropped = self.db.write_catalog().drop_object(id, cascade)?;
             for o in dropped {
-                if o.kind == CatalogKind::Table {
-                    self.db.storage.drop_table(o.id);
+                match o.kind {
+                    CatalogKind::Table => {
+                        self.db.coordinator.drop_input(o.id);
+                        self.db.storage.drop_table(o.id);
+                    }
+                    CatalogKind::Source => self.db.coordinator.drop_input(o.id),
+                    CatalogKind::MaterializedView => self.db.coordinator.drop_view(o.id),
+                    _ => {}
                 }
                 if let TxnState::Open(t) = &mut self.txn {
                     t.working.remove(&o.id);
@@ -876,7 +903,7 @@ pub fn object_name(name: &ObjectName) -> Result<(String, String)> {
 }
 
 /// The canonical Postgres type name for a column type written in SQL.
-fn pg_type_for_sql(t: &ast::DataType) -> Result<String> {
+pub fn pg_type_for_sql(t: &ast::DataType) -> Result<String> {
     use ast::DataType as D;
     let length = |l: &Option<ast::CharacterLength>| match l {
         Some(ast::CharacterLength::IntegerLength { length, .. }) => format!("({length})"),

@@ -1,18 +1,112 @@
 //! # weir-connectors: where data enters and leaves Weir
 //!
 //! A [`Source`] turns an external stream (Kafka, NATS JetStream, files, the built-in datagen and
-//! Nexmark generators) into Arrow batches of events; a [`Sink`] delivers a view's changes to an
-//! external system (ClickHouse, QuestDB). This crate holds the traits and, as the streaming
-//! issues land, one module per connector plus `formats` (JSON, later Avro and Protobuf).
+//! Nexmark generators) into Arrow batches of events, partition by partition; a [`Sink`] delivers
+//! a view's changes to an external system (ClickHouse, QuestDB).
 //!
-//! * [`source`] - the [`Source`] trait and [`SourcePosition`], what a checkpoint records.
+//! * [`source`] - the [`Source`] trait, [`SourceEvent`] and [`SourcePosition`] (what checkpoints
+//!   record and replays stop at), and [`SourceOptions`].
+//! * [`datagen`] - `connector = 'datagen'`: rows from per-column rules (sequences, random values,
+//!   event times), deterministic per partition.
+//! * [`nexmark`] - `connector = 'nexmark'`: the Nexmark benchmark's bids, auctions and people.
 //! * [`sink`] - the [`Sink`] trait; delivery is per epoch so that a re-sent epoch is idempotent.
 //! * [`error`] - [`ConnectorError`].
+//! * Internal: `partitions` (the generators' per-partition offsets, bounds and round-robin),
+//!   `rate` (pacing to rows per second), `convert` (generated arrays to the declared column
+//!   types) and `options` (typed option values with errors naming the option).
+//!
+//! [`create_source`] builds a source from its `connector` option; [`default_schema`] gives the
+//! columns of a source declared without any.
 
+pub mod datagen;
 pub mod error;
+pub mod nexmark;
 pub mod sink;
 pub mod source;
 
+mod convert;
+mod options;
+mod partitions;
+mod rate;
+
+use datafusion::arrow::datatypes::SchemaRef;
+
+pub use datagen::DatagenSource;
 pub use error::ConnectorError;
+pub use nexmark::{NexmarkSource, NexmarkTable, nexmark_default_schema};
 pub use sink::Sink;
-pub use source::{Source, SourcePosition};
+pub use source::{Source, SourceEvent, SourceOptions, SourcePosition};
+
+/// The connectors `CREATE SOURCE` accepts.
+pub const SOURCE_CONNECTORS: &[&str] = &["datagen", "nexmark"];
+
+/// Builds the source named by `connector` (any case) for the declared `schema`.
+/// `created_at_micros` (when the source was created) anchors generated event time, so that a
+/// source re-created after a restart produces the same events.
+pub fn create_source(
+    connector: &str,
+    schema: SchemaRef,
+    options: &SourceOptions,
+    created_at_micros: i64,
+) -> Result<Box<dyn Source>, ConnectorError> {
+    match connector.trim().to_ascii_lowercase().as_str() {
+        "datagen" => Ok(Box::new(DatagenSource::new(schema, options, created_at_micros)?)),
+        "nexmark" => Ok(Box::new(NexmarkSource::new(schema, options, created_at_micros)?)),
+        _ => Err(ConnectorError::InvalidOption {
+            option: "connector".into(),
+            reason: format!("unknown connector '{connector}' (supported: {})", SOURCE_CONNECTORS.join(", ")),
+        }),
+    }
+}
+
+/// The columns a connector provides when `CREATE SOURCE` declares none: a Nexmark table's
+/// (given a valid `nexmark.table.type`); `None` otherwise.
+pub fn default_schema(connector: &str, options: &SourceOptions) -> Option<SchemaRef> {
+    match connector.trim().to_ascii_lowercase().as_str() {
+        "nexmark" => {
+            let table: NexmarkTable = options.get("nexmark.table.type")?.parse().ok()?;
+            Some(nexmark_default_schema(table))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn opts(pairs: &[(&str, &str)]) -> SourceOptions {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn connectors_are_chosen_by_name() {
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
+        let source = create_source("DataGen", schema.clone(), &opts(&[("connector", "DataGen")]), 0).unwrap();
+        assert_eq!(source.partitions(), 1);
+        match create_source("kafka", schema, &SourceOptions::new(), 0) {
+            Err(ConnectorError::InvalidOption { option, reason }) => {
+                assert_eq!(option, "connector");
+                assert!(reason.contains("datagen, nexmark"), "{reason}");
+            }
+            other => panic!("expected an error, got {:?}", other.map(|s| s.schema())),
+        }
+    }
+
+    #[test]
+    fn nexmark_has_a_default_schema() {
+        let bid = default_schema("nexmark", &opts(&[("nexmark.table.type", "bid")])).unwrap();
+        let names: Vec<&str> = bid.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, ["auction", "bidder", "price", "channel", "url", "date_time", "extra"]);
+        assert_eq!(nexmark_default_schema(NexmarkTable::Person).fields().len(), 8);
+        assert_eq!(nexmark_default_schema(NexmarkTable::Auction).fields().len(), 10);
+        let source = create_source("nexmark", bid.clone(), &opts(&[("nexmark.table.type", "Bid")]), 0).unwrap();
+        assert_eq!(source.schema(), bid);
+        assert!(default_schema("nexmark", &SourceOptions::new()).is_none());
+        assert!(default_schema("datagen", &SourceOptions::new()).is_none());
+    }
+}

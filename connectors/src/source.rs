@@ -1,4 +1,11 @@
 //! The source side: external streams in, Arrow batches out.
+//!
+//! A [`Source`] is a set of partitions (Kafka partitions, generator splits) read by one reader
+//! task of the engine. It returns batches tagged with their partition, so that the engine can
+//! keep a watermark per partition, and it can say where it is ([`Source::positions`]) and go back
+//! there ([`Source::seek`]), which is what checkpoints and backfills need.
+
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -6,7 +13,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::error::ConnectorError;
 
-/// Where a source has read up to, per partition, in a form a checkpoint can store and a
+/// Where a source has read up to in one partition, in a form a checkpoint can store and a
 /// restarted source can seek to (a Kafka offset, a JetStream sequence, a generator's row index).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourcePosition {
@@ -14,17 +21,48 @@ pub struct SourcePosition {
     pub offset: u64,
 }
 
+/// What [`Source::next`] produced.
+#[derive(Debug)]
+pub enum SourceEvent {
+    /// Rows read from one partition, in the source's declared schema.
+    Batch { partition: usize, rows: RecordBatch },
+    /// A bounded partition has no more rows (its watermark may go to +infinity).
+    PartitionEnd { partition: usize },
+    /// Every partition has ended; `next` will not be called again.
+    End,
+}
+
 /// A partitioned stream of events. Implementations must be deterministic given the positions
-/// they resume from, so that recovery replays exactly the events after the last checkpoint.
+/// they resume from, so that recovery and backfills replay exactly the same events.
+///
+/// `next` must be cancel-safe: the engine calls it inside `tokio::select!` next to its control
+/// channel, so a call that is dropped before completing must not lose or skip rows (wait first,
+/// then produce).
 #[async_trait]
 pub trait Source: Send {
-    /// The schema of the batches [`Source::next_batch`] returns.
+    /// The schema of the batches [`Source::next`] returns (the columns the user declared).
     fn schema(&self) -> SchemaRef;
 
-    /// The next batch of events and the partition positions after it, or `None` when a bounded
-    /// source is exhausted.
-    async fn next_batch(&mut self) -> Result<Option<(RecordBatch, Vec<SourcePosition>)>, ConnectorError>;
+    /// How many partitions the source reads; batches name a partition in `0..partitions()`.
+    fn partitions(&self) -> usize;
 
-    /// Resumes reading after the given positions (from a checkpoint).
+    async fn next(&mut self) -> Result<SourceEvent, ConnectorError>;
+
+    /// The position of every partition after the last batch returned.
+    fn positions(&self) -> Vec<SourcePosition>;
+
+    /// Resumes reading after the given positions (from a checkpoint, or to stop a replay).
     async fn seek(&mut self, positions: &[SourcePosition]) -> Result<(), ConnectorError>;
+
+    /// A new reader of the same source from its very beginning, when the source can replay its
+    /// history (generators can; a topic with retention may not). Views created after the shared
+    /// reader started use it to backfill.
+    fn replay_from_start(&self) -> Option<Box<dyn Source>>;
+
+    /// Stops a replay reader at these positions: it reports each partition's end once it has
+    /// returned the rows before the given position.
+    fn stop_at(&mut self, positions: &[SourcePosition]);
 }
+
+/// A source's `WITH (...)` options: lower-case dotted keys to string values.
+pub type SourceOptions = BTreeMap<String, String>;

@@ -13,6 +13,8 @@
 //!   text (the pgwire layer re-reads queries through datafusion-postgres's compatibility rewrites).
 //! * [`options`] - `WITH (key = value, ...)` options with dotted keys, and redaction of secret
 //!   values (`password`, `token`, ...) for `SHOW CREATE`, logs and errors.
+//! * [`streaming`] - window table functions (`TUMBLE`, `HOP`) and the streaming planner that
+//!   compiles a view's DataFusion `LogicalPlan` into a tree of incremental operators.
 //! * [`error`] - [`ParseError`], with the character position Postgres reports for syntax errors.
 //!
 //! Data moves one way: text → [`parse`] → `Vec<ParsedStatement>` → the server's session layer.
@@ -21,6 +23,7 @@ pub mod error;
 pub mod options;
 pub mod parser;
 pub mod statement;
+pub mod streaming;
 
 pub use error::ParseError;
 pub use options::{WithOption, is_secret_option};

@@ -126,6 +126,11 @@ fn parse_one(p: &mut Parser) -> Result<Statement, ParserError> {
             parse_create_materialized_view(p).map(|s| Statement::CreateMaterializedView(Box::new(s)))
         }
         (Some("CREATE"), Some("SINK")) => parse_create_sink(p).map(|s| Statement::CreateSink(Box::new(s))),
+        (Some("DROP"), Some("SOURCE" | "SINK")) => parse_drop(p),
+        (Some("EXPLAIN"), Some("CREATE")) if word(p, 2).as_deref() == Some("MATERIALIZED") => {
+            p.next_token();
+            parse_create_materialized_view(p).map(|s| Statement::ExplainCreateMaterializedView(Box::new(s)))
+        }
         (Some("SUBSCRIBE"), _) => parse_subscribe(p).map(|s| Statement::Subscribe(Box::new(s))),
         (Some("FLUSH"), _) if matches!(p.peek_tokens::<2>()[1], Token::SemiColon | Token::EOF) => {
             p.next_token();
@@ -149,6 +154,20 @@ fn parse_one(p: &mut Parser) -> Result<Statement, ParserError> {
         }
         _ => Ok(Statement::Standard(Box::new(p.parse_statement()?))),
     }
+}
+
+/// `DROP SOURCE | SINK [IF EXISTS] name [, ...] [CASCADE | RESTRICT]` (sqlparser knows the other
+/// kinds).
+fn parse_drop(p: &mut Parser) -> Result<Statement, ParserError> {
+    p.next_token();
+    let kind = parse_object_kind(p)?;
+    let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+    let names = p.parse_comma_separated(|p| p.parse_object_name(false))?;
+    let cascade = p.parse_keyword(Keyword::CASCADE);
+    if !cascade {
+        let _ = p.parse_keyword(Keyword::RESTRICT);
+    }
+    Ok(Statement::Drop { kind, names, if_exists, cascade })
 }
 
 /// `SHOW TABLES` and friends; `None` for `SHOW <variable>`.
@@ -383,6 +402,14 @@ mod tests {
         round_trips("SHOW MATERIALIZED VIEWS");
         round_trips("SHOW CREATE MATERIALIZED VIEW m");
         round_trips("CREATE TABLE t (a INT PRIMARY KEY, b TEXT)");
+    }
+
+    #[test]
+    fn drop_source_and_explain_view_round_trip() {
+        round_trips("DROP SOURCE IF EXISTS a, b CASCADE");
+        round_trips("DROP SINK s");
+        round_trips("EXPLAIN CREATE MATERIALIZED VIEW v AS SELECT count(*) FROM t");
+        assert!(matches!(one("DROP TABLE t"), Statement::Standard(_)));
     }
 
     #[test]

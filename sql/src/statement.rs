@@ -66,6 +66,10 @@ pub enum Statement {
     ShowObjects(ObjectKind),
     /// `SHOW CREATE <kind> <name>`.
     ShowCreate { kind: ObjectKind, name: ObjectName },
+    /// `DROP SOURCE | SINK ...` (other kinds are standard SQL).
+    Drop { kind: ObjectKind, names: Vec<ObjectName>, if_exists: bool, cascade: bool },
+    /// `EXPLAIN CREATE MATERIALIZED VIEW ...`: the dataflow the view would run.
+    ExplainCreateMaterializedView(Box<CreateMaterializedView>),
 }
 
 impl Statement {
@@ -80,6 +84,9 @@ impl Statement {
             Statement::Flush => "FLUSH",
             Statement::ShowObjects(_) => "SHOW",
             Statement::ShowCreate { .. } => "SHOW CREATE",
+            Statement::Drop { kind: ObjectKind::Source, .. } => "DROP SOURCE",
+            Statement::Drop { .. } => "DROP SINK",
+            Statement::ExplainCreateMaterializedView(_) => "EXPLAIN",
         }
     }
 
@@ -104,6 +111,22 @@ impl Statement {
             Statement::Flush => write!(f, "FLUSH"),
             Statement::ShowObjects(kind) => write!(f, "SHOW {}", kind.plural_sql_name()),
             Statement::ShowCreate { kind, name } => write!(f, "SHOW CREATE {kind} {name}"),
+            Statement::Drop { kind, names, if_exists, cascade } => {
+                write!(f, "DROP {kind} ")?;
+                if *if_exists {
+                    write!(f, "IF EXISTS ")?;
+                }
+                let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+                write!(f, "{}", names.join(", "))?;
+                if *cascade {
+                    write!(f, " CASCADE")?;
+                }
+                Ok(())
+            }
+            Statement::ExplainCreateMaterializedView(s) => {
+                write!(f, "EXPLAIN ")?;
+                s.fmt_sql(f, redact)
+            }
         }
     }
 }

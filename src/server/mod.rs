@@ -31,8 +31,26 @@ pub struct BoundAddrs {
 
 /// Opens the database, serves until `shutdown` fires, then drains connections.
 pub async fn run(config: Arc<Config>, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
+    run_with_setup(config, &[], shutdown).await
+}
+
+/// [`run`], first executing `setup` scripts (SQL text) as the user `weir` before accepting
+/// connections (`weir demo` creates its sources and views this way).
+pub async fn run_with_setup(
+    config: Arc<Config>,
+    setup: &[&str],
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let started = std::time::Instant::now();
     let db = Database::open(config.clone()).await?;
+    for script in setup {
+        let mut session = crate::session::Session::new(db.clone(), 0, "weir".to_string());
+        for statement in weir_sql::parse(script)? {
+            session.execute(&statement).await.map_err(|e| {
+                WeirError::new(e.state, format!("setup statement failed: {}: {}", statement.text, e.message))
+            })?;
+        }
+    }
     let pg_listener = bind(&config.pg_addr, "Postgres").await?;
     let http_listener = bind(&config.http_addr, "HTTP").await?;
     let addrs = BoundAddrs { pg: pg_listener.local_addr()?, http: http_listener.local_addr()? };

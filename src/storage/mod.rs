@@ -45,9 +45,16 @@ impl std::fmt::Debug for Storage {
     }
 }
 
+/// Told about every durable commit while the storage lock is held, so that it sees commits in
+/// their order (the coordinator streams table changes to views).
+pub trait CommitListener: Send + Sync {
+    fn committed(&self, changes: &[TableChange]);
+}
+
 pub struct Storage {
     tables: RwLock<Snapshot>,
     wal: Mutex<Wal>,
+    listener: RwLock<Option<Arc<dyn CommitListener>>>,
 }
 
 /// What one applied change did, so that a failed commit can be rolled back.
@@ -76,7 +83,7 @@ impl Storage {
             replayed += 1;
         }
         tracing::info!(transactions = replayed, wal_bytes = wal.len_bytes(), "table storage recovered");
-        Ok(Storage { tables: RwLock::new(map), wal: Mutex::new(wal) })
+        Ok(Storage { tables: RwLock::new(map), wal: Mutex::new(wal), listener: RwLock::new(None) })
     }
 
     pub fn create_table(&self, id: ObjectId, data: TableData) {
@@ -89,6 +96,16 @@ impl Storage {
 
     pub fn table(&self, id: ObjectId) -> Option<Arc<TableData>> {
         self.read_tables().get(&id).cloned()
+    }
+
+    pub fn set_listener(&self, listener: Arc<dyn CommitListener>) {
+        *self.listener.write().unwrap_or_else(|p| p.into_inner()) = Some(listener);
+    }
+
+    /// Runs `f` on a table's committed version while no commit can happen.
+    pub fn with_table<R>(&self, id: ObjectId, f: impl FnOnce(Option<&Arc<TableData>>) -> R) -> R {
+        let tables = self.read_tables();
+        f(tables.get(&id))
     }
 
     pub fn wal_bytes(&self) -> u64 {
@@ -162,6 +179,9 @@ impl ChangeStore for Storage {
         if let Err(e) = logged {
             Self::undo(&mut tables, applied);
             return Err(e);
+        }
+        if let Some(listener) = self.listener.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            listener.committed(&changes);
         }
         Ok(())
     }

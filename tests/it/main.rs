@@ -3,6 +3,7 @@
 
 mod common;
 mod errors;
+mod oracle;
 mod protocol;
 mod restart;
 mod slt;

@@ -1,0 +1,117 @@
+//! Reading typed values out of a source's `WITH (...)` options, with errors that name the option
+//! (they reach the user at `CREATE SOURCE`).
+
+use crate::error::ConnectorError;
+use crate::source::SourceOptions;
+
+pub fn invalid(option: &str, reason: impl Into<String>) -> ConnectorError {
+    ConnectorError::InvalidOption { option: option.to_string(), reason: reason.into() }
+}
+
+/// The number in option `key`, or `default` when it is absent.
+pub fn parse_num<T: std::str::FromStr>(options: &SourceOptions, key: &str, default: T) -> Result<T, ConnectorError> {
+    Ok(parse_opt(options, key)?.unwrap_or(default))
+}
+
+/// The number in option `key`, if present.
+pub fn parse_opt<T: std::str::FromStr>(options: &SourceOptions, key: &str) -> Result<Option<T>, ConnectorError> {
+    options.get(key).map(|v| parse_value(key, v)).transpose()
+}
+
+/// A number given as the value of option `key`.
+pub fn parse_value<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConnectorError> {
+    let expected = match std::any::type_name::<T>() {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a non-negative integer",
+        "i8" | "i16" | "i32" | "i64" | "isize" => "an integer",
+        _ => "a number",
+    };
+    value.trim().parse().map_err(|_| invalid(key, format!("\"{value}\" is not {expected}")))
+}
+
+/// A non-negative duration such as `'10ms'`, `'1 second'`, `'250 milliseconds'`, `'2s'` (a
+/// bare number is seconds), in microseconds.
+pub fn parse_interval_micros(key: &str, value: &str) -> Result<i64, ConnectorError> {
+    let bad = || invalid(key, format!("\"{value}\" is not a duration such as '10ms' or '1 second'"));
+    let v = value.trim().to_ascii_lowercase();
+    let split = v.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let number: f64 = number.parse().map_err(|_| bad())?;
+    let micros_per = match unit.trim() {
+        "us" | "usec" | "usecs" | "microsecond" | "microseconds" => 1.0,
+        "ms" | "msec" | "msecs" | "millisecond" | "milliseconds" => 1e3,
+        "" | "s" | "sec" | "secs" | "second" | "seconds" => 1e6,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60e6,
+        "h" | "hour" | "hours" => 3600e6,
+        "d" | "day" | "days" => 86_400e6,
+        _ => return Err(bad()),
+    };
+    let micros = number * micros_per;
+    if !micros.is_finite() || micros >= i64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(micros.round() as i64)
+}
+
+/// A timestamp as `'2026-01-01 00:00:00'` (UTC) or integer microseconds.
+pub fn parse_timestamp_micros(key: &str, value: &str) -> Result<i64, ConnectorError> {
+    if let Ok(n) = value.trim().parse::<i64>() {
+        return Ok(n);
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(value.trim()) {
+        return Ok(t.timestamp_micros());
+    }
+    let v = value.trim().replace('T', " ");
+    let v = v.trim_end_matches('Z');
+    if let Ok(t) = chrono::DateTime::parse_from_str(v, "%Y-%m-%d %H:%M:%S%.f%:z") {
+        return Ok(t.timestamp_micros());
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(v, format) {
+            return Ok(t.and_utc().timestamp_micros());
+        }
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d")
+        && let Some(t) = d.and_hms_opt(0, 0, 0)
+    {
+        return Ok(t.and_utc().timestamp_micros());
+    }
+    Err(invalid(key, format!("\"{value}\" is not a timestamp such as '2026-01-01 00:00:00'")))
+}
+
+/// Options the engine interprets itself; connectors accept and ignore them.
+const ENGINE_OPTIONS: &[&str] = &["connector", "watermark.idle_timeout", "watermark.late_events"];
+
+/// Rejects keys that are neither the engine's nor accepted by `check` (which returns `Ok(false)`
+/// for a key it does not know, or its own error for a key it knows better, e.g. a column option
+/// naming no column).
+pub fn check_known(
+    options: &SourceOptions,
+    connector: &str,
+    check: impl Fn(&str) -> Result<bool, ConnectorError>,
+) -> Result<(), ConnectorError> {
+    for key in options.keys() {
+        if ENGINE_OPTIONS.contains(&key.as_str()) || check(key)? {
+            continue;
+        }
+        return Err(invalid(key, format!("unknown option for connector '{connector}'")));
+    }
+    Ok(())
+}
+
+/// A non-negative, finite rows-per-second limit (0: unlimited).
+pub fn parse_rate(options: &SourceOptions, key: &str, default: f64) -> Result<f64, ConnectorError> {
+    let rate: f64 = parse_num(options, key, default)?;
+    if !rate.is_finite() || rate < 0.0 {
+        return Err(invalid(key, "must be a number of rows per second, 0 for no limit"));
+    }
+    Ok(rate)
+}
+
+/// A count in `1..=max`.
+pub fn parse_count(options: &SourceOptions, key: &str, default: usize, max: usize) -> Result<usize, ConnectorError> {
+    let n: usize = parse_num(options, key, default)?;
+    if n == 0 || n > max {
+        return Err(invalid(key, format!("must be between 1 and {max}")));
+    }
+    Ok(n)
+}

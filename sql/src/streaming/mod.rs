@@ -1,0 +1,50 @@
+//! Streaming SQL: the parts of planning that make a query a continuously maintained view.
+//!
+//! * [`window`] - `TUMBLE`/`HOP` table functions, rewritten into plain SQL before DataFusion plans
+//!   the query, and the scalar functions that rewrite uses.
+//! * [`plan`] - the streaming planner: DataFusion `LogicalPlan` → [`StreamPlan`], a tree of
+//!   incremental operators, with 0A000 errors for what cannot be maintained incrementally.
+//!
+//! Flow: `CREATE MATERIALIZED VIEW` AST → [`rewrite_windows`] → DataFusion (plan + analyze,
+//! in the server) → [`plan_stream`] → the engine builds operators from the [`StreamPlan`].
+
+pub mod plan;
+pub mod window;
+
+use thiserror::Error;
+
+pub use plan::{
+    AggregateCall, AggregateKind, InputKind, InputResolver, NodeId, ResolvedInput, StreamNode, StreamOp, StreamPlan,
+    WindowKey, plan_stream,
+};
+pub use window::{HopStarts, TumbleStart, rewrite_windows};
+
+/// Why a query cannot become a streaming view.
+#[derive(Debug, Clone, Error)]
+pub enum StreamPlanError {
+    /// A construct the engine cannot maintain incrementally (SQLSTATE 0A000).
+    #[error("{construct} is not supported")]
+    NotSupported { construct: String, hint: Option<String> },
+    /// A malformed use of a streaming construct (SQLSTATE 42601/22023 at the boundary).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl StreamPlanError {
+    pub fn not_supported(construct: impl Into<String>) -> Self {
+        StreamPlanError::NotSupported { construct: construct.into(), hint: None }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        StreamPlanError::Invalid(message.into())
+    }
+
+    pub fn with_hint(self, hint: impl Into<String>) -> Self {
+        match self {
+            StreamPlanError::NotSupported { construct, .. } => {
+                StreamPlanError::NotSupported { construct, hint: Some(hint.into()) }
+            }
+            other => other,
+        }
+    }
+}

@@ -1,0 +1,523 @@
+//! The streaming planner: a DataFusion `LogicalPlan` of a view's query → a [`StreamPlan`].
+//!
+//! A [`StreamPlan`] is a tree of incremental operators (inputs at the leaves, the view at the
+//! root) that the engine (`src/dataflow`) instantiates. The planner decides what can be
+//! maintained incrementally and rejects the rest with [`StreamPlanError::NotSupported`] (SQLSTATE
+//! 0A000) naming the construct, at `CREATE` time rather than when data arrives.
+//!
+//! Besides shapes, it tracks for every column a *close offset* (see [`StreamNode::close_offsets`]):
+//! how the watermark, which is expressed in the event time of the inputs, bounds the values of
+//! that column. An aggregate that groups by a column with a close offset is windowed: a group
+//! with key value `v` is final once the watermark reaches `v + offset`.
+
+use std::fmt;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{DFSchemaRef, ScalarValue, TableReference};
+use datafusion::logical_expr::expr::AggregateFunction;
+use datafusion::logical_expr::{BinaryExpr, Distinct, Expr, LogicalPlan, Operator};
+
+use super::StreamPlanError;
+use super::window::{HOP_STARTS, TUMBLE_START, interval_micros};
+
+pub type NodeId = usize;
+
+/// What an input relation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    Source,
+    Table,
+    MaterializedView,
+}
+
+impl fmt::Display for InputKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InputKind::Source => "source",
+            InputKind::Table => "table",
+            InputKind::MaterializedView => "materialized view",
+        })
+    }
+}
+
+/// A relation a view reads, as the catalog and the engine know it.
+#[derive(Debug, Clone)]
+pub struct ResolvedInput {
+    pub id: u64,
+    pub kind: InputKind,
+    pub name: String,
+    /// Close offsets of the relation's columns (the watermarked event-time column of a source
+    /// or table has 1 µs: a row with event time `t` is late once the watermark passes `t`).
+    pub close_offsets: Vec<Option<i64>>,
+    /// Whether the relation only ever inserts (a source; an `EMIT ON WINDOW CLOSE` view).
+    pub append_only: bool,
+}
+
+/// Looks up the relations a query reads (the server answers from its catalog).
+pub trait InputResolver {
+    fn resolve(&self, table: &TableReference) -> Option<ResolvedInput>;
+}
+
+/// The aggregate functions the engine maintains incrementally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggregateKind {
+    Count,
+    Sum,
+    Avg,
+    Min,
+    Max,
+    StddevSamp,
+    StddevPop,
+    VarSamp,
+    VarPop,
+    BoolAnd,
+    BoolOr,
+}
+
+impl AggregateKind {
+    fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "count" => AggregateKind::Count,
+            "sum" => AggregateKind::Sum,
+            "avg" | "mean" => AggregateKind::Avg,
+            "min" => AggregateKind::Min,
+            "max" => AggregateKind::Max,
+            "stddev" | "stddev_samp" => AggregateKind::StddevSamp,
+            "stddev_pop" => AggregateKind::StddevPop,
+            "var" | "var_samp" | "variance" => AggregateKind::VarSamp,
+            "var_pop" => AggregateKind::VarPop,
+            "bool_and" => AggregateKind::BoolAnd,
+            "bool_or" => AggregateKind::BoolOr,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AggregateCall {
+    pub kind: AggregateKind,
+    pub args: Vec<Expr>,
+    pub distinct: bool,
+    /// The type DataFusion gives the result (the engine produces exactly this type).
+    pub output_type: DataType,
+    /// The SQL spelling, for EXPLAIN.
+    pub display: String,
+}
+
+/// The group column that makes an aggregate windowed.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowKey {
+    /// Index into the aggregate's group expressions (and output columns).
+    pub group_index: usize,
+    /// A group whose key value is `v` closes when the watermark reaches `v + close_offset`.
+    pub close_offset: i64,
+}
+
+#[derive(Debug, Clone)]
+pub enum StreamOp {
+    Input(ResolvedInput),
+    Filter { predicate: Expr, input_schema: DFSchemaRef },
+    Project { exprs: Vec<Expr>, input_schema: DFSchemaRef },
+    /// Expands the list column `list_column` of the input: one output row per element. Output
+    /// column `i` comes from input column `dependency_indices[i]`.
+    Unnest { list_column: usize, dependency_indices: Vec<usize> },
+    Aggregate {
+        group_exprs: Vec<Expr>,
+        calls: Vec<AggregateCall>,
+        window: Option<WindowKey>,
+        /// Emit each group once, when its window closes (`EMIT ON WINDOW CLOSE`).
+        emit_on_close: bool,
+        /// Whether the aggregate's input only inserts (min/max then need no multiset).
+        input_append_only: bool,
+        input_schema: DFSchemaRef,
+    },
+    Union,
+}
+
+#[derive(Debug, Clone)]
+pub struct StreamNode {
+    pub op: StreamOp,
+    pub inputs: Vec<NodeId>,
+    /// The node's output schema (DataFusion's schema for the plan node it came from).
+    pub schema: DFSchemaRef,
+    /// Per output column: when the watermark bounds the column, the offset `d` such that a row
+    /// with value `v` no longer changes once the watermark reaches `v + d`.
+    pub close_offsets: Vec<Option<i64>>,
+    pub append_only: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct StreamPlan {
+    pub nodes: Vec<StreamNode>,
+    pub root: NodeId,
+    pub emit_on_window_close: bool,
+}
+
+impl StreamPlan {
+    /// The ids of the relations the plan reads, without duplicates.
+    pub fn inputs(&self) -> Vec<&ResolvedInput> {
+        let mut seen = Vec::<&ResolvedInput>::new();
+        for n in &self.nodes {
+            if let StreamOp::Input(i) = &n.op
+                && !seen.iter().any(|s| s.id == i.id)
+            {
+                seen.push(i);
+            }
+        }
+        seen
+    }
+
+    pub fn root(&self) -> &StreamNode {
+        &self.nodes[self.root]
+    }
+}
+
+/// Compiles an analyzed (type-coerced) logical plan of a view's query.
+pub fn plan_stream(
+    plan: &LogicalPlan,
+    resolver: &dyn InputResolver,
+    emit_on_window_close: bool,
+) -> Result<StreamPlan, StreamPlanError> {
+    let mut planner = Planner { nodes: Vec::new(), resolver, emit_on_window_close, windowed_aggregates: 0 };
+    let root = planner.build(plan)?;
+    if emit_on_window_close && planner.windowed_aggregates == 0 {
+        return Err(StreamPlanError::not_supported("EMIT ON WINDOW CLOSE without a windowed aggregate").with_hint(
+            "EMIT ON WINDOW CLOSE needs a GROUP BY over window_start or window_end of TUMBLE or HOP on a watermarked column.",
+        ));
+    }
+    Ok(StreamPlan { nodes: planner.nodes, root, emit_on_window_close })
+}
+
+struct Planner<'a> {
+    nodes: Vec<StreamNode>,
+    resolver: &'a dyn InputResolver,
+    emit_on_window_close: bool,
+    windowed_aggregates: usize,
+}
+
+impl Planner<'_> {
+    fn push(&mut self, node: StreamNode) -> NodeId {
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    fn build(&mut self, plan: &LogicalPlan) -> Result<NodeId, StreamPlanError> {
+        match plan {
+            LogicalPlan::TableScan(scan) => {
+                if scan.projection.is_some() || !scan.filters.is_empty() || scan.fetch.is_some() {
+                    return Err(StreamPlanError::invalid("the view's plan was optimized before streaming planning"));
+                }
+                let input = self.resolver.resolve(&scan.table_name).ok_or_else(|| {
+                    StreamPlanError::not_supported(format!("reading \"{}\" in a materialized view", scan.table_name))
+                        .with_hint("A materialized view reads tables, sources and other materialized views.")
+                })?;
+                let close_offsets = input.close_offsets.clone();
+                let append_only = input.append_only;
+                Ok(self.push(StreamNode {
+                    op: StreamOp::Input(input),
+                    inputs: vec![],
+                    schema: scan.projected_schema.clone(),
+                    close_offsets,
+                    append_only,
+                }))
+            }
+            LogicalPlan::SubqueryAlias(alias) => self.build(&alias.input),
+            LogicalPlan::Projection(p) => {
+                let input = self.build(&p.input)?;
+                for e in &p.expr {
+                    check_expr(e)?;
+                }
+                let offsets = p
+                    .expr
+                    .iter()
+                    .map(|e| close_offset(e, p.input.schema(), &self.nodes[input].close_offsets))
+                    .collect();
+                let append_only = self.nodes[input].append_only;
+                Ok(self.push(StreamNode {
+                    op: StreamOp::Project { exprs: p.expr.clone(), input_schema: p.input.schema().clone() },
+                    inputs: vec![input],
+                    schema: p.schema.clone(),
+                    close_offsets: offsets,
+                    append_only,
+                }))
+            }
+            LogicalPlan::Filter(f) => {
+                let input = self.build(&f.input)?;
+                check_expr(&f.predicate)?;
+                let node = &self.nodes[input];
+                let (offsets, append_only) = (node.close_offsets.clone(), node.append_only);
+                Ok(self.push(StreamNode {
+                    op: StreamOp::Filter { predicate: f.predicate.clone(), input_schema: f.input.schema().clone() },
+                    inputs: vec![input],
+                    schema: f.input.schema().clone(),
+                    close_offsets: offsets,
+                    append_only,
+                }))
+            }
+            LogicalPlan::Unnest(u) => {
+                if u.list_type_columns.len() != 1 || !u.struct_type_columns.is_empty() {
+                    return Err(StreamPlanError::not_supported("unnest of several columns or of structs"));
+                }
+                let input = self.build(&u.input)?;
+                let list_column = u.list_type_columns[0].0;
+                if u.list_type_columns[0].1.depth != 1 {
+                    return Err(StreamPlanError::not_supported("recursive unnest"));
+                }
+                let in_offsets = &self.nodes[input].close_offsets;
+                let offsets = u.dependency_indices.iter().map(|i| in_offsets.get(*i).copied().flatten()).collect();
+                let append_only = self.nodes[input].append_only;
+                Ok(self.push(StreamNode {
+                    op: StreamOp::Unnest { list_column, dependency_indices: u.dependency_indices.clone() },
+                    inputs: vec![input],
+                    schema: u.schema.clone(),
+                    close_offsets: offsets,
+                    append_only,
+                }))
+            }
+            LogicalPlan::Aggregate(a) => {
+                let input = self.build(&a.input)?;
+                let mut group_exprs = Vec::with_capacity(a.group_expr.len());
+                for g in &a.group_expr {
+                    if matches!(g, Expr::GroupingSet(_)) {
+                        return Err(StreamPlanError::not_supported("GROUPING SETS, CUBE and ROLLUP"));
+                    }
+                    check_expr(g)?;
+                    group_exprs.push(g.clone());
+                }
+                let mut calls = Vec::with_capacity(a.aggr_expr.len());
+                for (i, e) in a.aggr_expr.iter().enumerate() {
+                    let output_type = a.schema.field(a.group_expr.len() + i).data_type().clone();
+                    calls.push(aggregate_call(e, output_type)?);
+                }
+                self.aggregate_node(input, group_exprs, calls, a.input.schema().clone(), a.schema.clone())
+            }
+            LogicalPlan::Distinct(Distinct::All(inner)) => {
+                let input = self.build(inner)?;
+                let group_exprs = inner.schema().columns().into_iter().map(Expr::Column).collect();
+                self.aggregate_node(input, group_exprs, vec![], inner.schema().clone(), inner.schema().clone())
+            }
+            LogicalPlan::Distinct(Distinct::On(_)) => Err(StreamPlanError::not_supported("DISTINCT ON")),
+            LogicalPlan::Union(u) => {
+                let inputs = u.inputs.iter().map(|i| self.build(i)).collect::<Result<Vec<_>, _>>()?;
+                let width = u.schema.fields().len();
+                let close_offsets = (0..width)
+                    .map(|c| {
+                        inputs.iter().try_fold(i64::MIN, |acc, n| self.nodes[*n].close_offsets.get(c).copied().flatten().map(|o| acc.max(o)))
+                    })
+                    .collect();
+                let append_only = inputs.iter().all(|n| self.nodes[*n].append_only);
+                Ok(self.push(StreamNode { op: StreamOp::Union, inputs, schema: u.schema.clone(), close_offsets, append_only }))
+            }
+            LogicalPlan::Sort(s) if s.fetch.is_none() => self.build(&s.input),
+            LogicalPlan::Sort(_) | LogicalPlan::Limit(_) => Err(StreamPlanError::not_supported("LIMIT in a materialized view")
+                .with_hint("Apply LIMIT when you query the view.")),
+            LogicalPlan::Join(_) => Err(StreamPlanError::not_supported("JOIN in a materialized view")
+                .with_hint("Joins are not maintained incrementally yet; aggregate each input in its own view.")),
+            LogicalPlan::Window(_) => Err(StreamPlanError::not_supported("window functions (OVER) in a materialized view")),
+            LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => Err(StreamPlanError::not_supported(
+                "a materialized view that reads no table, source or view",
+            )),
+            LogicalPlan::RecursiveQuery(_) => Err(StreamPlanError::not_supported("WITH RECURSIVE in a materialized view")),
+            other => Err(StreamPlanError::not_supported(format!("{} in a materialized view", other.display()))),
+        }
+    }
+
+    fn aggregate_node(
+        &mut self,
+        input: NodeId,
+        group_exprs: Vec<Expr>,
+        calls: Vec<AggregateCall>,
+        input_schema: DFSchemaRef,
+        schema: DFSchemaRef,
+    ) -> Result<NodeId, StreamPlanError> {
+        let in_offsets = self.nodes[input].close_offsets.clone();
+        let group_offsets: Vec<Option<i64>> =
+            group_exprs.iter().map(|g| close_offset(g, &input_schema, &in_offsets)).collect();
+        let window = group_offsets
+            .iter()
+            .enumerate()
+            .find_map(|(i, o)| o.map(|close_offset| WindowKey { group_index: i, close_offset }));
+        let emit_on_close = self.emit_on_window_close && window.is_some();
+        if window.is_some() {
+            self.windowed_aggregates += 1;
+        }
+        let mut close_offsets = group_offsets;
+        close_offsets.resize(group_exprs.len() + calls.len(), None);
+        let input_append_only = self.nodes[input].append_only;
+        Ok(self.push(StreamNode {
+            op: StreamOp::Aggregate { group_exprs, calls, window, emit_on_close, input_append_only, input_schema },
+            inputs: vec![input],
+            schema,
+            close_offsets,
+            append_only: emit_on_close,
+        }))
+    }
+}
+
+fn aggregate_call(expr: &Expr, output_type: DataType) -> Result<AggregateCall, StreamPlanError> {
+    let display = expr.schema_name().to_string();
+    let inner = match expr {
+        Expr::Alias(a) => a.expr.as_ref(),
+        e => e,
+    };
+    let Expr::AggregateFunction(AggregateFunction { func, params }) = inner else {
+        return Err(StreamPlanError::invalid(format!("unexpected aggregate expression {expr}")));
+    };
+    let name = func.name().to_ascii_lowercase();
+    let kind = AggregateKind::from_name(&name)
+        .ok_or_else(|| StreamPlanError::not_supported(format!("the aggregate function {name}() in a materialized view")))?;
+    if params.filter.is_some() {
+        return Err(StreamPlanError::not_supported("FILTER (WHERE ...) on an aggregate in a materialized view"));
+    }
+    if !params.order_by.is_empty() {
+        return Err(StreamPlanError::not_supported(format!("ORDER BY inside {name}() in a materialized view")));
+    }
+    if params.distinct && kind != AggregateKind::Count && kind != AggregateKind::Min && kind != AggregateKind::Max {
+        return Err(StreamPlanError::not_supported(format!("{name}(DISTINCT ...) in a materialized view")));
+    }
+    if params.args.len() != 1 {
+        return Err(StreamPlanError::not_supported(format!("{name}() with {} arguments", params.args.len())));
+    }
+    for a in &params.args {
+        check_expr(a)?;
+    }
+    Ok(AggregateCall {
+        kind,
+        args: params.args.clone(),
+        // min/max are the same with or without DISTINCT.
+        distinct: params.distinct && kind == AggregateKind::Count,
+        output_type,
+        display,
+    })
+}
+
+/// Rejects what a stateless operator cannot evaluate on changes.
+fn check_expr(expr: &Expr) -> Result<(), StreamPlanError> {
+    let mut error = None;
+    let _ = expr.apply(|e| {
+        let problem = match e {
+            Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_) => {
+                Some(StreamPlanError::not_supported("subqueries in a materialized view"))
+            }
+            Expr::WindowFunction(_) => Some(StreamPlanError::not_supported("window functions (OVER) in a materialized view")),
+            Expr::ScalarFunction(f) if f.func.signature().volatility == datafusion::logical_expr::Volatility::Volatile => {
+                Some(StreamPlanError::not_supported(format!("the volatile function {}() in a materialized view", f.name())))
+            }
+            Expr::ScalarFunction(f) if matches!(f.name(), "now" | "current_timestamp" | "current_date" | "current_time") => {
+                Some(StreamPlanError::not_supported(format!("{}() in a materialized view", f.name()))
+                    .with_hint("A view's rows may only depend on its inputs; filter on event time with watermarks instead."))
+            }
+            _ => None,
+        };
+        match problem {
+            Some(p) => {
+                error = Some(p);
+                Ok(datafusion::common::tree_node::TreeNodeRecursion::Stop)
+            }
+            None => Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue),
+        }
+    });
+    match error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+use datafusion::common::tree_node::TreeNode;
+
+fn literal_interval(expr: &Expr) -> Option<i64> {
+    match expr {
+        Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _) => interval_micros(v),
+        Expr::Cast(c) => literal_interval(&c.expr),
+        Expr::Alias(a) => literal_interval(&a.expr),
+        _ => None,
+    }
+}
+
+/// The close offset of an expression's values (see [`StreamNode::close_offsets`]), when the
+/// expression preserves the watermark bound of a column: the column itself, a window start
+/// computed from it, or it plus or minus a constant interval.
+fn close_offset(expr: &Expr, schema: &datafusion::common::DFSchema, offsets: &[Option<i64>]) -> Option<i64> {
+    match expr {
+        Expr::Alias(a) => close_offset(&a.expr, schema, offsets),
+        Expr::Column(c) => schema.index_of_column(c).ok().and_then(|i| offsets.get(i).copied().flatten()),
+        Expr::Cast(c) if matches!(c.field.data_type(), DataType::Timestamp(..)) => close_offset(&c.expr, schema, offsets),
+        Expr::ScalarFunction(f) if f.name() == TUMBLE_START && f.args.len() >= 2 => {
+            let o = close_offset(&f.args[0], schema, offsets)?;
+            let size = literal_interval(&f.args[1])?;
+            Some(size - 1 + o)
+        }
+        Expr::ScalarFunction(f) if f.name() == HOP_STARTS && f.args.len() >= 3 => {
+            let o = close_offset(&f.args[0], schema, offsets)?;
+            let size = literal_interval(&f.args[2])?;
+            Some(size - 1 + o)
+        }
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            let o = close_offset(left, schema, offsets)?;
+            let d = literal_interval(right)?;
+            match op {
+                Operator::Plus => Some(o - d),
+                Operator::Minus => Some(o + d),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+fn fmt_duration(micros: i64) -> String {
+    if micros % 1_000_000 == 0 {
+        format!("{}s", micros / 1_000_000)
+    } else if micros % 1_000 == 0 {
+        format!("{}ms", micros / 1_000)
+    } else {
+        format!("{micros}us")
+    }
+}
+
+impl StreamPlan {
+    fn fmt_node(&self, f: &mut fmt::Formatter<'_>, id: NodeId, depth: usize) -> fmt::Result {
+        let node = &self.nodes[id];
+        let pad = "  ".repeat(depth);
+        let list = |exprs: &[Expr]| exprs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ");
+        match &node.op {
+            StreamOp::Input(i) => writeln!(f, "{pad}Input: {} {} (id {}){}", i.kind, i.name, i.id,
+                if i.close_offsets.iter().any(Option::is_some) { ", watermarked" } else { "" })?,
+            StreamOp::Filter { predicate, .. } => writeln!(f, "{pad}Filter: {predicate}")?,
+            StreamOp::Project { exprs, .. } => writeln!(f, "{pad}Project: {}", list(exprs))?,
+            StreamOp::Unnest { list_column, .. } => writeln!(f, "{pad}Unnest: column {list_column}")?,
+            StreamOp::Aggregate { group_exprs, calls, window, emit_on_close, input_append_only, .. } => {
+                let calls = calls.iter().map(|c| c.display.clone()).collect::<Vec<_>>().join(", ");
+                let state = match window {
+                    Some(w) => format!(
+                        "windowed by group key {} (closes at key + {}), state freed when the window closes{}",
+                        w.group_index,
+                        fmt_duration(w.close_offset),
+                        if *emit_on_close { ", emits once on close" } else { ", emits updates" }
+                    ),
+                    None => "unbounded state: one entry per group, emits updates".to_string(),
+                };
+                writeln!(f, "{pad}Aggregate: group by [{}], aggregates [{calls}]", list(group_exprs))?;
+                writeln!(f, "{pad}  state: {state}{}", if *input_append_only { "" } else { "; input retracts" })?;
+            }
+            StreamOp::Union => writeln!(f, "{pad}Union All")?,
+        }
+        for i in &node.inputs {
+            self.fmt_node(f, *i, depth + 1)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for StreamPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let root = self.root();
+        let cols = root.schema.fields().iter().map(|c| c.name().clone()).collect::<Vec<_>>().join(", ");
+        writeln!(
+            f,
+            "Materialize: [{cols}]{}",
+            if self.emit_on_window_close { ", emit on window close" } else { "" }
+        )?;
+        self.fmt_node(f, self.root, 1)
+    }
+}

@@ -1,0 +1,377 @@
+//! Window table functions: `TUMBLE`, `HOP` (and the `SESSION` placeholder) in `FROM`.
+//!
+//! DataFusion does not know these table functions, so before planning, [`rewrite_windows`]
+//! replaces each one with a subquery that adds `window_start` and `window_end` using two scalar
+//! functions defined here:
+//!
+//! ```sql
+//! TUMBLE(t, ts, size[, offset])      ->  (SELECT *, weir_tumble_start(ts, size, offset) AS window_start,
+//!                                                   weir_tumble_start(ts, size, offset) + size AS window_end FROM t)
+//! HOP(t, ts, slide, size[, offset])  ->  (SELECT *, window_start + size AS window_end FROM
+//!                                           (SELECT *, unnest(weir_hop_starts(ts, slide, size, offset)) AS window_start FROM t))
+//! ```
+//!
+//! The rewritten query is ordinary SQL: run as a batch query it gives the windows of the stored
+//! rows (the tests' oracle), and the streaming planner recognizes the two functions to learn
+//! when a window closes. Windows are aligned to the Unix epoch plus `offset` and half-open
+//! `[start, end)`, as in RisingWave and Flink.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, ListBuilder, TimestampMicrosecondArray, TimestampMicrosecondBuilder};
+use datafusion::arrow::datatypes::{DataType, Field, IntervalMonthDayNano, TimeUnit};
+use datafusion::common::{Result as DfResult, ScalarValue, exec_err, plan_err};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature, Volatility,
+};
+use sqlparser::ast::{self, FunctionArg, FunctionArgExpr, Query, TableFactor};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use super::StreamPlanError;
+
+pub const TUMBLE_START: &str = "weir_tumble_start";
+pub const HOP_STARTS: &str = "weir_hop_starts";
+
+/// Replaces window table functions in every `FROM` of the query (including subqueries).
+pub fn rewrite_windows(query: &mut Query) -> Result<(), StreamPlanError> {
+    let mut error = None;
+    rewrite_query(query, &mut error);
+    match error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn rewrite_query(query: &mut Query, error: &mut Option<StreamPlanError>) {
+    if let Some(with) = &mut query.with {
+        for cte in &mut with.cte_tables {
+            rewrite_query(&mut cte.query, error);
+        }
+    }
+    rewrite_set_expr(&mut query.body, error);
+}
+
+fn rewrite_set_expr(body: &mut ast::SetExpr, error: &mut Option<StreamPlanError>) {
+    match body {
+        ast::SetExpr::Select(select) => {
+            for twj in &mut select.from {
+                rewrite_factor(&mut twj.relation, error);
+                for join in &mut twj.joins {
+                    rewrite_factor(&mut join.relation, error);
+                }
+            }
+        }
+        ast::SetExpr::Query(q) => rewrite_query(q, error),
+        ast::SetExpr::SetOperation { left, right, .. } => {
+            rewrite_set_expr(left, error);
+            rewrite_set_expr(right, error);
+        }
+        _ => {}
+    }
+}
+
+fn rewrite_factor(factor: &mut TableFactor, error: &mut Option<StreamPlanError>) {
+    match factor {
+        TableFactor::Derived { subquery, .. } => rewrite_query(subquery, error),
+        TableFactor::NestedJoin { table_with_joins, .. } => {
+            rewrite_factor(&mut table_with_joins.relation, error);
+            for join in &mut table_with_joins.joins {
+                rewrite_factor(&mut join.relation, error);
+            }
+        }
+        TableFactor::Table { name, alias, args: Some(args), .. } => {
+            let function = name.to_string().to_ascii_lowercase();
+            if !matches!(function.as_str(), "tumble" | "hop" | "session") {
+                return;
+            }
+            match window_subquery(&function, &args.args, alias.as_ref()) {
+                Ok(replacement) => *factor = replacement,
+                Err(e) => {
+                    error.get_or_insert(e);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn arg_sql(arg: &FunctionArg) -> Result<String, StreamPlanError> {
+    match arg {
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e.to_string()),
+        other => Err(StreamPlanError::invalid(format!("unexpected window function argument {other}"))),
+    }
+}
+
+fn window_subquery(
+    function: &str,
+    args: &[FunctionArg],
+    alias: Option<&ast::TableAlias>,
+) -> Result<TableFactor, StreamPlanError> {
+    let args: Vec<String> = args.iter().map(arg_sql).collect::<Result<_, _>>()?;
+    let usage = match function {
+        "tumble" => "TUMBLE(relation, time_column, size [, offset])",
+        "hop" => "HOP(relation, time_column, slide, size [, offset])",
+        _ => "SESSION(relation, time_column, gap)",
+    };
+    let arity_ok = match function {
+        "tumble" => (3..=4).contains(&args.len()),
+        "hop" => (4..=5).contains(&args.len()),
+        _ => args.len() == 3,
+    };
+    if !arity_ok {
+        return Err(StreamPlanError::invalid(format!("wrong number of arguments: use {usage}")));
+    }
+    if function == "session" {
+        return Err(StreamPlanError::not_supported("SESSION windows")
+            .with_hint("TUMBLE and HOP windows are supported; SESSION windows are not implemented yet."));
+    }
+    let relation = &args[0];
+    let ts = &args[1];
+    let alias_sql = match alias {
+        Some(a) => format!("AS {}", a.to_string().trim_start_matches("AS ")),
+        None => format!("AS {}", relation.rsplit('.').next().unwrap_or(relation)),
+    };
+    let zero = "INTERVAL '0 seconds'".to_string();
+    let sql = if function == "tumble" {
+        let size = &args[2];
+        let offset = args.get(3).unwrap_or(&zero);
+        format!(
+            "SELECT * FROM (SELECT *, {TUMBLE_START}({ts}, {size}, {offset}) AS window_start, \
+             {TUMBLE_START}({ts}, {size}, {offset}) + {size} AS window_end FROM {relation}) {alias_sql}"
+        )
+    } else {
+        let (slide, size) = (&args[2], &args[3]);
+        let offset = args.get(4).unwrap_or(&zero);
+        format!(
+            "SELECT * FROM (SELECT *, window_start + {size} AS window_end FROM \
+             (SELECT *, unnest({HOP_STARTS}({ts}, {slide}, {size}, {offset})) AS window_start FROM {relation}) \
+             AS weir_hop_input) {alias_sql}"
+        )
+    };
+    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, &sql)
+        .map_err(|e| StreamPlanError::invalid(format!("bad window function arguments: {e}")))?;
+    let Some(ast::Statement::Query(query)) = statements.pop() else {
+        return Err(StreamPlanError::invalid("bad window function arguments"));
+    };
+    let ast::SetExpr::Select(select) = *query.body else {
+        return Err(StreamPlanError::invalid("bad window function arguments"));
+    };
+    let mut from = select.from;
+    match from.pop() {
+        Some(twj) => Ok(twj.relation),
+        None => Err(StreamPlanError::invalid("bad window function arguments")),
+    }
+}
+
+/// A fixed-length interval in microseconds; months have no fixed length and are refused.
+pub fn interval_micros(v: &IntervalMonthDayNano) -> Option<i64> {
+    if v.months != 0 {
+        return None;
+    }
+    Some(v.days as i64 * 86_400_000_000 + v.nanoseconds / 1_000)
+}
+
+fn scalar_interval(v: &ColumnarValue, what: &str) -> DfResult<i64> {
+    match v {
+        ColumnarValue::Scalar(ScalarValue::IntervalMonthDayNano(Some(i))) => match interval_micros(i) {
+            Some(m) => Ok(m),
+            None => plan_err!("a window {what} must not be given in months or years"),
+        },
+        ColumnarValue::Scalar(ScalarValue::IntervalMonthDayNano(None)) => plan_err!("a window {what} must not be NULL"),
+        _ => plan_err!("a window {what} must be a constant interval"),
+    }
+}
+
+fn timestamps(v: &ColumnarValue, rows: usize) -> DfResult<TimestampMicrosecondArray> {
+    let array = v.clone().into_array(rows)?;
+    let array = datafusion::arrow::compute::cast(&array, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+    match array.as_any().downcast_ref::<TimestampMicrosecondArray>() {
+        Some(a) => Ok(a.clone()),
+        None => exec_err!("window time column is not a timestamp"),
+    }
+}
+
+/// The start of the tumbling window of `size` (aligned to the epoch plus `offset`) holding `ts`.
+pub fn tumble_start(ts: i64, size: i64, offset: i64) -> i64 {
+    ts - (ts - offset).rem_euclid(size)
+}
+
+fn timestamp_signature() -> Signature {
+    let interval = DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano);
+    let mut variants = Vec::new();
+    for tz in [None, Some(Arc::from("+00:00"))] {
+        variants.push(TypeSignature::Exact(vec![
+            DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+            interval.clone(),
+            interval.clone(),
+        ]));
+        variants.push(TypeSignature::Exact(vec![
+            DataType::Timestamp(TimeUnit::Microsecond, tz),
+            interval.clone(),
+            interval.clone(),
+            interval.clone(),
+        ]));
+    }
+    Signature::one_of(variants, Volatility::Immutable)
+}
+
+/// `weir_tumble_start(ts, size, offset)`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct TumbleStart {
+    signature: Signature,
+}
+
+impl Default for TumbleStart {
+    fn default() -> Self {
+        TumbleStart { signature: timestamp_signature() }
+    }
+}
+
+impl ScalarUDFImpl for TumbleStart {
+    fn name(&self) -> &str {
+        TUMBLE_START
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, args: &[DataType]) -> DfResult<DataType> {
+        Ok(args[0].clone())
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let size = scalar_interval(&args.args[1], "size")?;
+        let offset = scalar_interval(&args.args[2], "offset")?;
+        if size <= 0 {
+            return plan_err!("a window size must be positive");
+        }
+        let ts = timestamps(&args.args[0], args.number_rows)?;
+        let out: TimestampMicrosecondArray = ts.unary(|t| tumble_start(t, size, offset));
+        let out = out.with_timezone_opt(match args.return_field.data_type() {
+            DataType::Timestamp(_, tz) => tz.clone(),
+            _ => None,
+        });
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+/// `weir_hop_starts(ts, slide, size, offset)`: the starts of every hopping window holding `ts`,
+/// oldest first.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct HopStarts {
+    signature: Signature,
+}
+
+impl Default for HopStarts {
+    fn default() -> Self {
+        let interval = DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano);
+        let variants = [None, Some(Arc::from("+00:00"))]
+            .into_iter()
+            .map(|tz| {
+                TypeSignature::Exact(vec![
+                    DataType::Timestamp(TimeUnit::Microsecond, tz),
+                    interval.clone(),
+                    interval.clone(),
+                    interval.clone(),
+                ])
+            })
+            .collect();
+        HopStarts { signature: Signature::one_of(variants, Volatility::Immutable) }
+    }
+}
+
+impl ScalarUDFImpl for HopStarts {
+    fn name(&self) -> &str {
+        HOP_STARTS
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, args: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::List(Arc::new(Field::new("item", args[0].clone(), true))))
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let slide = scalar_interval(&args.args[1], "slide")?;
+        let size = scalar_interval(&args.args[2], "size")?;
+        let offset = scalar_interval(&args.args[3], "offset")?;
+        if slide <= 0 || size <= 0 {
+            return plan_err!("a window size and slide must be positive");
+        }
+        if size % slide != 0 {
+            return plan_err!("a HOP window size must be a multiple of its slide");
+        }
+        let tz = match args.return_field.data_type() {
+            DataType::List(f) => match f.data_type() {
+                DataType::Timestamp(_, tz) => tz.clone(),
+                _ => None,
+            },
+            _ => None,
+        };
+        let ts = timestamps(&args.args[0], args.number_rows)?;
+        let per_row = (size / slide) as usize;
+        let values = TimestampMicrosecondBuilder::with_capacity(ts.len() * per_row).with_timezone_opt(tz.clone());
+        let mut builder = ListBuilder::new(values)
+            .with_field(Arc::new(Field::new("item", DataType::Timestamp(TimeUnit::Microsecond, tz), true)));
+        for t in ts.iter() {
+            match t {
+                Some(t) => {
+                    // The latest window holding t starts at its slide boundary; earlier ones
+                    // start one slide apart while they still contain t.
+                    let last = tumble_start(t, slide, offset);
+                    let first = last - size + slide;
+                    let mut start = first;
+                    while start <= last {
+                        builder.values().append_value(start);
+                        start += slide;
+                    }
+                    builder.append(true);
+                }
+                None => builder.append(false),
+            }
+        }
+        let out: ArrayRef = Arc::new(builder.finish());
+        Ok(ColumnarValue::Array(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tumble_start_aligns_to_epoch_and_offset() {
+        assert_eq!(tumble_start(0, 10, 0), 0);
+        assert_eq!(tumble_start(9, 10, 0), 0);
+        assert_eq!(tumble_start(10, 10, 0), 10);
+        assert_eq!(tumble_start(-1, 10, 0), -10);
+        assert_eq!(tumble_start(12, 10, 3), 3);
+        assert_eq!(tumble_start(13, 10, 3), 13);
+    }
+
+    fn rewritten(sql: &str) -> String {
+        let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();
+        let ast::Statement::Query(q) = &mut statements[0] else { panic!() };
+        rewrite_windows(q).unwrap();
+        q.to_string()
+    }
+
+    #[test]
+    fn tumble_becomes_a_subquery_with_window_columns() {
+        let sql = rewritten("SELECT count(*) FROM TUMBLE(bid, date_time, INTERVAL '10' SECOND) GROUP BY window_start");
+        assert!(sql.contains("weir_tumble_start(date_time, INTERVAL '10' SECOND"), "{sql}");
+        assert!(sql.contains("AS bid"), "{sql}");
+    }
+
+    #[test]
+    fn hop_unnests_window_starts() {
+        let sql = rewritten("SELECT 1 FROM HOP(bid, date_time, INTERVAL '2' SECOND, INTERVAL '10' SECOND) AS h");
+        assert!(sql.contains("unnest(weir_hop_starts("), "{sql}");
+        assert!(sql.contains("AS h"), "{sql}");
+    }
+
+    #[test]
+    fn wrong_arity_is_an_error() {
+        let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, "SELECT 1 FROM TUMBLE(bid, ts)").unwrap();
+        let ast::Statement::Query(q) = &mut statements[0] else { panic!() };
+        assert!(rewrite_windows(q).is_err());
+    }
+}

@@ -1,0 +1,418 @@
+//! The coordinator: the running dataflow's control plane.
+//!
+//! It owns the runtime of every source (a reader task), table (a feed of committed changes)
+//! and materialized view (a job task), and drives epochs:
+//!
+//! * every `barrier_interval`, and on `FLUSH`, it injects `Barrier(e)` into every source and
+//!   table; the views that were running when `e` was injected must each report a version of
+//!   their contents for `e`;
+//! * when all expected reports for the oldest pending epoch are in, it *publishes* them together
+//!   ([`Published`]): queries read views from the last published set, so every view they read is
+//!   as of the same epoch;
+//! * creating a view attaches it to its inputs between two injections, so it joins at an epoch
+//!   boundary (after backfilling); dropping or failing a view removes it from pending epochs so
+//!   the others keep committing.
+//!
+//! Lock order: coordinator state → storage tables → the feeds map → one feed. Commits call into
+//! the feeds while holding the storage lock (so a feed's order is commit order) and never take
+//! the coordinator state; creating a view holds the state for its whole attachment, so no
+//! barrier is injected while it is half attached.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use weir_catalog::ObjectId;
+use weir_connectors::Source;
+use weir_sql::streaming::{InputKind, StreamPlan};
+
+use crate::dataflow::job::{CHANNEL_CAPACITY, InputReceiver, JobInput, Report, Subscription, ViewJob, ViewStats};
+use crate::dataflow::operators;
+use crate::dataflow::reader::{Reader, ReaderControl, SourceStats};
+use crate::dataflow::view_data::ViewData;
+use crate::dataflow::watermark::WatermarkTracker;
+use crate::dataflow::{Changes, Message};
+use crate::error::{Result, SqlState, WeirError};
+use crate::storage::{CommitListener, Storage, TableChange};
+
+/// The view versions queries read: all as of one epoch.
+#[derive(Debug, Default)]
+pub struct Published {
+    pub epoch: u64,
+    pub views: HashMap<ObjectId, ViewData>,
+}
+
+struct SourceRuntime {
+    control: mpsc::UnboundedSender<ReaderControl>,
+    stats: Arc<SourceStats>,
+}
+
+struct ViewRuntime {
+    shape: crate::streaming::ViewShape,
+    subscriptions: mpsc::UnboundedSender<Subscription>,
+    stats: Arc<ViewStats>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct Pending {
+    expected: HashSet<ObjectId>,
+    versions: HashMap<ObjectId, ViewData>,
+}
+
+#[derive(Default)]
+struct State {
+    next_epoch: u64,
+    sources: HashMap<ObjectId, SourceRuntime>,
+    views: HashMap<ObjectId, ViewRuntime>,
+    failed: HashMap<ObjectId, WeirError>,
+    pending: BTreeMap<u64, Pending>,
+}
+
+pub struct Coordinator {
+    state: Mutex<State>,
+    /// Outside `state`: commits reach the feeds without taking the coordinator's lock.
+    feeds: RwLock<HashMap<ObjectId, Arc<TableFeed>>>,
+    published: RwLock<Arc<Published>>,
+    reports: mpsc::UnboundedSender<Report>,
+    committed: watch::Sender<u64>,
+    barrier_interval: Duration,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator").finish_non_exhaustive()
+    }
+}
+
+/// A table as a stream: committed changes go to every view that reads the table.
+pub struct TableFeed {
+    inner: Mutex<FeedInner>,
+    pub stats: Arc<SourceStats>,
+}
+
+struct FeedInner {
+    outputs: Vec<(ObjectId, mpsc::UnboundedSender<Message>)>,
+    tracker: WatermarkTracker,
+}
+
+impl TableFeed {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FeedInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn send_all(inner: &mut FeedInner, message: Message) {
+        inner.outputs.retain(|(_, tx)| tx.send(message.clone()).is_ok());
+    }
+
+    /// Called by the storage commit, under its lock.
+    fn push(&self, change: &TableChange) {
+        let mut inner = self.lock();
+        if inner.outputs.is_empty() {
+            return;
+        }
+        let rows = change.rows.clone();
+        let n = rows.num_rows() as u64;
+        match inner.tracker.assign(0, rows) {
+            Ok(a) => {
+                self.stats.rows.fetch_add(n, Ordering::Relaxed);
+                self.stats.late_rows.fetch_add(a.late.num_rows() as u64, Ordering::Relaxed);
+                if a.on_time.num_rows() > 0 {
+                    let changes = Changes::uniform(a.on_time, change.diff);
+                    Self::send_all(&mut inner, Message::Data(Arc::new(changes)));
+                }
+                if let Some(w) = a.advanced {
+                    self.stats.watermark.store(w, Ordering::Relaxed);
+                    Self::send_all(&mut inner, Message::Watermark(w));
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "table change could not be streamed"),
+        }
+    }
+
+    fn barrier(&self, epoch: u64) {
+        let mut inner = self.lock();
+        Self::send_all(&mut inner, Message::Barrier(epoch));
+    }
+}
+
+impl Coordinator {
+    pub fn new(barrier_interval: Duration) -> Arc<Self> {
+        let (reports, rx) = mpsc::unbounded_channel();
+        let (committed, _) = watch::channel(0);
+        let coordinator = Arc::new(Coordinator {
+            state: Mutex::new(State { next_epoch: 1, ..State::default() }),
+            feeds: RwLock::new(HashMap::new()),
+            published: RwLock::new(Arc::new(Published::default())),
+            reports,
+            committed,
+            barrier_interval,
+        });
+        tokio::spawn(Self::receive_reports(Arc::downgrade(&coordinator), rx));
+        tokio::spawn(Self::tick(Arc::downgrade(&coordinator), barrier_interval));
+        coordinator
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn barrier_interval(&self) -> Duration {
+        self.barrier_interval
+    }
+
+    /// The last published view versions.
+    pub fn published(&self) -> Arc<Published> {
+        self.published.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    async fn tick(this: std::sync::Weak<Self>, interval: Duration) {
+        let mut timer = tokio::time::interval(interval);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            timer.tick().await;
+            let Some(this) = this.upgrade() else { return };
+            this.inject_barrier();
+        }
+    }
+
+    async fn receive_reports(this: std::sync::Weak<Self>, mut rx: mpsc::UnboundedReceiver<Report>) {
+        while let Some(report) = rx.recv().await {
+            let Some(this) = this.upgrade() else { return };
+            let mut state = this.lock();
+            match report {
+                Report::Epoch { view, epoch, data } => {
+                    if !state.views.contains_key(&view) {
+                        continue;
+                    }
+                    if let Some(p) = state.pending.get_mut(&epoch) {
+                        p.expected.remove(&view);
+                        p.versions.insert(view, data);
+                    }
+                }
+                Report::Failed { view, error } => {
+                    for p in state.pending.values_mut() {
+                        p.expected.remove(&view);
+                    }
+                    if state.views.remove(&view).is_some() {
+                        state.failed.insert(view, error);
+                    }
+                }
+            }
+            this.publish_ready(&mut state);
+        }
+    }
+
+    /// Publishes, in order, every pending epoch whose expected reports are all in.
+    fn publish_ready(&self, state: &mut State) {
+        while let Some(entry) = state.pending.first_entry() {
+            if !entry.get().expected.is_empty() {
+                break;
+            }
+            let (epoch, pending) = entry.remove_entry();
+            let previous = self.published();
+            let mut views: HashMap<ObjectId, ViewData> =
+                previous.views.iter().filter(|(id, _)| state.views.contains_key(id)).map(|(k, v)| (*k, v.clone())).collect();
+            views.extend(pending.versions.into_iter().filter(|(id, _)| state.views.contains_key(id)));
+            *self.published.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Published { epoch, views });
+            self.committed.send_replace(epoch);
+        }
+    }
+
+    /// Starts epoch boundary `e` everywhere and returns `e`.
+    pub fn inject_barrier(&self) -> u64 {
+        let mut state = self.lock();
+        let epoch = state.next_epoch;
+        state.next_epoch += 1;
+        let expected: HashSet<ObjectId> = state.views.keys().copied().collect();
+        state.pending.insert(epoch, Pending { expected, versions: HashMap::new() });
+        for s in state.sources.values() {
+            let _ = s.control.send(ReaderControl::Barrier(epoch));
+        }
+        for t in self.read_feeds().values() {
+            t.barrier(epoch);
+        }
+        self.publish_ready(&mut state);
+        epoch
+    }
+
+    /// Waits until everything accepted before the call is reflected in every view.
+    pub async fn flush(&self) -> Result<()> {
+        let epoch = self.inject_barrier();
+        let mut rx = self.committed.subscribe();
+        rx.wait_for(|c| *c >= epoch)
+            .await
+            .map_err(|_| WeirError::new(SqlState::AdminShutdown, "the server is shutting down"))?;
+        Ok(())
+    }
+
+    pub fn add_source(&self, id: ObjectId, name: &str, source: Box<dyn Source>, tracker: WatermarkTracker) {
+        let (control, rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(SourceStats::default());
+        let reader = Reader { source_id: id, name: name.to_string(), source, tracker, control: rx, stats: stats.clone() };
+        tokio::spawn(reader.run());
+        self.lock().sources.insert(id, SourceRuntime { control, stats });
+    }
+
+    pub fn add_table(&self, id: ObjectId, tracker: WatermarkTracker) {
+        let feed = Arc::new(TableFeed {
+            inner: Mutex::new(FeedInner { outputs: Vec::new(), tracker }),
+            stats: Arc::new(SourceStats::default()),
+        });
+        self.feeds.write().unwrap_or_else(|p| p.into_inner()).insert(id, feed);
+    }
+
+    fn read_feeds(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ObjectId, Arc<TableFeed>>> {
+        self.feeds.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets a source or table (its views were dropped first).
+    pub fn drop_input(&self, id: ObjectId) {
+        self.lock().sources.remove(&id);
+        self.feeds.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    }
+
+    pub fn drop_view(&self, id: ObjectId) {
+        let mut state = self.lock();
+        if let Some(v) = state.views.remove(&id) {
+            v.task.abort();
+        }
+        state.failed.remove(&id);
+        for p in state.pending.values_mut() {
+            p.expected.remove(&id);
+            p.versions.remove(&id);
+        }
+        self.publish_ready(&mut state);
+    }
+
+    pub fn source_stats(&self, id: ObjectId) -> Option<Arc<SourceStats>> {
+        let from_source = self.lock().sources.get(&id).map(|s| s.stats.clone());
+        from_source.or_else(|| self.read_feeds().get(&id).map(|t| t.stats.clone()))
+    }
+
+    pub fn view_stats(&self, id: ObjectId) -> Option<Arc<ViewStats>> {
+        self.lock().views.get(&id).map(|v| v.stats.clone())
+    }
+
+    pub fn view_shape(&self, id: ObjectId) -> Option<crate::streaming::ViewShape> {
+        self.lock().views.get(&id).map(|v| v.shape.clone())
+    }
+
+    pub fn view_failure(&self, id: ObjectId) -> Option<WeirError> {
+        self.lock().failed.get(&id).cloned()
+    }
+
+    /// Builds a view's operators, attaches it to its inputs and starts its job. It reports from
+    /// the next injected epoch on.
+    pub fn create_view(
+        &self,
+        id: ObjectId,
+        plan: &StreamPlan,
+        storage: &Storage,
+        schema: datafusion::arrow::datatypes::SchemaRef,
+        shape: crate::streaming::ViewShape,
+    ) -> Result<()> {
+        let mut tree = operators::build(plan)?;
+        // The view's rows carry its catalog column names.
+        tree.output_schema = schema;
+        let mut inputs = Vec::new();
+        // No barrier may be injected while the view is half attached.
+        let mut state = self.lock();
+        for input in plan.inputs() {
+            let relation = input.id;
+            let job_input = match input.kind {
+                InputKind::Table => {
+                    let feed = self.read_feeds().get(&relation).cloned().ok_or_else(|| missing(&input.name))?;
+                    let (live_tx, live_rx) = mpsc::unbounded_channel();
+                    let (backfill_tx, backfill_rx) = mpsc::unbounded_channel();
+                    // Under the storage lock: the backfill is exactly the rows committed before
+                    // the live feed starts.
+                    storage.with_table(relation, |data| {
+                        let mut inner = feed.lock();
+                        for batch in data.map(|d| d.batches()).unwrap_or_default().iter() {
+                            if batch.num_rows() == 0 {
+                                continue;
+                            }
+                            // Backfilled rows pass the same watermark rule as live ones.
+                            match inner.tracker.assign(0, batch.clone()) {
+                                Ok(a) => {
+                                    if a.on_time.num_rows() > 0 {
+                                        let _ = backfill_tx.send(Message::Data(Arc::new(Changes::inserts(a.on_time))));
+                                    }
+                                }
+                                Err(e) => tracing::error!(error = %e, "table backfill batch skipped"),
+                            }
+                        }
+                        let w = inner.tracker.current();
+                        if w > crate::dataflow::EventTime::MIN {
+                            let _ = backfill_tx.send(Message::Watermark(w));
+                        }
+                        inner.outputs.push((id, live_tx));
+                    });
+                    JobInput {
+                        relation,
+                        backfill: Some(InputReceiver::Unbounded(backfill_rx)),
+                        live: InputReceiver::Unbounded(live_rx),
+                    }
+                }
+                InputKind::Source => {
+                    let (live_tx, live_rx) = mpsc::channel(CHANNEL_CAPACITY);
+                    let (backfill_tx, backfill_rx) = mpsc::channel(CHANNEL_CAPACITY);
+                    let source = state.sources.get(&relation).ok_or_else(|| missing(&input.name))?;
+                    source
+                        .control
+                        .send(ReaderControl::Attach { view: id, live: live_tx, backfill: backfill_tx })
+                        .map_err(|_| missing(&input.name))?;
+                    JobInput {
+                        relation,
+                        backfill: Some(InputReceiver::Bounded(backfill_rx)),
+                        live: InputReceiver::Bounded(live_rx),
+                    }
+                }
+                InputKind::MaterializedView => {
+                    let (live_tx, live_rx) = mpsc::channel(CHANNEL_CAPACITY);
+                    let (backfill_tx, backfill_rx) = mpsc::channel(CHANNEL_CAPACITY);
+                    let upstream = state.views.get(&relation).ok_or_else(|| {
+                        WeirError::new(
+                            SqlState::ObjectNotInPrerequisiteState,
+                            format!("materialized view \"{}\" is not running", input.name),
+                        )
+                    })?;
+                    upstream
+                        .subscriptions
+                        .send(Subscription { view: id, backfill: backfill_tx, live: live_tx })
+                        .map_err(|_| missing(&input.name))?;
+                    JobInput {
+                        relation,
+                        backfill: Some(InputReceiver::Bounded(backfill_rx)),
+                        live: InputReceiver::Bounded(live_rx),
+                    }
+                }
+            };
+            inputs.push(job_input);
+        }
+        let (subscriptions, sub_rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(ViewStats::default());
+        let job = ViewJob::new(id, tree, inputs, self.reports.clone(), sub_rx, stats.clone())?;
+        let task = tokio::spawn(job.run());
+        state.views.insert(id, ViewRuntime { shape, subscriptions, stats, task });
+        Ok(())
+    }
+}
+
+fn missing(name: &str) -> WeirError {
+    WeirError::new(SqlState::UndefinedTable, format!("relation \"{name}\" is not running"))
+}
+
+impl CommitListener for Coordinator {
+    fn committed(&self, changes: &[TableChange]) {
+        let feeds = self.read_feeds();
+        for c in changes {
+            if let Some(feed) = feeds.get(&c.table) {
+                feed.push(c);
+            }
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! One view's job: a task that runs the view's operator tree and maintains its contents.
+//!
+//! Inputs are channels, one per relation the view reads (a source's reader, a table's feed or
+//! an upstream view's job), each optionally preceded by a backfill channel that is drained
+//! first. Barriers are aligned: once barrier `e` arrives on an input, that input is not read
+//! again until `e` arrived on every input; then the epoch ends: operators flush their epoch's
+//! output (children before parents), the view applies it, forwards it to downstream views and
+//! reports an immutable version of its contents to the coordinator.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::task::Poll;
+
+use tokio::sync::mpsc;
+use weir_catalog::ObjectId;
+
+use super::operators::OperatorTree;
+use super::view_data::ViewData;
+use super::{Changes, EventTime, Message};
+use crate::error::{Result, WeirError};
+
+/// Bound of every channel between tasks: a slow view back-pressures its inputs.
+pub const CHANNEL_CAPACITY: usize = 64;
+
+/// A channel into a job: bounded from readers and views (back-pressure), unbounded from table
+/// feeds (a commit must not wait for a view while it holds the storage lock).
+pub enum InputReceiver {
+    Bounded(mpsc::Receiver<Message>),
+    Unbounded(mpsc::UnboundedReceiver<Message>),
+}
+
+impl InputReceiver {
+    fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Option<Message>> {
+        match self {
+            InputReceiver::Bounded(r) => r.poll_recv(cx),
+            InputReceiver::Unbounded(r) => r.poll_recv(cx),
+        }
+    }
+}
+
+pub struct JobInput {
+    pub relation: u64,
+    pub backfill: Option<InputReceiver>,
+    pub live: InputReceiver,
+}
+
+/// A downstream view's request to read this view: its backfill gets the current contents,
+/// its live channel everything after.
+pub struct Subscription {
+    pub view: ObjectId,
+    pub backfill: mpsc::Sender<Message>,
+    pub live: mpsc::Sender<Message>,
+}
+
+/// What a job tells the coordinator.
+pub enum Report {
+    Epoch { view: ObjectId, epoch: u64, data: ViewData },
+    Failed { view: ObjectId, error: WeirError },
+}
+
+/// Live figures of a view, read by `weir_catalog` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct ViewStats {
+    pub rows: AtomicU64,
+    pub state_bytes: AtomicU64,
+    pub last_epoch: AtomicU64,
+    pub watermark: AtomicI64,
+}
+
+pub struct ViewJob {
+    pub view: ObjectId,
+    pub tree: OperatorTree,
+    pub data: ViewData,
+    pub inputs: Vec<JobInput>,
+    pub reports: mpsc::UnboundedSender<Report>,
+    pub subscriptions: mpsc::UnboundedReceiver<Subscription>,
+    pub stats: Arc<ViewStats>,
+    downstream: Vec<(ObjectId, mpsc::Sender<Message>)>,
+    outbox: Vec<Message>,
+}
+
+impl ViewJob {
+    pub fn new(
+        view: ObjectId,
+        tree: OperatorTree,
+        inputs: Vec<JobInput>,
+        reports: mpsc::UnboundedSender<Report>,
+        subscriptions: mpsc::UnboundedReceiver<Subscription>,
+        stats: Arc<ViewStats>,
+    ) -> Result<Self> {
+        let data = ViewData::new(tree.output_schema.clone())?;
+        stats.watermark.store(EventTime::MIN, Ordering::Relaxed);
+        Ok(ViewJob { view, tree, data, inputs, reports, subscriptions, stats, downstream: Vec::new(), outbox: Vec::new() })
+    }
+
+    pub async fn run(mut self) {
+        use futures::FutureExt;
+        let view = self.view;
+        let reports = self.reports.clone();
+        // A bug in an operator must fail this view, not leave the coordinator waiting for it.
+        let outcome = std::panic::AssertUnwindSafe(self.run_inner()).catch_unwind().await;
+        let error = match outcome {
+            Ok(Ok(())) => return,
+            Ok(Err(error)) => error,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                WeirError::internal(format!("materialized view {view} stopped on an internal error: {what}"))
+            }
+        };
+        tracing::error!(view, error = %error, "materialized view failed");
+        let _ = reports.send(Report::Failed { view, error });
+    }
+
+    async fn run_inner(&mut self) -> Result<()> {
+        let n = self.inputs.len();
+        let mut barrier_on: Vec<Option<u64>> = vec![None; n];
+        let mut start = 0usize;
+        loop {
+            let (index, message) = self.next_message(&barrier_on, start).await;
+            start = (index + 1) % n.max(1);
+            let Some(message) = message else {
+                // An input closed: its relation was dropped (and this view with it) or the
+                // server is shutting down.
+                return Ok(());
+            };
+            match message {
+                Message::Data(changes) => {
+                    for leaf in self.leaves_of(index) {
+                        self.deliver(leaf, 0, changes.as_ref().clone())?;
+                    }
+                }
+                Message::Watermark(w) => {
+                    for leaf in self.leaves_of(index) {
+                        self.deliver_watermark(leaf, 0, w)?;
+                    }
+                }
+                Message::Barrier(epoch) => {
+                    barrier_on[index] = Some(epoch);
+                    if barrier_on.iter().all(|b| *b == Some(epoch)) {
+                        self.end_epoch(epoch).await?;
+                        barrier_on.iter_mut().for_each(|b| *b = None);
+                    } else if barrier_on.iter().any(|b| b.is_some_and(|b| b != epoch)) {
+                        return Err(WeirError::internal("inputs delivered different barriers"));
+                    }
+                }
+            }
+            self.flush_outbox().await;
+        }
+    }
+
+    fn leaves_of(&self, input: usize) -> Vec<usize> {
+        let relation = self.inputs[input].relation;
+        self.tree.leaves.iter().filter(|(r, _)| *r == relation).map(|(_, leaf)| *leaf).collect()
+    }
+
+    /// The next message from an input not blocked by a barrier, backfill before live.
+    async fn next_message(&mut self, blocked: &[Option<u64>], start: usize) -> (usize, Option<Message>) {
+        let n = self.inputs.len();
+        std::future::poll_fn(|cx| {
+            for k in 0..n {
+                let i = (start + k) % n;
+                if blocked[i].is_some() {
+                    continue;
+                }
+                let input = &mut self.inputs[i];
+                if let Some(backfill) = &mut input.backfill {
+                    match backfill.poll_recv(cx) {
+                        Poll::Ready(Some(m)) => return Poll::Ready((i, Some(m))),
+                        Poll::Ready(None) => input.backfill = None,
+                        Poll::Pending => continue,
+                    }
+                }
+                match input.live.poll_recv(cx) {
+                    Poll::Ready(m) => return Poll::Ready((i, m)),
+                    Poll::Pending => {}
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    fn deliver(&mut self, node: usize, port: usize, changes: Changes) -> Result<()> {
+        let mut out = Vec::new();
+        self.tree.operators[node].process(port, changes, &mut out)?;
+        self.forward(node, out)
+    }
+
+    fn forward(&mut self, node: usize, out: Vec<Changes>) -> Result<()> {
+        match self.tree.parents[node] {
+            Some((parent, port)) => {
+                for c in out {
+                    self.deliver(parent, port, c)?;
+                }
+            }
+            None => {
+                for c in out {
+                    self.data.apply(&c)?;
+                    if !self.downstream.is_empty() {
+                        self.outbox.push(Message::Data(Arc::new(c)));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn deliver_watermark(&mut self, node: usize, port: usize, watermark: EventTime) -> Result<()> {
+        let mut out = Vec::new();
+        let forwarded = self.tree.operators[node].on_watermark(port, watermark, &mut out)?;
+        self.forward(node, out)?;
+        if let Some(w) = forwarded {
+            match self.tree.parents[node] {
+                Some((parent, port)) => self.deliver_watermark(parent, port, w)?,
+                None => {
+                    self.stats.watermark.store(w, Ordering::Relaxed);
+                    if !self.downstream.is_empty() {
+                        self.outbox.push(Message::Watermark(w));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn end_epoch(&mut self, epoch: u64) -> Result<()> {
+        // Views that asked to read this one join now, at the epoch boundary: their backfill is
+        // the contents as of the previous epoch, this epoch's changes reach them live.
+        while let Ok(sub) = self.subscriptions.try_recv() {
+            self.flush_outbox().await;
+            for changes in self.data.as_changes()? {
+                if sub.backfill.send(Message::Data(Arc::new(changes))).await.is_err() {
+                    break;
+                }
+            }
+            let w = self.stats.watermark.load(Ordering::Relaxed);
+            if w > EventTime::MIN {
+                let _ = sub.backfill.send(Message::Watermark(w)).await;
+            }
+            self.downstream.push((sub.view, sub.live));
+        }
+        for node in 0..self.tree.operators.len() {
+            let mut out = Vec::new();
+            self.tree.operators[node].on_barrier(epoch, &mut out)?;
+            self.forward(node, out)?;
+        }
+        self.outbox.push(Message::Barrier(epoch));
+        self.flush_outbox().await;
+        let state: usize = self.tree.operators.iter().map(|o| o.state_bytes()).sum();
+        self.stats.state_bytes.store((state + self.data.state_bytes()) as u64, Ordering::Relaxed);
+        self.stats.rows.store(self.data.len(), Ordering::Relaxed);
+        self.stats.last_epoch.store(epoch, Ordering::Relaxed);
+        let _ = self.reports.send(Report::Epoch { view: self.view, epoch, data: self.data.clone() });
+        Ok(())
+    }
+
+    async fn flush_outbox(&mut self) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        let messages = std::mem::take(&mut self.outbox);
+        let mut closed = Vec::new();
+        for (i, (_, tx)) in self.downstream.iter().enumerate() {
+            for m in &messages {
+                if tx.send(m.clone()).await.is_err() {
+                    closed.push(i);
+                    break;
+                }
+            }
+        }
+        for i in closed.into_iter().rev() {
+            self.downstream.remove(i);
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! Grouped aggregation, maintained incrementally.
+//!
+//! Groups live in slots: a hash map from the group key (Arrow row format) to a slot index, and
+//! one accumulator per aggregate call holding every slot's state in columns. A batch of changes
+//! is evaluated column-wise (group keys, arguments), each row is mapped to its slot, and every
+//! accumulator is updated with the whole batch.
+//!
+//! **Windowed** aggregates group by a column with a close offset (a window bound): the slots
+//! of a window are also listed under the window's close time, and when the watermark reaches it
+//! they are emitted (in `EMIT ON WINDOW CLOSE` mode; in update mode their changes are flushed)
+//! and freed. Their slots are reused, so state is bounded by the open windows.
+//!
+//! **Update mode** emits, at each barrier, the groups the epoch touched: the previously
+//! emitted row of a group is retracted and its new row inserted (skipped when equal). The
+//! previously emitted row is kept in row format per slot.
+//!
+//! # Correctness
+//! After the barrier of epoch `e`, the integral of the operator's output is exactly
+//! `{ (key, aggregates(rows of key)) : key has rows }` over the integral of its input up to `e`:
+//! a group's output is re-derived from its accumulators (order-independent, see
+//! `accumulators.rs`) whenever its rows changed, the old output is retracted, and a group whose
+//! row count drops to zero is retracted and freed. A global aggregate (no GROUP BY) always has
+//! its one row, as in SQL. In `EMIT ON WINDOW CLOSE` mode a window's rows are emitted once, when
+//! the watermark passes its close time; no row of that window can arrive later because the
+//! sources drop rows below the watermark and the close offset bounds every row of the window.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMicrosecondType};
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::physical_expr::PhysicalExpr;
+use weir_sql::streaming::{AggregateCall, WindowKey};
+
+use super::Operator;
+use super::accumulators::{self, GroupAccumulator};
+use super::stateless::conform;
+use crate::dataflow::{Changes, EventTime};
+use crate::error::{Result, WeirError};
+
+pub struct CallConfig {
+    pub call: AggregateCall,
+    pub arg: Arc<dyn PhysicalExpr>,
+    pub input_type: DataType,
+}
+
+pub struct AggregateConfig {
+    pub group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    pub calls: Vec<CallConfig>,
+    pub input_schema: SchemaRef,
+    pub window: Option<WindowKey>,
+    pub emit_on_close: bool,
+    pub input_append_only: bool,
+    pub output: SchemaRef,
+}
+
+pub struct AggregateOp {
+    group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    args: Vec<Arc<dyn PhysicalExpr>>,
+    accumulators: Vec<Box<dyn GroupAccumulator>>,
+    /// No GROUP BY: one group that always exists.
+    global: bool,
+    key_converter: RowConverter,
+    output: SchemaRef,
+    output_converter: RowConverter,
+    window: Option<WindowKey>,
+    emit_on_close: bool,
+
+    slots: HashMap<Box<[u8]>, usize>,
+    /// Per slot: its key (None when free), input row count, last emitted output row.
+    keys: Vec<Option<Box<[u8]>>>,
+    row_counts: Vec<i64>,
+    emitted: Vec<Option<Box<[u8]>>>,
+    dirty: Vec<bool>,
+    dirty_list: Vec<usize>,
+    free: Vec<usize>,
+    /// Windowed: close time → slots of windows closing then.
+    closing: BTreeMap<EventTime, Vec<usize>>,
+    slot_close: Vec<EventTime>,
+    watermark: EventTime,
+    /// Rows that reached the operator for an already-closed window (dropped).
+    pub late_rows: u64,
+}
+
+impl AggregateOp {
+    pub fn new(config: AggregateConfig) -> Result<Self> {
+        let key_types: Vec<DataType> = config
+            .group_exprs
+            .iter()
+            .map(|e| e.data_type(&config.input_schema))
+            .collect::<datafusion::error::Result<_>>()?;
+        let key_converter = RowConverter::new(key_types.iter().map(|t| SortField::new(t.clone())).collect())?;
+        let output_converter =
+            RowConverter::new(config.output.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect())?;
+        let mut accumulators = Vec::with_capacity(config.calls.len());
+        let mut args = Vec::with_capacity(config.calls.len());
+        for c in &config.calls {
+            accumulators.push(accumulators::create(
+                c.call.kind,
+                c.call.distinct,
+                config.input_append_only,
+                &c.input_type,
+                &c.call.output_type,
+            )?);
+            args.push(c.arg.clone());
+        }
+        let global = config.group_exprs.is_empty();
+        let mut op = AggregateOp {
+            group_exprs: config.group_exprs,
+            args,
+            accumulators,
+            global,
+            key_converter,
+            output: config.output,
+            output_converter,
+            window: config.window,
+            emit_on_close: config.emit_on_close,
+            slots: HashMap::new(),
+            keys: Vec::new(),
+            row_counts: Vec::new(),
+            emitted: Vec::new(),
+            dirty: Vec::new(),
+            dirty_list: Vec::new(),
+            free: Vec::new(),
+            closing: BTreeMap::new(),
+            slot_close: Vec::new(),
+            watermark: EventTime::MIN,
+            late_rows: 0,
+        };
+        if global {
+            // The one group of a global aggregate exists from the start (count(*) = 0).
+            let slot = op.allocate(Box::new([]), EventTime::MAX);
+            op.mark_dirty(slot);
+        }
+        Ok(op)
+    }
+
+    fn allocate(&mut self, key: Box<[u8]>, close: EventTime) -> usize {
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.keys.push(None);
+                self.row_counts.push(0);
+                self.emitted.push(None);
+                self.dirty.push(false);
+                self.slot_close.push(EventTime::MAX);
+                self.keys.len() - 1
+            }
+        };
+        self.slots.insert(key.clone(), slot);
+        self.keys[slot] = Some(key);
+        self.slot_close[slot] = close;
+        if self.window.is_some() {
+            self.closing.entry(close).or_default().push(slot);
+        }
+        slot
+    }
+
+    fn release(&mut self, slot: usize) {
+        if let Some(key) = self.keys[slot].take() {
+            self.slots.remove(&key);
+        }
+        self.row_counts[slot] = 0;
+        self.emitted[slot] = None;
+        self.dirty[slot] = false;
+        for a in &mut self.accumulators {
+            a.reset(slot);
+        }
+        self.free.push(slot);
+    }
+
+    fn mark_dirty(&mut self, slot: usize) {
+        if !self.dirty[slot] {
+            self.dirty[slot] = true;
+            self.dirty_list.push(slot);
+        }
+    }
+
+    /// The close time of each row's window, from the window key column.
+    fn close_times(&self, keys: &[ArrayRef], window: WindowKey) -> Result<Vec<EventTime>> {
+        let column = &keys[window.group_index];
+        let micros = cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+        let micros = micros.as_primitive::<TimestampMicrosecondType>();
+        Ok((0..micros.len())
+            .map(|i| if micros.is_null(i) { EventTime::MAX } else { micros.value(i).saturating_add(window.close_offset) })
+            .collect())
+    }
+
+    /// The output rows of these slots (group key columns, then aggregates).
+    fn outputs(&self, slots: &[usize]) -> Result<RecordBatch> {
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.output.fields().len());
+        if !self.global {
+            let parser = self.key_converter.parser();
+            let rows = slots.iter().map(|s| parser.parse(self.keys[*s].as_deref().unwrap_or(&[])));
+            columns.extend(self.key_converter.convert_rows(rows)?);
+        }
+        for a in &self.accumulators {
+            columns.push(a.evaluate(slots)?);
+        }
+        conform(columns, &self.output, slots.len())
+    }
+
+    /// Emits the current rows of `slots` as inserts (EMIT ON WINDOW CLOSE).
+    fn emit_final(&mut self, slots: &[usize], out: &mut Vec<Changes>) -> Result<()> {
+        let live: Vec<usize> = slots.iter().copied().filter(|s| self.keys[*s].is_some() && self.row_counts[*s] > 0).collect();
+        if !live.is_empty() {
+            out.push(Changes::inserts(self.outputs(&live)?));
+        }
+        Ok(())
+    }
+
+    /// Emits the changes of `slots` since they were last emitted (update mode): retract the old
+    /// row, insert the new one, unless equal. Slots left without rows are freed.
+    fn emit_updates(&mut self, slots: &[usize], out: &mut Vec<Changes>) -> Result<()> {
+        let slots: Vec<usize> = slots.iter().copied().filter(|s| self.keys[*s].is_some()).collect();
+        if slots.is_empty() {
+            return Ok(());
+        }
+        let live: Vec<usize> = slots.iter().copied().filter(|s| self.global || self.row_counts[*s] > 0).collect();
+        let new_rows = self.outputs(&live)?;
+        let encoded = self.output_converter.convert_columns(new_rows.columns())?;
+        let mut insert_mask = vec![false; live.len()];
+        let mut new_bytes: HashMap<usize, Box<[u8]>> = HashMap::with_capacity(live.len());
+        for (i, s) in live.iter().enumerate() {
+            let bytes = encoded.row(i);
+            if self.emitted[*s].as_deref() != Some(bytes.as_ref()) {
+                insert_mask[i] = true;
+                new_bytes.insert(*s, bytes.as_ref().into());
+            }
+        }
+        // Retract the old row of every slot whose row changed or disappeared.
+        let mut retract: Vec<Box<[u8]>> = Vec::new();
+        for s in &slots {
+            let changed = new_bytes.contains_key(s) || !(self.global || self.row_counts[*s] > 0);
+            if changed && let Some(old) = self.emitted[*s].take() {
+                retract.push(old);
+            }
+        }
+        if !retract.is_empty() {
+            let parser = self.output_converter.parser();
+            let columns = self.output_converter.convert_rows(retract.iter().map(|r| parser.parse(r)))?;
+            out.push(Changes::uniform(conform(columns, &self.output, retract.len())?, -1));
+        }
+        if insert_mask.iter().any(|m| *m) {
+            let inserted = datafusion::arrow::compute::filter_record_batch(&new_rows, &BooleanArray::from(insert_mask))?;
+            out.push(Changes::inserts(inserted));
+        }
+        for (s, bytes) in new_bytes {
+            self.emitted[s] = Some(bytes);
+        }
+        for s in slots {
+            if !self.global && self.row_counts[s] <= 0 {
+                if self.row_counts[s] < 0 {
+                    return Err(WeirError::internal("a group retracted more rows than it had"));
+                }
+                // A closed window's slot is released when it closes; here only groups that lost
+                // all their rows.
+                self.release(s);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Operator for AggregateOp {
+    fn process(&mut self, _port: usize, changes: Changes, out: &mut Vec<Changes>) -> Result<()> {
+        let _ = out;
+        let n = changes.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let key_columns: Vec<ArrayRef> = self
+            .group_exprs
+            .iter()
+            .map(|e| e.evaluate(&changes.rows)?.into_array(n))
+            .collect::<datafusion::error::Result<_>>()?;
+        let closes = match self.window {
+            Some(w) => Some(self.close_times(&key_columns, w)?),
+            None => None,
+        };
+        let mut row_slots = Vec::with_capacity(n);
+        let mut keep = Vec::with_capacity(n);
+        let diffs = changes.diffs.values();
+        if self.global {
+            row_slots.resize(n, 0);
+            keep.resize(n, true);
+            self.row_counts[0] += diffs.iter().sum::<i64>();
+            self.mark_dirty(0);
+        } else {
+            let keys = self.key_converter.convert_columns(&key_columns)?;
+            for i in 0..n {
+                let close = closes.as_ref().map_or(EventTime::MAX, |c| c[i]);
+                if closes.is_some() && close <= self.watermark {
+                    // The window already closed: sources drop late rows, so this only happens
+                    // when an upstream view changes a window it had already finalized.
+                    self.late_rows += 1;
+                    keep.push(false);
+                    continue;
+                }
+                let key = keys.row(i);
+                let slot = match self.slots.get(key.as_ref()) {
+                    Some(s) => *s,
+                    None => self.allocate(key.as_ref().into(), close),
+                };
+                self.row_counts[slot] += diffs[i];
+                self.mark_dirty(slot);
+                row_slots.push(slot);
+                keep.push(true);
+            }
+        }
+        let all_kept = keep.iter().all(|k| *k);
+        let (rows, kept_diffs) = if all_kept {
+            (changes.rows.clone(), diffs.to_vec())
+        } else {
+            let mask = BooleanArray::from(keep);
+            let filtered = changes.filter(&mask)?;
+            (filtered.rows, filtered.diffs.values().to_vec())
+        };
+        if rows.num_rows() == 0 {
+            return Ok(());
+        }
+        let slot_count = self.keys.len();
+        for (acc, arg) in self.accumulators.iter_mut().zip(&self.args) {
+            let values = arg.evaluate(&rows)?.into_array(rows.num_rows())?;
+            acc.update(&values, &row_slots, &kept_diffs, slot_count)?;
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, _port: usize, watermark: EventTime, out: &mut Vec<Changes>) -> Result<Option<EventTime>> {
+        if watermark <= self.watermark {
+            return Ok(None);
+        }
+        self.watermark = watermark;
+        if self.window.is_some() {
+            let still_open = match watermark.checked_add(1) {
+                Some(next) => self.closing.split_off(&next),
+                None => BTreeMap::new(),
+            };
+            let closed = std::mem::replace(&mut self.closing, still_open);
+            for (close, slots) in closed {
+                // A slot may have been freed and reused for a later window since it was listed.
+                let slots: Vec<usize> =
+                    slots.into_iter().filter(|s| self.keys[*s].is_some() && self.slot_close[*s] == close).collect();
+                if self.emit_on_close {
+                    self.emit_final(&slots, out)?;
+                } else {
+                    self.emit_updates(&slots, out)?;
+                }
+                for s in slots {
+                    if self.keys[s].is_some() {
+                        self.release(s);
+                    }
+                }
+            }
+        }
+        Ok(Some(watermark))
+    }
+
+    fn on_barrier(&mut self, _epoch: u64, out: &mut Vec<Changes>) -> Result<()> {
+        // The list may name a slot twice (freed and reused) or name a freed slot: the flag is
+        // the truth.
+        let mut dirty = Vec::with_capacity(self.dirty_list.len());
+        for s in std::mem::take(&mut self.dirty_list) {
+            if self.dirty[s] {
+                self.dirty[s] = false;
+                dirty.push(s);
+            }
+        }
+        if !self.emit_on_close {
+            self.emit_updates(&dirty, out)?;
+        }
+        Ok(())
+    }
+
+    fn state_bytes(&self) -> usize {
+        let keys: usize = self.keys.iter().map(|k| k.as_ref().map_or(8, |k| k.len() + 48)).sum();
+        let emitted: usize = self.emitted.iter().map(|k| k.as_ref().map_or(8, |k| k.len() + 16)).sum();
+        keys + emitted + self.accumulators.iter().map(|a| a.size()).sum::<usize>()
+    }
+}
+

@@ -1,0 +1,145 @@
+//! Incremental operators and how a view's `StreamPlan` becomes a tree of them.
+//!
+//! Every operator consumes [`Changes`] on numbered input ports and produces changes for its
+//! parent. The invariant that makes a view correct is the same for all of them: *the integral
+//! of an operator's output equals the operator's relational meaning applied to the integral of
+//! its input* (DBSP's definition of incremental). Stateless operators (filter, projection,
+//! unnest, union) are linear, so they satisfy it by acting on each row and keeping its diff;
+//! the aggregate keeps state to satisfy it (see `aggregate.rs`).
+//!
+//! * [`stateless`] - input pass-through, filter, projection, unnest, union.
+//! * [`aggregate`] - grouped aggregation, windowed or not, update or emit-on-close.
+//! * [`accumulators`] - per-group aggregate state that accepts retractions.
+
+pub mod accumulators;
+pub mod aggregate;
+pub mod stateless;
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::common::DFSchema;
+use datafusion::execution::context::ExecutionProps;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
+use weir_sql::streaming::{StreamOp, StreamPlan};
+
+use super::{Changes, EventTime};
+use crate::error::Result;
+
+/// Operator state in a form a checkpoint can store: named Arrow batches.
+pub type OperatorState = Vec<(String, datafusion::arrow::array::RecordBatch)>;
+
+pub trait Operator: Send {
+    /// Consumes changes arriving on input `port`, appending output changes to `out`.
+    fn process(&mut self, port: usize, changes: Changes, out: &mut Vec<Changes>) -> Result<()>;
+
+    /// The watermark of input `port` advanced to `watermark`. Returns the operator's output
+    /// watermark when it advanced (a window operator emits closed windows first).
+    fn on_watermark(&mut self, port: usize, watermark: EventTime, out: &mut Vec<Changes>) -> Result<Option<EventTime>>;
+
+    /// The epoch ended on every input: emit what the epoch changed.
+    fn on_barrier(&mut self, _epoch: u64, _out: &mut Vec<Changes>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Bytes of state held (reported in `weir_catalog.materialized_views`).
+    fn state_bytes(&self) -> usize {
+        0
+    }
+
+    /// The operator's state, for a checkpoint. Stateless operators have none.
+    fn snapshot(&self) -> Result<OperatorState> {
+        Ok(Vec::new())
+    }
+
+    /// Restores state taken by [`Operator::snapshot`] into a freshly built operator.
+    fn restore(&mut self, state: OperatorState) -> Result<()> {
+        if state.is_empty() {
+            Ok(())
+        } else {
+            Err(crate::error::WeirError::internal("state given to a stateless operator"))
+        }
+    }
+}
+
+/// The operators of a plan, indexed like the plan's nodes, each with its parent and the port
+/// it feeds. Children always have lower indices than their parents (the planner builds
+/// bottom-up), so ascending order is a valid evaluation order.
+pub struct OperatorTree {
+    pub operators: Vec<Box<dyn Operator>>,
+    pub parents: Vec<Option<(usize, usize)>>,
+    pub root: usize,
+    /// `(input relation id, leaf node)` for every Input node.
+    pub leaves: Vec<(u64, usize)>,
+    pub output_schema: SchemaRef,
+}
+
+/// Compiles an expression of the plan against the schema of the node's input.
+pub fn physical_expr(expr: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
+    Ok(create_physical_expr(
+        expr,
+        schema,
+        &ExecutionProps::new(),
+        &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default(),
+    )?)
+}
+
+/// The Arrow schema operators produce for a plan node: DataFusion's, with every column
+/// nullable. Nullability inferred through streaming operators is not worth a runtime check
+/// (a view's columns are reported nullable to clients, as Postgres does for views).
+pub fn arrow_schema(schema: &DFSchema) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
+    ))
+}
+
+pub fn build(plan: &StreamPlan) -> Result<OperatorTree> {
+    let mut operators: Vec<Box<dyn Operator>> = Vec::with_capacity(plan.nodes.len());
+    let mut parents = vec![None; plan.nodes.len()];
+    let mut leaves = Vec::new();
+    for (id, node) in plan.nodes.iter().enumerate() {
+        for (port, child) in node.inputs.iter().enumerate() {
+            parents[*child] = Some((id, port));
+        }
+        let output = arrow_schema(&node.schema);
+        let op: Box<dyn Operator> = match &node.op {
+            StreamOp::Input(input) => {
+                leaves.push((input.id, id));
+                Box::new(stateless::InputOp::new(output))
+            }
+            StreamOp::Filter { predicate, input_schema } => {
+                Box::new(stateless::FilterOp::new(physical_expr(predicate, input_schema)?))
+            }
+            StreamOp::Project { exprs, input_schema } => {
+                let exprs = exprs.iter().map(|e| physical_expr(e, input_schema)).collect::<Result<Vec<_>>>()?;
+                Box::new(stateless::ProjectOp::new(exprs, output))
+            }
+            StreamOp::Unnest { list_column, dependency_indices } => {
+                Box::new(stateless::UnnestOp::new(*list_column, dependency_indices.clone(), output))
+            }
+            StreamOp::Union => Box::new(stateless::UnionOp::new(node.inputs.len(), output)),
+            StreamOp::Aggregate { group_exprs, calls, window, emit_on_close, input_append_only, input_schema } => {
+                Box::new(aggregate::AggregateOp::new(aggregate::AggregateConfig {
+                    group_exprs: group_exprs.iter().map(|e| physical_expr(e, input_schema)).collect::<Result<_>>()?,
+                    calls: calls
+                        .iter()
+                        .map(|c| {
+                            let arg = physical_expr(&c.args[0], input_schema)?;
+                            let input_type = arg.data_type(&arrow_schema(input_schema))?;
+                            Ok(aggregate::CallConfig { call: c.clone(), arg, input_type })
+                        })
+                        .collect::<Result<_>>()?,
+                    input_schema: arrow_schema(input_schema),
+                    window: *window,
+                    emit_on_close: *emit_on_close,
+                    input_append_only: *input_append_only,
+                    output,
+                })?)
+            }
+        };
+        operators.push(op);
+    }
+    let output_schema = arrow_schema(&plan.root().schema);
+    Ok(OperatorTree { operators, parents, root: plan.root, leaves, output_schema })
+}

@@ -1,0 +1,195 @@
+//! The shared reader of one source.
+//!
+//! One task per source reads the connector, assigns watermarks and drops late rows
+//! ([`WatermarkTracker`]), and broadcasts the result to every view that reads the source, so all
+//! of them see the same rows in the same epochs. It reads only while some view is attached.
+//! Control messages from the coordinator come through one channel, in order: barriers (which
+//! it forwards between batches) and attachments of new views.
+//!
+//! A view attached after the reader has read rows is backfilled: a replay of the source from
+//! its start, stopped at the positions the shared reader had reached, is fed to the view's
+//! backfill channel by a separate task while the live channel queues what comes next. The
+//! bounded live channel pauses the shared reader if the backfill is slow: back-pressure, not
+//! unbounded buffering.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use weir_catalog::ObjectId;
+use weir_connectors::{Source, SourceEvent};
+
+use super::watermark::WatermarkTracker;
+use super::{Changes, EventTime, Message, WATERMARK_MAX};
+
+pub enum ReaderControl {
+    Barrier(u64),
+    Attach { view: ObjectId, live: mpsc::Sender<Message>, backfill: mpsc::Sender<Message> },
+}
+
+/// Live figures of a source, read by `weir_catalog` and `/metrics`.
+#[derive(Debug)]
+pub struct SourceStats {
+    pub rows: AtomicU64,
+    pub late_rows: AtomicU64,
+    pub watermark: AtomicI64,
+    pub errors: AtomicU64,
+}
+
+impl Default for SourceStats {
+    fn default() -> Self {
+        SourceStats {
+            rows: AtomicU64::new(0),
+            late_rows: AtomicU64::new(0),
+            watermark: AtomicI64::new(EventTime::MIN),
+            errors: AtomicU64::new(0),
+        }
+    }
+}
+
+pub struct Reader {
+    pub source_id: ObjectId,
+    pub name: String,
+    pub source: Box<dyn Source>,
+    pub tracker: WatermarkTracker,
+    pub control: mpsc::UnboundedReceiver<ReaderControl>,
+    pub stats: Arc<SourceStats>,
+}
+
+impl Reader {
+    pub async fn run(mut self) {
+        let mut outputs: Vec<(ObjectId, mpsc::Sender<Message>)> = Vec::new();
+        let mut read_any = false;
+        let mut ended = false;
+        loop {
+            let reading = !outputs.is_empty() && !ended;
+            tokio::select! {
+                biased;
+                control = self.control.recv() => match control {
+                    None => return,
+                    Some(ReaderControl::Barrier(epoch)) => {
+                        if let Some(w) = self.tracker.tick() {
+                            self.stats.watermark.store(w, Ordering::Relaxed);
+                            broadcast(&mut outputs, Message::Watermark(w)).await;
+                        }
+                        broadcast(&mut outputs, Message::Barrier(epoch)).await;
+                    }
+                    Some(ReaderControl::Attach { view, live, backfill }) => {
+                        if read_any {
+                            self.spawn_backfill(view, backfill, ended);
+                        }
+                        outputs.push((view, live));
+                    }
+                },
+                event = self.source.next(), if reading => match event {
+                    Ok(SourceEvent::Batch { partition, rows }) => {
+                        read_any = true;
+                        let n = rows.num_rows() as u64;
+                        match self.tracker.assign(partition, rows) {
+                            Ok(assigned) => {
+                                self.stats.rows.fetch_add(n, Ordering::Relaxed);
+                                let late = assigned.late.num_rows() as u64;
+                                if late > 0 {
+                                    self.stats.late_rows.fetch_add(late, Ordering::Relaxed);
+                                    tracing::debug!(source = %self.name, late, "late rows dropped");
+                                }
+                                if assigned.on_time.num_rows() > 0 {
+                                    let changes = Arc::new(Changes::inserts(assigned.on_time));
+                                    broadcast(&mut outputs, Message::Data(changes)).await;
+                                }
+                                if let Some(w) = assigned.advanced {
+                                    self.stats.watermark.store(w, Ordering::Relaxed);
+                                    broadcast(&mut outputs, Message::Watermark(w)).await;
+                                }
+                            }
+                            Err(e) => {
+                                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(source = %self.name, error = %e, "could not assign watermarks; batch skipped");
+                            }
+                        }
+                    }
+                    Ok(SourceEvent::PartitionEnd { partition }) => {
+                        if let Some(w) = self.tracker.end_partition(partition) {
+                            self.stats.watermark.store(w, Ordering::Relaxed);
+                            broadcast(&mut outputs, Message::Watermark(w)).await;
+                        }
+                    }
+                    Ok(SourceEvent::End) => {
+                        ended = true;
+                        read_any = true;
+                        if let Some(w) = self.tracker.end_all() {
+                            self.stats.watermark.store(w, Ordering::Relaxed);
+                            broadcast(&mut outputs, Message::Watermark(w)).await;
+                        }
+                        tracing::info!(source = %self.name, "source exhausted");
+                    }
+                    Err(e) => {
+                        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(source = %self.name, error = %e, "source read failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Replays the source up to the shared reader's positions into a new view's backfill.
+    fn spawn_backfill(&self, view: ObjectId, backfill: mpsc::Sender<Message>, ended: bool) {
+        let Some(mut replay) = self.source.replay_from_start() else {
+            tracing::warn!(source = %self.name, view, "source cannot replay; the view starts from the live position");
+            return;
+        };
+        replay.stop_at(&self.source.positions());
+        let mut tracker = self.tracker.clone_reset();
+        let shared_watermark = self.tracker.current();
+        let name = self.name.clone();
+        tokio::spawn(async move {
+            loop {
+                match replay.next().await {
+                    Ok(SourceEvent::Batch { partition, rows }) => match tracker.assign(partition, rows) {
+                        Ok(a) => {
+                            if a.on_time.num_rows() > 0
+                                && backfill.send(Message::Data(Arc::new(Changes::inserts(a.on_time)))).await.is_err()
+                            {
+                                return;
+                            }
+                            if let Some(w) = a.advanced
+                                && backfill.send(Message::Watermark(w)).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                        Err(e) => tracing::warn!(source = %name, error = %e, "backfill batch skipped"),
+                    },
+                    // The replay stops where the shared reader was; only the shared reader's
+                    // own state says whether the source really ended.
+                    Ok(SourceEvent::PartitionEnd { .. }) => {}
+                    Ok(SourceEvent::End) => break,
+                    Err(e) => {
+                        tracing::warn!(source = %name, error = %e, "backfill read failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+            let w = if ended { WATERMARK_MAX } else { shared_watermark };
+            if w > EventTime::MIN {
+                let _ = backfill.send(Message::Watermark(w)).await;
+            }
+            tracing::info!(source = %name, view, "backfill done");
+        });
+    }
+}
+
+/// Sends a message to every output, forgetting outputs whose view went away.
+pub async fn broadcast(outputs: &mut Vec<(ObjectId, mpsc::Sender<Message>)>, message: Message) {
+    let mut closed = Vec::new();
+    for (i, (_, tx)) in outputs.iter().enumerate() {
+        if tx.send(message.clone()).await.is_err() {
+            closed.push(i);
+        }
+    }
+    for i in closed.into_iter().rev() {
+        outputs.remove(i);
+    }
+}

@@ -1,0 +1,154 @@
+//! A view's contents: a multiset of rows that is cheap to version.
+//!
+//! The job that maintains a view changes its contents every epoch while queries read the last
+//! published version. Rows are kept in Arrow's row format (byte-comparable, so equal rows are
+//! equal bytes whatever their types) in a persistent ordered map (`imbl::OrdMap`): a version is
+//! an O(1) clone that shares structure, an update copies only the path to the changed entry.
+//! Queries see the rows in key order, which makes a view's output stable between reads.
+
+use std::sync::{Arc, OnceLock};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::row::{RowConverter, SortField};
+
+use super::Changes;
+use crate::error::{Result, WeirError};
+
+const BATCH_ROWS: usize = 8192;
+
+#[derive(Clone)]
+pub struct ViewData {
+    schema: SchemaRef,
+    converter: Arc<RowConverter>,
+    rows: imbl::OrdMap<Arc<[u8]>, i64>,
+    /// Total multiplicity (the row count a `SELECT count(*)` sees).
+    len: u64,
+    cached: Arc<OnceLock<Arc<Vec<RecordBatch>>>>,
+}
+
+impl std::fmt::Debug for ViewData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ViewData").field("rows", &self.len).finish()
+    }
+}
+
+impl ViewData {
+    pub fn new(schema: SchemaRef) -> Result<Self> {
+        let fields = schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect();
+        Ok(ViewData {
+            schema,
+            converter: Arc::new(RowConverter::new(fields)?),
+            rows: imbl::OrdMap::new(),
+            len: 0,
+            cached: Arc::new(OnceLock::new()),
+        })
+    }
+
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Distinct rows held (what the state costs, more than how many rows a query sees).
+    pub fn distinct_rows(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Approximate bytes held by the rows.
+    pub fn state_bytes(&self) -> usize {
+        // Row bytes plus map entry overhead (key pointer, length, count, node share).
+        self.rows.iter().map(|(k, _)| k.len() + 40).sum()
+    }
+
+    /// Applies changes. A retraction of a row the view does not hold is an engine bug; it is
+    /// reported rather than allowed to make the multiset negative.
+    pub fn apply(&mut self, changes: &Changes) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.cached = Arc::new(OnceLock::new());
+        let rows = self.converter.convert_columns(changes.rows.columns())?;
+        for (i, row) in rows.iter().enumerate() {
+            let diff = changes.diffs.value(i);
+            if diff == 0 {
+                continue;
+            }
+            let key: Arc<[u8]> = Arc::from(row.as_ref());
+            let old = self.rows.get(&key).copied().unwrap_or(0);
+            let new = old + diff;
+            if new < 0 {
+                return Err(WeirError::internal("a view retracted a row it does not hold"));
+            }
+            if new == 0 {
+                self.rows.remove(&key);
+            } else {
+                self.rows.insert(key, new);
+            }
+            self.len = (self.len as i64 + diff) as u64;
+        }
+        Ok(())
+    }
+
+    /// The whole contents as inserts (to backfill a view that reads this one).
+    pub fn as_changes(&self) -> Result<Vec<Changes>> {
+        let mut out = Vec::new();
+        let mut keys: Vec<&Arc<[u8]>> = Vec::with_capacity(BATCH_ROWS);
+        let mut diffs: Vec<i64> = Vec::with_capacity(BATCH_ROWS);
+        for (k, n) in self.rows.iter() {
+            keys.push(k);
+            diffs.push(*n);
+            if keys.len() == BATCH_ROWS {
+                out.push(Changes::new(self.decode(&keys)?, diffs.clone().into()));
+                keys.clear();
+                diffs.clear();
+            }
+        }
+        if !keys.is_empty() {
+            out.push(Changes::new(self.decode(&keys)?, diffs.into()));
+        }
+        Ok(out)
+    }
+
+    fn decode(&self, keys: &[&Arc<[u8]>]) -> Result<RecordBatch> {
+        let parser = self.converter.parser();
+        let columns = self.converter.convert_rows(keys.iter().map(|k| parser.parse(k)))?;
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+
+    /// The rows as record batches (built once per version and shared by every reader of it).
+    pub fn batches(&self) -> Arc<Vec<RecordBatch>> {
+        self.cached
+            .get_or_init(|| {
+                let mut keys: Vec<&Arc<[u8]>> = Vec::with_capacity(BATCH_ROWS);
+                let mut out = Vec::new();
+                let flush = |keys: &mut Vec<&Arc<[u8]>>, out: &mut Vec<RecordBatch>| {
+                    match self.decode(keys) {
+                        Ok(b) => out.push(b),
+                        Err(e) => tracing::error!(error = %e, "could not decode view rows"),
+                    }
+                    keys.clear();
+                };
+                for (k, n) in self.rows.iter() {
+                    for _ in 0..*n {
+                        keys.push(k);
+                        if keys.len() == BATCH_ROWS {
+                            flush(&mut keys, &mut out);
+                        }
+                    }
+                }
+                if !keys.is_empty() {
+                    flush(&mut keys, &mut out);
+                }
+                Arc::new(out)
+            })
+            .clone()
+    }
+}

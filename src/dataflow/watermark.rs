@@ -1,0 +1,205 @@
+//! Watermarks per partition, and which rows are late.
+//!
+//! The rule (DESIGN.md §2): a partition's watermark is the maximum, over the rows it has read, of
+//! the declared watermark expression (`ts - INTERVAL '5 seconds'`); the source's watermark is
+//! the minimum over its partitions, leaving out partitions that ended (+∞) and partitions idle
+//! for longer than `watermark.idle_timeout`. A row is late when its event time is below the
+//! source's watermark at the moment it is read, i.e. with the watermark computed from the rows
+//! before it (in read order, across partitions). Late rows never reach a view.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
+use datafusion::physical_expr::PhysicalExpr;
+
+use super::{EventTime, WATERMARK_MAX};
+use crate::error::{Result, WeirError};
+
+/// How a relation's watermark is defined: the event-time column and the expression whose
+/// maximum is the watermark.
+#[derive(Debug, Clone)]
+pub struct WatermarkSpec {
+    pub column: usize,
+    pub expr: Arc<dyn PhysicalExpr>,
+    /// `None`: partitions never count as idle.
+    pub idle_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+struct PartitionState {
+    max: EventTime,
+    last_row: Instant,
+    ended: bool,
+}
+
+/// The result of reading one batch.
+pub struct Assigned {
+    /// The rows that are not late.
+    pub on_time: RecordBatch,
+    /// The rows that are late (below the watermark when read).
+    pub late: RecordBatch,
+    /// The new source watermark, when it advanced.
+    pub advanced: Option<EventTime>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WatermarkTracker {
+    spec: Option<WatermarkSpec>,
+    partitions: Vec<PartitionState>,
+    current: EventTime,
+}
+
+fn timestamps_micros(array: &dyn Array) -> Result<datafusion::arrow::array::PrimitiveArray<TimestampMicrosecondType>> {
+    let casted = cast(array, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+    Ok(casted.as_primitive::<TimestampMicrosecondType>().clone())
+}
+
+impl WatermarkTracker {
+    pub fn new(spec: Option<WatermarkSpec>, partitions: usize) -> Self {
+        let now = Instant::now();
+        WatermarkTracker {
+            spec,
+            partitions: vec![PartitionState { max: EventTime::MIN, last_row: now, ended: false }; partitions.max(1)],
+            current: EventTime::MIN,
+        }
+    }
+
+    pub fn current(&self) -> EventTime {
+        self.current
+    }
+
+    pub fn has_watermark(&self) -> bool {
+        self.spec.is_some()
+    }
+
+    fn combined(&self, now: Instant) -> EventTime {
+        let idle = self.spec.as_ref().and_then(|s| s.idle_timeout);
+        let mut min = WATERMARK_MAX;
+        let mut any_active = false;
+        for p in &self.partitions {
+            if p.ended {
+                continue;
+            }
+            if let Some(timeout) = idle
+                && now.duration_since(p.last_row) >= timeout
+            {
+                continue;
+            }
+            any_active = true;
+            min = min.min(p.max);
+        }
+        if !any_active && self.partitions.iter().any(|p| !p.ended) {
+            // Everything is idle: hold the watermark where it is rather than jump ahead.
+            return self.current;
+        }
+        if self.spec.is_none() && min != WATERMARK_MAX {
+            // Without a declared watermark only the end of the input moves it.
+            return self.current;
+        }
+        min
+    }
+
+    fn advance(&mut self, now: Instant) -> Option<EventTime> {
+        let next = self.combined(now);
+        if next > self.current {
+            self.current = next;
+            Some(next)
+        } else {
+            None
+        }
+    }
+
+    /// Splits a batch read from `partition` into on-time and late rows, advancing watermarks.
+    pub fn assign(&mut self, partition: usize, batch: RecordBatch) -> Result<Assigned> {
+        let now = Instant::now();
+        let Some(spec) = &self.spec else {
+            let empty = batch.slice(0, 0);
+            return Ok(Assigned { on_time: batch, late: empty, advanced: None });
+        };
+        if partition >= self.partitions.len() {
+            return Err(WeirError::internal(format!("partition {partition} out of range")));
+        }
+        let start = self.current;
+        let ts = timestamps_micros(batch.column(spec.column).as_ref())?;
+        let candidates = spec.expr.evaluate(&batch)?.into_array(batch.num_rows())?;
+        let candidates = timestamps_micros(candidates.as_ref())?;
+        self.partitions[partition].last_row = now;
+        let mut keep = Vec::with_capacity(batch.num_rows());
+        let mut any_late = false;
+        let multi = self.partitions.len() > 1 || spec.idle_timeout.is_some();
+        for i in 0..batch.num_rows() {
+            // A row without event time cannot be placed in time: it is never late and never
+            // moves the watermark (it can still reach non-windowed views).
+            let on_time = ts.is_null(i) || ts.value(i) >= self.current;
+            keep.push(on_time);
+            any_late |= !on_time;
+            if !candidates.is_null(i) {
+                let c = candidates.value(i);
+                let p = &mut self.partitions[partition];
+                if c > p.max {
+                    p.max = c;
+                    if multi {
+                        let next = self.combined(now);
+                        if next > self.current {
+                            self.current = next;
+                        }
+                    } else {
+                        self.current = self.current.max(c);
+                    }
+                }
+            }
+        }
+        let _ = self.advance(now);
+        let (on_time, late) = if any_late {
+            let mask = BooleanArray::from(keep);
+            let not = datafusion::arrow::compute::not(&mask)?;
+            (
+                datafusion::arrow::compute::filter_record_batch(&batch, &mask)?,
+                datafusion::arrow::compute::filter_record_batch(&batch, &not)?,
+            )
+        } else {
+            let empty = batch.slice(0, 0);
+            (batch, empty)
+        };
+        Ok(Assigned { on_time, late, advanced: (self.current > start).then_some(self.current) })
+    }
+
+    /// A partition ended (bounded input): it no longer holds the watermark back.
+    pub fn end_partition(&mut self, partition: usize) -> Option<EventTime> {
+        if let Some(p) = self.partitions.get_mut(partition) {
+            p.ended = true;
+        }
+        self.advance(Instant::now())
+    }
+
+    /// Every partition ended: the watermark goes to +∞ so every window closes.
+    pub fn end_all(&mut self) -> Option<EventTime> {
+        for p in &mut self.partitions {
+            p.ended = true;
+        }
+        if self.current < WATERMARK_MAX {
+            self.current = WATERMARK_MAX;
+            Some(WATERMARK_MAX)
+        } else {
+            None
+        }
+    }
+
+    /// Re-evaluates idleness without new rows (called on a timer).
+    pub fn tick(&mut self) -> Option<EventTime> {
+        if self.spec.is_none() {
+            return None;
+        }
+        self.advance(Instant::now())
+    }
+}
+
+impl WatermarkTracker {
+    /// The same rule from the beginning (for a replay of the same input).
+    pub fn clone_reset(&self) -> Self {
+        WatermarkTracker::new(self.spec.clone(), self.partitions.len())
+    }
+}

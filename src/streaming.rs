@@ -1,0 +1,346 @@
+//! Streaming DDL: from a `CREATE SOURCE` or `CREATE MATERIALIZED VIEW` statement to a catalog
+//! entry and a running part of the dataflow, and back on restart.
+//!
+//! * A source is validated by building its connector, stored in the catalog with its columns,
+//!   and given a reader (`coordinator::Coordinator::add_source`). Its `created_at` is passed to
+//!   the connector so that generators replay the same events after a restart.
+//! * A view's query has its window functions rewritten (weir-sql), is planned and type-checked
+//!   by DataFusion, compiled by the streaming planner and started; `CREATE` returns once the
+//!   view's first epoch (its backfill) is published.
+//! * [`start_all`] re-creates every input and view from the catalog in id order (inputs before
+//!   the views that read them) when the server starts. Until checkpoints exist, views are rebuilt
+//!   from their inputs: tables from their rows, generators by replaying from the start.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::common::{DFSchema, TableReference};
+use datafusion::prelude::SessionContext;
+use sqlparser::ast;
+use weir_catalog::{CatalogObject, NewObject, ObjectId, ObjectKind};
+use weir_sql::streaming::{InputKind, InputResolver, ResolvedInput, StreamPlan};
+use weir_sql::{CreateMaterializedView, CreateSource, Statement};
+
+use crate::database::{DEFAULT_SCHEMA, Database, catalog_columns, table_schema};
+use crate::dataflow::watermark::{WatermarkSpec, WatermarkTracker};
+use crate::error::{Result, SqlState, WeirError};
+use crate::session::{ident, object_name, pg_type_for_sql};
+
+/// Default of `watermark.idle_timeout`.
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Options that the engine, not the connector, interprets.
+fn engine_option(key: &str) -> bool {
+    key.starts_with("watermark.")
+}
+
+fn options_map(options: &[weir_sql::WithOption]) -> BTreeMap<String, String> {
+    options.iter().map(|o| (o.key.to_ascii_lowercase(), o.value_string())).collect()
+}
+
+/// Parses a duration option: `'5s'`, `'500ms'`, `'2 minutes'`, or a number of seconds.
+pub fn parse_duration(option: &str, value: &str) -> Result<Duration> {
+    let v = value.trim().to_ascii_lowercase();
+    let split = v.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let number: f64 = number.parse().map_err(|_| bad_option(option, value, "expected a duration such as '5s'"))?;
+    let seconds = match unit.trim() {
+        "" | "s" | "sec" | "secs" | "second" | "seconds" => number,
+        "ms" | "millisecond" | "milliseconds" => number / 1000.0,
+        "us" | "microsecond" | "microseconds" => number / 1e6,
+        "m" | "min" | "mins" | "minute" | "minutes" => number * 60.0,
+        "h" | "hour" | "hours" => number * 3600.0,
+        _ => return Err(bad_option(option, value, "expected a duration such as '5s'")),
+    };
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn bad_option(option: &str, value: &str, reason: &str) -> WeirError {
+    WeirError::new(SqlState::InvalidParameterValue, format!("invalid value \"{value}\" for option \"{option}\": {reason}"))
+}
+
+/// The Arrow schema of a source: its declared columns, or the connector's default ones.
+fn source_schema(stmt: &CreateSource, connector: &str, options: &BTreeMap<String, String>) -> Result<(Vec<weir_catalog::Column>, SchemaRef)> {
+    let mut columns = Vec::with_capacity(stmt.columns.len());
+    for c in &stmt.columns {
+        let name = ident(&c.name);
+        if columns.iter().any(|x: &weir_catalog::Column| x.name == name) {
+            return Err(WeirError::new(SqlState::DuplicateObject, format!("column \"{name}\" specified more than once")));
+        }
+        columns.push(weir_catalog::Column { name, type_name: pg_type_for_sql(&c.data_type)?, nullable: true });
+    }
+    if columns.is_empty() {
+        let schema = weir_connectors::default_schema(connector, options).ok_or_else(|| {
+            WeirError::new(SqlState::SyntaxError, "a source needs a column list")
+                .with_hint("Declare the columns: CREATE SOURCE name (col type, ...) WITH (...).")
+        })?;
+        columns = catalog_columns(&schema)?;
+    }
+    let schema = Arc::new(table_schema(&columns)?);
+    Ok((columns, schema))
+}
+
+/// The watermark rule of a source or table, from its definition.
+pub fn watermark_tracker(
+    ctx: &SessionContext,
+    watermark: Option<&weir_sql::Watermark>,
+    schema: &SchemaRef,
+    options: &BTreeMap<String, String>,
+    partitions: usize,
+) -> Result<WatermarkTracker> {
+    let Some(w) = watermark else { return Ok(WatermarkTracker::new(None, partitions)) };
+    let column_name = ident(&w.column);
+    let column = schema.index_of(&column_name).map_err(|_| {
+        WeirError::new(SqlState::UndefinedColumn, format!("column \"{column_name}\" named in WATERMARK does not exist"))
+    })?;
+    if !matches!(schema.field(column).data_type(), datafusion::arrow::datatypes::DataType::Timestamp(..)) {
+        return Err(WeirError::new(
+            SqlState::DatatypeMismatch,
+            format!("the WATERMARK column \"{column_name}\" must be a timestamp"),
+        ));
+    }
+    let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+    let state = ctx.state();
+    let expr = state.create_logical_expr(&w.expr.to_string(), &df_schema)?;
+    let physical = state.create_physical_expr(expr, &df_schema)?;
+    if !matches!(physical.data_type(schema)?, datafusion::arrow::datatypes::DataType::Timestamp(..)) {
+        return Err(WeirError::new(SqlState::DatatypeMismatch, "a WATERMARK expression must give a timestamp"));
+    }
+    let idle = match options.get("watermark.idle_timeout") {
+        Some(v) => parse_duration("watermark.idle_timeout", v)?,
+        None => DEFAULT_IDLE_TIMEOUT,
+    };
+    let spec = WatermarkSpec { column, expr: physical, idle_timeout: (!idle.is_zero()).then_some(idle) };
+    Ok(WatermarkTracker::new(Some(spec), partitions))
+}
+
+fn validate_engine_options(options: &BTreeMap<String, String>) -> Result<()> {
+    for (k, v) in options {
+        match k.as_str() {
+            "watermark.idle_timeout" => {
+                parse_duration(k, v)?;
+            }
+            "watermark.late_events" => {
+                if v != "drop" {
+                    return Err(WeirError::not_supported(format!("watermark.late_events = '{v}'"))
+                        .with_hint("Late events are counted and dropped; a dead-letter table is not implemented yet."));
+                }
+            }
+            k if engine_option(k) => return Err(bad_option(k, v, "unknown option")),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Builds a source's connector and watermark rule from its stored definition.
+fn instantiate_source(
+    ctx: &SessionContext,
+    stmt: &CreateSource,
+    created_at_micros: i64,
+) -> Result<(Vec<weir_catalog::Column>, Box<dyn weir_connectors::Source>, WatermarkTracker)> {
+    let options = options_map(&stmt.with);
+    let connector = options.get("connector").cloned().ok_or_else(|| {
+        WeirError::new(SqlState::InvalidParameterValue, "a source needs a connector")
+            .with_hint("Add WITH (connector = 'datagen' | 'nexmark', ...).")
+    })?;
+    validate_engine_options(&options)?;
+    let (columns, schema) = source_schema(stmt, &connector, &options)?;
+    let source = weir_connectors::create_source(&connector, schema.clone(), &options, created_at_micros)?;
+    let tracker = watermark_tracker(ctx, stmt.watermark.as_ref(), &schema, &options, source.partitions())?;
+    Ok((columns, source, tracker))
+}
+
+pub async fn create_source(db: &Arc<Database>, ctx: &SessionContext, stmt: &CreateSource, owner: &str) -> Result<()> {
+    let (schema_name, name) = object_name(&stmt.name)?;
+    let _ddl = db.ddl_lock.lock().await;
+    if stmt.if_not_exists && db.read_catalog().find(ObjectKind::Source, &schema_name, &name).is_some() {
+        return Ok(());
+    }
+    // Validate everything before anything is stored.
+    let now = chrono::Utc::now().timestamp_micros();
+    let (columns, _, _) = instantiate_source(ctx, stmt, now)?;
+    let object = db.write_catalog().create(NewObject {
+        kind: ObjectKind::Source,
+        schema: schema_name,
+        name,
+        owner: owner.to_string(),
+        definition: Statement::CreateSource(Box::new(stmt.clone())).to_string(),
+        columns,
+        primary_key: vec![],
+        depends_on: vec![],
+    })?;
+    if let Err(e) = start_source(db, ctx, &object) {
+        let _ = db.write_catalog().drop_object(object.id, false);
+        return Err(e);
+    }
+    Ok(())
+}
+
+fn start_source(db: &Arc<Database>, ctx: &SessionContext, object: &CatalogObject) -> Result<()> {
+    let stmt = match weir_sql::parse(&object.definition)?.pop().map(|p| p.statement) {
+        Some(Statement::CreateSource(s)) => s,
+        _ => return Err(WeirError::internal(format!("stored definition of source {} is not CREATE SOURCE", object.name))),
+    };
+    let (_, source, tracker) = instantiate_source(ctx, &stmt, object.created_at_micros)?;
+    db.coordinator.add_source(object.id, &object.name, source, tracker);
+    Ok(())
+}
+
+/// Answers the streaming planner's questions about the relations a view reads.
+struct CatalogResolver<'a> {
+    db: &'a Database,
+    ctx: &'a SessionContext,
+}
+
+impl InputResolver for CatalogResolver<'_> {
+    fn resolve(&self, table: &TableReference) -> Option<ResolvedInput> {
+        if table.schema().is_some_and(|s| s != DEFAULT_SCHEMA) {
+            return None;
+        }
+        let catalog = self.db.read_catalog();
+        let object = catalog.objects().find(|o| o.kind.is_relation() && o.schema == DEFAULT_SCHEMA && o.name == table.table())?;
+        let width = object.columns.len();
+        match object.kind {
+            ObjectKind::Table => Some(ResolvedInput {
+                id: object.id,
+                kind: InputKind::Table,
+                name: object.name.clone(),
+                close_offsets: vec![None; width],
+                append_only: false,
+            }),
+            ObjectKind::Source => {
+                let mut close_offsets = vec![None; width];
+                if let Ok(mut parsed) = weir_sql::parse(&object.definition)
+                    && let Some(Statement::CreateSource(s)) = parsed.pop().map(|p| p.statement)
+                    && let Some(w) = &s.watermark
+                    && let Some(i) = object.columns.iter().position(|c| c.name == ident(&w.column))
+                {
+                    // A row with event time t is late once the watermark passes t.
+                    close_offsets[i] = Some(1);
+                }
+                let _ = self.ctx;
+                Some(ResolvedInput { id: object.id, kind: InputKind::Source, name: object.name.clone(), close_offsets, append_only: true })
+            }
+            ObjectKind::MaterializedView => {
+                let shape = self.db.coordinator.view_shape(object.id)?;
+                Some(ResolvedInput {
+                    id: object.id,
+                    kind: InputKind::MaterializedView,
+                    name: object.name.clone(),
+                    close_offsets: shape.close_offsets,
+                    append_only: shape.append_only,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What downstream views need to know about a view's output.
+#[derive(Debug, Clone)]
+pub struct ViewShape {
+    pub close_offsets: Vec<Option<i64>>,
+    pub append_only: bool,
+}
+
+/// Plans a view: window rewrite, DataFusion planning and analysis, streaming planning.
+/// Returns the plan and the view's schema with Postgres-style column names.
+pub async fn plan_view(db: &Database, ctx: &SessionContext, stmt: &CreateMaterializedView) -> Result<(StreamPlan, SchemaRef)> {
+    let mut query = stmt.query.as_ref().clone();
+    weir_sql::streaming::rewrite_windows(&mut query)?;
+    let state = ctx.state();
+    let plan = state
+        .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(ast::Statement::Query(Box::new(query)))))
+        .await?;
+    let plan = state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {})?;
+    let resolver = CatalogResolver { db, ctx };
+    let stream_plan = weir_sql::streaming::plan_stream(&plan, &resolver, stmt.emit_on_window_close)?;
+    // Postgres names unaliased expressions by their function or column (`count`, not
+    // `count(*)`); a view stores those names.
+    let names = crate::pg_compat::output_column_names(&stmt.query);
+    let root = crate::dataflow::operators::arrow_schema(&stream_plan.root().schema);
+    let mut fields = Vec::with_capacity(root.fields().len());
+    for (i, f) in root.fields().iter().enumerate() {
+        let name = names.as_ref().and_then(|n| n.get(i).cloned()).unwrap_or_else(|| f.name().clone());
+        if fields.iter().any(|x: &datafusion::arrow::datatypes::Field| x.name() == &name) {
+            return Err(WeirError::new(SqlState::DuplicateObject, format!("column \"{name}\" specified more than once"))
+                .with_hint("Give the columns distinct names with AS."));
+        }
+        fields.push(f.as_ref().clone().with_name(name));
+    }
+    Ok((stream_plan, Arc::new(Schema::new(fields))))
+}
+
+pub async fn create_materialized_view(
+    db: &Arc<Database>,
+    ctx: &SessionContext,
+    stmt: &CreateMaterializedView,
+    owner: &str,
+) -> Result<()> {
+    let (schema_name, name) = object_name(&stmt.name)?;
+    {
+        let _ddl = db.ddl_lock.lock().await;
+        if stmt.if_not_exists && db.read_catalog().find(ObjectKind::MaterializedView, &schema_name, &name).is_some() {
+            return Ok(());
+        }
+        if let Some(o) = stmt.with.first() {
+            return Err(WeirError::not_supported(format!("the materialized view option \"{}\"", o.key)));
+        }
+        let (plan, schema) = plan_view(db, ctx, stmt).await?;
+        let columns = catalog_columns(&schema)?;
+        let depends_on: Vec<ObjectId> = plan.inputs().iter().map(|i| i.id).collect();
+        let object = db.write_catalog().create(NewObject {
+            kind: ObjectKind::MaterializedView,
+            schema: schema_name,
+            name,
+            owner: owner.to_string(),
+            definition: Statement::CreateMaterializedView(Box::new(stmt.clone())).to_string(),
+            columns,
+            primary_key: vec![],
+            depends_on,
+        })?;
+        if let Err(e) = start_view(db, object.id, &plan, schema) {
+            let _ = db.write_catalog().drop_object(object.id, false);
+            return Err(e);
+        }
+    }
+    // Return once the backfill is visible, as RisingWave's CREATE MATERIALIZED VIEW does.
+    db.coordinator.flush().await
+}
+
+fn start_view(db: &Arc<Database>, id: ObjectId, plan: &StreamPlan, schema: SchemaRef) -> Result<()> {
+    let root = plan.root();
+    let shape = ViewShape { close_offsets: root.close_offsets.clone(), append_only: root.append_only };
+    db.coordinator.create_view(id, plan, &db.storage, schema, shape)
+}
+
+pub async fn explain_materialized_view(db: &Arc<Database>, ctx: &SessionContext, stmt: &CreateMaterializedView) -> Result<String> {
+    let (plan, _) = plan_view(db, ctx, stmt).await?;
+    Ok(plan.to_string())
+}
+
+/// Starts every table feed, source reader and view job from the catalog (server start).
+pub async fn start_all(db: &Arc<Database>) -> Result<()> {
+    let ctx = SessionContext::new_with_state(db.base_context().state());
+    let mut objects: Vec<CatalogObject> = db.read_catalog().objects().cloned().collect();
+    objects.sort_by_key(|o| o.id);
+    for object in objects {
+        match object.kind {
+            ObjectKind::Table => db.coordinator.add_table(object.id, WatermarkTracker::new(None, 1)),
+            ObjectKind::Source => start_source(db, &ctx, &object)?,
+            ObjectKind::MaterializedView => {
+                let stmt = match weir_sql::parse(&object.definition)?.pop().map(|p| p.statement) {
+                    Some(Statement::CreateMaterializedView(s)) => s,
+                    _ => return Err(WeirError::internal(format!("stored definition of {} does not parse", object.name))),
+                };
+                let (plan, schema) = plan_view(db, &ctx, &stmt).await?;
+                start_view(db, object.id, &plan, schema)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
