@@ -7,3 +7,4 @@ mod oracle;
 mod protocol;
 mod restart;
 mod slt;
+mod streaming;

@@ -484,8 +484,20 @@ impl StreamPlan {
             StreamOp::Input(i) => writeln!(f, "{pad}Input: {} {} (id {}){}", i.kind, i.name, i.id,
                 if i.close_offsets.iter().any(Option::is_some) { ", watermarked" } else { "" })?,
             StreamOp::Filter { predicate, .. } => writeln!(f, "{pad}Filter: {predicate}")?,
-            StreamOp::Project { exprs, .. } => writeln!(f, "{pad}Project: {}", list(exprs))?,
-            StreamOp::Unnest { list_column, .. } => writeln!(f, "{pad}Unnest: column {list_column}")?,
+            StreamOp::Project { exprs, .. } => {
+                // Output names, not expressions: window rewrites make the latter unreadable.
+                let names: Vec<String> = node.schema.fields().iter().map(|f| f.name().clone()).collect();
+                let text = exprs.iter().map(|e| e.to_string()).collect::<String>();
+                let note = if text.contains(TUMBLE_START) {
+                    " (TUMBLE window bounds)"
+                } else if text.contains(HOP_STARTS) {
+                    " (HOP window starts)"
+                } else {
+                    ""
+                };
+                writeln!(f, "{pad}Project: {}{note}", names.join(", "))?
+            }
+            StreamOp::Unnest { .. } => writeln!(f, "{pad}Unnest: one row per HOP window")?,
             StreamOp::Aggregate { group_exprs, calls, window, emit_on_close, input_append_only, .. } => {
                 let calls = calls.iter().map(|c| c.display.clone()).collect::<Vec<_>>().join(", ");
                 let state = match window {
@@ -497,7 +509,8 @@ impl StreamPlan {
                     ),
                     None => "unbounded state: one entry per group, emits updates".to_string(),
                 };
-                writeln!(f, "{pad}Aggregate: group by [{}], aggregates [{calls}]", list(group_exprs))?;
+                let groups: Vec<String> = group_exprs.iter().map(|g| g.schema_name().to_string()).collect();
+                writeln!(f, "{pad}Aggregate: group by [{}], aggregates [{calls}]", groups.join(", "))?;
                 writeln!(f, "{pad}  state: {state}{}", if *input_append_only { "" } else { "; input retracts" })?;
             }
             StreamOp::Union => writeln!(f, "{pad}Union All")?,
