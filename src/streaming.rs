@@ -122,12 +122,11 @@ fn validate_engine_options(options: &BTreeMap<String, String>) -> Result<()> {
             "watermark.idle_timeout" => {
                 parse_duration(k, v)?;
             }
-            "watermark.late_events" => {
-                if v != "drop" {
-                    return Err(WeirError::not_supported(format!("watermark.late_events = '{v}'"))
-                        .with_hint("Late events are counted and dropped; a dead-letter table is not implemented yet."));
-                }
+            "watermark.late_events" if v != "drop" => {
+                return Err(WeirError::not_supported(format!("watermark.late_events = '{v}'"))
+                    .with_hint("Late events are counted and dropped; a dead-letter table is not implemented yet."));
             }
+            "watermark.late_events" => {}
             k if engine_option(k) => return Err(bad_option(k, v, "unknown option")),
             _ => {}
         }

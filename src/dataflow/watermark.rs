@@ -190,9 +190,7 @@ impl WatermarkTracker {
 
     /// Re-evaluates idleness without new rows (called on a timer).
     pub fn tick(&mut self) -> Option<EventTime> {
-        if self.spec.is_none() {
-            return None;
-        }
+        self.spec.as_ref()?;
         self.advance(Instant::now())
     }
 }

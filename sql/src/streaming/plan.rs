@@ -479,7 +479,6 @@ impl StreamPlan {
     fn fmt_node(&self, f: &mut fmt::Formatter<'_>, id: NodeId, depth: usize) -> fmt::Result {
         let node = &self.nodes[id];
         let pad = "  ".repeat(depth);
-        let list = |exprs: &[Expr]| exprs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ");
         match &node.op {
             StreamOp::Input(i) => writeln!(f, "{pad}Input: {} {} (id {}){}", i.kind, i.name, i.id,
                 if i.close_offsets.iter().any(Option::is_some) { ", watermarked" } else { "" })?,
