@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one test command (README.md, .ci/run): Rust unit and integration tests, then the
 # real-client suite (psql, psycopg, asyncpg, SQLAlchemy, pgJDBC, Grafana's queries), then a
-# replay of the sqllogictest files on a real PostgreSQL 15 (their expected values are Postgres's).
+# replay of the sqllogictest files on a real PostgreSQL 15 (their expected values are Postgres's),
+# then the benchmark scripts at a tiny size.
 # Installs what it needs; prints how long each stage took.
 set -euo pipefail
 
@@ -35,7 +36,14 @@ slt_on_postgres() {
     tests/slt/verify-on-postgres.sh
 }
 
+# The benchmark scripts at a tiny size (debug build): they run and their checks pass. Real
+# figures come from release builds run by hand (benchmarks/README.md).
+benchmark_smoke() {
+    "${WEIR_VENV:-$HOME/.cache/weir-venv}/bin/python" benchmarks/nexmark.py --weir "$CARGO_TARGET_DIR/debug/weir" --events 20000
+}
+
 stage "build" cargo build --workspace --all-targets
 stage "rust tests" rust_tests
 stage "client tests" client_tests
 stage "slt expectations on PostgreSQL 15" slt_on_postgres
+stage "benchmark smoke" benchmark_smoke

@@ -24,6 +24,8 @@ pub struct ViewData {
     rows: imbl::OrdMap<Arc<[u8]>, i64>,
     /// Total multiplicity (the row count a `SELECT count(*)` sees).
     len: u64,
+    /// Bytes of the distinct rows' encodings, kept up to date by `apply`.
+    row_bytes: usize,
     cached: Arc<OnceLock<Arc<Vec<RecordBatch>>>>,
 }
 
@@ -41,6 +43,7 @@ impl ViewData {
             converter: Arc::new(RowConverter::new(fields)?),
             rows: imbl::OrdMap::new(),
             len: 0,
+            row_bytes: 0,
             cached: Arc::new(OnceLock::new()),
         })
     }
@@ -65,7 +68,7 @@ impl ViewData {
     /// Approximate bytes held by the rows.
     pub fn state_bytes(&self) -> usize {
         // Row bytes plus map entry overhead (key pointer, length, count, node share).
-        self.rows.iter().map(|(k, _)| k.len() + 40).sum()
+        self.row_bytes + self.rows.len() * 40
     }
 
     /// Applies changes. A retraction of a row the view does not hold is an engine bug; it is
@@ -88,8 +91,12 @@ impl ViewData {
                 return Err(WeirError::internal("a view retracted a row it does not hold"));
             }
             if new == 0 {
+                self.row_bytes -= key.len();
                 self.rows.remove(&key);
             } else {
+                if old == 0 {
+                    self.row_bytes += key.len();
+                }
                 self.rows.insert(key, new);
             }
             self.len = (self.len as i64 + diff) as u64;
