@@ -110,6 +110,11 @@ impl Database {
         let provider = Arc::new(RelationsProvider { catalog, storage, coordinator });
         let weir = MemoryCatalogProvider::new();
         datafusion::catalog::CatalogProvider::register_schema(&weir, DEFAULT_SCHEMA, provider)?;
+        datafusion::catalog::CatalogProvider::register_schema(
+            &weir,
+            crate::weir_catalog::SCHEMA_NAME,
+            Arc::new(crate::weir_catalog::WeirCatalogSchema::new(db.catalog.clone(), db.coordinator.clone())),
+        )?;
         db.base.register_catalog(DATABASE_NAME, Arc::new(weir));
         datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog(
             &db.base,

@@ -34,7 +34,7 @@
 //! * [`streaming`] - streaming DDL: sources and materialized views from statement to catalog to
 //!   running dataflow; [`coordinator`] - barriers, epochs, publishing view versions, FLUSH;
 //!   [`dataflow`] - the incremental engine (readers, jobs, operators, view contents). See
-//!   `docs/dataflow.md`.
+//!   `docs/dataflow.md`. [`weir_catalog`] - the `weir_catalog` system tables (sources, views).
 //!
 //! Sibling crates: `weir-sql` (statements), `weir-catalog` (objects and persistence),
 //! `weir-connectors` (source and sink traits).
@@ -55,3 +55,4 @@ pub mod settings;
 pub mod storage;
 pub mod streaming;
 pub mod text_format;
+pub mod weir_catalog;

@@ -266,7 +266,7 @@ impl Builder {
     fn new(kind: Kind, rows: usize) -> Self {
         match kind {
             Kind::Int => Builder::Int(Vec::with_capacity(rows)),
-            Kind::Text => Builder::Text(StringBuilder::with_capacity(rows, rows * 32)),
+            Kind::Text => Builder::Text(StringBuilder::with_capacity(rows, rows * 96)),
             Kind::Time => Builder::Time(Vec::with_capacity(rows)),
         }
     }

@@ -251,7 +251,7 @@ impl ViewJob {
         self.outbox.push(Message::Barrier(epoch));
         self.flush_outbox().await;
         // Measuring operator state walks it: every 20 epochs (5 s at the default interval).
-        if epoch % 20 == 0 || self.stats.last_epoch.load(Ordering::Relaxed) == 0 {
+        if epoch.is_multiple_of(20) || self.stats.last_epoch.load(Ordering::Relaxed) == 0 {
             let state: usize = self.tree.operators.iter().map(|o| o.state_bytes()).sum();
             self.stats.state_bytes.store((state + self.data.state_bytes()) as u64, Ordering::Relaxed);
         }

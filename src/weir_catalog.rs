@@ -1,0 +1,206 @@
+//! `weir_catalog`: live system tables about the streaming engine.
+//!
+//! * `weir_catalog.sources` - one row per source and per table that feeds views: rows read, late
+//!   rows dropped, the current watermark, read errors.
+//! * `weir_catalog.materialized_views` - one row per view: rows, state bytes, last epoch the
+//!   view reported, its output watermark, and whether it runs or failed (with the error).
+//!
+//! Rows are built when a query scans the table, from the catalog and the coordinator's counters.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::datasource::TableType;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+use weir_catalog::{Catalog, ObjectKind};
+
+use crate::coordinator::Coordinator;
+use crate::dataflow::{EventTime, WATERMARK_MAX};
+
+pub const SCHEMA_NAME: &str = "weir_catalog";
+
+#[derive(Debug, Clone, Copy)]
+enum SystemTable {
+    Sources,
+    MaterializedViews,
+}
+
+pub struct WeirCatalogSchema {
+    catalog: Arc<RwLock<Catalog>>,
+    coordinator: Arc<Coordinator>,
+}
+
+impl std::fmt::Debug for WeirCatalogSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WeirCatalogSchema")
+    }
+}
+
+impl WeirCatalogSchema {
+    pub fn new(catalog: Arc<RwLock<Catalog>>, coordinator: Arc<Coordinator>) -> Self {
+        WeirCatalogSchema { catalog, coordinator }
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for WeirCatalogSchema {
+    fn table_names(&self) -> Vec<String> {
+        vec!["sources".into(), "materialized_views".into()]
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let which = match name {
+            "sources" => SystemTable::Sources,
+            "materialized_views" => SystemTable::MaterializedViews,
+            _ => return Ok(None),
+        };
+        Ok(Some(Arc::new(SystemTableProvider {
+            which,
+            catalog: self.catalog.clone(),
+            coordinator: self.coordinator.clone(),
+        })))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        matches!(name, "sources" | "materialized_views")
+    }
+}
+
+struct SystemTableProvider {
+    which: SystemTable,
+    catalog: Arc<RwLock<Catalog>>,
+    coordinator: Arc<Coordinator>,
+}
+
+impl std::fmt::Debug for SystemTableProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "weir_catalog.{:?}", self.which)
+    }
+}
+
+fn ts_field(name: &str) -> Field {
+    Field::new(name, DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())), true)
+}
+
+/// A watermark as a timestamp: NULL before the first one and after the end (+∞), which the
+/// `ended` column says.
+fn watermark_value(w: EventTime) -> Option<i64> {
+    (w != EventTime::MIN && w != WATERMARK_MAX).then_some(w)
+}
+
+impl SystemTableProvider {
+    fn table_schema(&self) -> SchemaRef {
+        Arc::new(match self.which {
+            SystemTable::Sources => Schema::new(vec![
+                Field::new("name", DataType::Utf8, false),
+                Field::new("kind", DataType::Utf8, false),
+                Field::new("rows_read", DataType::Int64, true),
+                Field::new("late_rows", DataType::Int64, true),
+                ts_field("watermark"),
+                Field::new("ended", DataType::Boolean, true),
+                Field::new("errors", DataType::Int64, true),
+            ]),
+            SystemTable::MaterializedViews => Schema::new(vec![
+                Field::new("name", DataType::Utf8, false),
+                Field::new("rows", DataType::Int64, true),
+                Field::new("state_bytes", DataType::Int64, true),
+                Field::new("last_epoch", DataType::Int64, true),
+                ts_field("watermark"),
+                Field::new("status", DataType::Utf8, false),
+            ]),
+        })
+    }
+
+    fn rows(&self) -> DfResult<RecordBatch> {
+        let catalog = self.catalog.read().unwrap_or_else(|p| p.into_inner());
+        let schema = self.table_schema();
+        let columns: Vec<ArrayRef> = match self.which {
+            SystemTable::Sources => {
+                let mut objects: Vec<_> = catalog
+                    .objects()
+                    .filter(|o| matches!(o.kind, ObjectKind::Source | ObjectKind::Table))
+                    .filter_map(|o| self.coordinator.source_stats(o.id).map(|s| (o, s)))
+                    .collect();
+                objects.sort_by_key(|(o, _)| o.id);
+                let wm = |s: &crate::dataflow::reader::SourceStats| s.watermark.load(Ordering::Relaxed);
+                let tz: Arc<str> = Arc::from("+00:00");
+                vec![
+                    Arc::new(StringArray::from_iter_values(objects.iter().map(|(o, _)| o.name.as_str()))),
+                    Arc::new(StringArray::from_iter_values(objects.iter().map(|(o, _)| o.kind.noun()))),
+                    Arc::new(Int64Array::from_iter_values(objects.iter().map(|(_, s)| s.rows.load(Ordering::Relaxed) as i64))),
+                    Arc::new(Int64Array::from_iter_values(objects.iter().map(|(_, s)| s.late_rows.load(Ordering::Relaxed) as i64))),
+                    Arc::new(
+                        TimestampMicrosecondArray::from_iter(objects.iter().map(|(_, s)| watermark_value(wm(s))))
+                            .with_timezone(tz),
+                    ),
+                    Arc::new(BooleanArray::from_iter(objects.iter().map(|(_, s)| Some(wm(s) == WATERMARK_MAX)))),
+                    Arc::new(Int64Array::from_iter_values(objects.iter().map(|(_, s)| s.errors.load(Ordering::Relaxed) as i64))),
+                ]
+            }
+            SystemTable::MaterializedViews => {
+                let mut views: Vec<_> = catalog.objects_of_kind(ObjectKind::MaterializedView).collect();
+                views.sort_by_key(|o| o.id);
+                let stats: Vec<_> = views.iter().map(|o| self.coordinator.view_stats(o.id)).collect();
+                let status: Vec<String> = views
+                    .iter()
+                    .zip(&stats)
+                    .map(|(o, s)| match (s, self.coordinator.view_failure(o.id)) {
+                        (Some(_), _) => "running".to_string(),
+                        (None, Some(e)) => format!("failed: {}", e.message),
+                        (None, None) => "stopped".to_string(),
+                    })
+                    .collect();
+                let get = |f: &dyn Fn(&crate::dataflow::job::ViewStats) -> i64| -> Vec<Option<i64>> {
+                    stats.iter().map(|s| s.as_ref().map(|s| f(s))).collect()
+                };
+                let tz: Arc<str> = Arc::from("+00:00");
+                vec![
+                    Arc::new(StringArray::from_iter_values(views.iter().map(|o| o.name.as_str()))),
+                    Arc::new(Int64Array::from(get(&|s| s.rows.load(Ordering::Relaxed) as i64))),
+                    Arc::new(Int64Array::from(get(&|s| s.state_bytes.load(Ordering::Relaxed) as i64))),
+                    Arc::new(Int64Array::from(get(&|s| s.last_epoch.load(Ordering::Relaxed) as i64))),
+                    Arc::new(
+                        TimestampMicrosecondArray::from(
+                            stats
+                                .iter()
+                                .map(|s| s.as_ref().and_then(|s| watermark_value(s.watermark.load(Ordering::Relaxed))))
+                                .collect::<Vec<_>>(),
+                        )
+                        .with_timezone(tz),
+                    ),
+                    Arc::new(StringArray::from(status)),
+                ]
+            }
+        };
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+}
+
+#[async_trait]
+impl TableProvider for SystemTableProvider {
+    fn schema(&self) -> SchemaRef {
+        self.table_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let batch = self.rows()?;
+        Ok(MemorySourceConfig::try_new_exec(&[vec![batch]], self.table_schema(), projection.cloned())?)
+    }
+}
