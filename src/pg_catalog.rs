@@ -438,6 +438,20 @@ impl PatchedTable {
                 }
             }
             Patch::Class => {
+                // Materialized views are relkind 'm' (psql's \dm), not DataFusion's view 'v'.
+                let views: Vec<weir_catalog::CatalogObject> = {
+                    let catalog = self.catalog.read().unwrap_or_else(|p| p.into_inner());
+                    catalog.objects_of_kind(ObjectKind::MaterializedView).cloned().collect()
+                };
+                for o in &views {
+                    for r in rows.iter_mut() {
+                        let is_it = as_str(get(&schema, r, "relname")).as_deref() == Some(o.name.as_str())
+                            && as_i64(get(&schema, r, "relnamespace")).is_some_and(|ns| ns != 11);
+                        if is_it {
+                            set(&schema, r, "relkind", ScalarValue::Utf8(Some("m".into())))?;
+                        }
+                    }
+                }
                 let mut extra = Vec::new();
                 for t in &keyed {
                     let Some((oid, _)) = oids.get(&t.name) else { continue };

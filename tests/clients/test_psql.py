@@ -184,9 +184,21 @@ def test_other_describe_commands(weir):
     out = ok(psql(weir, "-c", r"\l"))
     names = [r[0] for r in table_rows(out, 8)]
     assert names == ["weir"], out
-    # \dn shows the one user schema; \dv and \df run (nothing to list yet).
+    # \dn shows the user schema and weir_catalog; \dv and \df run (nothing to list yet).
     out = ok(psql(weir, "-c", r"\dn"))
-    assert [r[0] for r in table_rows(out, 2)] == ["public"], out
+    # weir_catalog holds Weir's system tables (sources, materialized_views).
+    assert [r[0] for r in table_rows(out, 2)] == ["public", "weir_catalog"], out
     for cmd in (r"\dv", r"\df", r"\di"):
         proc = psql(weir, "-c", cmd)
         assert proc.returncode == 0 and "ERROR" not in proc.stderr, (cmd, proc.stderr)
+
+
+def test_dm_lists_materialized_views(weir, table, unique_name):
+    view = unique_name("mv_psql")
+    ok(psql(weir, "-c", f"CREATE MATERIALIZED VIEW {view} AS SELECT count(*) AS n FROM {table}", on_error_stop=True))
+    out = ok(psql(weir, "-c", r"\dm"))
+    mine = [r for r in table_rows(out, 4) if r[1] == view]
+    assert mine and mine[0][2] == "materialized view", out
+    described = ok(psql(weir, "-c", rf"\d {view}"))
+    assert f'Materialized view "public.{view}"' in described, described
+    ok(psql(weir, "-c", f"DROP MATERIALIZED VIEW {view}", on_error_stop=True))
