@@ -199,6 +199,22 @@ impl Column {
         }
     }
 
+    /// About how many bytes a text value of this column has (the crate aims at 200-byte people,
+    /// 500-byte auctions and 100-byte bids, padding with `extra`), to size batch buffers.
+    fn typical_len(self) -> usize {
+        use Column::*;
+        match self {
+            State => 2,
+            Channel | City => 12,
+            Name | EmailAddress | CreditCard | ItemName => 20,
+            BidExtra | Url => 80,
+            Description => 100,
+            PersonExtra => 140,
+            AuctionExtra => 340,
+            _ => 0,
+        }
+    }
+
     /// Whether a column of this kind can be declared with this type.
     fn fits(self, declared: &DataType) -> bool {
         match self.kind() {
@@ -263,10 +279,11 @@ enum Builder {
 }
 
 impl Builder {
-    fn new(kind: Kind, rows: usize) -> Self {
-        match kind {
+    fn new(column: Column, rows: usize) -> Self {
+        match column.kind() {
             Kind::Int => Builder::Int(Vec::with_capacity(rows)),
-            Kind::Text => Builder::Text(StringBuilder::with_capacity(rows, rows * 96)),
+            // A quarter more than typical: values vary, and growing the buffer copies it.
+            Kind::Text => Builder::Text(StringBuilder::with_capacity(rows, rows * column.typical_len() * 5 / 4)),
             Kind::Time => Builder::Time(Vec::with_capacity(rows)),
         }
     }
@@ -397,7 +414,7 @@ impl NexmarkSource {
 
     /// The next `rows` rows of a partition, advancing its generator.
     fn generate(&mut self, partition: usize, rows: usize) -> Result<RecordBatch, ConnectorError> {
-        let mut builders: Vec<Builder> = self.columns.iter().map(|c| Builder::new(c.kind(), rows)).collect();
+        let mut builders: Vec<Builder> = self.columns.iter().map(|&c| Builder::new(c, rows)).collect();
         let mut produced = 0;
         for event in self.generators[partition].by_ref().take(rows) {
             for (builder, (&column, field)) in builders.iter_mut().zip(self.columns.iter().zip(self.schema.fields())) {
