@@ -72,10 +72,13 @@ fn source_schema(stmt: &CreateSource, connector: &str, options: &BTreeMap<String
         columns.push(weir_catalog::Column { name, type_name: pg_type_for_sql(&c.data_type)?, nullable: true });
     }
     if columns.is_empty() {
-        let schema = weir_connectors::default_schema(connector, options).ok_or_else(|| {
-            WeirError::new(SqlState::SyntaxError, "a source needs a column list")
-                .with_hint("Declare the columns: CREATE SOURCE name (col type, ...) WITH (...).")
-        })?;
+        let Some(schema) = weir_connectors::default_schema(connector, options) else {
+            // A missing or bad connector option (nexmark.table.type) explains more than the
+            // missing columns do: let the connector speak first.
+            weir_connectors::create_source(connector, Arc::new(Schema::empty()), options, 0)?;
+            return Err(WeirError::new(SqlState::SyntaxError, "a source needs a column list")
+                .with_hint("Declare the columns: CREATE SOURCE name (col type, ...) WITH (...)."));
+        };
         columns = catalog_columns(&schema)?;
     }
     let schema = Arc::new(table_schema(&columns)?);
