@@ -43,7 +43,7 @@ use crate::options::{
     check_known, invalid, parse_count, parse_interval_micros, parse_num, parse_opt, parse_rate, parse_timestamp_micros,
     parse_value,
 };
-use crate::partitions::Partitions;
+use crate::partitions::{Partitions, Turn};
 use crate::rate::RateLimit;
 use crate::source::{Source, SourceEvent, SourceOptions, SourcePosition};
 
@@ -462,14 +462,10 @@ impl Source for DatagenSource {
     }
 
     async fn next(&mut self) -> Result<SourceEvent, ConnectorError> {
-        let Some(partition) = self.partitions.turn() else { return Ok(SourceEvent::End) };
-        let remaining = self.partitions.remaining(partition);
-        if remaining == 0 {
-            self.partitions.end(partition);
-            return Ok(SourceEvent::PartitionEnd { partition });
-        }
-        let rows = (self.rate.batch_rows(self.max_chunk) as u64).min(remaining) as usize;
-        self.rate.wait().await;
+        let (partition, rows) = match self.partitions.next_turn(&mut self.rate, self.max_chunk).await {
+            Turn::Report(event) => return Ok(event),
+            Turn::Generate { partition, rows } => (partition, rows),
+        };
         // Past the only await: from here on the call completes, so state may change.
         let batch = self.generate(partition, self.partitions.offset(partition), rows)?;
         self.rate.record(rows);

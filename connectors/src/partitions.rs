@@ -6,7 +6,16 @@
 //! besides their options: seeking is setting offsets, and a replay is a copy with offsets at 0.
 
 use crate::error::ConnectorError;
-use crate::source::SourcePosition;
+use crate::rate::RateLimit;
+use crate::source::{SourceEvent, SourcePosition};
+
+/// What a generator's `next` does on this call (see [`Partitions::next_turn`]).
+pub enum Turn {
+    /// Report this event and generate nothing.
+    Report(SourceEvent),
+    /// Generate `rows` rows of `partition`, then [`Partitions::advance`] it.
+    Generate { partition: usize, rows: usize },
+}
 
 #[derive(Debug, Clone)]
 pub struct Partitions {
@@ -56,6 +65,21 @@ impl Partitions {
     pub fn turn(&self) -> Option<usize> {
         let n = self.count();
         (0..n).map(|i| (self.next + i) % n).find(|&p| !self.ended[p])
+    }
+
+    /// Picks the partition whose turn it is and how many rows it makes, waiting for the rate
+    /// limit first. Cancel-safe: the wait is the only await, and only an ended partition is
+    /// recorded, before it.
+    pub async fn next_turn(&mut self, rate: &mut RateLimit, max_chunk: usize) -> Turn {
+        let Some(partition) = self.turn() else { return Turn::Report(SourceEvent::End) };
+        let remaining = self.remaining(partition);
+        if remaining == 0 {
+            self.end(partition);
+            return Turn::Report(SourceEvent::PartitionEnd { partition });
+        }
+        let rows = (rate.batch_rows(max_chunk) as u64).min(remaining) as usize;
+        rate.wait().await;
+        Turn::Generate { partition, rows }
     }
 
     /// Records that the partition's end was reported.
