@@ -358,22 +358,16 @@ impl Coordinator {
                     }
                 }
                 InputKind::Source => {
-                    let (live_tx, live_rx) = mpsc::channel(CHANNEL_CAPACITY);
-                    let (backfill_tx, backfill_rx) = mpsc::channel(CHANNEL_CAPACITY);
+                    let (job_input, live_tx, backfill_tx) = bounded_input(relation);
                     let source = state.sources.get(&relation).ok_or_else(|| missing(&input.name))?;
                     source
                         .control
                         .send(ReaderControl::Attach { view: id, live: live_tx, backfill: backfill_tx })
                         .map_err(|_| missing(&input.name))?;
-                    JobInput {
-                        relation,
-                        backfill: Some(InputReceiver::Bounded(backfill_rx)),
-                        live: InputReceiver::Bounded(live_rx),
-                    }
+                    job_input
                 }
                 InputKind::MaterializedView => {
-                    let (live_tx, live_rx) = mpsc::channel(CHANNEL_CAPACITY);
-                    let (backfill_tx, backfill_rx) = mpsc::channel(CHANNEL_CAPACITY);
+                    let (job_input, live_tx, backfill_tx) = bounded_input(relation);
                     let upstream = state.views.get(&relation).ok_or_else(|| {
                         WeirError::new(
                             SqlState::ObjectNotInPrerequisiteState,
@@ -384,11 +378,7 @@ impl Coordinator {
                         .subscriptions
                         .send(Subscription { view: id, backfill: backfill_tx, live: live_tx })
                         .map_err(|_| missing(&input.name))?;
-                    JobInput {
-                        relation,
-                        backfill: Some(InputReceiver::Bounded(backfill_rx)),
-                        live: InputReceiver::Bounded(live_rx),
-                    }
+                    job_input
                 }
             };
             inputs.push(job_input);
@@ -400,6 +390,19 @@ impl Coordinator {
         state.views.insert(id, ViewRuntime { shape, subscriptions, stats, task });
         Ok(())
     }
+}
+
+/// A job input over bounded channels (from a reader or an upstream view), and the senders its
+/// producer gets: live, then backfill.
+fn bounded_input(relation: u64) -> (JobInput, mpsc::Sender<Message>, mpsc::Sender<Message>) {
+    let (live_tx, live_rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let (backfill_tx, backfill_rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let input = JobInput {
+        relation,
+        backfill: Some(InputReceiver::Bounded(backfill_rx)),
+        live: InputReceiver::Bounded(live_rx),
+    };
+    (input, live_tx, backfill_tx)
 }
 
 fn missing(name: &str) -> WeirError {
