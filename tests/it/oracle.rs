@@ -49,13 +49,25 @@ struct Scenario {
     /// After how many events a barrier comes.
     barriers: Vec<usize>,
     bounded: bool,
+    /// Changes to the table `dim`: after how many events, and which row. A row that is in the
+    /// table is deleted, otherwise inserted (so tables both grow and shrink).
+    table_ops: Vec<(usize, DimRow)>,
 }
+
+type DimRow = (usize, usize, i64);
+const LABELS: [&str; 3] = ["red", "green", "blue"];
 
 fn scenario() -> impl Strategy<Value = Scenario> {
     (1usize..=3, 0usize..120, any::<bool>()).prop_flat_map(|(partitions, n, bounded)| {
+        let table_op = (0..=n, (0..KEYS.len(), 0..LABELS.len(), -100i64..100));
         let event = (0..partitions, 0..KEYS.len(), 0..TAGS.len(), proptest::option::weighted(0.9, -100i64..100), -1000.0f64..1000.0, 0i64..1_500_000, 0i64..12_000_000, any::<bool>());
-        (proptest::collection::vec(event, n), proptest::collection::vec(any::<bool>(), n), proptest::collection::vec(any::<bool>(), n))
-            .prop_map(move |(raw, cut_flags, barrier_flags)| {
+        (
+            proptest::collection::vec(event, n),
+            proptest::collection::vec(any::<bool>(), n),
+            proptest::collection::vec(any::<bool>(), n),
+            proptest::collection::vec(table_op, 0..24),
+        )
+            .prop_map(move |(raw, cut_flags, barrier_flags, mut table_ops)| {
                 // Each partition has its own clock that moves forward; some events go back in time
                 // (within the 5 s delay or beyond it, which makes them late).
                 let mut clocks = vec![0i64; partitions];
@@ -73,7 +85,8 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                     }
                 }
                 let barriers = (1..=events.len()).filter(|i| barrier_flags[i - 1]).collect();
-                Scenario { partitions, events, cuts, barriers, bounded }
+                table_ops.sort_by_key(|(at, _)| *at);
+                Scenario { partitions, events, cuts, barriers, bounded, table_ops }
             })
     })
 }
@@ -97,6 +110,43 @@ fn batch(events: &[Event]) -> RecordBatch {
         Arc::new(TimestampMicrosecondArray::from_iter_values(events.iter().map(|e| e.ts))),
     ];
     RecordBatch::try_new(schema(), columns).unwrap()
+}
+
+fn dim_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Utf8, true),
+        Field::new("label", DataType::Utf8, true),
+        Field::new("w", DataType::Int64, true),
+    ]))
+}
+
+fn dim_batch(rows: &[DimRow]) -> RecordBatch {
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| KEYS[r.0]))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| LABELS[r.1]))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+    ];
+    RecordBatch::try_new(dim_schema(), columns).unwrap()
+}
+
+/// Applies the table operations at positions `<= upto` events to `table`, returning the changes.
+fn apply_table_ops(ops: &[(usize, DimRow)], next: &mut usize, upto: usize, table: &mut Vec<DimRow>) -> Vec<(DimRow, i64)> {
+    let mut changes = Vec::new();
+    while *next < ops.len() && ops[*next].0 <= upto {
+        let row = ops[*next].1;
+        match table.iter().position(|r| *r == row) {
+            Some(i) => {
+                table.remove(i);
+                changes.push((row, -1));
+            }
+            None => {
+                table.push(row);
+                changes.push((row, 1));
+            }
+        }
+        *next += 1;
+    }
+    changes
 }
 
 /// The watermark rule, computed independently of the engine: which events are late, and the
@@ -126,13 +176,23 @@ struct Resolver;
 
 impl InputResolver for Resolver {
     fn resolve(&self, table: &TableReference) -> Option<ResolvedInput> {
-        (table.table() == "ev").then(|| ResolvedInput {
-            id: 1,
-            kind: InputKind::Source,
-            name: "ev".into(),
-            close_offsets: vec![None, None, None, None, Some(1)],
-            append_only: true,
-        })
+        match table.table() {
+            "ev" => Some(ResolvedInput {
+                id: 1,
+                kind: InputKind::Source,
+                name: "ev".into(),
+                close_offsets: vec![None, None, None, None, Some(1)],
+                append_only: true,
+            }),
+            "dim" => Some(ResolvedInput {
+                id: 2,
+                kind: InputKind::Table,
+                name: "dim".into(),
+                close_offsets: vec![None; 3],
+                append_only: false,
+            }),
+            _ => None,
+        }
     }
 }
 
@@ -144,9 +204,10 @@ fn rewritten(sql: &str) -> sqlparser::ast::Query {
     q
 }
 
-async fn batch_answer(query: &sqlparser::ast::Query, rows: RecordBatch) -> Vec<RecordBatch> {
+async fn batch_answer(query: &sqlparser::ast::Query, rows: RecordBatch, dim: RecordBatch) -> Vec<RecordBatch> {
     let ctx = context();
     ctx.register_table("ev", Arc::new(MemTable::try_new(schema(), vec![vec![rows]]).unwrap())).unwrap();
+    ctx.register_table("dim", Arc::new(MemTable::try_new(dim_schema(), vec![vec![dim]]).unwrap())).unwrap();
     let df = ctx.sql(&query.to_string()).await.unwrap();
     df.collect().await.unwrap()
 }
@@ -213,6 +274,7 @@ async fn check(sql: &str, emit_on_window_close: bool, window_end_column: Option<
     let query = rewritten(sql);
     let ctx = context();
     ctx.register_table("ev", Arc::new(MemTable::try_new(schema(), vec![vec![]]).unwrap())).unwrap();
+    ctx.register_table("dim", Arc::new(MemTable::try_new(dim_schema(), vec![vec![]]).unwrap())).unwrap();
     let state = ctx.state();
     let plan = state
         .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(sqlparser::ast::Statement::Query(
@@ -229,20 +291,46 @@ async fn check(sql: &str, emit_on_window_close: bool, window_end_column: Option<
     let spec = WatermarkSpec { column: 4, expr: state.create_physical_expr(expr, &df_schema).unwrap(), idle_timeout: None };
     let mut tracker = WatermarkTracker::new(Some(spec), s.partitions);
 
+    let reads: Vec<u64> = stream_plan.inputs().iter().map(|i| i.id).collect();
     let (tx, rx) = mpsc::unbounded_channel();
+    let (dim_tx, dim_rx) = mpsc::unbounded_channel();
     let (reports_tx, mut reports) = mpsc::unbounded_channel();
     let (_subs_tx, subs_rx) = mpsc::unbounded_channel();
-    let input = JobInput { relation: 1, backfill: None, live: InputReceiver::Unbounded(rx) };
-    let job = ViewJob::new(7, tree, vec![input], reports_tx, subs_rx, Arc::new(ViewStats::default())).unwrap();
+    let mut inputs = Vec::new();
+    if reads.contains(&1) {
+        inputs.push(JobInput { relation: 1, backfill: None, live: InputReceiver::Unbounded(rx) });
+    }
+    let reads_dim = reads.contains(&2);
+    if reads_dim {
+        inputs.push(JobInput { relation: 2, backfill: None, live: InputReceiver::Unbounded(dim_rx) });
+    }
+    let job = ViewJob::new(7, tree, inputs, reports_tx, subs_rx, Arc::new(ViewStats::default())).unwrap();
     let task = tokio::spawn(job.run());
+    let mut table: Vec<DimRow> = Vec::new();
+    let mut next_op = 0usize;
+    let mut send_table = |upto: usize, table: &mut Vec<DimRow>| {
+        let changes = apply_table_ops(&s.table_ops, &mut next_op, upto, table);
+        if reads_dim && !changes.is_empty() {
+            let rows: Vec<DimRow> = changes.iter().map(|c| c.0).collect();
+            let diffs = Int64Array::from_iter_values(changes.iter().map(|c| c.1));
+            dim_tx.send(Message::Data(Arc::new(Changes::new(dim_batch(&rows), diffs)))).unwrap();
+        }
+    };
+    let barrier = |epoch: u64| {
+        tx.send(Message::Barrier(epoch)).unwrap();
+        if reads_dim {
+            dim_tx.send(Message::Barrier(epoch)).unwrap();
+        }
+    };
 
     let (late, wm_after) = lateness(s);
     let mut epoch = 0u64;
-    // (epoch, events read so far, watermark then)
-    let mut checkpoints: Vec<(u64, usize, i64)> = Vec::new();
+    // (epoch, events read so far, watermark then, table contents then)
+    let mut checkpoints: Vec<(u64, usize, i64, Vec<DimRow>)> = Vec::new();
     let mut start = 0usize;
     let mut engine_late = 0usize;
     let mut barrier_at = s.barriers.iter().peekable();
+    send_table(0, &mut table);
     for &end in &s.cuts {
         let slice = &s.events[start..end];
         let assigned = tracker.assign(slice[0].partition, batch(slice)).unwrap();
@@ -255,13 +343,15 @@ async fn check(sql: &str, emit_on_window_close: bool, window_end_column: Option<
             tx.send(Message::Watermark(w)).unwrap();
         }
         start = end;
+        send_table(end, &mut table);
         while barrier_at.peek().is_some_and(|b| **b <= end) {
             barrier_at.next();
             epoch += 1;
-            tx.send(Message::Barrier(epoch)).unwrap();
-            checkpoints.push((epoch, end, tracker.current()));
+            barrier(epoch);
+            checkpoints.push((epoch, end, tracker.current(), table.clone()));
         }
     }
+    send_table(usize::MAX, &mut table);
     let mut final_wm = tracker.current();
     if s.bounded {
         if let Some(w) = tracker.end_all() {
@@ -270,8 +360,8 @@ async fn check(sql: &str, emit_on_window_close: bool, window_end_column: Option<
         final_wm = WATERMARK_MAX;
     }
     epoch += 1;
-    tx.send(Message::Barrier(epoch)).unwrap();
-    checkpoints.push((epoch, s.events.len(), final_wm));
+    barrier(epoch);
+    checkpoints.push((epoch, s.events.len(), final_wm, table.clone()));
     assert_eq!(engine_late, late.iter().filter(|l| **l).count(), "late counts differ");
 
     let mut versions: Vec<(u64, ViewData)> = Vec::new();
@@ -283,11 +373,11 @@ async fn check(sql: &str, emit_on_window_close: bool, window_end_column: Option<
     }
     task.abort();
 
-    for ((epoch, read, wm), (reported, data)) in checkpoints.iter().zip(&versions) {
+    for ((epoch, read, wm, table), (reported, data)) in checkpoints.iter().zip(&versions) {
         assert_eq!(epoch, reported);
         let on_time: Vec<Event> =
             s.events[..*read].iter().zip(&late).filter(|(_, l)| !**l).map(|(e, _)| e.clone()).collect();
-        let mut expected = rows_of(&batch_answer(&query, batch(&on_time)).await);
+        let mut expected = rows_of(&batch_answer(&query, batch(&on_time), dim_batch(table)).await);
         if let (true, Some(col)) = (emit_on_window_close, window_end_column) {
             expected.retain(|r| matches!(r[col], Value::Int(end) if end <= *wm as i128));
         }
@@ -346,4 +436,74 @@ fn filter_and_having_match_batch() {
 #[test]
 fn unwindowed_group_by_matches_batch() {
     run(GLOBAL, false, None, 30);
+}
+
+/// A window join (Nexmark q5's shape): per-key counts joined with each window's top value on
+/// the window bounds, with a residual condition.
+const WINDOW_JOIN: &str = "SELECT a.k, a.window_start, a.window_end, a.n, b.top, b.busiest \
+     FROM (SELECT k, window_start, window_end, count(*) AS n FROM TUMBLE(ev, ts, INTERVAL '10' SECOND) \
+           GROUP BY k, window_start, window_end) a \
+     JOIN (SELECT window_start, window_end, max(v) AS top, max(n) AS busiest \
+           FROM (SELECT k, window_start, window_end, count(*) AS n, max(v) AS v FROM TUMBLE(ev, ts, INTERVAL '10' SECOND) \
+                 GROUP BY k, window_start, window_end) c GROUP BY window_start, window_end) b \
+     ON a.window_start = b.window_start AND a.window_end = b.window_end AND a.n >= b.busiest";
+
+/// An interval self-join: each event with the same key's events of the 3 seconds before it.
+const INTERVAL_JOIN: &str = "SELECT a.k, a.ts, a.v, b.ts AS before_ts, b.v AS before_v FROM ev a JOIN ev b \
+     ON a.k = b.k AND b.ts BETWEEN a.ts - INTERVAL '3' SECOND AND a.ts";
+
+/// The same as a LEFT JOIN with a residual condition, aggregated per event (the shape of the
+/// chat demo's z-score view).
+const INTERVAL_LEFT_JOIN: &str = "SELECT a.k, a.ts, a.tag, count(b.v) AS n, sum(b.v) AS s, max(b.f) AS hi FROM ev a \
+     LEFT JOIN ev b ON a.k = b.k AND b.ts >= a.ts - INTERVAL '3' SECOND AND b.ts < a.ts AND b.tag <> a.tag \
+     GROUP BY a.k, a.ts, a.tag";
+
+/// Nexmark q7's shape: a WHERE over the join holds the interval.
+const WHERE_INTERVAL_JOIN: &str = "SELECT e.k, e.v, e.ts, m.window_end FROM ev e \
+     JOIN (SELECT max(v) AS top, window_end FROM TUMBLE(ev, ts, INTERVAL '5' SECOND) GROUP BY window_end) m \
+     ON e.v = m.top WHERE e.ts BETWEEN m.window_end - INTERVAL '5' SECOND AND m.window_end";
+
+/// A stream joined with a table that gains and loses rows, aggregated without windows.
+const TABLE_JOIN: &str = "SELECT d.label, count(*) AS n, sum(e.v) AS s, min(e.v) AS lo, max(d.w) AS hw \
+     FROM ev e JOIN dim d ON e.k = d.k GROUP BY d.label";
+
+/// Outer joins with a table: unmatched stream rows NULL-padded, and the table's unmatched rows.
+const TABLE_LEFT_JOIN: &str =
+    "SELECT e.k, e.v, d.label, d.w FROM ev e LEFT JOIN dim d ON e.k = d.k AND d.w < e.v";
+const TABLE_FULL_JOIN: &str = "SELECT e.k, e.tag, d.k AS dk, d.label FROM ev e FULL JOIN dim d ON e.k = d.k AND e.tag = 'u1'";
+
+#[test]
+fn window_join_update_mode_matches_batch() {
+    run(WINDOW_JOIN, false, None, 30);
+}
+
+#[test]
+fn window_join_emit_on_window_close_matches_closed_windows() {
+    run(WINDOW_JOIN, true, Some(2), 30);
+}
+
+#[test]
+fn interval_join_matches_batch() {
+    run(INTERVAL_JOIN, false, None, 30);
+}
+
+#[test]
+fn interval_left_join_aggregate_matches_batch() {
+    run(INTERVAL_LEFT_JOIN, false, None, 30);
+}
+
+#[test]
+fn where_interval_join_matches_batch() {
+    run(WHERE_INTERVAL_JOIN, false, None, 30);
+}
+
+#[test]
+fn stream_table_join_with_retractions_matches_batch() {
+    run(TABLE_JOIN, false, None, 30);
+}
+
+#[test]
+fn stream_table_outer_joins_match_batch() {
+    run(TABLE_LEFT_JOIN, false, None, 20);
+    run(TABLE_FULL_JOIN, false, None, 20);
 }

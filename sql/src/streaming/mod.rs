@@ -2,12 +2,15 @@
 //!
 //! * [`window`] - `TUMBLE`/`HOP` table functions, rewritten into plain SQL before DataFusion plans
 //!   the query, and the scalar functions that rewrite uses.
+//! * [`join`] - join conditions split into hash keys, a residual filter and watermark bounds
+//!   on each side's state (window and interval joins).
 //! * [`plan`] - the streaming planner: DataFusion `LogicalPlan` → [`StreamPlan`], a tree of
 //!   incremental operators, with 0A000 errors for what cannot be maintained incrementally.
 //!
 //! Flow: `CREATE MATERIALIZED VIEW` AST → [`rewrite_windows`] → DataFusion (plan + analyze,
 //! in the server) → [`plan_stream`] → the engine builds operators from the [`StreamPlan`].
 
+pub mod join;
 pub mod plan;
 pub mod window;
 
@@ -17,6 +20,7 @@ pub use plan::{
     AggregateCall, AggregateKind, InputKind, InputResolver, NodeId, ResolvedInput, StreamNode, StreamOp, StreamPlan,
     WindowKey, plan_stream,
 };
+pub use join::{JoinCondition, JoinKind, StateBound};
 pub use window::{HopStarts, TumbleStart, rewrite_windows};
 
 /// Why a query cannot become a streaming view.

@@ -18,6 +18,7 @@ use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{BinaryExpr, Distinct, Expr, LogicalPlan, Operator};
 
 use super::StreamPlanError;
+use super::join::{self, JoinCondition, JoinKind};
 use super::window::{HOP_STARTS, TUMBLE_START, interval_micros};
 
 pub type NodeId = usize;
@@ -132,6 +133,18 @@ pub enum StreamOp {
         input_schema: DFSchemaRef,
     },
     Union,
+    /// A symmetric hash join: input 0 is the left side, input 1 the right.
+    Join {
+        kind: JoinKind,
+        condition: JoinCondition,
+        left_schema: DFSchemaRef,
+        right_schema: DFSchemaRef,
+    },
+    /// Holds changes until the watermark passes the close time of their row (the value of
+    /// `column` plus `close_offset`), then releases them consolidated: `EMIT ON WINDOW CLOSE`
+    /// for a view whose root is not itself a windowed aggregate (a window join, a view over
+    /// windowed views).
+    EmitOnClose { column: usize, close_offset: i64 },
 }
 
 #[derive(Debug, Clone)]
@@ -179,11 +192,24 @@ pub fn plan_stream(
     emit_on_window_close: bool,
 ) -> Result<StreamPlan, StreamPlanError> {
     let mut planner = Planner { nodes: Vec::new(), resolver, emit_on_window_close, windowed_aggregates: 0 };
-    let root = planner.build(plan)?;
-    if emit_on_window_close && planner.windowed_aggregates == 0 {
-        return Err(StreamPlanError::not_supported("EMIT ON WINDOW CLOSE without a windowed aggregate").with_hint(
-            "EMIT ON WINDOW CLOSE needs a GROUP BY over window_start or window_end of TUMBLE or HOP on a watermarked column.",
-        ));
+    let mut root = planner.build(plan)?;
+    if emit_on_window_close && !planner.emits_on_close(root) {
+        let node = &planner.nodes[root];
+        let Some((column, close_offset)) =
+            node.close_offsets.iter().enumerate().find_map(|(i, o)| o.map(|o| (i, o)))
+        else {
+            return Err(StreamPlanError::not_supported("EMIT ON WINDOW CLOSE on rows without a window bound").with_hint(
+                "EMIT ON WINDOW CLOSE needs the view's rows to carry a window bound: GROUP BY window_start or window_end of TUMBLE or HOP on a watermarked column, or a join on them.",
+            ));
+        };
+        let (schema, close_offsets) = (node.schema.clone(), node.close_offsets.clone());
+        root = planner.push(StreamNode {
+            op: StreamOp::EmitOnClose { column, close_offset },
+            inputs: vec![root],
+            schema,
+            close_offsets,
+            append_only: true,
+        });
     }
     Ok(StreamPlan { nodes: planner.nodes, root, emit_on_window_close })
 }
@@ -196,6 +222,17 @@ struct Planner<'a> {
 }
 
 impl Planner<'_> {
+    /// Whether the node's output already is final per window: an `EMIT ON WINDOW CLOSE`
+    /// aggregate, possibly under stateless operators.
+    fn emits_on_close(&self, id: NodeId) -> bool {
+        let node = &self.nodes[id];
+        match &node.op {
+            StreamOp::Aggregate { emit_on_close, .. } => *emit_on_close,
+            StreamOp::Project { .. } | StreamOp::Filter { .. } => self.emits_on_close(node.inputs[0]),
+            _ => false,
+        }
+    }
+
     fn push(&mut self, node: StreamNode) -> NodeId {
         self.nodes.push(node);
         self.nodes.len() - 1
@@ -240,6 +277,12 @@ impl Planner<'_> {
                     close_offsets: offsets,
                     append_only,
                 }))
+            }
+            LogicalPlan::Filter(f) if matches!(f.input.as_ref(), LogicalPlan::Join(j) if j.join_type == datafusion::logical_expr::JoinType::Inner) => {
+                // WHERE over an inner join is part of its condition (the join keys of a comma
+                // join, the time bounds of an interval join).
+                let LogicalPlan::Join(j) = f.input.as_ref() else { unreachable!("matched above") };
+                self.join_node(j, Some(&f.predicate))
             }
             LogicalPlan::Filter(f) => {
                 let input = self.build(&f.input)?;
@@ -311,8 +354,7 @@ impl Planner<'_> {
             LogicalPlan::Sort(s) if s.fetch.is_none() => self.build(&s.input),
             LogicalPlan::Sort(_) | LogicalPlan::Limit(_) => Err(StreamPlanError::not_supported("LIMIT in a materialized view")
                 .with_hint("Apply LIMIT when you query the view.")),
-            LogicalPlan::Join(_) => Err(StreamPlanError::not_supported("JOIN in a materialized view")
-                .with_hint("Joins are not maintained incrementally yet; aggregate each input in its own view.")),
+            LogicalPlan::Join(j) => self.join_node(j, None),
             LogicalPlan::Window(_) => Err(StreamPlanError::not_supported("window functions (OVER) in a materialized view")),
             LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => Err(StreamPlanError::not_supported(
                 "a materialized view that reads no table, source or view",
@@ -320,6 +362,38 @@ impl Planner<'_> {
             LogicalPlan::RecursiveQuery(_) => Err(StreamPlanError::not_supported("WITH RECURSIVE in a materialized view")),
             other => Err(StreamPlanError::not_supported(format!("{} in a materialized view", other.display()))),
         }
+    }
+
+    fn join_node(&mut self, j: &datafusion::logical_expr::Join, filter: Option<&Expr>) -> Result<NodeId, StreamPlanError> {
+        let kind = JoinKind::from_join_type(j.join_type)?;
+        if j.null_aware {
+            return Err(StreamPlanError::not_supported("NOT IN subqueries in a materialized view"));
+        }
+        if j.null_equality == datafusion::common::NullEquality::NullEqualsNull {
+            return Err(StreamPlanError::not_supported("a join on IS NOT DISTINCT FROM in a materialized view"));
+        }
+        let left = self.build(&j.left)?;
+        let right = self.build(&j.right)?;
+        let conjuncts: Vec<&Expr> = j.filter.iter().chain(filter).collect();
+        for c in &conjuncts {
+            check_expr(c)?;
+        }
+        let (left_offsets, right_offsets) = (self.nodes[left].close_offsets.clone(), self.nodes[right].close_offsets.clone());
+        let condition = join::split_condition(
+            &j.on,
+            &conjuncts,
+            [j.left.schema().as_ref(), j.right.schema().as_ref()],
+            [&left_offsets, &right_offsets],
+        )?;
+        let close_offsets = join::output_close_offsets(kind, [&left_offsets, &right_offsets], &condition.bounds);
+        let append_only = kind == JoinKind::Inner && self.nodes[left].append_only && self.nodes[right].append_only;
+        Ok(self.push(StreamNode {
+            op: StreamOp::Join { kind, condition, left_schema: j.left.schema().clone(), right_schema: j.right.schema().clone() },
+            inputs: vec![left, right],
+            schema: j.schema.clone(),
+            close_offsets,
+            append_only,
+        }))
     }
 
     fn aggregate_node(
@@ -425,7 +499,7 @@ fn check_expr(expr: &Expr) -> Result<(), StreamPlanError> {
 
 use datafusion::common::tree_node::TreeNode;
 
-fn literal_interval(expr: &Expr) -> Option<i64> {
+pub(crate) fn literal_interval(expr: &Expr) -> Option<i64> {
     match expr {
         Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _) => interval_micros(v),
         Expr::Cast(c) => literal_interval(&c.expr),
@@ -465,6 +539,28 @@ fn close_offset(expr: &Expr, schema: &datafusion::common::DFSchema, offsets: &[O
     }
 }
 
+/// An expression as SQL for EXPLAIN: DataFusion's own rendering, except for intervals, which
+/// it prints as structs.
+fn sql_text(expr: &Expr) -> String {
+    match expr {
+        Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _) => match interval_micros(v) {
+            Some(micros) => format!("INTERVAL '{}'", fmt_duration(micros)),
+            None => expr.human_display().to_string(),
+        },
+        Expr::Alias(a) => sql_text(&a.expr),
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => format!("{} {op} {}", sql_text(left), sql_text(right)),
+        Expr::Between(b) => format!(
+            "{} {}BETWEEN {} AND {}",
+            sql_text(&b.expr),
+            if b.negated { "NOT " } else { "" },
+            sql_text(&b.low),
+            sql_text(&b.high)
+        ),
+        Expr::Not(e) => format!("NOT {}", sql_text(e)),
+        other => other.human_display().to_string(),
+    }
+}
+
 fn fmt_duration(micros: i64) -> String {
     if micros % 1_000_000 == 0 {
         format!("{}s", micros / 1_000_000)
@@ -480,7 +576,7 @@ impl StreamPlan {
         let node = &self.nodes[id];
         let pad = "  ".repeat(depth);
         match &node.op {
-            StreamOp::Input(i) => writeln!(f, "{pad}Input: {} {} (id {}){}", i.kind, i.name, i.id,
+            StreamOp::Input(i) => writeln!(f, "{pad}Input: {} {}{}", i.kind, i.name,
                 if i.close_offsets.iter().any(Option::is_some) { ", watermarked" } else { "" })?,
             StreamOp::Filter { predicate, .. } => writeln!(f, "{pad}Filter: {predicate}")?,
             StreamOp::Project { exprs, .. } => {
@@ -513,6 +609,31 @@ impl StreamPlan {
                 writeln!(f, "{pad}  state: {state}{}", if *input_append_only { "" } else { "; input retracts" })?;
             }
             StreamOp::Union => writeln!(f, "{pad}Union All")?,
+            StreamOp::Join { kind, condition, left_schema, right_schema } => {
+                let keys: Vec<String> = condition
+                    .left_keys
+                    .iter()
+                    .zip(&condition.right_keys)
+                    .map(|(l, r)| format!("{} = {}", sql_text(l), sql_text(r)))
+                    .collect();
+                let residual = condition.residual.as_ref().map(|r| format!(", filter {}", sql_text(r))).unwrap_or_default();
+                writeln!(f, "{pad}{kind} Join: [{}]{residual}", keys.join(", "))?;
+                let describe = |side: usize, schema: &DFSchemaRef| match condition.bounds[side].first() {
+                    Some(b) => format!(
+                        "rows freed when the watermark passes {} + {}",
+                        schema.field(b.column).name(),
+                        fmt_duration(b.offset)
+                    ),
+                    None => "unbounded (every row kept)".to_string(),
+                };
+                writeln!(f, "{pad}  state: left {}; right {}", describe(0, left_schema), describe(1, right_schema))?;
+            }
+            StreamOp::EmitOnClose { column, close_offset } => writeln!(
+                f,
+                "{pad}Emit On Close: each row once the watermark passes {} + {}",
+                node.schema.field(*column).name(),
+                fmt_duration(*close_offset)
+            )?,
         }
         for i in &node.inputs {
             self.fmt_node(f, *i, depth + 1)?;

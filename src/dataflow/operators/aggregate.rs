@@ -27,9 +27,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMicrosecondType};
+use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 use weir_sql::streaming::{AggregateCall, WindowKey};
@@ -178,16 +177,6 @@ impl AggregateOp {
         }
     }
 
-    /// The close time of each row's window, from the window key column.
-    fn close_times(&self, keys: &[ArrayRef], window: WindowKey) -> Result<Vec<EventTime>> {
-        let column = &keys[window.group_index];
-        let micros = cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
-        let micros = micros.as_primitive::<TimestampMicrosecondType>();
-        Ok((0..micros.len())
-            .map(|i| if micros.is_null(i) { EventTime::MAX } else { micros.value(i).saturating_add(window.close_offset) })
-            .collect())
-    }
-
     /// The output rows of these slots (group key columns, then aggregates).
     fn outputs(&self, slots: &[usize]) -> Result<RecordBatch> {
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.output.fields().len());
@@ -277,7 +266,7 @@ impl Operator for AggregateOp {
             .map(|e| e.evaluate(&changes.rows)?.into_array(n))
             .collect::<datafusion::error::Result<_>>()?;
         let closes = match self.window {
-            Some(w) => Some(self.close_times(&key_columns, w)?),
+            Some(w) => Some(super::close_times(&key_columns[w.group_index], w.close_offset)?),
             None => None,
         };
         let mut row_slots = Vec::with_capacity(n);

@@ -10,14 +10,20 @@
 //! * [`stateless`] - input pass-through, filter, projection, unnest, union.
 //! * [`aggregate`] - grouped aggregation, windowed or not, update or emit-on-close.
 //! * [`accumulators`] - per-group aggregate state that accepts retractions.
+//! * [`join`] - the symmetric hash join (inner and outer), with watermark-bounded state.
+//! * [`emit_on_close`] - holds a view's changes until their window closes.
 
 pub mod accumulators;
 pub mod aggregate;
+pub mod emit_on_close;
+pub mod join;
 pub mod stateless;
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType};
 use datafusion::common::DFSchema;
 use datafusion::execution::context::ExecutionProps;
 use datafusion::logical_expr::Expr;
@@ -94,6 +100,16 @@ pub fn arrow_schema(schema: &DFSchema) -> SchemaRef {
     ))
 }
 
+/// The close time of each row: its value in a window-bound column (a timestamp) plus the
+/// column's close offset; `EventTime::MAX` (never) for NULL.
+pub fn close_times(column: &ArrayRef, close_offset: i64) -> Result<Vec<EventTime>> {
+    let micros = cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+    let micros = micros.as_primitive::<TimestampMicrosecondType>();
+    Ok((0..micros.len())
+        .map(|i| if micros.is_null(i) { EventTime::MAX } else { micros.value(i).saturating_add(close_offset) })
+        .collect())
+}
+
 pub fn build(plan: &StreamPlan) -> Result<OperatorTree> {
     let mut operators: Vec<Box<dyn Operator>> = Vec::with_capacity(plan.nodes.len());
     let mut parents = vec![None; plan.nodes.len()];
@@ -119,6 +135,27 @@ pub fn build(plan: &StreamPlan) -> Result<OperatorTree> {
                 Box::new(stateless::UnnestOp::new(*list_column, dependency_indices.clone(), output))
             }
             StreamOp::Union => Box::new(stateless::UnionOp::new(node.inputs.len(), output)),
+            StreamOp::Join { kind, condition, left_schema, right_schema } => {
+                let side = |schema: &DFSchema, keys: &[Expr], bounds: &[weir_sql::streaming::StateBound]| {
+                    Ok::<_, crate::error::WeirError>(join::JoinSideConfig {
+                        schema: arrow_schema(schema),
+                        keys: keys.iter().map(|k| physical_expr(k, schema)).collect::<Result<_>>()?,
+                        bounds: bounds.to_vec(),
+                    })
+                };
+                Box::new(join::JoinOp::new(join::JoinConfig {
+                    kind: *kind,
+                    sides: [
+                        side(left_schema, &condition.left_keys, &condition.bounds[0])?,
+                        side(right_schema, &condition.right_keys, &condition.bounds[1])?,
+                    ],
+                    residual: condition.residual.as_ref().map(|r| physical_expr(r, &node.schema)).transpose()?,
+                    output,
+                })?)
+            }
+            StreamOp::EmitOnClose { column, close_offset } => {
+                Box::new(emit_on_close::EmitOnCloseOp::new(*column, *close_offset, output)?)
+            }
             StreamOp::Aggregate { group_exprs, calls, window, emit_on_close, input_append_only, input_schema } => {
                 Box::new(aggregate::AggregateOp::new(aggregate::AggregateConfig {
                     group_exprs: group_exprs.iter().map(|e| physical_expr(e, input_schema)).collect::<Result<_>>()?,
