@@ -27,3 +27,19 @@ CREATE MATERIALIZED VIEW chat_active_60s AS
 SELECT stream_id, window_start, window_end, count(*) AS messages, count(DISTINCT user_id) AS chatters
 FROM HOP(chat, ts, INTERVAL '10' SECOND, INTERVAL '60' SECOND)
 GROUP BY stream_id, window_start, window_end;
+
+-- How unusual is each stream's minute? z = (messages - mean) / stddev over the same stream's
+-- previous 10 minutes: the per-minute view joined with itself on a time interval, emitted once
+-- per minute when it closes. `anomaly` flags |z| > 3.
+CREATE MATERIALIZED VIEW chat_zscore AS
+SELECT cur.stream_id, cur.window_start, cur.messages,
+       avg(prev.messages) AS mean_10m,
+       stddev_samp(prev.messages) AS stddev_10m,
+       (cur.messages - avg(prev.messages)) / stddev_samp(prev.messages) AS z,
+       abs((cur.messages - avg(prev.messages)) / stddev_samp(prev.messages)) > 3.0 AS anomaly
+FROM chat_per_min cur
+JOIN chat_per_min prev
+  ON prev.stream_id = cur.stream_id
+ AND prev.window_start BETWEEN cur.window_start - INTERVAL '10' MINUTE AND cur.window_start - INTERVAL '1' MINUTE
+GROUP BY cur.stream_id, cur.window_start, cur.messages
+EMIT ON WINDOW CLOSE;

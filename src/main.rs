@@ -65,8 +65,8 @@ fn main() -> ExitCode {
     let setup: &[&str] = if demo { &DEMO_SCRIPTS } else { &[] };
     if demo {
         eprintln!(
-            "weir demo: Nexmark sources (bid, auction, person) with views nexmark_q5_counts, nexmark_q5_hot, \
-             nexmark_q7_max; a chat source with views chat_per_min, chat_active_60s.\n\
+            "weir demo: Nexmark sources (bid, auction) with views nexmark_q5, nexmark_q7, nexmark_q7_max; \
+             a chat source with views chat_per_min, chat_active_60s and chat_zscore (after 11 minutes).\n\
              Connect with: psql -h {} -p {} -U weir weir\n\
              Try: SELECT * FROM chat_per_min ORDER BY window_start DESC LIMIT 10;",
             config.pg_addr.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h),

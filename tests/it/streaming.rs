@@ -108,7 +108,8 @@ async fn demo_examples_create_working_views() {
     for _ in 0..100 {
         client.batch_execute("FLUSH").await.unwrap();
         if count(&client, "SELECT count(*) FROM chat_per_min").await > 0
-            && count(&client, "SELECT count(*) FROM nexmark_q5_counts").await > 0
+            && count(&client, "SELECT count(*) FROM nexmark_q5").await > 0
+            && count(&client, "SELECT count(*) FROM nexmark_q7").await > 0
         {
             filled = true;
             break;
@@ -126,4 +127,82 @@ async fn demo_examples_create_working_views() {
         .collect();
     assert!(text.iter().any(|l| l.contains("Aggregate") && !l.contains("unbounded")), "{text:?}");
     assert!(text.iter().any(|l| l.contains("closes at key + 1m") || l.contains("closes at key + 60s")), "{text:?}");
+}
+
+/// The chat demo's z-score view (a per-minute view joined with itself on a 10-minute interval,
+/// aggregated and emitted on window close) equals the same query computed in batch over the
+/// per-minute view, once a bounded source has closed every window.
+#[tokio::test(flavor = "multi_thread")]
+async fn chat_zscore_view_matches_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE SOURCE chat (stream_id VARCHAR, user_id VARCHAR, ts TIMESTAMP, \
+                WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) \
+             WITH (connector = 'datagen', datagen.rows.per.second = '0', datagen.max.rows = '30000', \
+                   datagen.split.num = '2', watermark.idle_timeout = '0', \
+                   fields.stream_id.kind = 'random', fields.stream_id.values = 'a,a,a,b,c', \
+                   fields.user_id.kind = 'random', fields.user_id.values = 'u1,u2,u3,u4', \
+                   fields.ts.kind = 'event_time', fields.ts.start = '2026-01-01 00:00:00', \
+                   fields.ts.step = '100ms', fields.ts.disorder = '2s')",
+        )
+        .await
+        .unwrap();
+    // The views exactly as the demo defines them.
+    let example = std::fs::read_to_string(format!("{}/examples/chat.sql", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    for statement in example.split(';') {
+        let sql: String = statement.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
+        if sql.trim_start().starts_with("CREATE MATERIALIZED VIEW") {
+            client.batch_execute(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        }
+    }
+    for _ in 0..600 {
+        client.batch_execute("FLUSH").await.unwrap();
+        let ended: bool = client.query_one("SELECT ended FROM weir_catalog.sources WHERE name = 'chat'", &[]).await.unwrap().get(0);
+        if ended {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    client.batch_execute("FLUSH").await.unwrap();
+    let query = |sql: &'static str| {
+        let client = &client;
+        async move {
+            let rows = client.query(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            rows.iter()
+                .map(|r| {
+                    (r.get::<_, String>(0), r.get::<_, std::time::SystemTime>(1), r.get::<_, i64>(2), r.get::<_, f64>(3), r.get::<_, Option<f64>>(4))
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let streamed = query("SELECT stream_id, window_start, messages, mean_10m, stddev_10m FROM chat_zscore ORDER BY 1, 2").await;
+    let batch = query(
+        "SELECT cur.stream_id, cur.window_start, cur.messages, avg(prev.messages), stddev_samp(prev.messages) \
+         FROM chat_per_min cur JOIN chat_per_min prev ON prev.stream_id = cur.stream_id \
+          AND prev.window_start BETWEEN cur.window_start - INTERVAL '10' MINUTE AND cur.window_start - INTERVAL '1' MINUTE \
+         GROUP BY cur.stream_id, cur.window_start, cur.messages ORDER BY 1, 2",
+    )
+    .await;
+    // 15000 rows per partition, 100 ms apart: 25 minutes of event time, 3 streams.
+    assert!(batch.len() > 60, "too few minutes to compare: {}", batch.len());
+    eprintln!("chat_zscore: {} rows streamed, {} in batch", streamed.len(), batch.len());
+    assert_eq!(streamed.len(), batch.len());
+    for (s, b) in streamed.iter().zip(&batch) {
+        assert_eq!((&s.0, s.1, s.2), (&b.0, b.1, b.2));
+        assert!((s.3 - b.3).abs() < 1e-9 * b.3.abs().max(1.0), "{s:?} vs {b:?}");
+        match (s.4, b.4) {
+            (Some(x), Some(y)) => assert!((x - y).abs() < 1e-9 * y.abs().max(1.0), "{s:?} vs {b:?}"),
+            (x, y) => assert_eq!(x, y),
+        }
+    }
+    let flagged: i64 = client
+        .query_one("SELECT count(*) FROM chat_zscore WHERE anomaly = (abs(z) > 3.0)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let with_z: i64 = client.query_one("SELECT count(*) FROM chat_zscore WHERE z IS NOT NULL", &[]).await.unwrap().get(0);
+    assert_eq!(flagged, with_z, "the anomaly flag disagrees with z");
 }
