@@ -189,8 +189,7 @@ fn new_base_context() -> Result<SessionContext> {
     options.sql_parser.map_string_types_to_utf8view = false;
     options.execution.time_zone = Some("+00:00".to_string());
     let ctx = SessionContext::new_with_config(config);
-    ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(weir_sql::streaming::TumbleStart::default()));
-    ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(weir_sql::streaming::HopStarts::default()));
+    weir_sql::streaming::register_window_functions(&ctx);
     Ok(ctx)
 }
 

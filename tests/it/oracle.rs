@@ -15,7 +15,6 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::{DFSchema, TableReference};
 use datafusion::datasource::MemTable;
-use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionContext;
 use proptest::prelude::*;
 use tokio::sync::mpsc;
@@ -167,8 +166,7 @@ fn lateness(s: &Scenario) -> (Vec<bool>, Vec<i64>) {
 
 fn context() -> SessionContext {
     let ctx = SessionContext::new();
-    ctx.register_udf(ScalarUDF::new_from_impl(weir_sql::streaming::TumbleStart::default()));
-    ctx.register_udf(ScalarUDF::new_from_impl(weir_sql::streaming::HopStarts::default()));
+    weir_sql::streaming::register_window_functions(&ctx);
     ctx
 }
 
@@ -506,4 +504,33 @@ fn stream_table_join_with_retractions_matches_batch() {
 fn stream_table_outer_joins_match_batch() {
     run(TABLE_LEFT_JOIN, false, None, 20);
     run(TABLE_FULL_JOIN, false, None, 20);
+}
+
+/// Sessions per key: rows less than 2 s apart share a session, which grows and merges as
+/// out-of-order rows arrive.
+const SESSION: &str = "SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s, max(f) AS hi \
+     FROM SESSION(ev, ts, INTERVAL '2' SECOND) GROUP BY k, window_start, window_end";
+
+/// Without grouping keys, one global sequence of sessions.
+const GLOBAL_SESSION: &str = "SELECT window_start, window_end, count(*) AS n, count(DISTINCT k) AS keys \
+     FROM SESSION(ev, ts, INTERVAL '1' SECOND) GROUP BY window_start, window_end";
+
+#[test]
+fn session_update_mode_matches_batch() {
+    run(SESSION, false, None, 40);
+}
+
+#[test]
+fn session_emit_on_window_close_matches_closed_sessions() {
+    run(SESSION, true, Some(2), 40);
+}
+
+#[test]
+fn global_session_matches_batch() {
+    run(GLOBAL_SESSION, false, None, 30);
+}
+
+#[test]
+fn global_session_emit_on_window_close_matches_closed_sessions() {
+    run(GLOBAL_SESSION, true, Some(1), 30);
 }

@@ -4,6 +4,7 @@
 //!   the query, and the scalar functions that rewrite uses.
 //! * [`join`] - join conditions split into hash keys, a residual filter and watermark bounds
 //!   on each side's state (window and interval joins).
+//! * [`session`] - `SESSION` windows: the batch window functions and the sessions rule.
 //! * [`plan`] - the streaming planner: DataFusion `LogicalPlan` → [`StreamPlan`], a tree of
 //!   incremental operators, with 0A000 errors for what cannot be maintained incrementally.
 //!
@@ -12,6 +13,7 @@
 
 pub mod join;
 pub mod plan;
+pub mod session;
 pub mod window;
 
 use thiserror::Error;
@@ -21,7 +23,18 @@ pub use plan::{
     WindowKey, plan_stream,
 };
 pub use join::{JoinCondition, JoinKind, StateBound};
+pub use session::SessionBound;
 pub use window::{HopStarts, TumbleStart, rewrite_windows};
+
+/// Registers the functions the window rewrite produces (`TUMBLE`, `HOP`, `SESSION`) with a
+/// DataFusion context, so that rewritten queries run in batch too.
+pub fn register_window_functions(ctx: &datafusion::prelude::SessionContext) {
+    use datafusion::logical_expr::{ScalarUDF, WindowUDF};
+    ctx.register_udf(ScalarUDF::new_from_impl(TumbleStart::default()));
+    ctx.register_udf(ScalarUDF::new_from_impl(HopStarts::default()));
+    ctx.register_udwf(WindowUDF::new_from_impl(SessionBound::start()));
+    ctx.register_udwf(WindowUDF::new_from_impl(SessionBound::end()));
+}
 
 /// Why a query cannot become a streaming view.
 #[derive(Debug, Clone, Error)]

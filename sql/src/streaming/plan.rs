@@ -19,6 +19,7 @@ use datafusion::logical_expr::{BinaryExpr, Distinct, Expr, LogicalPlan, Operator
 
 use super::StreamPlanError;
 use super::join::{self, JoinCondition, JoinKind};
+use super::session::{SESSION_END, SESSION_START};
 use super::window::{HOP_STARTS, TUMBLE_START, interval_micros};
 
 pub type NodeId = usize;
@@ -140,6 +141,9 @@ pub enum StreamOp {
         left_schema: DFSchemaRef,
         right_schema: DFSchemaRef,
     },
+    /// `SESSION` windows: appends, per entry of `outputs`, the session start (false) or end
+    /// (true) of each row; sessions are per value of `keys` over event time `time`.
+    Session { keys: Vec<Expr>, time: Expr, gap: i64, outputs: Vec<bool>, input_schema: DFSchemaRef },
     /// Holds changes until the watermark passes the close time of their row (the value of
     /// `column` plus `close_offset`), then releases them consolidated: `EMIT ON WINDOW CLOSE`
     /// for a view whose root is not itself a windowed aggregate (a window join, a view over
@@ -355,7 +359,7 @@ impl Planner<'_> {
             LogicalPlan::Sort(_) | LogicalPlan::Limit(_) => Err(StreamPlanError::not_supported("LIMIT in a materialized view")
                 .with_hint("Apply LIMIT when you query the view.")),
             LogicalPlan::Join(j) => self.join_node(j, None),
-            LogicalPlan::Window(_) => Err(StreamPlanError::not_supported("window functions (OVER) in a materialized view")),
+            LogicalPlan::Window(w) => self.session_node(w),
             LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => Err(StreamPlanError::not_supported(
                 "a materialized view that reads no table, source or view",
             )),
@@ -393,6 +397,61 @@ impl Planner<'_> {
             schema: j.schema.clone(),
             close_offsets,
             append_only,
+        }))
+    }
+
+    /// The `Window` node that the `SESSION` rewrite produces; any other window function is 0A000.
+    fn session_node(&mut self, w: &datafusion::logical_expr::Window) -> Result<NodeId, StreamPlanError> {
+        use datafusion::logical_expr::expr::{WindowFunction, WindowFunctionDefinition};
+        let over = || StreamPlanError::not_supported("window functions (OVER) in a materialized view");
+        let mut outputs = Vec::new();
+        let mut shape: Option<(&Vec<Expr>, &Expr, &Expr)> = None;
+        for e in &w.window_expr {
+            let Expr::WindowFunction(f) = e else { return Err(over()) };
+            let WindowFunction { fun: WindowFunctionDefinition::WindowUDF(udf), params } = f.as_ref() else {
+                return Err(over());
+            };
+            let end = match udf.name() {
+                SESSION_START => false,
+                SESSION_END => true,
+                _ => return Err(over()),
+            };
+            let [time, gap] = params.args.as_slice() else { return Err(StreamPlanError::invalid("SESSION takes a time column and a gap")) };
+            if shape.is_some_and(|(p, t, g)| p != &params.partition_by || t != time || g != gap) {
+                return Err(over());
+            }
+            shape = Some((&params.partition_by, time, gap));
+            outputs.push(end);
+        }
+        let Some((keys, time, gap)) = shape else { return Err(over()) };
+        let gap = literal_interval(gap)
+            .filter(|g| *g > 0)
+            .ok_or_else(|| StreamPlanError::invalid("a SESSION gap must be a positive constant interval without months"))?;
+        let input = self.build(&w.input)?;
+        let in_offsets = self.nodes[input].close_offsets.clone();
+        let Some(time_offset) = close_offset(time, w.input.schema(), &in_offsets) else {
+            return Err(StreamPlanError::not_supported("SESSION windows over a time column without a watermark")
+                .with_hint("Declare WATERMARK FOR the time column on the source, so that sessions can close."));
+        };
+        for k in keys {
+            check_expr(k)?;
+        }
+        // Rows move between sessions until theirs closes, so only the session end is bounded:
+        // a session ending at `e` is final once no row below `e` can come.
+        let mut close_offsets = vec![None; in_offsets.len()];
+        close_offsets.extend(outputs.iter().map(|end| end.then_some(time_offset - 1)));
+        Ok(self.push(StreamNode {
+            op: StreamOp::Session {
+                keys: keys.clone(),
+                time: time.clone(),
+                gap,
+                outputs,
+                input_schema: w.input.schema().clone(),
+            },
+            inputs: vec![input],
+            schema: w.schema.clone(),
+            close_offsets,
+            append_only: false,
         }))
     }
 
@@ -627,6 +686,17 @@ impl StreamPlan {
                     None => "unbounded (every row kept)".to_string(),
                 };
                 writeln!(f, "{pad}  state: left {}; right {}", describe(0, left_schema), describe(1, right_schema))?;
+            }
+            StreamOp::Session { keys, time, gap, .. } => {
+                let keys: Vec<String> = keys.iter().map(sql_text).collect();
+                writeln!(
+                    f,
+                    "{pad}Session: gap {} over {} per [{}]",
+                    fmt_duration(*gap),
+                    sql_text(time),
+                    keys.join(", ")
+                )?;
+                writeln!(f, "{pad}  state: the rows of open sessions, freed when the watermark passes a session's end")?;
             }
             StreamOp::EmitOnClose { column, close_offset } => writeln!(
                 f,

@@ -1,4 +1,4 @@
-//! Window table functions: `TUMBLE`, `HOP` (and the `SESSION` placeholder) in `FROM`.
+//! Window table functions: `TUMBLE`, `HOP` and `SESSION` (see [`super::session`]) in `FROM`.
 //!
 //! DataFusion does not know these table functions, so before planning, [`rewrite_windows`]
 //! replaces each one with a subquery that adds `window_start` and `window_end` using two scalar
@@ -29,6 +29,7 @@ use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
 use super::StreamPlanError;
+use super::session::{SESSION_END, SESSION_START};
 
 pub const TUMBLE_START: &str = "weir_tumble_start";
 pub const HOP_STARTS: &str = "weir_hop_starts";
@@ -55,10 +56,13 @@ fn rewrite_query(query: &mut Query, error: &mut Option<StreamPlanError>) {
 fn rewrite_set_expr(body: &mut ast::SetExpr, error: &mut Option<StreamPlanError>) {
     match body {
         ast::SetExpr::Select(select) => {
+            let keys = session_keys(&select.group_by);
+            let joined = select.from.len() > 1 || select.from.iter().any(|twj| !twj.joins.is_empty());
+            let context = if joined { Err(session_in_join()) } else { keys };
             for twj in &mut select.from {
-                rewrite_factor(&mut twj.relation, error);
+                rewrite_factor(&mut twj.relation, &context, error);
                 for join in &mut twj.joins {
-                    rewrite_factor(&mut join.relation, error);
+                    rewrite_factor(&mut join.relation, &context, error);
                 }
             }
         }
@@ -71,13 +75,47 @@ fn rewrite_set_expr(body: &mut ast::SetExpr, error: &mut Option<StreamPlanError>
     }
 }
 
-fn rewrite_factor(factor: &mut TableFactor, error: &mut Option<StreamPlanError>) {
+fn session_in_join() -> StreamPlanError {
+    StreamPlanError::not_supported("SESSION windows inside a join")
+        .with_hint("Aggregate the SESSION windows in their own view and join that view.")
+}
+
+/// The keys SESSION windows of a SELECT are per: its GROUP BY columns other than the window
+/// bounds.
+fn session_keys(group_by: &ast::GroupByExpr) -> Result<Vec<String>, StreamPlanError> {
+    let ast::GroupByExpr::Expressions(exprs, _) = group_by else {
+        return Err(StreamPlanError::not_supported("SESSION windows with GROUP BY ALL"));
+    };
+    let mut keys = Vec::new();
+    for e in exprs {
+        let column = match e {
+            ast::Expr::Identifier(i) => i,
+            ast::Expr::CompoundIdentifier(parts) => match parts.last() {
+                Some(i) => i,
+                None => continue,
+            },
+            other => {
+                return Err(StreamPlanError::not_supported(format!("SESSION windows grouped by the expression {other}"))
+                    .with_hint("Group SESSION windows by columns (sessions are per key); compute expressions in a view first."));
+            }
+        };
+        if !matches!(column.value.to_ascii_lowercase().as_str(), "window_start" | "window_end") {
+            keys.push(column.to_string());
+        }
+    }
+    Ok(keys)
+}
+
+type SessionContext = Result<Vec<String>, StreamPlanError>;
+
+fn rewrite_factor(factor: &mut TableFactor, session: &SessionContext, error: &mut Option<StreamPlanError>) {
     match factor {
         TableFactor::Derived { subquery, .. } => rewrite_query(subquery, error),
         TableFactor::NestedJoin { table_with_joins, .. } => {
-            rewrite_factor(&mut table_with_joins.relation, error);
+            let joined = Err(session_in_join());
+            rewrite_factor(&mut table_with_joins.relation, &joined, error);
             for join in &mut table_with_joins.joins {
-                rewrite_factor(&mut join.relation, error);
+                rewrite_factor(&mut join.relation, &joined, error);
             }
         }
         TableFactor::Table { name, alias, args: Some(args), .. } => {
@@ -85,7 +123,7 @@ fn rewrite_factor(factor: &mut TableFactor, error: &mut Option<StreamPlanError>)
             if !matches!(function.as_str(), "tumble" | "hop" | "session") {
                 return;
             }
-            match window_subquery(&function, &args.args, alias.as_ref()) {
+            match window_subquery(&function, &args.args, alias.as_ref(), session) {
                 Ok(replacement) => *factor = replacement,
                 Err(e) => {
                     error.get_or_insert(e);
@@ -107,6 +145,7 @@ fn window_subquery(
     function: &str,
     args: &[FunctionArg],
     alias: Option<&ast::TableAlias>,
+    session: &SessionContext,
 ) -> Result<TableFactor, StreamPlanError> {
     let args: Vec<String> = args.iter().map(arg_sql).collect::<Result<_, _>>()?;
     let usage = match function {
@@ -122,10 +161,6 @@ fn window_subquery(
     if !arity_ok {
         return Err(StreamPlanError::invalid(format!("wrong number of arguments: use {usage}")));
     }
-    if function == "session" {
-        return Err(StreamPlanError::not_supported("SESSION windows")
-            .with_hint("TUMBLE and HOP windows are supported; SESSION windows are not implemented yet."));
-    }
     let relation = &args[0];
     let ts = &args[1];
     let alias_sql = match alias {
@@ -133,7 +168,16 @@ fn window_subquery(
         None => format!("AS {}", relation.rsplit('.').next().unwrap_or(relation)),
     };
     let zero = "INTERVAL '0 seconds'".to_string();
-    let sql = if function == "tumble" {
+    let sql = if function == "session" {
+        let gap = &args[2];
+        let keys = session.clone()?;
+        let partition = if keys.is_empty() { String::new() } else { format!("PARTITION BY {} ", keys.join(", ")) };
+        let over = format!("OVER ({partition}ORDER BY {ts})");
+        format!(
+            "SELECT * FROM (SELECT *, {SESSION_START}({ts}, {gap}) {over} AS window_start, \
+             {SESSION_END}({ts}, {gap}) {over} AS window_end FROM {relation}) {alias_sql}"
+        )
+    } else if function == "tumble" {
         let size = &args[2];
         let offset = args.get(3).unwrap_or(&zero);
         format!(

@@ -330,9 +330,13 @@ impl Operator for AggregateOp {
             };
             let closed = std::mem::replace(&mut self.closing, still_open);
             for (close, slots) in closed {
-                // A slot may have been freed and reused for a later window since it was listed.
-                let slots: Vec<usize> =
+                // A slot may have been freed and reused for a later window since it was listed,
+                // or even for another group closing at the same time (a session whose start
+                // moved), which lists it twice.
+                let mut slots: Vec<usize> =
                     slots.into_iter().filter(|s| self.keys[*s].is_some() && self.slot_close[*s] == close).collect();
+                slots.sort_unstable();
+                slots.dedup();
                 if self.emit_on_close {
                     self.emit_final(&slots, out)?;
                 } else {

@@ -11,12 +11,14 @@
 //! * [`aggregate`] - grouped aggregation, windowed or not, update or emit-on-close.
 //! * [`accumulators`] - per-group aggregate state that accepts retractions.
 //! * [`join`] - the symmetric hash join (inner and outer), with watermark-bounded state.
+//! * [`session`] - `SESSION` windows: rows get their session's bounds, reassigned as sessions merge.
 //! * [`emit_on_close`] - holds a view's changes until their window closes.
 
 pub mod accumulators;
 pub mod aggregate;
 pub mod emit_on_close;
 pub mod join;
+pub mod session;
 pub mod stateless;
 
 use std::sync::Arc;
@@ -150,6 +152,16 @@ pub fn build(plan: &StreamPlan) -> Result<OperatorTree> {
                         side(right_schema, &condition.right_keys, &condition.bounds[1])?,
                     ],
                     residual: condition.residual.as_ref().map(|r| physical_expr(r, &node.schema)).transpose()?,
+                    output,
+                })?)
+            }
+            StreamOp::Session { keys, time, gap, outputs, input_schema } => {
+                Box::new(session::SessionOp::new(session::SessionConfig {
+                    keys: keys.iter().map(|k| physical_expr(k, input_schema)).collect::<Result<_>>()?,
+                    time: physical_expr(time, input_schema)?,
+                    gap: *gap,
+                    outputs: outputs.clone(),
+                    input_schema: arrow_schema(input_schema),
                     output,
                 })?)
             }
