@@ -74,6 +74,12 @@ pub enum AggregateKind {
     VarPop,
     BoolAnd,
     BoolOr,
+    /// `first_value(x ORDER BY t)`: `x` of the row first in `t`'s order.
+    FirstValue,
+    /// `last_value(x ORDER BY t)`.
+    LastValue,
+    /// `approx_percentile_cont(p) WITHIN GROUP (ORDER BY x)`, computed exactly.
+    ApproxPercentileCont,
 }
 
 impl AggregateKind {
@@ -90,6 +96,9 @@ impl AggregateKind {
             "var_pop" => AggregateKind::VarPop,
             "bool_and" => AggregateKind::BoolAnd,
             "bool_or" => AggregateKind::BoolOr,
+            "first_value" => AggregateKind::FirstValue,
+            "last_value" => AggregateKind::LastValue,
+            "approx_percentile_cont" => AggregateKind::ApproxPercentileCont,
             _ => return None,
         })
     }
@@ -102,6 +111,11 @@ pub struct AggregateCall {
     pub distinct: bool,
     /// The type DataFusion gives the result (the engine produces exactly this type).
     pub output_type: DataType,
+    /// `first_value`/`last_value`: the order, as (descending, nulls first); the call's one
+    /// argument is then `struct(order key, value)`.
+    pub order: Option<(bool, bool)>,
+    /// `approx_percentile_cont`: the percentile, in [0, 1].
+    pub percentile: Option<f64>,
     /// The SQL spelling, for EXPLAIN.
     pub display: String,
 }
@@ -502,26 +516,78 @@ fn aggregate_call(expr: &Expr, output_type: DataType) -> Result<AggregateCall, S
     if params.filter.is_some() {
         return Err(StreamPlanError::not_supported("FILTER (WHERE ...) on an aggregate in a materialized view"));
     }
-    if !params.order_by.is_empty() {
-        return Err(StreamPlanError::not_supported(format!("ORDER BY inside {name}() in a materialized view")));
-    }
     if params.distinct && kind != AggregateKind::Count && kind != AggregateKind::Min && kind != AggregateKind::Max {
         return Err(StreamPlanError::not_supported(format!("{name}(DISTINCT ...) in a materialized view")));
-    }
-    if params.args.len() != 1 {
-        return Err(StreamPlanError::not_supported(format!("{name}() with {} arguments", params.args.len())));
     }
     for a in &params.args {
         check_expr(a)?;
     }
-    Ok(AggregateCall {
+    let mut call = AggregateCall {
         kind,
         args: params.args.clone(),
         // min/max are the same with or without DISTINCT.
         distinct: params.distinct && kind == AggregateKind::Count,
         output_type,
         display,
-    })
+        order: None,
+        percentile: None,
+    };
+    match kind {
+        AggregateKind::FirstValue | AggregateKind::LastValue => {
+            let ([value], [order]) = (params.args.as_slice(), params.order_by.as_slice()) else {
+                return Err(StreamPlanError::not_supported(format!("{name}() without exactly one ORDER BY key"))
+                    .with_hint(format!("Write {name}(x ORDER BY event_time): a view's rows arrive in no particular order.")));
+            };
+            check_expr(&order.expr)?;
+            call.order = Some((!order.asc, order.nulls_first));
+            call.args = vec![datafusion::functions::core::expr_fn::r#struct(vec![order.expr.clone(), value.clone()])];
+        }
+        AggregateKind::ApproxPercentileCont => {
+            // WITHIN GROUP (ORDER BY x) puts x first and the percentile second.
+            let (Some(value), Some(percentile)) = (params.args.first(), params.args.get(1)) else {
+                return Err(StreamPlanError::invalid("approx_percentile_cont takes a percentile and WITHIN GROUP (ORDER BY x)"));
+            };
+            if params.args.len() > 2 {
+                return Err(StreamPlanError::not_supported("approx_percentile_cont with a centroid count in a materialized view")
+                    .with_hint("Views compute percentiles exactly; leave the centroid count out."));
+            }
+            if params.order_by.iter().any(|o| !o.asc) {
+                return Err(StreamPlanError::not_supported("approx_percentile_cont in descending order in a materialized view")
+                    .with_hint("Use ascending order and the percentile 1 - p."));
+            }
+            let p = match strip_casts(percentile) {
+                Expr::Literal(ScalarValue::Float64(Some(p)), _) => *p,
+                Expr::Literal(ScalarValue::Float32(Some(p)), _) => f64::from(*p),
+                Expr::Literal(v, _) if v.data_type().is_numeric() => {
+                    v.cast_to(&DataType::Float64).ok().and_then(|v| if let ScalarValue::Float64(p) = v { p } else { None }).unwrap_or(-1.0)
+                }
+                _ => -1.0,
+            };
+            if !(0.0..=1.0).contains(&p) {
+                return Err(StreamPlanError::invalid("the percentile of approx_percentile_cont must be a constant between 0 and 1"));
+            }
+            call.percentile = Some(p);
+            call.args = vec![value.clone()];
+        }
+        _ => {
+            if !params.order_by.is_empty() {
+                return Err(StreamPlanError::not_supported(format!("ORDER BY inside {name}() in a materialized view")));
+            }
+            if params.args.len() != 1 {
+                return Err(StreamPlanError::not_supported(format!("{name}() with {} arguments", params.args.len())));
+            }
+        }
+    }
+    Ok(call)
+}
+
+fn strip_casts(expr: &Expr) -> &Expr {
+    match expr {
+        Expr::Cast(c) => strip_casts(&c.expr),
+        Expr::TryCast(c) => strip_casts(&c.expr),
+        Expr::Alias(a) => strip_casts(&a.expr),
+        e => e,
+    }
 }
 
 /// Rejects what a stateless operator cannot evaluate on changes.

@@ -22,7 +22,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Decimal128Type, Float64Type, Int64Type, UInt64Type};
 use datafusion::arrow::row::{RowConverter, SortField};
-use weir_sql::streaming::AggregateKind;
+use weir_sql::streaming::{AggregateCall, AggregateKind};
 
 use crate::error::{Result, WeirError};
 
@@ -38,7 +38,9 @@ pub trait GroupAccumulator: Send {
 }
 
 /// Creates the accumulator for a call on an argument of `input` type producing `output` type.
-pub fn create(kind: AggregateKind, distinct: bool, append_only: bool, input: &DataType, output: &DataType) -> Result<Box<dyn GroupAccumulator>> {
+pub fn create(call: &AggregateCall, append_only: bool, input: &DataType) -> Result<Box<dyn GroupAccumulator>> {
+    let (kind, distinct, output, order, percentile) =
+        (call.kind, call.distinct, &call.output_type, call.order, call.percentile);
     Ok(match kind {
         AggregateKind::Count if distinct => Box::new(CountDistinct::new(input)?),
         AggregateKind::Count => Box::new(Count::default()),
@@ -50,6 +52,16 @@ pub fn create(kind: AggregateKind, distinct: bool, append_only: bool, input: &Da
             Box::new(Variance::new(kind))
         }
         AggregateKind::BoolAnd | AggregateKind::BoolOr => Box::new(BoolAndOr::new(kind == AggregateKind::BoolAnd)),
+        // The first value is the minimum of (order key, value) rows, the last the maximum;
+        // the struct is always valid, so rows with a NULL value count.
+        AggregateKind::FirstValue | AggregateKind::LastValue => Box::new(MinMax::over(
+            ValueRows::ordered(input, order.unwrap_or((false, false)))?,
+            kind == AggregateKind::FirstValue,
+            append_only,
+            input,
+            output,
+        )?),
+        AggregateKind::ApproxPercentileCont => Box::new(Percentile::new(percentile.unwrap_or(0.5), output)),
     })
 }
 
@@ -97,18 +109,58 @@ impl GroupAccumulator for Count {
     }
 }
 
-/// One column's values as byte-comparable rows (for multisets of values of any type).
+/// Values as byte-comparable rows (for multisets of values of any type). A struct argument
+/// (`first_value`'s `(order key, value)`) is encoded field by field, so rows sort by the order
+/// key under its own sort options, and decode to the value.
 struct ValueRows {
     converter: RowConverter,
+    /// Whether values arrive as a struct of the encoded columns.
+    fields: bool,
 }
 
 impl ValueRows {
     fn new(input: &DataType) -> Result<Self> {
-        Ok(ValueRows { converter: RowConverter::new(vec![SortField::new(input.clone())])? })
+        Ok(ValueRows { converter: RowConverter::new(vec![SortField::new(input.clone())])?, fields: false })
+    }
+
+    /// `(order key, value)` structs, the key sorted by `(descending, nulls_first)`.
+    fn ordered(input: &DataType, (descending, nulls_first): (bool, bool)) -> Result<Self> {
+        let DataType::Struct(fields) = input else {
+            return Err(WeirError::internal("first_value/last_value without its (order, value) struct"));
+        };
+        let [key, value] = fields.iter().collect::<Vec<_>>()[..] else {
+            return Err(WeirError::internal("first_value/last_value struct without two fields"));
+        };
+        let options = datafusion::arrow::compute::SortOptions { descending, nulls_first };
+        let converter = RowConverter::new(vec![
+            SortField::new_with_options(key.data_type().clone(), options),
+            SortField::new(value.data_type().clone()),
+        ])?;
+        Ok(ValueRows { converter, fields: true })
     }
 
     fn encode(&self, values: &ArrayRef) -> Result<datafusion::arrow::row::Rows> {
-        Ok(self.converter.convert_columns(std::slice::from_ref(values))?)
+        if self.fields {
+            let values = values
+                .as_struct_opt()
+                .ok_or_else(|| WeirError::internal("first_value/last_value argument is not a struct"))?;
+            Ok(self.converter.convert_columns(values.columns())?)
+        } else {
+            Ok(self.converter.convert_columns(std::slice::from_ref(values))?)
+        }
+    }
+
+    /// A row holding only NULLs (what a group without values evaluates to).
+    fn null_row(&self, input: &DataType) -> Result<Box<[u8]>> {
+        let null = datafusion::arrow::array::new_null_array(input, 1);
+        let null = if self.fields {
+            let DataType::Struct(fields) = input else { return Err(WeirError::internal("not a struct")) };
+            let columns = fields.iter().map(|f| datafusion::arrow::array::new_null_array(f.data_type(), 1)).collect();
+            Arc::new(datafusion::arrow::array::StructArray::new(fields.clone(), columns, None)) as ArrayRef
+        } else {
+            null
+        };
+        Ok(self.encode(&null)?.row(0).as_ref().into())
     }
 
     fn decode<'a>(&self, rows: impl Iterator<Item = Option<&'a [u8]>>, null: &'a [u8]) -> Result<ArrayRef> {
@@ -322,9 +374,11 @@ struct MinMax {
 
 impl MinMax {
     fn new(is_min: bool, append_only: bool, input: &DataType, output: &DataType) -> Result<Self> {
-        let rows = ValueRows::new(input)?;
-        let null = datafusion::arrow::array::new_null_array(input, 1);
-        let null_row: Box<[u8]> = rows.encode(&null)?.row(0).as_ref().into();
+        Self::over(ValueRows::new(input)?, is_min, append_only, input, output)
+    }
+
+    fn over(rows: ValueRows, is_min: bool, append_only: bool, input: &DataType, output: &DataType) -> Result<Self> {
+        let null_row = rows.null_row(input)?;
         Ok(MinMax {
             is_min,
             rows,
@@ -554,5 +608,101 @@ impl GroupAccumulator for BoolAndOr {
 
     fn size(&self) -> usize {
         self.trues.len() * 16
+    }
+}
+
+/// A float ordered by `total_cmp`, for the percentile multiset.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Ordered(f64);
+
+impl Eq for Ordered {}
+
+impl PartialOrd for Ordered {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ordered {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// `approx_percentile_cont(p)`: computed exactly (linear interpolation between the two
+/// nearest ranks, as `percentile_cont`), so within any error bound the approximation promises.
+/// Keeps a multiset of each group's non-NULL values, which retractions need anyway; windowed
+/// groups free it when their window closes.
+struct Percentile {
+    percentile: f64,
+    output: DataType,
+    values: Vec<BTreeMap<Ordered, i64>>,
+}
+
+impl Percentile {
+    fn new(percentile: f64, output: &DataType) -> Self {
+        Percentile { percentile, output: output.clone(), values: Vec::new() }
+    }
+
+    fn value_at(set: &BTreeMap<Ordered, i64>, total: i64, rank: i64) -> Option<f64> {
+        let mut seen = 0;
+        for (v, n) in set {
+            seen += n;
+            if seen > rank.min(total - 1) {
+                return Some(v.0);
+            }
+        }
+        None
+    }
+}
+
+impl GroupAccumulator for Percentile {
+    fn update(&mut self, values: &ArrayRef, slots: &[usize], diffs: &[i64], slot_count: usize) -> Result<()> {
+        grow(&mut self.values, slot_count, BTreeMap::new());
+        let floats = cast(values, &DataType::Float64)?;
+        let floats = floats.as_primitive::<Float64Type>();
+        for (i, (s, d)) in slots.iter().zip(diffs).enumerate() {
+            if floats.is_null(i) {
+                continue;
+            }
+            let set = &mut self.values[*s];
+            let key = Ordered(floats.value(i));
+            let n = set.entry(key).or_insert(0);
+            *n += d;
+            if *n == 0 {
+                set.remove(&key);
+            }
+        }
+        Ok(())
+    }
+
+    fn evaluate(&self, slots: &[usize]) -> Result<ArrayRef> {
+        let out: Float64Array = slots
+            .iter()
+            .map(|s| {
+                let set = self.values.get(*s)?;
+                let total: i64 = set.values().sum();
+                if total <= 0 {
+                    return None;
+                }
+                let position = self.percentile * (total - 1) as f64;
+                let (lower, upper) = (position.floor() as i64, position.ceil() as i64);
+                let low = Self::value_at(set, total, lower)?;
+                let high = Self::value_at(set, total, upper)?;
+                Some(low + (high - low) * (position - lower as f64))
+            })
+            .collect();
+        let out: ArrayRef = Arc::new(out);
+        Ok(if out.data_type() == &self.output { out } else { cast(&out, &self.output)? })
+    }
+
+    fn reset(&mut self, slot: usize) {
+        if let Some(s) = self.values.get_mut(slot) {
+            *s = BTreeMap::new();
+        }
+    }
+
+    fn size(&self) -> usize {
+        self.values.iter().map(|m| 24 + m.len() * 48).sum()
     }
 }

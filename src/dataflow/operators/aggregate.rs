@@ -96,13 +96,7 @@ impl AggregateOp {
         let mut accumulators = Vec::with_capacity(config.calls.len());
         let mut args = Vec::with_capacity(config.calls.len());
         for c in &config.calls {
-            accumulators.push(accumulators::create(
-                c.call.kind,
-                c.call.distinct,
-                config.input_append_only,
-                &c.input_type,
-                &c.call.output_type,
-            )?);
+            accumulators.push(accumulators::create(&c.call, config.input_append_only, &c.input_type)?);
             args.push(c.arg.clone());
         }
         let global = config.group_exprs.is_empty();
