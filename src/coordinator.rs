@@ -248,9 +248,16 @@ impl Coordinator {
         Ok(())
     }
 
-    pub fn add_source(&self, id: ObjectId, name: &str, source: Box<dyn Source>, tracker: WatermarkTracker) {
+    pub fn add_source(
+        &self,
+        id: ObjectId,
+        name: &str,
+        source: Box<dyn Source>,
+        tracker: WatermarkTracker,
+        late_events: crate::dataflow::dead_letter::LateEvents,
+    ) {
         let (control, rx) = mpsc::unbounded_channel();
-        let stats = Arc::new(SourceStats::default());
+        let stats = Arc::new(SourceStats::new(late_events));
         let reader = Reader { source_id: id, name: name.to_string(), source, tracker, control: rx, stats: stats.clone() };
         tokio::spawn(reader.run());
         self.lock().sources.insert(id, SourceRuntime { control, stats });

@@ -24,6 +24,7 @@ use weir_sql::streaming::{InputKind, InputResolver, ResolvedInput, StreamPlan};
 use weir_sql::{CreateMaterializedView, CreateSource, Statement};
 
 use crate::database::{DEFAULT_SCHEMA, Database, catalog_columns, table_schema};
+use crate::dataflow::dead_letter::LateEvents;
 use crate::dataflow::watermark::{WatermarkSpec, WatermarkTracker};
 use crate::error::{Result, SqlState, WeirError};
 use crate::session::{ident, object_name, pg_type_for_sql};
@@ -119,17 +120,28 @@ pub fn watermark_tracker(
     Ok(WatermarkTracker::new(Some(spec), partitions))
 }
 
+/// `watermark.late_events`: 'drop' (the default) or 'dead_letter'.
+fn late_events(options: &BTreeMap<String, String>) -> Result<LateEvents> {
+    match options.get("watermark.late_events").map(|v| v.to_ascii_lowercase()).as_deref() {
+        None | Some("drop") => Ok(LateEvents::Drop),
+        Some("dead_letter") => Ok(LateEvents::DeadLetter),
+        Some(_) => Err(bad_option(
+            "watermark.late_events",
+            options.get("watermark.late_events").map(String::as_str).unwrap_or_default(),
+            "expected 'drop' or 'dead_letter'",
+        )),
+    }
+}
+
 fn validate_engine_options(options: &BTreeMap<String, String>) -> Result<()> {
     for (k, v) in options {
         match k.as_str() {
             "watermark.idle_timeout" => {
                 parse_duration(k, v)?;
             }
-            "watermark.late_events" if v != "drop" => {
-                return Err(WeirError::not_supported(format!("watermark.late_events = '{v}'"))
-                    .with_hint("Late events are counted and dropped; a dead-letter table is not implemented yet."));
+            "watermark.late_events" => {
+                late_events(options)?;
             }
-            "watermark.late_events" => {}
             k if engine_option(k) => return Err(bad_option(k, v, "unknown option")),
             _ => {}
         }
@@ -187,7 +199,8 @@ fn start_source(db: &Arc<Database>, ctx: &SessionContext, object: &CatalogObject
         _ => return Err(WeirError::internal(format!("stored definition of source {} is not CREATE SOURCE", object.name))),
     };
     let (_, source, tracker) = instantiate_source(ctx, &stmt, object.created_at_micros)?;
-    db.coordinator.add_source(object.id, &object.name, source, tracker);
+    let late = late_events(&options_map(&stmt.with))?;
+    db.coordinator.add_source(object.id, &object.name, source, tracker, late);
     Ok(())
 }
 

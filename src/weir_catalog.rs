@@ -5,6 +5,9 @@
 //! * `weir_catalog.materialized_views` - one row per view: rows, state bytes, last epoch the
 //!   view reported, its output watermark, and whether it runs or failed (with the error).
 //!
+//! * `weir_catalog.dead_letters` - the late rows kept by sources with
+//!   `watermark.late_events = 'dead_letter'` (newest 10,000 per source), with the reason.
+//!
 //! Rows are built when a query scans the table, from the catalog and the coordinator's counters.
 
 use std::sync::atomic::Ordering;
@@ -30,6 +33,7 @@ pub const SCHEMA_NAME: &str = "weir_catalog";
 enum SystemTable {
     Sources,
     MaterializedViews,
+    DeadLetters,
 }
 
 pub struct WeirCatalogSchema {
@@ -52,13 +56,14 @@ impl WeirCatalogSchema {
 #[async_trait]
 impl SchemaProvider for WeirCatalogSchema {
     fn table_names(&self) -> Vec<String> {
-        vec!["sources".into(), "materialized_views".into()]
+        vec!["sources".into(), "materialized_views".into(), "dead_letters".into()]
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         let which = match name {
             "sources" => SystemTable::Sources,
             "materialized_views" => SystemTable::MaterializedViews,
+            "dead_letters" => SystemTable::DeadLetters,
             _ => return Ok(None),
         };
         Ok(Some(Arc::new(SystemTableProvider {
@@ -69,7 +74,7 @@ impl SchemaProvider for WeirCatalogSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        matches!(name, "sources" | "materialized_views")
+        matches!(name, "sources" | "materialized_views" | "dead_letters")
     }
 }
 
@@ -114,6 +119,15 @@ impl SystemTableProvider {
                 Field::new("last_epoch", DataType::Int64, true),
                 ts_field("watermark"),
                 Field::new("status", DataType::Utf8, false),
+            ]),
+            SystemTable::DeadLetters => Schema::new(vec![
+                Field::new("source", DataType::Utf8, false),
+                ts_field("received_at"),
+                Field::new("partition", DataType::Int64, false),
+                ts_field("event_time"),
+                ts_field("watermark"),
+                Field::new("reason", DataType::Utf8, false),
+                Field::new("row", DataType::Utf8, false),
             ]),
         })
     }
@@ -176,6 +190,29 @@ impl SystemTableProvider {
                         .with_timezone(tz),
                     ),
                     Arc::new(StringArray::from(status)),
+                ]
+            }
+            SystemTable::DeadLetters => {
+                let mut sources: Vec<_> = catalog.objects_of_kind(ObjectKind::Source).collect();
+                sources.sort_by_key(|o| o.id);
+                let mut rows = Vec::new();
+                for o in sources {
+                    if let Some(queue) = self.coordinator.source_stats(o.id).and_then(|s| s.dead_letters.as_ref().map(|q| q.snapshot())) {
+                        rows.extend(queue.into_iter().map(|letter| (o.name.clone(), letter)));
+                    }
+                }
+                let tz: Arc<str> = Arc::from("+00:00");
+                let times = |f: &dyn Fn(&crate::dataflow::dead_letter::DeadLetter) -> Option<i64>| -> ArrayRef {
+                    Arc::new(TimestampMicrosecondArray::from(rows.iter().map(|(_, l)| f(l)).collect::<Vec<_>>()).with_timezone(tz.clone()))
+                };
+                vec![
+                    Arc::new(StringArray::from_iter_values(rows.iter().map(|(n, _)| n.as_str()))),
+                    times(&|l| Some(l.received_at_micros)),
+                    Arc::new(Int64Array::from_iter_values(rows.iter().map(|(_, l)| l.partition as i64))),
+                    times(&|l| l.event_time),
+                    times(&|l| watermark_value(l.watermark)),
+                    Arc::new(StringArray::from_iter_values(rows.iter().map(|(_, l)| l.reason.as_str()))),
+                    Arc::new(StringArray::from_iter_values(rows.iter().map(|(_, l)| l.row.as_str()))),
                 ]
             }
         };

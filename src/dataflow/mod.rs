@@ -11,9 +11,11 @@
 //!   grouped aggregate with its retractable accumulators.
 //! * [`view_data`] - a view's contents: a persistent multiset of rows, cheap to version.
 //! * [`watermark`] - per-partition watermarks, idleness and the late-row rule.
+//! * [`dead_letter`] - late rows kept with their reason (`watermark.late_events = 'dead_letter'`).
 //! * [`reader`] - the shared reader task of one source, with backfill for late-coming views.
 //! * [`job`] - one view's task: barrier alignment, operator tree, materialization.
 
+pub mod dead_letter;
 pub mod job;
 pub mod operators;
 pub mod reader;

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use weir_catalog::ObjectId;
 use weir_connectors::{Source, SourceEvent};
 
+use super::dead_letter::{DeadLetterQueue, LateEvents};
 use super::watermark::WatermarkTracker;
 use super::{Changes, EventTime, Message, WATERMARK_MAX};
 
@@ -35,6 +36,17 @@ pub struct SourceStats {
     pub late_rows: AtomicU64,
     pub watermark: AtomicI64,
     pub errors: AtomicU64,
+    /// Late rows kept, when the source's policy is `dead_letter`.
+    pub dead_letters: Option<DeadLetterQueue>,
+}
+
+impl SourceStats {
+    pub fn new(late_events: LateEvents) -> Self {
+        SourceStats {
+            dead_letters: (late_events == LateEvents::DeadLetter).then(DeadLetterQueue::default),
+            ..SourceStats::default()
+        }
+    }
 }
 
 impl Default for SourceStats {
@@ -44,6 +56,7 @@ impl Default for SourceStats {
             late_rows: AtomicU64::new(0),
             watermark: AtomicI64::new(EventTime::MIN),
             errors: AtomicU64::new(0),
+            dead_letters: None,
         }
     }
 }
@@ -93,6 +106,14 @@ impl Reader {
                                 if late > 0 {
                                     self.stats.late_rows.fetch_add(late, Ordering::Relaxed);
                                     tracing::debug!(source = %self.name, late, "late rows dropped");
+                                    if let Some(queue) = &self.stats.dead_letters {
+                                        let kept = self.tracker.event_times(&assigned.late).and_then(|times| {
+                                            queue.push(partition, &assigned.late, &times, &assigned.missed)
+                                        });
+                                        if let Err(e) = kept {
+                                            tracing::warn!(source = %self.name, error = %e, "could not keep late rows");
+                                        }
+                                    }
                                 }
                                 if assigned.on_time.num_rows() > 0 {
                                     let changes = Arc::new(Changes::inserts(assigned.on_time));

@@ -41,6 +41,8 @@ pub struct Assigned {
     pub on_time: RecordBatch,
     /// The rows that are late (below the watermark when read).
     pub late: RecordBatch,
+    /// For each late row, the watermark it was below.
+    pub missed: Vec<EventTime>,
     /// The new source watermark, when it advanced.
     pub advanced: Option<EventTime>,
 }
@@ -69,6 +71,14 @@ impl WatermarkTracker {
 
     pub fn current(&self) -> EventTime {
         self.current
+    }
+
+    /// The event time of each row (the watermarked column), for reporting late rows.
+    pub fn event_times(&self, batch: &RecordBatch) -> Result<Vec<Option<EventTime>>> {
+        match &self.spec {
+            Some(spec) => Ok(timestamps_micros(batch.column(spec.column).as_ref())?.iter().collect()),
+            None => Ok(vec![None; batch.num_rows()]),
+        }
     }
 
     pub fn has_watermark(&self) -> bool {
@@ -117,7 +127,7 @@ impl WatermarkTracker {
         let now = Instant::now();
         let Some(spec) = &self.spec else {
             let empty = batch.slice(0, 0);
-            return Ok(Assigned { on_time: batch, late: empty, advanced: None });
+            return Ok(Assigned { on_time: batch, late: empty, missed: Vec::new(), advanced: None });
         };
         if partition >= self.partitions.len() {
             return Err(WeirError::internal(format!("partition {partition} out of range")));
@@ -129,13 +139,17 @@ impl WatermarkTracker {
         self.partitions[partition].last_row = now;
         let mut keep = Vec::with_capacity(batch.num_rows());
         let mut any_late = false;
+        let mut missed = Vec::new();
         let multi = self.partitions.len() > 1 || spec.idle_timeout.is_some();
         for i in 0..batch.num_rows() {
             // A row without event time cannot be placed in time: it is never late and never
             // moves the watermark (it can still reach non-windowed views).
             let on_time = ts.is_null(i) || ts.value(i) >= self.current;
             keep.push(on_time);
-            any_late |= !on_time;
+            if !on_time {
+                any_late = true;
+                missed.push(self.current);
+            }
             if !candidates.is_null(i) {
                 let c = candidates.value(i);
                 let p = &mut self.partitions[partition];
@@ -164,7 +178,7 @@ impl WatermarkTracker {
             let empty = batch.slice(0, 0);
             (batch, empty)
         };
-        Ok(Assigned { on_time, late, advanced: (self.current > start).then_some(self.current) })
+        Ok(Assigned { on_time, late, missed, advanced: (self.current > start).then_some(self.current) })
     }
 
     /// A partition ended (bounded input): it no longer holds the watermark back.

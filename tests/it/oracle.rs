@@ -571,3 +571,12 @@ fn first_last_and_percentiles_match_batch() {
 fn first_last_and_percentiles_with_retractions_match_batch() {
     run_within(FIRST_LAST_RETRACTING, false, None, PERCENTILE_ERROR, 30);
 }
+
+/// One group that exists before any row (count 0, NULL aggregates), as in SQL.
+const NO_GROUP_BY: &str = "SELECT count(*) AS n, sum(v) AS s, min(f) AS lo, stddev_samp(f) AS sd, bool_and(v > 0) AS pos, \
+     first_value(tag ORDER BY ts) AS first_tag FROM ev";
+
+#[test]
+fn aggregate_without_group_by_matches_batch() {
+    run(NO_GROUP_BY, false, None, 30);
+}

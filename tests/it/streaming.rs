@@ -206,3 +206,58 @@ async fn chat_zscore_view_matches_batch() {
     let with_z: i64 = client.query_one("SELECT count(*) FROM chat_zscore WHERE z IS NOT NULL", &[]).await.unwrap().get(0);
     assert_eq!(flagged, with_z, "the anomaly flag disagrees with z");
 }
+
+/// `watermark.late_events = 'dead_letter'`: rows more out of order than the watermark allows are
+/// left out of views, counted, and kept with their reason; every generated row is either in the
+/// view or a dead letter, never both.
+#[tokio::test(flavor = "multi_thread")]
+async fn late_rows_go_to_the_dead_letter_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE SOURCE jumpy (id BIGINT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) \
+             WITH (connector = 'datagen', datagen.rows.per.second = '0', datagen.max.rows = '5000', \
+                   watermark.idle_timeout = '0', watermark.late_events = 'dead_letter', \
+                   fields.id.kind = 'sequence', fields.ts.kind = 'event_time', fields.ts.step = '100ms', \
+                   fields.ts.disorder = '5s'); \
+             CREATE MATERIALIZED VIEW on_time AS SELECT count(*) AS n, sum(id) AS s FROM jumpy;",
+        )
+        .await
+        .unwrap();
+    for _ in 0..600 {
+        client.batch_execute("FLUSH").await.unwrap();
+        let ended: bool = client.query_one("SELECT ended FROM weir_catalog.sources WHERE name = 'jumpy'", &[]).await.unwrap().get(0);
+        if ended {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    client.batch_execute("FLUSH").await.unwrap();
+    let late = count(&client, "SELECT late_rows FROM weir_catalog.sources WHERE name = 'jumpy'").await;
+    let letters = count(&client, "SELECT count(*) FROM weir_catalog.dead_letters WHERE source = 'jumpy'").await;
+    let on_time = count(&client, "SELECT n FROM on_time").await;
+    assert!(late > 100, "the disorder should make many rows late: {late}");
+    assert_eq!(letters, late, "every late row is kept");
+    assert_eq!(on_time + late, 5000, "every row is on time or late");
+    let ids_on_time = count(&client, "SELECT s FROM on_time").await;
+    let ids_late = count(
+        &client,
+        "SELECT sum(CAST(split_part(btrim(\"row\", '()'), ',', 1) AS BIGINT)) FROM weir_catalog.dead_letters WHERE source = 'jumpy'",
+    )
+    .await;
+    assert_eq!(ids_on_time + ids_late, 5000 * 5001 / 2, "a row is in the view or a dead letter, never both");
+    let wrong = count(
+        &client,
+        "SELECT count(*) FROM weir_catalog.dead_letters WHERE event_time >= watermark OR reason NOT LIKE 'late%'",
+    )
+    .await;
+    assert_eq!(wrong, 0, "a dead letter's event time is below the watermark it missed");
+    // A source with the default policy keeps nothing.
+    let err = client
+        .batch_execute("CREATE SOURCE bad (ts TIMESTAMP) WITH (connector = 'datagen', watermark.late_events = 'keep')")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("22023"), "{err:?}");
+}

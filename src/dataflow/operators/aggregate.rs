@@ -100,6 +100,7 @@ impl AggregateOp {
             args.push(c.arg.clone());
         }
         let global = config.group_exprs.is_empty();
+        let input_types: Vec<DataType> = config.calls.iter().map(|c| c.input_type.clone()).collect();
         let mut op = AggregateOp {
             group_exprs: config.group_exprs,
             args,
@@ -126,6 +127,12 @@ impl AggregateOp {
             // The one group of a global aggregate exists from the start (count(*) = 0).
             let slot = op.allocate(Box::new([]), EventTime::MAX);
             op.mark_dirty(slot);
+            // Its accumulators hold the slot before any row arrives (it is emitted at the
+            // first barrier, rows or not).
+            for (acc, input_type) in op.accumulators.iter_mut().zip(&input_types) {
+                let empty = datafusion::arrow::array::new_empty_array(input_type);
+                acc.update(&empty, &[], &[], 1)?;
+            }
         }
         Ok(op)
     }
