@@ -41,6 +41,9 @@ use crate::storage::{CommitListener, Storage, TableChange};
 #[derive(Debug, Default)]
 pub struct Published {
     pub epoch: u64,
+    /// Wall clock (µs since the Unix epoch) when this epoch's barrier was injected: the
+    /// published views reflect every input accepted before then.
+    pub started_micros: i64,
     pub views: HashMap<ObjectId, ViewData>,
 }
 
@@ -60,6 +63,7 @@ struct ViewRuntime {
 struct Pending {
     expected: HashSet<ObjectId>,
     versions: HashMap<ObjectId, ViewData>,
+    started_micros: i64,
 }
 
 #[derive(Default)]
@@ -216,7 +220,8 @@ impl Coordinator {
             let mut views: HashMap<ObjectId, ViewData> =
                 previous.views.iter().filter(|(id, _)| state.views.contains_key(id)).map(|(k, v)| (*k, v.clone())).collect();
             views.extend(pending.versions.into_iter().filter(|(id, _)| state.views.contains_key(id)));
-            *self.published.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Published { epoch, views });
+            let started_micros = pending.started_micros;
+            *self.published.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Published { epoch, started_micros, views });
             self.committed.send_replace(epoch);
         }
     }
@@ -227,7 +232,8 @@ impl Coordinator {
         let epoch = state.next_epoch;
         state.next_epoch += 1;
         let expected: HashSet<ObjectId> = state.views.keys().copied().collect();
-        state.pending.insert(epoch, Pending { expected, versions: HashMap::new() });
+        let started_micros = chrono::Utc::now().timestamp_micros();
+        state.pending.insert(epoch, Pending { expected, versions: HashMap::new(), started_micros });
         for s in state.sources.values() {
             let _ = s.control.send(ReaderControl::Barrier(epoch));
         }
@@ -297,6 +303,13 @@ impl Coordinator {
     pub fn source_stats(&self, id: ObjectId) -> Option<Arc<SourceStats>> {
         let from_source = self.lock().sources.get(&id).map(|s| s.stats.clone());
         from_source.or_else(|| self.read_feeds().get(&id).map(|t| t.stats.clone()))
+    }
+
+    /// How far behind the wall clock what queries read is: now minus the injection time of the
+    /// published epoch (None before the first one).
+    pub fn freshness_lag_ms(&self) -> Option<i64> {
+        let published = self.published();
+        (published.epoch > 0).then(|| (chrono::Utc::now().timestamp_micros() - published.started_micros).max(0) / 1000)
     }
 
     pub fn view_stats(&self, id: ObjectId) -> Option<Arc<ViewStats>> {

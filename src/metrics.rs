@@ -68,6 +68,32 @@ impl Metrics {
     }
 }
 
+/// A labelled metric family: `name{label="value"} number` per row.
+pub struct Family<'a> {
+    pub name: &'a str,
+    pub help: &'a str,
+    pub kind: &'a str,
+    pub label: &'a str,
+    pub rows: Vec<(String, f64)>,
+}
+
+/// Label values here are object names (user input): escaped as the text format requires.
+fn escape_label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+pub fn render_families(families: &[Family<'_>]) -> String {
+    let mut out = String::new();
+    for f in families {
+        let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
+        let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind);
+        for (value, number) in &f.rows {
+            let _ = writeln!(out, "{}{{{}=\"{}\"}} {}", f.name, f.label, escape_label(value), number);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +111,17 @@ mod tests {
         assert!(text.contains("weir_statements_total{kind=\"SELECT\",outcome=\"error\"} 1"));
         assert!(text.contains("weir_errors_total{sqlstate=\"42P01\"} 1"));
         assert!(text.contains("weir_errors_total{sqlstate=\"other\"} 1"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let text = render_families(&[Family {
+            name: "weir_view_rows",
+            help: "h",
+            kind: "gauge",
+            label: "view",
+            rows: vec![("a\"b\\c\nd".to_string(), 3.0)],
+        }]);
+        assert!(text.contains("weir_view_rows{view=\"a\\\"b\\\\c\\nd\"} 3"), "{text}");
     }
 }

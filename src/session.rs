@@ -359,6 +359,9 @@ impl Session {
             S::Copy { source, to, target, options, legacy_options, .. } => {
                 self.copy(source, *to, target, options, legacy_options).await
             }
+            S::ExplainTable { describe_alias: ast::DescribeAlias::Describe | ast::DescribeAlias::Desc, table_name, .. } => {
+                self.describe(table_name)
+            }
             other => Err(WeirError::not_supported(format!(
                 "the statement \"{}\"",
                 other.to_string().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
@@ -698,6 +701,31 @@ impl Session {
         let names: Vec<String> =
             self.db.read_catalog().objects_of_kind(kind).map(|o| o.name.clone()).collect();
         rows_outcome(&["name"], vec![names], "SHOW")
+    }
+
+    /// `DESCRIBE relation`: its columns with Postgres type names, nullability, and for a
+    /// source's or table's watermarked column its watermark rule.
+    fn describe(&self, name: &ObjectName) -> Result<Outcome> {
+        let (schema, n) = object_name(name)?;
+        let catalog = self.db.read_catalog();
+        let object = catalog.find(weir_catalog::ObjectKind::Table, &schema, &n).ok_or_else(|| {
+            WeirError::new(SqlState::UndefinedTable, format!("relation \"{n}\" does not exist"))
+        })?;
+        let watermark = match weir_sql::parse(&object.definition).ok().and_then(|mut v| v.pop()).map(|p| p.statement) {
+            Some(Statement::CreateSource(s)) => s.watermark.map(|w| (w.column.value.clone(), w.to_string())),
+            _ => None,
+        };
+        let mut columns = vec![Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+        for c in &object.columns {
+            columns[0].push(c.name.clone());
+            columns[1].push(c.type_name.clone());
+            columns[2].push(if c.nullable { "YES" } else { "NO" }.to_string());
+            columns[3].push(match &watermark {
+                Some((column, rule)) if column.eq_ignore_ascii_case(&c.name) => rule.clone(),
+                _ => String::new(),
+            });
+        }
+        rows_outcome(&["name", "type", "nullable", "description"], columns, "DESCRIBE")
     }
 
     fn show_create(&self, kind: ObjectKind, name: &ObjectName) -> Result<Outcome> {

@@ -3,7 +3,8 @@
 //! * `weir_catalog.sources` - one row per source and per table that feeds views: rows read, late
 //!   rows dropped, the current watermark, read errors.
 //! * `weir_catalog.materialized_views` - one row per view: rows, state bytes, last epoch the
-//!   view reported, its output watermark, and whether it runs or failed (with the error).
+//!   view reported, its output watermark, whether it runs or failed (with the error), and its
+//!   freshness lag (how long ago the inputs it reflects were read).
 //!
 //! * `weir_catalog.dead_letters` - the late rows kept by sources with
 //!   `watermark.late_events = 'dead_letter'` (newest 10,000 per source), with the reason.
@@ -119,6 +120,7 @@ impl SystemTableProvider {
                 Field::new("last_epoch", DataType::Int64, true),
                 ts_field("watermark"),
                 Field::new("status", DataType::Utf8, false),
+                Field::new("freshness_lag_ms", DataType::Int64, true),
             ]),
             SystemTable::DeadLetters => Schema::new(vec![
                 Field::new("source", DataType::Utf8, false),
@@ -190,6 +192,11 @@ impl SystemTableProvider {
                         .with_timezone(tz),
                     ),
                     Arc::new(StringArray::from(status)),
+                    // Views publish together, so a running view is as fresh as the published
+                    // epoch.
+                    Arc::new(Int64Array::from(
+                        stats.iter().map(|s| s.as_ref().and(self.coordinator.freshness_lag_ms())).collect::<Vec<_>>(),
+                    )),
                 ]
             }
             SystemTable::DeadLetters => {

@@ -32,11 +32,14 @@ async fn metrics(State(db): State<Arc<Database>>) -> impl IntoResponse {
     let tables = db.read_catalog().objects_of_kind(weir_catalog::ObjectKind::Table).count();
     let wal = db.storage.wal_bytes();
     let running = db.running_statements.load(std::sync::atomic::Ordering::SeqCst);
-    let body = db.metrics.render(&[
+    let lag = db.coordinator.freshness_lag_ms().unwrap_or(0);
+    let mut body = db.metrics.render(&[
         ("weir_statements_running", "Statements executing now.", running as f64),
         ("weir_tables", "User tables in the catalog.", tables as f64),
         ("weir_wal_bytes", "Bytes in the table write-ahead log.", wal as f64),
+        ("weir_freshness_lag_seconds", "How long ago the inputs reflected by what queries read were read.", lag as f64 / 1000.0),
     ]);
+    body.push_str(&streaming_metrics(&db));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
@@ -47,4 +50,42 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(listener, router(db)).with_graceful_shutdown(shutdown).await
+}
+
+/// Per source and per view figures (the numbers of `weir_catalog.sources` and
+/// `weir_catalog.materialized_views`).
+fn streaming_metrics(db: &Database) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    use weir_catalog::ObjectKind;
+
+    use crate::metrics::{Family, render_families};
+    let catalog = db.read_catalog();
+    let family = |name, help, kind, label, rows| Family { name, help, kind, label, rows };
+    let (mut read, mut late, mut watermark) = (Vec::new(), Vec::new(), Vec::new());
+    for o in catalog.objects_of_kind(ObjectKind::Source) {
+        if let Some(s) = db.coordinator.source_stats(o.id) {
+            read.push((o.name.clone(), s.rows.load(Relaxed) as f64));
+            late.push((o.name.clone(), s.late_rows.load(Relaxed) as f64));
+            let w = s.watermark.load(Relaxed);
+            if w != crate::dataflow::EventTime::MIN && w != crate::dataflow::WATERMARK_MAX {
+                watermark.push((o.name.clone(), w as f64 / 1e6));
+            }
+        }
+    }
+    let (mut rows, mut state, mut epoch) = (Vec::new(), Vec::new(), Vec::new());
+    for o in catalog.objects_of_kind(ObjectKind::MaterializedView) {
+        if let Some(s) = db.coordinator.view_stats(o.id) {
+            rows.push((o.name.clone(), s.rows.load(Relaxed) as f64));
+            state.push((o.name.clone(), s.state_bytes.load(Relaxed) as f64));
+            epoch.push((o.name.clone(), s.last_epoch.load(Relaxed) as f64));
+        }
+    }
+    render_families(&[
+        family("weir_source_rows_read_total", "Rows a source read.", "counter", "source", read),
+        family("weir_source_late_rows_total", "Rows a source dropped as late.", "counter", "source", late),
+        family("weir_source_watermark_seconds", "A source's watermark (Unix seconds).", "gauge", "source", watermark),
+        family("weir_view_rows", "Rows in a materialized view.", "gauge", "view", rows),
+        family("weir_view_state_bytes", "Operator and contents bytes of a view.", "gauge", "view", state),
+        family("weir_view_last_epoch", "The last epoch a view committed.", "gauge", "view", epoch),
+    ])
 }

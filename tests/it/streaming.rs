@@ -254,6 +254,13 @@ async fn late_rows_go_to_the_dead_letter_table() {
     )
     .await;
     assert_eq!(wrong, 0, "a dead letter's event time is below the watermark it missed");
+    // The same figures on /metrics, and the view's freshness.
+    let (_, metrics) = server.http_get("/metrics");
+    assert!(metrics.contains(&format!("weir_source_late_rows_total{{source=\"jumpy\"}} {late}")), "{metrics}");
+    assert!(metrics.contains("weir_source_rows_read_total{source=\"jumpy\"} 5000"), "{metrics}");
+    assert!(metrics.contains("weir_view_rows{view=\"on_time\"} 1"), "{metrics}");
+    let lag = count(&client, "SELECT freshness_lag_ms FROM weir_catalog.materialized_views WHERE name = 'on_time'").await;
+    assert!((0..60_000).contains(&lag), "freshness lag {lag} ms");
     // A source with the default policy keeps nothing.
     let err = client
         .batch_execute("CREATE SOURCE bad (ts TIMESTAMP) WITH (connector = 'datagen', watermark.late_events = 'keep')")
