@@ -249,6 +249,9 @@ impl Session {
             }
             Statement::ShowObjects(kind) => self.show_objects(*kind),
             Statement::ShowCreate { kind, name } => self.show_create(*kind, name),
+            Statement::CreateStreamingTable(t) => {
+                self.create_table(&t.table, t.watermark.as_ref(), parsed.statement.to_string()).await
+            }
             Statement::CreateSource(stmt) => {
                 let ctx = self.statement_context();
                 crate::streaming::create_source(&self.db, &ctx, stmt, &self.user).await?;
@@ -283,7 +286,10 @@ impl Session {
                 let outcome = self.run_plan(plan).await?;
                 Ok(rename_outcome(outcome, parsed))
             }
-            S::CreateTable(ct) => self.create_table(ct).await,
+            S::CreateTable(ct) => {
+                let definition = Statement::Standard(Box::new(S::CreateTable(ct.clone()))).to_string();
+                self.create_table(ct, None, definition).await
+            }
             S::Drop { object_type, if_exists, names, cascade, .. } => {
                 let kind = match object_type {
                     ObjectType::Table => CatalogKind::Table,
@@ -414,6 +420,12 @@ impl Session {
 
     async fn run_dml(&mut self, table: ObjectId, op: WriteOp, input: Arc<LogicalPlan>) -> Result<Outcome> {
         let (name, schema) = self.table_info(table)?;
+        if !matches!(op, WriteOp::Insert(_)) && crate::streaming::is_append_only_table(&self.db, table) {
+            return Err(WeirError::new(
+                SqlState::FeatureNotSupported,
+                format!("table \"{name}\" is APPEND ONLY: rows cannot be updated or deleted"),
+            ));
+        }
         match op {
             WriteOp::Insert(_) => {
                 let batches = self.collect(relax_values_nullability(input.as_ref().clone())?).await?;
@@ -518,7 +530,14 @@ impl Session {
             .map_err(|e| WeirError::internal(format!("commit task failed: {e}")))?
     }
 
-    async fn create_table(&mut self, ct: &ast::CreateTable) -> Result<Outcome> {
+    /// `CREATE TABLE`, with the streaming clauses of `definition` (`WATERMARK FOR`, which
+    /// `watermark` carries, and `APPEND ONLY`, checked on UPDATE and DELETE).
+    async fn create_table(
+        &mut self,
+        ct: &ast::CreateTable,
+        watermark: Option<&weir_sql::Watermark>,
+        definition: String,
+    ) -> Result<Outcome> {
         let (schema_name, name) = object_name(&ct.name)?;
         if ct.query.is_some() {
             return Err(WeirError::not_supported("CREATE TABLE ... AS"));
@@ -578,6 +597,7 @@ impl Session {
             return Err(WeirError::not_supported("a table without columns"));
         }
         let schema = Arc::new(crate::database::table_schema(&columns)?);
+        let tracker = crate::streaming::table_watermark_tracker(&self.statement_context(), watermark, &schema)?;
         let pk_idx: Vec<usize> =
             primary_key.iter().filter_map(|k| columns.iter().position(|c| &c.name == k)).collect();
         let data = TableData::new(&name, schema, (!pk_idx.is_empty()).then_some(pk_idx))?;
@@ -593,13 +613,13 @@ impl Session {
             schema: schema_name,
             name,
             owner: self.user.clone(),
-            definition: Statement::Standard(Box::new(ast::Statement::CreateTable(ct.clone()))).to_string(),
+            definition,
             columns,
             primary_key,
             depends_on: vec![],
         })?;
         self.db.storage.create_table(object.id, data);
-        self.db.coordinator.add_table(object.id, crate::dataflow::watermark::WatermarkTracker::new(None, 1));
+        self.db.coordinator.add_table(object.id, tracker);
         Ok(Outcome::Command(Tag::new("CREATE TABLE")))
     }
 
@@ -713,6 +733,7 @@ impl Session {
         })?;
         let watermark = match weir_sql::parse(&object.definition).ok().and_then(|mut v| v.pop()).map(|p| p.statement) {
             Some(Statement::CreateSource(s)) => s.watermark.map(|w| (w.column.value.clone(), w.to_string())),
+            Some(Statement::CreateStreamingTable(t)) => t.watermark.map(|w| (w.column.value.clone(), w.to_string())),
             _ => None,
         };
         let mut columns = vec![Vec::new(), Vec::new(), Vec::new(), Vec::new()];

@@ -204,6 +204,30 @@ fn start_source(db: &Arc<Database>, ctx: &SessionContext, object: &CatalogObject
     Ok(())
 }
 
+/// The watermark rule of a table (`CREATE TABLE ... WATERMARK FOR`): like a source's, with one
+/// partition that never goes idle (a table's watermark moves only with its rows).
+pub fn table_watermark_tracker(
+    ctx: &SessionContext,
+    watermark: Option<&weir_sql::Watermark>,
+    schema: &SchemaRef,
+) -> Result<WatermarkTracker> {
+    let options = BTreeMap::from([("watermark.idle_timeout".to_string(), "0".to_string())]);
+    watermark_tracker(ctx, watermark, schema, &options, 1)
+}
+
+/// The streaming clauses of a table's stored definition.
+fn table_clauses(definition: &str) -> Option<weir_sql::CreateStreamingTable> {
+    match weir_sql::parse(definition).ok()?.pop()?.statement {
+        Statement::CreateStreamingTable(t) => Some(*t),
+        _ => None,
+    }
+}
+
+pub fn is_append_only_table(db: &Database, table: ObjectId) -> bool {
+    let definition = db.read_catalog().get(table).map(|o| o.definition.clone());
+    definition.and_then(|d| table_clauses(&d)).is_some_and(|t| t.append_only)
+}
+
 /// Answers the streaming planner's questions about the relations a view reads.
 struct CatalogResolver<'a> {
     db: &'a Database,
@@ -219,13 +243,22 @@ impl InputResolver for CatalogResolver<'_> {
         let object = catalog.objects().find(|o| o.kind.is_relation() && o.schema == DEFAULT_SCHEMA && o.name == table.table())?;
         let width = object.columns.len();
         match object.kind {
-            ObjectKind::Table => Some(ResolvedInput {
-                id: object.id,
-                kind: InputKind::Table,
-                name: object.name.clone(),
-                close_offsets: vec![None; width],
-                append_only: false,
-            }),
+            ObjectKind::Table => {
+                let clauses = table_clauses(&object.definition);
+                let mut close_offsets = vec![None; width];
+                if let Some(w) = clauses.as_ref().and_then(|t| t.watermark.as_ref())
+                    && let Some(i) = object.columns.iter().position(|c| c.name == ident(&w.column))
+                {
+                    close_offsets[i] = Some(1);
+                }
+                Some(ResolvedInput {
+                    id: object.id,
+                    kind: InputKind::Table,
+                    name: object.name.clone(),
+                    close_offsets,
+                    append_only: clauses.is_some_and(|t| t.append_only),
+                })
+            }
             ObjectKind::Source => {
                 let mut close_offsets = vec![None; width];
                 if let Ok(mut parsed) = weir_sql::parse(&object.definition)
@@ -344,7 +377,12 @@ pub async fn start_all(db: &Arc<Database>) -> Result<()> {
     objects.sort_by_key(|o| o.id);
     for object in objects {
         match object.kind {
-            ObjectKind::Table => db.coordinator.add_table(object.id, WatermarkTracker::new(None, 1)),
+            ObjectKind::Table => {
+                let clauses = table_clauses(&object.definition);
+                let schema = Arc::new(table_schema(&object.columns)?);
+                let tracker = table_watermark_tracker(&ctx, clauses.as_ref().and_then(|t| t.watermark.as_ref()), &schema)?;
+                db.coordinator.add_table(object.id, tracker);
+            }
             ObjectKind::Source => start_source(db, &ctx, &object)?,
             ObjectKind::MaterializedView => {
                 let stmt = match weir_sql::parse(&object.definition)?.pop().map(|p| p.statement) {

@@ -29,7 +29,7 @@ pub use error::ParseError;
 pub use options::{WithOption, is_secret_option};
 pub use parser::{ParsedStatement, parse};
 pub use statement::{
-    CreateMaterializedView, CreateSink, CreateSource, FormatEncode, ObjectKind, SinkInput,
+    CreateMaterializedView, CreateSink, CreateSource, CreateStreamingTable, FormatEncode, ObjectKind, SinkInput,
     Statement, Subscribe, SubscribeTarget, Watermark,
 };
 

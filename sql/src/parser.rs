@@ -6,7 +6,7 @@
 //! pieces (column definitions, expressions, queries); everything else goes to sqlparser's
 //! Postgres dialect unchanged.
 
-use sqlparser::ast::{Ident, ObjectName};
+use sqlparser::ast::{self, Ident, ObjectName};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserError};
@@ -15,7 +15,7 @@ use sqlparser::tokenizer::{Location, Token, Tokenizer};
 use crate::error::ParseError;
 use crate::options::WithOption;
 use crate::statement::{
-    CreateMaterializedView, CreateSink, CreateSource, FormatEncode, ObjectKind, SinkInput,
+    CreateMaterializedView, CreateSink, CreateSource, CreateStreamingTable, FormatEncode, ObjectKind, SinkInput,
     Statement, Subscribe, SubscribeTarget, Watermark,
 };
 
@@ -125,6 +125,7 @@ fn parse_one(p: &mut Parser) -> Result<Statement, ParserError> {
         (Some("CREATE"), Some("MATERIALIZED")) => {
             parse_create_materialized_view(p).map(|s| Statement::CreateMaterializedView(Box::new(s)))
         }
+        (Some("CREATE"), Some("TABLE")) => parse_create_table(p),
         (Some("CREATE"), Some("SINK")) => parse_create_sink(p).map(|s| Statement::CreateSink(Box::new(s))),
         (Some("DROP"), Some("SOURCE" | "SINK")) => parse_drop(p),
         (Some("EXPLAIN"), Some("CREATE")) if word(p, 2).as_deref() == Some("MATERIALIZED") => {
@@ -302,6 +303,86 @@ fn parse_create_source(p: &mut Parser) -> Result<CreateSource, ParserError> {
     Ok(CreateSource { if_not_exists, name, columns, watermark, include, with, format })
 }
 
+/// `CREATE TABLE`, with Weir's streaming clauses cut out of the token stream (a
+/// `WATERMARK FOR col AS expr` element of the column list, a trailing `APPEND ONLY`) before
+/// sqlparser parses the rest.
+fn parse_create_table(p: &mut Parser) -> Result<Statement, ParserError> {
+    let mut tokens = Vec::new();
+    let mut depth = 0usize;
+    loop {
+        let t = p.peek_token();
+        match t.token {
+            Token::EOF => break,
+            Token::SemiColon if depth == 0 => break,
+            Token::LParen => depth += 1,
+            Token::RParen => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        tokens.push(p.next_token());
+    }
+    let is_word = |t: &sqlparser::tokenizer::TokenWithSpan, w: &str| matches!(&t.token, Token::Word(x) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w));
+    let append_only = tokens.len() >= 2 && is_word(&tokens[tokens.len() - 2], "APPEND") && is_word(&tokens[tokens.len() - 1], "ONLY");
+    if append_only {
+        tokens.truncate(tokens.len() - 2);
+    }
+    // The WATERMARK element: from `WATERMARK FOR` at depth 1 to the next comma or the closing
+    // parenthesis at that depth, with one adjacent comma.
+    let mut watermark = None;
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < tokens.len() {
+        match tokens[i].token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if depth == 1 && is_word(&tokens[i], "WATERMARK") && tokens.get(i + 1).is_some_and(|t| is_word(t, "FOR")) {
+            let mut end = i;
+            let mut d = 1usize;
+            while end < tokens.len() {
+                match tokens[end].token {
+                    Token::LParen => d += 1,
+                    Token::RParen if d == 1 => break,
+                    Token::RParen => d -= 1,
+                    Token::Comma if d == 1 => break,
+                    _ => {}
+                }
+                end += 1;
+            }
+            let element: Vec<_> = tokens[i + 2..end].to_vec();
+            let mut wp = Parser::new(&PostgreSqlDialect {}).with_tokens_with_locations(element);
+            let column = wp.parse_identifier()?;
+            wp.expect_keyword(Keyword::AS)?;
+            let expr = wp.parse_expr()?;
+            if watermark.replace(Watermark { column, expr }).is_some() {
+                return Err(ParserError::ParserError("a table can declare only one WATERMARK".into()));
+            }
+            let (from, to) = if tokens.get(end).is_some_and(|t| t.token == Token::Comma) {
+                (i, end + 1)
+            } else if i > 0 && tokens[i - 1].token == Token::Comma {
+                (i - 1, end)
+            } else {
+                (i, end)
+            };
+            tokens.drain(from..to);
+            i = from;
+            continue;
+        }
+        i += 1;
+    }
+    let mut rest = Parser::new(&PostgreSqlDialect {}).with_tokens_with_locations(tokens);
+    let statement = rest.parse_statement()?;
+    if !matches!(rest.peek_token().token, Token::EOF) {
+        return Err(ParserError::ParserError(format!("syntax error at or near \"{}\"", rest.peek_token().token)));
+    }
+    match (statement, watermark.is_some() || append_only) {
+        (ast::Statement::CreateTable(table), true) => {
+            Ok(Statement::CreateStreamingTable(Box::new(CreateStreamingTable { table, watermark, append_only })))
+        }
+        (statement, _) => Ok(Statement::Standard(Box::new(statement))),
+    }
+}
+
 fn parse_create_materialized_view(p: &mut Parser) -> Result<CreateMaterializedView, ParserError> {
     p.expect_keyword(Keyword::CREATE)?;
     expect_word(p, "MATERIALIZED")?;
@@ -416,6 +497,17 @@ mod tests {
     fn show_variable_is_still_standard() {
         assert!(matches!(one("SHOW search_path"), Statement::Standard(_)));
         assert!(matches!(one("SHOW TABLES"), Statement::ShowObjects(ObjectKind::Table)));
+        assert!(matches!(one("CREATE TABLE t (a INT)"), Statement::Standard(_)));
+        let Statement::CreateStreamingTable(t) =
+            one("CREATE TABLE t (a INT, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND, ts TIMESTAMP) APPEND ONLY")
+        else {
+            panic!("not a streaming table");
+        };
+        assert!(t.append_only);
+        assert_eq!(t.table.columns.len(), 2);
+        let text = t.to_string();
+        assert_eq!(text, "CREATE TABLE t (a INT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) APPEND ONLY");
+        assert_eq!(one(&text).to_string(), text, "the definition parses back to itself");
     }
 
     #[test]

@@ -57,6 +57,9 @@ pub enum Statement {
     /// SELECT, DROP, EXPLAIN, BEGIN/COMMIT/ROLLBACK, SET/SHOW/RESET, ...
     Standard(Box<ast::Statement>),
     CreateSource(Box<CreateSource>),
+    /// `CREATE TABLE` with streaming clauses: `WATERMARK FOR` in the column list, `APPEND ONLY`
+    /// after it (plain `CREATE TABLE` is [`Statement::Standard`]).
+    CreateStreamingTable(Box<CreateStreamingTable>),
     CreateMaterializedView(Box<CreateMaterializedView>),
     CreateSink(Box<CreateSink>),
     Subscribe(Box<Subscribe>),
@@ -78,6 +81,7 @@ impl Statement {
         match self {
             Statement::Standard(s) => standard_kind_name(s),
             Statement::CreateSource(_) => "CREATE SOURCE",
+            Statement::CreateStreamingTable(_) => "CREATE TABLE",
             Statement::CreateMaterializedView(_) => "CREATE MATERIALIZED VIEW",
             Statement::CreateSink(_) => "CREATE SINK",
             Statement::Subscribe(_) => "SUBSCRIBE",
@@ -105,6 +109,7 @@ impl Statement {
         match self {
             Statement::Standard(s) => write!(f, "{s}"),
             Statement::CreateSource(s) => s.fmt_sql(f, redact),
+            Statement::CreateStreamingTable(t) => write!(f, "{t}"),
             Statement::CreateMaterializedView(s) => s.fmt_sql(f, redact),
             Statement::CreateSink(s) => s.fmt_sql(f, redact),
             Statement::Subscribe(s) => s.fmt_sql(f, redact),
@@ -196,6 +201,53 @@ impl FormatEncode {
         }
         Ok(())
     }
+}
+
+/// `CREATE TABLE name (columns, WATERMARK FOR col AS expr) [APPEND ONLY]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateStreamingTable {
+    pub table: ast::CreateTable,
+    pub watermark: Option<Watermark>,
+    pub append_only: bool,
+}
+
+impl fmt::Display for CreateStreamingTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let table = self.table.to_string();
+        // The watermark goes inside the column list: before the parenthesis that closes it.
+        let close = self.watermark.as_ref().and_then(|_| column_list_end(&table));
+        match (&self.watermark, close) {
+            (Some(w), Some(i)) => write!(f, "{}, {w}{}", &table[..i], &table[i..])?,
+            _ => write!(f, "{table}")?,
+        }
+        if self.append_only {
+            write!(f, " APPEND ONLY")?;
+        }
+        Ok(())
+    }
+}
+
+/// The byte offset of the `)` closing the first parenthesized list of `sql`, skipping quoted
+/// text.
+fn column_list_end(sql: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    for (i, c) in sql.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '(') => depth += 1,
+            (None, ')') => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// `CREATE SOURCE [IF NOT EXISTS] name (columns [, WATERMARK ...]) [INCLUDE ...] WITH (...)
