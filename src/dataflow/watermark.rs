@@ -215,3 +215,81 @@ impl WatermarkTracker {
         WatermarkTracker::new(self.spec.clone(), self.partitions.len())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use datafusion::arrow::array::TimestampMicrosecondArray;
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::physical_expr::expressions::Column;
+
+    use super::*;
+
+    fn rows(times: &[i64]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), true)]));
+        RecordBatch::try_new(schema, vec![Arc::new(TimestampMicrosecondArray::from(times.to_vec()))]).unwrap()
+    }
+
+    fn tracker(partitions: usize, idle: Option<Duration>) -> WatermarkTracker {
+        let spec = WatermarkSpec { column: 0, expr: Arc::new(Column::new("ts", 0)), idle_timeout: idle };
+        WatermarkTracker::new(Some(spec), partitions)
+    }
+
+    #[test]
+    fn the_slowest_partition_holds_the_watermark() {
+        let mut t = tracker(2, None);
+        t.assign(0, rows(&[100, 200])).unwrap();
+        assert_eq!(t.current(), EventTime::MIN, "partition 1 has not reported yet");
+        t.assign(1, rows(&[50])).unwrap();
+        assert_eq!(t.current(), 50);
+        let a = t.assign(1, rows(&[40, 300])).unwrap();
+        assert_eq!(a.late.num_rows(), 1, "40 is below the watermark 50");
+        assert_eq!(a.missed, vec![50]);
+        assert_eq!(t.current(), 200);
+    }
+
+    /// A partition that stops sending rows holds the watermark back only until it has been idle
+    /// for `idle_timeout`; then the others move it, and its own old rows become late.
+    #[test]
+    fn an_idle_partition_stops_holding_the_watermark() {
+        let idle = Duration::from_millis(500);
+        let mut t = tracker(2, Some(idle));
+        t.assign(1, rows(&[10])).unwrap();
+        let started = Instant::now();
+        let mut ts = 20;
+        while started.elapsed() < idle / 5 {
+            t.assign(0, rows(&[ts])).unwrap();
+            ts += 10;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(t.current(), 10, "partition 1 is not idle yet");
+        while started.elapsed() < idle * 2 {
+            t.assign(0, rows(&[ts])).unwrap();
+            ts += 10;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(t.current(), ts - 10, "partition 1 is idle: partition 0 alone sets the watermark");
+        let a = t.assign(1, rows(&[15])).unwrap();
+        assert_eq!(a.late.num_rows(), 1, "the idle partition's old row is late");
+        // Back with a current row, it holds the watermark again; it never goes back.
+        let before = t.current();
+        t.assign(1, rows(&[before + 5])).unwrap();
+        t.assign(0, rows(&[before + 1000])).unwrap();
+        assert_eq!(t.current(), before + 5);
+        // With every partition idle the watermark holds rather than jump.
+        std::thread::sleep(idle * 2);
+        assert_eq!(t.tick(), None);
+        assert_eq!(t.current(), before + 5);
+    }
+
+    #[test]
+    fn partitions_that_end_stop_counting_and_the_end_of_all_is_the_final_watermark() {
+        let mut t = tracker(2, None);
+        t.assign(0, rows(&[100])).unwrap();
+        t.assign(1, rows(&[10])).unwrap();
+        assert_eq!(t.end_partition(1), Some(100));
+        assert_eq!(t.end_all(), Some(WATERMARK_MAX));
+    }
+}
