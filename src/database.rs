@@ -461,7 +461,18 @@ impl TableProvider for StreamRelation {
                 .iter()
                 .map(|b| RecordBatch::try_new(self.schema.clone(), b.columns().to_vec()))
                 .collect::<std::result::Result<Vec<_>, _>>()?,
-            None => vec![],
+            None => {
+                // A view that stopped must not read as empty.
+                if let Some(failure) = self.coordinator.view_failure(self.id) {
+                    let err = WeirError::new(
+                        crate::error::SqlState::ObjectNotInPrerequisiteState,
+                        format!("materialized view \"{}\" failed: {}", self.name, failure.message),
+                    )
+                    .with_hint("Drop the view and create it again; the server log has the details.");
+                    return Err(datafusion::error::DataFusionError::External(Box::new(err)));
+                }
+                vec![]
+            }
         };
         Ok(MemorySourceConfig::try_new_exec(&[batches], self.schema.clone(), projection.cloned())?)
     }
