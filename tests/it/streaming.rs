@@ -8,6 +8,25 @@ async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
     rows[0].get::<_, Option<i64>>(0).unwrap_or(0)
 }
 
+/// Waits until a bounded source has ended and a FLUSH after that returned: every row it read
+/// is then in every view, and its final watermark closed every window.
+async fn wait_until_source_ended(client: &tokio_postgres::Client, source: &str) {
+    for _ in 0..600 {
+        client.batch_execute("FLUSH").await.unwrap();
+        let ended: bool = client
+            .query_one("SELECT ended FROM weir_catalog.sources WHERE name = $1", &[&source])
+            .await
+            .unwrap()
+            .get(0);
+        if ended {
+            client.batch_execute("FLUSH").await.unwrap();
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("source {source} did not end");
+}
+
 /// Two views over one source, read in one SELECT, always agree: both are read as of the same
 /// published epoch, whatever the source is doing.
 #[tokio::test(flavor = "multi_thread")]
@@ -158,15 +177,7 @@ async fn chat_zscore_view_matches_batch() {
             client.batch_execute(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
         }
     }
-    for _ in 0..600 {
-        client.batch_execute("FLUSH").await.unwrap();
-        let ended: bool = client.query_one("SELECT ended FROM weir_catalog.sources WHERE name = 'chat'", &[]).await.unwrap().get(0);
-        if ended {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    client.batch_execute("FLUSH").await.unwrap();
+    wait_until_source_ended(&client, "chat").await;
     let query = |sql: &'static str| {
         let client = &client;
         async move {
@@ -226,15 +237,7 @@ async fn late_rows_go_to_the_dead_letter_table() {
         )
         .await
         .unwrap();
-    for _ in 0..600 {
-        client.batch_execute("FLUSH").await.unwrap();
-        let ended: bool = client.query_one("SELECT ended FROM weir_catalog.sources WHERE name = 'jumpy'", &[]).await.unwrap().get(0);
-        if ended {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    client.batch_execute("FLUSH").await.unwrap();
+    wait_until_source_ended(&client, "jumpy").await;
     let late = count(&client, "SELECT late_rows FROM weir_catalog.sources WHERE name = 'jumpy'").await;
     let letters = count(&client, "SELECT count(*) FROM weir_catalog.dead_letters WHERE source = 'jumpy'").await;
     let on_time = count(&client, "SELECT n FROM on_time").await;
