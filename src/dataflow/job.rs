@@ -77,6 +77,8 @@ pub struct ViewJob {
     pub stats: Arc<ViewStats>,
     downstream: Vec<(ObjectId, mpsc::Sender<Message>)>,
     outbox: Vec<Message>,
+    /// Per input: the leaves of the operator tree that read its relation (two for a self-join).
+    leaves: Vec<Vec<usize>>,
 }
 
 impl ViewJob {
@@ -90,7 +92,22 @@ impl ViewJob {
     ) -> Result<Self> {
         let data = ViewData::new(tree.output_schema.clone())?;
         stats.watermark.store(EventTime::MIN, Ordering::Relaxed);
-        Ok(ViewJob { view, tree, data, inputs, reports, subscriptions, stats, downstream: Vec::new(), outbox: Vec::new() })
+        let leaves = inputs
+            .iter()
+            .map(|i| tree.leaves.iter().filter(|(r, _)| *r == i.relation).map(|(_, leaf)| *leaf).collect())
+            .collect();
+        Ok(ViewJob {
+            view,
+            tree,
+            data,
+            inputs,
+            reports,
+            subscriptions,
+            stats,
+            downstream: Vec::new(),
+            outbox: Vec::new(),
+            leaves,
+        })
     }
 
     pub async fn run(mut self) {
@@ -129,13 +146,13 @@ impl ViewJob {
             };
             match message {
                 Message::Data(changes) => {
-                    for leaf in self.leaves_of(index) {
-                        self.deliver(leaf, 0, changes.as_ref().clone())?;
+                    for k in 0..self.leaves[index].len() {
+                        self.deliver(self.leaves[index][k], 0, changes.as_ref().clone())?;
                     }
                 }
                 Message::Watermark(w) => {
-                    for leaf in self.leaves_of(index) {
-                        self.deliver_watermark(leaf, 0, w)?;
+                    for k in 0..self.leaves[index].len() {
+                        self.deliver_watermark(self.leaves[index][k], 0, w)?;
                     }
                 }
                 Message::Barrier(epoch) => {
@@ -150,11 +167,6 @@ impl ViewJob {
             }
             self.flush_outbox().await;
         }
-    }
-
-    fn leaves_of(&self, input: usize) -> Vec<usize> {
-        let relation = self.inputs[input].relation;
-        self.tree.leaves.iter().filter(|(r, _)| *r == relation).map(|(_, leaf)| *leaf).collect()
     }
 
     /// The next message from an input not blocked by a barrier, backfill before live.
