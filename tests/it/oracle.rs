@@ -97,6 +97,7 @@ fn schema() -> SchemaRef {
         Field::new("v", DataType::Int64, true),
         Field::new("f", DataType::Float64, true),
         Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+        Field::new("d", DataType::Decimal128(10, 2), true),
     ]))
 }
 
@@ -107,6 +108,12 @@ fn batch(events: &[Event]) -> RecordBatch {
         Arc::new(Int64Array::from_iter(events.iter().map(|e| e.v))),
         Arc::new(Float64Array::from_iter_values(events.iter().map(|e| e.f))),
         Arc::new(TimestampMicrosecondArray::from_iter_values(events.iter().map(|e| e.ts))),
+        // A decimal with cents: v * 1.25.
+        Arc::new(
+            datafusion::arrow::array::Decimal128Array::from_iter(events.iter().map(|e| e.v.map(|v| v as i128 * 125)))
+                .with_precision_and_scale(10, 2)
+                .unwrap(),
+        ),
     ];
     RecordBatch::try_new(schema(), columns).unwrap()
 }
@@ -179,7 +186,7 @@ impl InputResolver for Resolver {
                 id: 1,
                 kind: InputKind::Source,
                 name: "ev".into(),
-                close_offsets: vec![None, None, None, None, Some(1)],
+                close_offsets: vec![None, None, None, None, Some(1), None],
                 append_only: true,
             }),
             "dim" => Some(ResolvedInput {
@@ -246,6 +253,8 @@ fn value(c: &ArrayRef, r: usize) -> Value {
         DataType::Float64 => Value::Float(c.as_primitive::<datafusion::arrow::datatypes::Float64Type>().value(r)),
         DataType::Utf8 => Value::Text(c.as_string::<i32>().value(r).to_string()),
         DataType::Boolean => Value::Int(c.as_any().downcast_ref::<BooleanArray>().unwrap().value(r) as i128),
+        // Exact: the raw value at the column's scale (both sides have the type DataFusion plans).
+        DataType::Decimal128(..) => Value::Int(c.as_primitive::<datafusion::arrow::datatypes::Decimal128Type>().value(r)),
         DataType::Timestamp(..) => {
             let c = datafusion::arrow::compute::cast(c, &DataType::Int64).unwrap();
             Value::Int(c.as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(r) as i128)
@@ -254,14 +263,14 @@ fn value(c: &ArrayRef, r: usize) -> Value {
     }
 }
 
-/// Floats agree within a relative 1e-9 (times 1e3 for summation order), or within `absolute`.
+/// Floats agree within a relative 1e-9 (absolute near zero), or within `absolute`.
 fn assert_same(actual: &[Vec<Value>], expected: &[Vec<Value>], absolute: f64, context: &str) {
     assert_eq!(actual.len(), expected.len(), "{context}: row counts differ\nactual {actual:?}\nexpected {expected:?}");
     for (a, e) in actual.iter().zip(expected) {
         for (x, y) in a.iter().zip(e) {
             let ok = match (x, y) {
                 (Value::Float(x), Value::Float(y)) => {
-                    (x - y).abs() <= (1e-9 * x.abs().max(y.abs()).max(1.0) * 1e3).max(absolute)
+                    (x - y).abs() <= (1e-9 * x.abs().max(y.abs()).max(1.0)).max(absolute)
                 }
                 _ => x == y,
             };
@@ -392,7 +401,8 @@ async fn check(sql: &str, emit_on_window_close: bool, window_end_column: Option<
 }
 
 const TUMBLE: &str = "SELECT k, window_start, window_end, count(*) AS n, count(v) AS nv, sum(v) AS s, min(v) AS lo, \
-     max(v) AS hi, avg(v) AS a, count(DISTINCT tag) AS tags, sum(f) AS sf, stddev_samp(f) AS sd, var_pop(f) AS vp \
+     max(v) AS hi, avg(v) AS a, count(DISTINCT tag) AS tags, sum(f) AS sf, stddev_samp(f) AS sd, var_pop(f) AS vp, \
+     sum(d) AS sd2, avg(d) AS ad, min(d) AS md \
      FROM TUMBLE(ev, ts, INTERVAL '10' SECOND) GROUP BY k, window_start, window_end";
 
 const HOP: &str = "SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s, max(v) AS hi, min(f) AS lo \
@@ -403,7 +413,7 @@ const FILTERED: &str = "SELECT window_start, window_end, count(*) AS n, sum(v * 
      FROM TUMBLE(ev, ts, INTERVAL '5' SECOND) WHERE f > -500 GROUP BY window_start, window_end HAVING count(*) > 1";
 
 /// Not windowed: groups stay open forever and only update.
-const GLOBAL: &str = "SELECT k, count(*) AS n, max(ts) AS last, bool_or(v > 50) AS big FROM ev GROUP BY k";
+const GLOBAL: &str = "SELECT k, count(*) AS n, max(ts) AS last, bool_or(v > 50) AS big, sum(d) AS sd, avg(d) AS ad FROM ev GROUP BY k";
 
 fn run(sql: &'static str, eowc: bool, window_end_column: Option<usize>, cases: u32) {
     run_within(sql, eowc, window_end_column, 0.0, cases)

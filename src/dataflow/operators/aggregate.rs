@@ -374,5 +374,9 @@ impl Operator for AggregateOp {
         let emitted: usize = self.emitted.iter().map(|k| k.as_ref().map_or(8, |k| k.len() + 16)).sum();
         keys + emitted + self.accumulators.iter().map(|a| a.size()).sum::<usize>()
     }
+
+    fn stateful(&self) -> Option<&'static str> {
+        Some("an aggregate")
+    }
 }
 

@@ -104,4 +104,8 @@ impl Operator for EmitOnCloseOp {
     fn state_bytes(&self) -> usize {
         self.bytes
     }
+
+    fn stateful(&self) -> Option<&'static str> {
+        Some("an emit-on-close buffer")
+    }
 }

@@ -365,4 +365,8 @@ impl Operator for JoinOp {
     fn state_bytes(&self) -> usize {
         self.sides.iter().map(|s| s.bytes).sum()
     }
+
+    fn stateful(&self) -> Option<&'static str> {
+        Some("a join")
+    }
 }

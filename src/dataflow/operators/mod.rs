@@ -56,17 +56,27 @@ pub trait Operator: Send {
         0
     }
 
-    /// The operator's state, for a checkpoint. Stateless operators have none.
+    /// What state the operator keeps (`None`: stateless), for messages.
+    fn stateful(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// The operator's state, for a checkpoint. Stateless operators have none; stateful ones
+    /// fail loudly until the durability issue implements their checkpoints, rather than
+    /// returning a state that looks empty.
     fn snapshot(&self) -> Result<OperatorState> {
-        Ok(Vec::new())
+        match self.stateful() {
+            Some(what) => Err(crate::error::WeirError::not_supported(format!("checkpointing the state of {what}"))),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Restores state taken by [`Operator::snapshot`] into a freshly built operator.
     fn restore(&mut self, state: OperatorState) -> Result<()> {
-        if state.is_empty() {
-            Ok(())
-        } else {
-            Err(crate::error::WeirError::internal("state given to a stateless operator"))
+        match self.stateful() {
+            Some(what) => Err(crate::error::WeirError::not_supported(format!("restoring the state of {what}"))),
+            None if state.is_empty() => Ok(()),
+            None => Err(crate::error::WeirError::internal("state given to a stateless operator")),
         }
     }
 }

@@ -232,4 +232,8 @@ impl Operator for SessionOp {
     fn state_bytes(&self) -> usize {
         self.bytes
     }
+
+    fn stateful(&self) -> Option<&'static str> {
+        Some("a session window")
+    }
 }
