@@ -6,7 +6,7 @@
 //!   view reported, its output watermark, whether it runs or failed (with the error), and its
 //!   freshness lag (how long ago the inputs it reflects were read).
 //!
-//! * `weir_catalog.dead_letters` - the late rows kept by sources with
+//! * `weir_catalog.late_events` - the late rows kept by sources with
 //!   `watermark.late_events = 'dead_letter'` (newest 10,000 per source), with the reason.
 //!
 //! Rows are built when a query scans the table, from the catalog and the coordinator's counters.
@@ -34,7 +34,7 @@ pub const SCHEMA_NAME: &str = "weir_catalog";
 enum SystemTable {
     Sources,
     MaterializedViews,
-    DeadLetters,
+    LateEvents,
 }
 
 pub struct WeirCatalogSchema {
@@ -57,14 +57,14 @@ impl WeirCatalogSchema {
 #[async_trait]
 impl SchemaProvider for WeirCatalogSchema {
     fn table_names(&self) -> Vec<String> {
-        vec!["sources".into(), "materialized_views".into(), "dead_letters".into()]
+        vec!["sources".into(), "materialized_views".into(), "late_events".into()]
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         let which = match name {
             "sources" => SystemTable::Sources,
             "materialized_views" => SystemTable::MaterializedViews,
-            "dead_letters" => SystemTable::DeadLetters,
+            "late_events" => SystemTable::LateEvents,
             _ => return Ok(None),
         };
         Ok(Some(Arc::new(SystemTableProvider {
@@ -75,7 +75,7 @@ impl SchemaProvider for WeirCatalogSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        matches!(name, "sources" | "materialized_views" | "dead_letters")
+        matches!(name, "sources" | "materialized_views" | "late_events")
     }
 }
 
@@ -122,7 +122,7 @@ impl SystemTableProvider {
                 Field::new("status", DataType::Utf8, false),
                 Field::new("freshness_lag_ms", DataType::Int64, true),
             ]),
-            SystemTable::DeadLetters => Schema::new(vec![
+            SystemTable::LateEvents => Schema::new(vec![
                 Field::new("source", DataType::Utf8, false),
                 ts_field("received_at"),
                 Field::new("partition", DataType::Int64, false),
@@ -199,7 +199,7 @@ impl SystemTableProvider {
                     )),
                 ]
             }
-            SystemTable::DeadLetters => {
+            SystemTable::LateEvents => {
                 let mut sources: Vec<_> = catalog.objects_of_kind(ObjectKind::Source).collect();
                 sources.sort_by_key(|o| o.id);
                 let mut rows = Vec::new();

@@ -2,7 +2,7 @@
 //!
 //! A late row is excluded from every view (see `watermark.rs`); with the dead-letter policy it
 //! is also kept, rendered as text with the reason, in a bounded per-source queue that
-//! `weir_catalog.dead_letters` shows. The queue keeps the newest [`DEAD_LETTER_CAPACITY`] rows;
+//! `weir_catalog.late_events` shows. The queue keeps the newest [`DEAD_LETTER_CAPACITY`] rows;
 //! older ones are dropped (they stay counted in `weir_catalog.sources.late_rows`). Until
 //! checkpoints land the queue lives in memory.
 

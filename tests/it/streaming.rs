@@ -239,7 +239,7 @@ async fn late_rows_go_to_the_dead_letter_table() {
         .unwrap();
     wait_until_source_ended(&client, "jumpy").await;
     let late = count(&client, "SELECT late_rows FROM weir_catalog.sources WHERE name = 'jumpy'").await;
-    let letters = count(&client, "SELECT count(*) FROM weir_catalog.dead_letters WHERE source = 'jumpy'").await;
+    let letters = count(&client, "SELECT count(*) FROM weir_catalog.late_events WHERE source = 'jumpy'").await;
     let on_time = count(&client, "SELECT n FROM on_time").await;
     assert!(late > 100, "the disorder should make many rows late: {late}");
     assert_eq!(letters, late, "every late row is kept");
@@ -247,13 +247,13 @@ async fn late_rows_go_to_the_dead_letter_table() {
     let ids_on_time = count(&client, "SELECT s FROM on_time").await;
     let ids_late = count(
         &client,
-        "SELECT sum(CAST(split_part(btrim(\"row\", '()'), ',', 1) AS BIGINT)) FROM weir_catalog.dead_letters WHERE source = 'jumpy'",
+        "SELECT sum(CAST(split_part(btrim(\"row\", '()'), ',', 1) AS BIGINT)) FROM weir_catalog.late_events WHERE source = 'jumpy'",
     )
     .await;
     assert_eq!(ids_on_time + ids_late, 5000 * 5001 / 2, "a row is in the view or a dead letter, never both");
     let wrong = count(
         &client,
-        "SELECT count(*) FROM weir_catalog.dead_letters WHERE event_time >= watermark OR reason NOT LIKE 'late%'",
+        "SELECT count(*) FROM weir_catalog.late_events WHERE event_time >= watermark OR reason NOT LIKE 'late%'",
     )
     .await;
     assert_eq!(wrong, 0, "a dead letter's event time is below the watermark it missed");
