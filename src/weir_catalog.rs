@@ -2,6 +2,8 @@
 //!
 //! * `weir_catalog.sources` - one row per source and per table that feeds views: rows read, late
 //!   rows dropped, the current watermark, read errors.
+//! * `weir_catalog.source_partitions` - per source partition: rows read, the partition's own
+//!   watermark, whether it ended (offsets and lag come with the Kafka and NATS sources).
 //! * `weir_catalog.materialized_views` - one row per view: rows, state bytes, last epoch the
 //!   view reported, its output watermark, whether it runs or failed (with the error), and its
 //!   freshness lag (how long ago the inputs it reflects were read).
@@ -35,6 +37,7 @@ enum SystemTable {
     Sources,
     MaterializedViews,
     LateEvents,
+    SourcePartitions,
 }
 
 pub struct WeirCatalogSchema {
@@ -57,7 +60,7 @@ impl WeirCatalogSchema {
 #[async_trait]
 impl SchemaProvider for WeirCatalogSchema {
     fn table_names(&self) -> Vec<String> {
-        vec!["sources".into(), "materialized_views".into(), "late_events".into()]
+        vec!["sources".into(), "source_partitions".into(), "materialized_views".into(), "late_events".into()]
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
@@ -65,6 +68,7 @@ impl SchemaProvider for WeirCatalogSchema {
             "sources" => SystemTable::Sources,
             "materialized_views" => SystemTable::MaterializedViews,
             "late_events" => SystemTable::LateEvents,
+            "source_partitions" => SystemTable::SourcePartitions,
             _ => return Ok(None),
         };
         Ok(Some(Arc::new(SystemTableProvider {
@@ -75,7 +79,7 @@ impl SchemaProvider for WeirCatalogSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        matches!(name, "sources" | "materialized_views" | "late_events")
+        matches!(name, "sources" | "source_partitions" | "materialized_views" | "late_events")
     }
 }
 
@@ -121,6 +125,13 @@ impl SystemTableProvider {
                 ts_field("watermark"),
                 Field::new("status", DataType::Utf8, false),
                 Field::new("freshness_lag_ms", DataType::Int64, true),
+            ]),
+            SystemTable::SourcePartitions => Schema::new(vec![
+                Field::new("source", DataType::Utf8, false),
+                Field::new("partition", DataType::Int64, false),
+                Field::new("rows_read", DataType::Int64, false),
+                ts_field("watermark"),
+                Field::new("ended", DataType::Boolean, false),
             ]),
             SystemTable::LateEvents => Schema::new(vec![
                 Field::new("source", DataType::Utf8, false),
@@ -197,6 +208,28 @@ impl SystemTableProvider {
                     Arc::new(Int64Array::from(
                         stats.iter().map(|s| s.as_ref().and(self.coordinator.freshness_lag_ms())).collect::<Vec<_>>(),
                     )),
+                ]
+            }
+            SystemTable::SourcePartitions => {
+                let mut sources: Vec<_> = catalog.objects_of_kind(ObjectKind::Source).collect();
+                sources.sort_by_key(|o| o.id);
+                let mut rows = Vec::new();
+                for o in sources {
+                    if let Some(stats) = self.coordinator.source_stats(o.id) {
+                        let partitions = stats.partitions.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                        rows.extend(partitions.into_iter().enumerate().map(|(i, p)| (o.name.clone(), i, p)));
+                    }
+                }
+                let tz: Arc<str> = Arc::from("+00:00");
+                vec![
+                    Arc::new(StringArray::from_iter_values(rows.iter().map(|(n, _, _)| n.as_str()))),
+                    Arc::new(Int64Array::from_iter_values(rows.iter().map(|(_, i, _)| *i as i64))),
+                    Arc::new(Int64Array::from_iter_values(rows.iter().map(|(_, _, p)| p.rows as i64))),
+                    Arc::new(
+                        TimestampMicrosecondArray::from(rows.iter().map(|(_, _, p)| watermark_value(p.watermark)).collect::<Vec<_>>())
+                            .with_timezone(tz),
+                    ),
+                    Arc::new(BooleanArray::from(rows.iter().map(|(_, _, p)| p.ended).collect::<Vec<_>>())),
                 ]
             }
             SystemTable::LateEvents => {

@@ -38,6 +38,15 @@ pub struct SourceStats {
     pub errors: AtomicU64,
     /// Late rows kept, when the source's policy is `dead_letter`.
     pub dead_letters: Option<DeadLetterQueue>,
+    /// Per partition: rows read, its watermark, whether it ended.
+    pub partitions: std::sync::Mutex<Vec<PartitionStats>>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PartitionStats {
+    pub rows: u64,
+    pub watermark: EventTime,
+    pub ended: bool,
 }
 
 impl SourceStats {
@@ -57,6 +66,7 @@ impl Default for SourceStats {
             watermark: AtomicI64::new(EventTime::MIN),
             errors: AtomicU64::new(0),
             dead_letters: None,
+            partitions: std::sync::Mutex::new(Vec::new()),
         }
     }
 }
@@ -71,6 +81,22 @@ pub struct Reader {
 }
 
 impl Reader {
+    /// Copies the tracker's per-partition figures into the shared stats (after each batch).
+    fn record_partitions(&self, partition: Option<(usize, u64)>) {
+        let mut stats = self.stats.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        let marks = self.tracker.partition_watermarks();
+        stats.resize(marks.len(), PartitionStats { watermark: EventTime::MIN, ..PartitionStats::default() });
+        for (s, (watermark, ended)) in stats.iter_mut().zip(marks) {
+            s.watermark = watermark;
+            s.ended = ended;
+        }
+        if let Some((p, rows)) = partition
+            && let Some(s) = stats.get_mut(p)
+        {
+            s.rows += rows;
+        }
+    }
+
     pub async fn run(mut self) {
         let mut outputs: Vec<(ObjectId, mpsc::Sender<Message>)> = Vec::new();
         let mut read_any = false;
@@ -102,6 +128,7 @@ impl Reader {
                         match self.tracker.assign(partition, rows) {
                             Ok(assigned) => {
                                 self.stats.rows.fetch_add(n, Ordering::Relaxed);
+                                self.record_partitions(Some((partition, n)));
                                 let late = assigned.late.num_rows() as u64;
                                 if late > 0 {
                                     self.stats.late_rows.fetch_add(late, Ordering::Relaxed);
@@ -131,7 +158,9 @@ impl Reader {
                         }
                     }
                     Ok(SourceEvent::PartitionEnd { partition }) => {
-                        if let Some(w) = self.tracker.end_partition(partition) {
+                        let advanced = self.tracker.end_partition(partition);
+                        self.record_partitions(None);
+                        if let Some(w) = advanced {
                             self.stats.watermark.store(w, Ordering::Relaxed);
                             broadcast(&mut outputs, Message::Watermark(w)).await;
                         }
@@ -139,7 +168,9 @@ impl Reader {
                     Ok(SourceEvent::End) => {
                         ended = true;
                         read_any = true;
-                        if let Some(w) = self.tracker.end_all() {
+                        let advanced = self.tracker.end_all();
+                        self.record_partitions(None);
+                        if let Some(w) = advanced {
                             self.stats.watermark.store(w, Ordering::Relaxed);
                             broadcast(&mut outputs, Message::Watermark(w)).await;
                         }

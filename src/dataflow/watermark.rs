@@ -81,6 +81,12 @@ impl WatermarkTracker {
         }
     }
 
+    /// Per partition: its own watermark (the max of the watermark expression over its rows),
+    /// and whether it ended.
+    pub fn partition_watermarks(&self) -> Vec<(EventTime, bool)> {
+        self.partitions.iter().map(|p| (p.max, p.ended)).collect()
+    }
+
     pub fn has_watermark(&self) -> bool {
         self.spec.is_some()
     }

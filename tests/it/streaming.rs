@@ -244,6 +244,8 @@ async fn late_rows_go_to_the_dead_letter_table() {
     assert!(late > 100, "the disorder should make many rows late: {late}");
     assert_eq!(letters, late, "every late row is kept");
     assert_eq!(on_time + late, 5000, "every row is on time or late");
+    let per_partition = count(&client, "SELECT sum(rows_read) FROM weir_catalog.source_partitions WHERE source = 'jumpy'").await;
+    assert_eq!(per_partition, 5000, "partition counts add up to the source's");
     let ids_on_time = count(&client, "SELECT s FROM on_time").await;
     let ids_late = count(
         &client,
