@@ -296,13 +296,14 @@ impl Planner<'_> {
                     append_only,
                 }))
             }
-            LogicalPlan::Filter(f) if matches!(f.input.as_ref(), LogicalPlan::Join(j) if j.join_type == datafusion::logical_expr::JoinType::Inner) => {
+            LogicalPlan::Filter(f) => {
                 // WHERE over an inner join is part of its condition (the join keys of a comma
                 // join, the time bounds of an interval join).
-                let LogicalPlan::Join(j) = f.input.as_ref() else { unreachable!("matched above") };
-                self.join_node(j, Some(&f.predicate))
-            }
-            LogicalPlan::Filter(f) => {
+                if let LogicalPlan::Join(j) = f.input.as_ref()
+                    && j.join_type == datafusion::logical_expr::JoinType::Inner
+                {
+                    return self.join_node(j, Some(&f.predicate));
+                }
                 let input = self.build(&f.input)?;
                 check_expr(&f.predicate)?;
                 let node = &self.nodes[input];
