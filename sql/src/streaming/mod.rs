@@ -24,7 +24,7 @@ pub use plan::{
 };
 pub use join::{JoinCondition, JoinKind, StateBound};
 pub use session::SessionBound;
-pub use window::{HopStarts, TumbleStart, rewrite_windows};
+pub use window::{AddInterval, HopStarts, TumbleStart, rewrite_windows};
 
 /// Registers the functions the window rewrite produces (`TUMBLE`, `HOP`, `SESSION`) with a
 /// DataFusion context, so that rewritten queries run in batch too.
@@ -32,6 +32,7 @@ pub fn register_window_functions(ctx: &datafusion::prelude::SessionContext) {
     use datafusion::logical_expr::{ScalarUDF, WindowUDF};
     ctx.register_udf(ScalarUDF::new_from_impl(TumbleStart::default()));
     ctx.register_udf(ScalarUDF::new_from_impl(HopStarts::default()));
+    ctx.register_udf(ScalarUDF::new_from_impl(AddInterval::default()));
     ctx.register_udwf(WindowUDF::new_from_impl(SessionBound::start()));
     ctx.register_udwf(WindowUDF::new_from_impl(SessionBound::end()));
 }

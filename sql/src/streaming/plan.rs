@@ -20,7 +20,7 @@ use datafusion::logical_expr::{BinaryExpr, Distinct, Expr, LogicalPlan, Operator
 use super::StreamPlanError;
 use super::join::{self, JoinCondition, JoinKind};
 use super::session::{SESSION_END, SESSION_START};
-use super::window::{HOP_STARTS, TUMBLE_START, interval_micros};
+use super::window::{ADD_INTERVAL, HOP_STARTS, TUMBLE_START, interval_micros};
 
 pub type NodeId = usize;
 
@@ -646,6 +646,10 @@ fn close_offset(expr: &Expr, schema: &datafusion::common::DFSchema, offsets: &[O
             let o = close_offset(&f.args[0], schema, offsets)?;
             let size = literal_interval(&f.args[1])?;
             Some(size - 1 + o)
+        }
+        Expr::ScalarFunction(f) if f.name() == ADD_INTERVAL && f.args.len() == 2 => {
+            let o = close_offset(&f.args[0], schema, offsets)?;
+            Some(o - literal_interval(&f.args[1])?)
         }
         Expr::ScalarFunction(f) if f.name() == HOP_STARTS && f.args.len() >= 3 => {
             let o = close_offset(&f.args[0], schema, offsets)?;

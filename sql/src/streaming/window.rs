@@ -1,13 +1,14 @@
 //! Window table functions: `TUMBLE`, `HOP` and `SESSION` (see [`super::session`]) in `FROM`.
 //!
 //! DataFusion does not know these table functions, so before planning, [`rewrite_windows`]
-//! replaces each one with a subquery that adds `window_start` and `window_end` using two scalar
-//! functions defined here:
+//! replaces each one with a subquery that adds `window_start` and `window_end` using scalar
+//! functions defined here (`weir_add_interval` is `+` for fixed intervals, without Arrow's
+//! per-value calendar arithmetic):
 //!
 //! ```sql
 //! TUMBLE(t, ts, size[, offset])      ->  (SELECT *, weir_tumble_start(ts, size, offset) AS window_start,
-//!                                                   weir_tumble_start(ts, size, offset) + size AS window_end FROM t)
-//! HOP(t, ts, slide, size[, offset])  ->  (SELECT *, window_start + size AS window_end FROM
+//!                                                   weir_add_interval(weir_tumble_start(ts, size, offset), size) AS window_end FROM t)
+//! HOP(t, ts, slide, size[, offset])  ->  (SELECT *, weir_add_interval(window_start, size) AS window_end FROM
 //!                                           (SELECT *, unnest(weir_hop_starts(ts, slide, size, offset)) AS window_start FROM t))
 //! ```
 //!
@@ -33,6 +34,9 @@ use super::session::{SESSION_END, SESSION_START};
 
 pub const TUMBLE_START: &str = "weir_tumble_start";
 pub const HOP_STARTS: &str = "weir_hop_starts";
+/// `weir_add_interval(ts, interval)`: `ts + interval` for fixed-length intervals, without the
+/// calendar arithmetic Arrow's `+` does per value (window ends are on every row).
+pub const ADD_INTERVAL: &str = "weir_add_interval";
 
 /// Replaces window table functions in every `FROM` of the query (including subqueries).
 pub fn rewrite_windows(query: &mut Query) -> Result<(), StreamPlanError> {
@@ -182,13 +186,13 @@ fn window_subquery(
         let offset = args.get(3).unwrap_or(&zero);
         format!(
             "SELECT * FROM (SELECT *, {TUMBLE_START}({ts}, {size}, {offset}) AS window_start, \
-             {TUMBLE_START}({ts}, {size}, {offset}) + {size} AS window_end FROM {relation}) {alias_sql}"
+             {ADD_INTERVAL}({TUMBLE_START}({ts}, {size}, {offset}), {size}) AS window_end FROM {relation}) {alias_sql}"
         )
     } else {
         let (slide, size) = (&args[2], &args[3]);
         let offset = args.get(4).unwrap_or(&zero);
         format!(
-            "SELECT * FROM (SELECT *, window_start + {size} AS window_end FROM \
+            "SELECT * FROM (SELECT *, {ADD_INTERVAL}(window_start, {size}) AS window_end FROM \
              (SELECT *, unnest({HOP_STARTS}({ts}, {slide}, {size}, {offset})) AS window_start FROM {relation}) \
              AS weir_hop_input) {alias_sql}"
         )
@@ -290,6 +294,45 @@ impl ScalarUDFImpl for TumbleStart {
         }
         let ts = timestamps(&args.args[0], args.number_rows)?;
         let out: TimestampMicrosecondArray = ts.unary(|t| tumble_start(t, size, offset));
+        let out = out.with_timezone_opt(match args.return_field.data_type() {
+            DataType::Timestamp(_, tz) => tz.clone(),
+            _ => None,
+        });
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+/// `weir_add_interval(ts, interval)`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct AddInterval {
+    signature: Signature,
+}
+
+impl Default for AddInterval {
+    fn default() -> Self {
+        let interval = DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano);
+        let variants = [None, Some(Arc::from("+00:00"))]
+            .into_iter()
+            .map(|tz| TypeSignature::Exact(vec![DataType::Timestamp(TimeUnit::Microsecond, tz), interval.clone()]))
+            .collect();
+        AddInterval { signature: Signature::one_of(variants, Volatility::Immutable) }
+    }
+}
+
+impl ScalarUDFImpl for AddInterval {
+    fn name(&self) -> &str {
+        ADD_INTERVAL
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, args: &[DataType]) -> DfResult<DataType> {
+        Ok(args[0].clone())
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let by = scalar_interval(&args.args[1], "size")?;
+        let ts = timestamps(&args.args[0], args.number_rows)?;
+        let out: TimestampMicrosecondArray = ts.unary(|t| t.saturating_add(by));
         let out = out.with_timezone_opt(match args.return_field.data_type() {
             DataType::Timestamp(_, tz) => tz.clone(),
             _ => None,

@@ -24,7 +24,10 @@
 //! the watermark passes its close time; no row of that window can arrive later because the
 //! sources drop rows below the watermark and the close offset bounds every row of the window.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+// hashbrown with foldhash (DataFusion's default): std's SipHash showed in profiles.
+use datafusion::common::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch};
@@ -111,7 +114,7 @@ impl AggregateOp {
             output_converter,
             window: config.window,
             emit_on_close: config.emit_on_close,
-            slots: HashMap::new(),
+            slots: HashMap::default(),
             keys: Vec::new(),
             row_counts: Vec::new(),
             emitted: Vec::new(),
@@ -212,7 +215,7 @@ impl AggregateOp {
         let new_rows = self.outputs(&live)?;
         let encoded = self.output_converter.convert_columns(new_rows.columns())?;
         let mut insert_mask = vec![false; live.len()];
-        let mut new_bytes: HashMap<usize, Box<[u8]>> = HashMap::with_capacity(live.len());
+        let mut new_bytes: HashMap<usize, Box<[u8]>> = HashMap::with_capacity_and_hasher(live.len(), Default::default());
         for (i, s) in live.iter().enumerate() {
             let bytes = encoded.row(i);
             if self.emitted[*s].as_deref() != Some(bytes.as_ref()) {

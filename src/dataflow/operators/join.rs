@@ -22,7 +22,10 @@
 //! dropped row can match no later row by its bound. Rows with a NULL key match nothing (SQL's
 //! `=`); on a preserved side they are emitted NULL-padded at once and not stored.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+// hashbrown with foldhash (DataFusion's default): std's SipHash showed in profiles.
+use datafusion::common::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array, new_null_array};
@@ -108,7 +111,7 @@ fn side(config: JoinSideConfig, preserved: bool) -> Result<Side> {
         bounds: config.bounds,
         preserved,
         rows,
-        buckets: HashMap::new(),
+        buckets: HashMap::default(),
         expiry: BTreeMap::new(),
         watermark: None,
         bytes: 0,
@@ -265,7 +268,7 @@ impl Operator for JoinOp {
         // Outer join bookkeeping on the other side: NULL-padded rows come and go as their
         // match counts leave or return to zero.
         if !other_moves.is_empty() {
-            let mut before: HashMap<EntryId, i64> = HashMap::new();
+            let mut before: HashMap<EntryId, i64> = HashMap::default();
             let side = &mut self.sides[o];
             for ((key, row), d) in other_moves {
                 if let Some(entry) = side.buckets.get_mut(&key).and_then(|b| b.get_mut(&row)) {
