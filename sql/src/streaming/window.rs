@@ -245,23 +245,27 @@ pub fn tumble_start(ts: i64, size: i64, offset: i64) -> i64 {
     ts - (ts - offset).rem_euclid(size)
 }
 
-fn timestamp_signature() -> Signature {
+/// `(timestamp, interval × n)` for each `n` in `counts`, with or without the session time zone.
+fn timestamp_and_intervals(counts: &[usize]) -> Signature {
     let interval = DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano);
     let mut variants = Vec::new();
     for tz in [None, Some(Arc::from("+00:00"))] {
-        variants.push(TypeSignature::Exact(vec![
-            DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
-            interval.clone(),
-            interval.clone(),
-        ]));
-        variants.push(TypeSignature::Exact(vec![
-            DataType::Timestamp(TimeUnit::Microsecond, tz),
-            interval.clone(),
-            interval.clone(),
-            interval.clone(),
-        ]));
+        for n in counts {
+            let mut args = vec![DataType::Timestamp(TimeUnit::Microsecond, tz.clone())];
+            args.extend(std::iter::repeat_n(interval.clone(), *n));
+            variants.push(TypeSignature::Exact(args));
+        }
     }
     Signature::one_of(variants, Volatility::Immutable)
+}
+
+/// Timestamps computed in UTC microseconds, labelled with the time zone the plan expects.
+fn in_return_timezone(out: TimestampMicrosecondArray, args: &ScalarFunctionArgs) -> ColumnarValue {
+    let out = out.with_timezone_opt(match args.return_field.data_type() {
+        DataType::Timestamp(_, tz) => tz.clone(),
+        _ => None,
+    });
+    ColumnarValue::Array(Arc::new(out))
 }
 
 /// `weir_tumble_start(ts, size, offset)`.
@@ -272,7 +276,7 @@ pub struct TumbleStart {
 
 impl Default for TumbleStart {
     fn default() -> Self {
-        TumbleStart { signature: timestamp_signature() }
+        TumbleStart { signature: timestamp_and_intervals(&[2, 3]) }
     }
 }
 
@@ -293,12 +297,7 @@ impl ScalarUDFImpl for TumbleStart {
             return plan_err!("a window size must be positive");
         }
         let ts = timestamps(&args.args[0], args.number_rows)?;
-        let out: TimestampMicrosecondArray = ts.unary(|t| tumble_start(t, size, offset));
-        let out = out.with_timezone_opt(match args.return_field.data_type() {
-            DataType::Timestamp(_, tz) => tz.clone(),
-            _ => None,
-        });
-        Ok(ColumnarValue::Array(Arc::new(out)))
+        Ok(in_return_timezone(ts.unary(|t| tumble_start(t, size, offset)), &args))
     }
 }
 
@@ -310,12 +309,7 @@ pub struct AddInterval {
 
 impl Default for AddInterval {
     fn default() -> Self {
-        let interval = DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano);
-        let variants = [None, Some(Arc::from("+00:00"))]
-            .into_iter()
-            .map(|tz| TypeSignature::Exact(vec![DataType::Timestamp(TimeUnit::Microsecond, tz), interval.clone()]))
-            .collect();
-        AddInterval { signature: Signature::one_of(variants, Volatility::Immutable) }
+        AddInterval { signature: timestamp_and_intervals(&[1]) }
     }
 }
 
@@ -332,12 +326,7 @@ impl ScalarUDFImpl for AddInterval {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let by = scalar_interval(&args.args[1], "size")?;
         let ts = timestamps(&args.args[0], args.number_rows)?;
-        let out: TimestampMicrosecondArray = ts.unary(|t| t.saturating_add(by));
-        let out = out.with_timezone_opt(match args.return_field.data_type() {
-            DataType::Timestamp(_, tz) => tz.clone(),
-            _ => None,
-        });
-        Ok(ColumnarValue::Array(Arc::new(out)))
+        Ok(in_return_timezone(ts.unary(|t| t.saturating_add(by)), &args))
     }
 }
 
@@ -350,19 +339,7 @@ pub struct HopStarts {
 
 impl Default for HopStarts {
     fn default() -> Self {
-        let interval = DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano);
-        let variants = [None, Some(Arc::from("+00:00"))]
-            .into_iter()
-            .map(|tz| {
-                TypeSignature::Exact(vec![
-                    DataType::Timestamp(TimeUnit::Microsecond, tz),
-                    interval.clone(),
-                    interval.clone(),
-                    interval.clone(),
-                ])
-            })
-            .collect();
-        HopStarts { signature: Signature::one_of(variants, Volatility::Immutable) }
+        HopStarts { signature: timestamp_and_intervals(&[3]) }
     }
 }
 
