@@ -597,7 +597,7 @@ impl Session {
             return Err(WeirError::not_supported("a table without columns"));
         }
         let schema = Arc::new(crate::database::table_schema(&columns)?);
-        let tracker = crate::streaming::table_watermark_tracker(&self.statement_context(), watermark, &schema)?;
+        let tracker = crate::streaming::table_watermark_tracker(self.db.base_context(), watermark, &schema)?;
         let pk_idx: Vec<usize> =
             primary_key.iter().filter_map(|k| columns.iter().position(|c| &c.name == k)).collect();
         let data = TableData::new(&name, schema, (!pk_idx.is_empty()).then_some(pk_idx))?;
@@ -731,18 +731,14 @@ impl Session {
         let object = catalog.find(weir_catalog::ObjectKind::Table, &schema, &n).ok_or_else(|| {
             WeirError::new(SqlState::UndefinedTable, format!("relation \"{n}\" does not exist"))
         })?;
-        let watermark = match weir_sql::parse(&object.definition).ok().and_then(|mut v| v.pop()).map(|p| p.statement) {
-            Some(Statement::CreateSource(s)) => s.watermark.map(|w| (w.column.value.clone(), w.to_string())),
-            Some(Statement::CreateStreamingTable(t)) => t.watermark.map(|w| (w.column.value.clone(), w.to_string())),
-            _ => None,
-        };
+        let watermark = crate::streaming::declared_watermark(object);
         let mut columns = vec![Vec::new(), Vec::new(), Vec::new(), Vec::new()];
-        for c in &object.columns {
+        for (i, c) in object.columns.iter().enumerate() {
             columns[0].push(c.name.clone());
             columns[1].push(c.type_name.clone());
             columns[2].push(if c.nullable { "YES" } else { "NO" }.to_string());
             columns[3].push(match &watermark {
-                Some((column, rule)) if column.eq_ignore_ascii_case(&c.name) => rule.clone(),
+                Some((column, rule)) if *column == i => rule.to_string(),
                 _ => String::new(),
             });
         }

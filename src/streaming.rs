@@ -223,6 +223,17 @@ fn table_clauses(definition: &str) -> Option<weir_sql::CreateStreamingTable> {
     }
 }
 
+/// The `WATERMARK FOR` a source or table declares, with the index of its column.
+pub fn declared_watermark(object: &CatalogObject) -> Option<(usize, weir_sql::Watermark)> {
+    let watermark = match weir_sql::parse(&object.definition).ok()?.pop()?.statement {
+        Statement::CreateSource(s) => s.watermark?,
+        Statement::CreateStreamingTable(t) => t.watermark?,
+        _ => return None,
+    };
+    let column = object.columns.iter().position(|c| c.name == ident(&watermark.column))?;
+    Some((column, watermark))
+}
+
 pub fn is_append_only_table(db: &Database, table: ObjectId) -> bool {
     let definition = db.read_catalog().get(table).map(|o| o.definition.clone());
     definition.and_then(|d| table_clauses(&d)).is_some_and(|t| t.append_only)
@@ -231,7 +242,6 @@ pub fn is_append_only_table(db: &Database, table: ObjectId) -> bool {
 /// Answers the streaming planner's questions about the relations a view reads.
 struct CatalogResolver<'a> {
     db: &'a Database,
-    ctx: &'a SessionContext,
 }
 
 impl InputResolver for CatalogResolver<'_> {
@@ -241,37 +251,29 @@ impl InputResolver for CatalogResolver<'_> {
         }
         let catalog = self.db.read_catalog();
         let object = catalog.objects().find(|o| o.kind.is_relation() && o.schema == DEFAULT_SCHEMA && o.name == table.table())?;
-        let width = object.columns.len();
+        // A row with event time t is late once the watermark passes t.
+        let watermarked = || {
+            let mut close_offsets = vec![None; object.columns.len()];
+            if let Some((column, _)) = declared_watermark(object) {
+                close_offsets[column] = Some(1);
+            }
+            close_offsets
+        };
         match object.kind {
-            ObjectKind::Table => {
-                let clauses = table_clauses(&object.definition);
-                let mut close_offsets = vec![None; width];
-                if let Some(w) = clauses.as_ref().and_then(|t| t.watermark.as_ref())
-                    && let Some(i) = object.columns.iter().position(|c| c.name == ident(&w.column))
-                {
-                    close_offsets[i] = Some(1);
-                }
-                Some(ResolvedInput {
-                    id: object.id,
-                    kind: InputKind::Table,
-                    name: object.name.clone(),
-                    close_offsets,
-                    append_only: clauses.is_some_and(|t| t.append_only),
-                })
-            }
-            ObjectKind::Source => {
-                let mut close_offsets = vec![None; width];
-                if let Ok(mut parsed) = weir_sql::parse(&object.definition)
-                    && let Some(Statement::CreateSource(s)) = parsed.pop().map(|p| p.statement)
-                    && let Some(w) = &s.watermark
-                    && let Some(i) = object.columns.iter().position(|c| c.name == ident(&w.column))
-                {
-                    // A row with event time t is late once the watermark passes t.
-                    close_offsets[i] = Some(1);
-                }
-                let _ = self.ctx;
-                Some(ResolvedInput { id: object.id, kind: InputKind::Source, name: object.name.clone(), close_offsets, append_only: true })
-            }
+            ObjectKind::Table => Some(ResolvedInput {
+                id: object.id,
+                kind: InputKind::Table,
+                name: object.name.clone(),
+                close_offsets: watermarked(),
+                append_only: table_clauses(&object.definition).is_some_and(|t| t.append_only),
+            }),
+            ObjectKind::Source => Some(ResolvedInput {
+                id: object.id,
+                kind: InputKind::Source,
+                name: object.name.clone(),
+                close_offsets: watermarked(),
+                append_only: true,
+            }),
             ObjectKind::MaterializedView => {
                 let shape = self.db.coordinator.view_shape(object.id)?;
                 Some(ResolvedInput {
@@ -304,7 +306,7 @@ pub async fn plan_view(db: &Database, ctx: &SessionContext, stmt: &CreateMateria
         .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(ast::Statement::Query(Box::new(query)))))
         .await?;
     let plan = state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {})?;
-    let resolver = CatalogResolver { db, ctx };
+    let resolver = CatalogResolver { db };
     let stream_plan = weir_sql::streaming::plan_stream(&plan, &resolver, stmt.emit_on_window_close)?;
     // Postgres names unaliased expressions by their function or column (`count`, not
     // `count(*)`); a view stores those names.
@@ -378,9 +380,9 @@ pub async fn start_all(db: &Arc<Database>) -> Result<()> {
     for object in objects {
         match object.kind {
             ObjectKind::Table => {
-                let clauses = table_clauses(&object.definition);
+                let watermark = declared_watermark(&object).map(|(_, w)| w);
                 let schema = Arc::new(table_schema(&object.columns)?);
-                let tracker = table_watermark_tracker(&ctx, clauses.as_ref().and_then(|t| t.watermark.as_ref()), &schema)?;
+                let tracker = table_watermark_tracker(&ctx, watermark.as_ref(), &schema)?;
                 db.coordinator.add_table(object.id, tracker);
             }
             ObjectKind::Source => start_source(db, &ctx, &object)?,

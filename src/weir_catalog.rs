@@ -106,6 +106,21 @@ fn watermark_value(w: EventTime) -> Option<i64> {
 }
 
 impl SystemTableProvider {
+    /// The running inputs of the given kinds with their live figures, in creation order.
+    fn inputs_with_stats<'c>(
+        &self,
+        catalog: &'c Catalog,
+        kinds: &[ObjectKind],
+    ) -> Vec<(&'c weir_catalog::CatalogObject, Arc<crate::dataflow::reader::SourceStats>)> {
+        let mut objects: Vec<_> = catalog
+            .objects()
+            .filter(|o| kinds.contains(&o.kind))
+            .filter_map(|o| self.coordinator.source_stats(o.id).map(|s| (o, s)))
+            .collect();
+        objects.sort_by_key(|(o, _)| o.id);
+        objects
+    }
+
     fn table_schema(&self) -> SchemaRef {
         Arc::new(match self.which {
             SystemTable::Sources => Schema::new(vec![
@@ -150,12 +165,7 @@ impl SystemTableProvider {
         let schema = self.table_schema();
         let columns: Vec<ArrayRef> = match self.which {
             SystemTable::Sources => {
-                let mut objects: Vec<_> = catalog
-                    .objects()
-                    .filter(|o| matches!(o.kind, ObjectKind::Source | ObjectKind::Table))
-                    .filter_map(|o| self.coordinator.source_stats(o.id).map(|s| (o, s)))
-                    .collect();
-                objects.sort_by_key(|(o, _)| o.id);
+                let objects = self.inputs_with_stats(&catalog, &[ObjectKind::Source, ObjectKind::Table]);
                 let wm = |s: &crate::dataflow::reader::SourceStats| s.watermark.load(Ordering::Relaxed);
                 let tz: Arc<str> = Arc::from("+00:00");
                 vec![
@@ -211,14 +221,10 @@ impl SystemTableProvider {
                 ]
             }
             SystemTable::SourcePartitions => {
-                let mut sources: Vec<_> = catalog.objects_of_kind(ObjectKind::Source).collect();
-                sources.sort_by_key(|o| o.id);
                 let mut rows = Vec::new();
-                for o in sources {
-                    if let Some(stats) = self.coordinator.source_stats(o.id) {
-                        let partitions = stats.partitions.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                        rows.extend(partitions.into_iter().enumerate().map(|(i, p)| (o.name.clone(), i, p)));
-                    }
+                for (o, stats) in self.inputs_with_stats(&catalog, &[ObjectKind::Source]) {
+                    let partitions = stats.partitions.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    rows.extend(partitions.into_iter().enumerate().map(|(i, p)| (o.name.clone(), i, p)));
                 }
                 let tz: Arc<str> = Arc::from("+00:00");
                 vec![
@@ -233,12 +239,10 @@ impl SystemTableProvider {
                 ]
             }
             SystemTable::LateEvents => {
-                let mut sources: Vec<_> = catalog.objects_of_kind(ObjectKind::Source).collect();
-                sources.sort_by_key(|o| o.id);
                 let mut rows = Vec::new();
-                for o in sources {
-                    if let Some(queue) = self.coordinator.source_stats(o.id).and_then(|s| s.dead_letters.as_ref().map(|q| q.snapshot())) {
-                        rows.extend(queue.into_iter().map(|letter| (o.name.clone(), letter)));
+                for (o, stats) in self.inputs_with_stats(&catalog, &[ObjectKind::Source]) {
+                    if let Some(queue) = &stats.dead_letters {
+                        rows.extend(queue.snapshot().into_iter().map(|letter| (o.name.clone(), letter)));
                     }
                 }
                 let tz: Arc<str> = Arc::from("+00:00");

@@ -152,13 +152,13 @@ impl ValueRows {
 
     /// A row holding only NULLs (what a group without values evaluates to).
     fn null_row(&self, input: &DataType) -> Result<Box<[u8]>> {
-        let null = datafusion::arrow::array::new_null_array(input, 1);
-        let null = if self.fields {
-            let DataType::Struct(fields) = input else { return Err(WeirError::internal("not a struct")) };
-            let columns = fields.iter().map(|f| datafusion::arrow::array::new_null_array(f.data_type(), 1)).collect();
-            Arc::new(datafusion::arrow::array::StructArray::new(fields.clone(), columns, None)) as ArrayRef
-        } else {
-            null
+        let null: ArrayRef = match input {
+            // A struct of NULLs (not a NULL struct): its fields are what gets encoded.
+            DataType::Struct(fields) if self.fields => {
+                let columns = fields.iter().map(|f| datafusion::arrow::array::new_null_array(f.data_type(), 1)).collect();
+                Arc::new(datafusion::arrow::array::StructArray::new(fields.clone(), columns, None))
+            }
+            _ => datafusion::arrow::array::new_null_array(input, 1),
         };
         Ok(self.encode(&null)?.row(0).as_ref().into())
     }

@@ -12,7 +12,6 @@
 use std::collections::{BTreeMap, HashMap};
 
 use datafusion::arrow::array::Int64Array;
-use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
 
@@ -68,11 +67,7 @@ impl Operator for EmitOnCloseOp {
             }
         }
         if passing.iter().any(|p| *p) {
-            let mask = passing.into();
-            let rows = filter_record_batch(&changes.rows, &mask)?;
-            let diffs = datafusion::arrow::compute::filter(&changes.diffs, &mask)?;
-            let diffs = datafusion::arrow::array::AsArray::as_primitive::<datafusion::arrow::datatypes::Int64Type>(&diffs).clone();
-            out.push(Changes::new(rows, diffs));
+            out.push(changes.filter(&passing.into())?);
         }
         Ok(())
     }
