@@ -30,13 +30,13 @@ GROUP BY stream_id, window_start, window_end;
 
 -- How unusual is each stream's minute? z = (messages - mean) / stddev over the same stream's
 -- previous 10 minutes: the per-minute view joined with itself on a time interval, emitted once
--- per minute when it closes. `anomaly` flags |z| > 3.
+-- per minute when it closes. `anomaly` flags |z| > 3 (NULL while the previous minutes did not vary).
 CREATE MATERIALIZED VIEW chat_zscore AS
 SELECT cur.stream_id, cur.window_start, cur.messages,
        avg(prev.messages) AS mean_10m,
        stddev_samp(prev.messages) AS stddev_10m,
-       (cur.messages - avg(prev.messages)) / stddev_samp(prev.messages) AS z,
-       abs((cur.messages - avg(prev.messages)) / stddev_samp(prev.messages)) > 3.0 AS anomaly
+       (cur.messages - avg(prev.messages)) / NULLIF(stddev_samp(prev.messages), 0) AS z,
+       abs((cur.messages - avg(prev.messages)) / NULLIF(stddev_samp(prev.messages), 0)) > 3.0 AS anomaly
 FROM chat_per_min cur
 JOIN chat_per_min prev
   ON prev.stream_id = cur.stream_id

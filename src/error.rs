@@ -49,6 +49,8 @@ pub enum SqlState {
     AdminShutdown,
     Internal,
     Io,
+    /// An external system (a broker, an object store) could not be reached.
+    UnableToConnect,
 }
 
 impl SqlState {
@@ -62,6 +64,7 @@ impl SqlState {
             SqlState::DuplicateTable => "42P07",
             SqlState::ObjectNotInPrerequisiteState => "55000",
             SqlState::AdminShutdown => "57P01",
+            SqlState::UnableToConnect => "08001",
             SqlState::DuplicateObject => "42710",
             SqlState::DatatypeMismatch => "42804",
             SqlState::AmbiguousColumn => "42702",
@@ -129,7 +132,11 @@ impl From<weir_sql::streaming::StreamPlanError> for WeirError {
 
 impl From<weir_connectors::ConnectorError> for WeirError {
     fn from(e: weir_connectors::ConnectorError) -> Self {
-        WeirError::new(SqlState::InvalidParameterValue, e.to_string())
+        let state = match e {
+            weir_connectors::ConnectorError::Unavailable { .. } => SqlState::UnableToConnect,
+            _ => SqlState::InvalidParameterValue,
+        };
+        WeirError::new(state, e.to_string())
     }
 }
 

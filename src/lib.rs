@@ -31,6 +31,7 @@
 //! * [`text_format`] - Postgres's text output of values; [`copy`]: COPY formats.
 //! * [`error`] - [`error::WeirError`] and the mapping of every error to a SQLSTATE.
 //! * [`metrics`] - counters for `/metrics`.
+//! * [`generate`] - `weir generate-nexmark`: Nexmark bids as Parquet/CSV files (benchmarks).
 //! * [`streaming`] - streaming DDL: sources and materialized views from statement to catalog to
 //!   running dataflow; [`coordinator`] - barriers, epochs, publishing view versions, FLUSH;
 //!   [`dataflow`] - the incremental engine (readers, jobs, operators, view contents). See
@@ -45,6 +46,7 @@ pub mod copy;
 pub mod dataflow;
 pub mod database;
 pub mod error;
+pub mod generate;
 pub mod metrics;
 pub mod pg_catalog;
 pub mod pg_compat;

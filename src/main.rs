@@ -21,6 +21,67 @@ enum Command {
     /// Run the server with the built-in demo (Nexmark and chat analytics views) in a temporary
     /// data directory.
     Demo(ServeArgs),
+    /// Write Nexmark bids to Parquet and CSV files (DIR/parquet/bids-00000.parquet, DIR/csv/...),
+    /// the same files on every run, for file sources and the benchmarks.
+    GenerateNexmark(GenerateArgs),
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    /// The directory to write into.
+    #[arg(long)]
+    out: std::path::PathBuf,
+    /// Nexmark events to generate (about 92% are bids).
+    #[arg(long, default_value_t = 10_000_000)]
+    events: u64,
+    /// Files per format.
+    #[arg(long, default_value_t = 10)]
+    files: usize,
+    /// Event time of the first event.
+    #[arg(long, default_value = "2026-01-01 00:00:00")]
+    base_time: String,
+    /// Formats to write: parquet, csv or both (comma-separated).
+    #[arg(long, default_value = "parquet,csv")]
+    formats: String,
+}
+
+fn generate(args: GenerateArgs) -> ExitCode {
+    let formats: Vec<String> = args.formats.split(',').map(|f| f.trim().to_ascii_lowercase()).collect();
+    if let Some(bad) = formats.iter().find(|f| !matches!(f.as_str(), "parquet" | "csv")) {
+        eprintln!("weir: unknown format '{bad}' (parquet, csv)");
+        return ExitCode::from(2);
+    }
+    let job = weir::generate::BidFiles {
+        dir: args.out,
+        events: args.events,
+        files: args.files,
+        base_time: args.base_time,
+        parquet: formats.iter().any(|f| f == "parquet"),
+        csv: formats.iter().any(|f| f == "csv"),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("weir: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(job.write()) {
+        Ok(written) => {
+            println!(
+                "{} bids in {} Parquet and {} CSV files under {}",
+                written.bids,
+                written.parquet_files.len(),
+                written.csv_files.len(),
+                job.dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("weir: {}", e.message);
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// The demo's SQL, also readable in `examples/`.
@@ -31,6 +92,7 @@ fn main() -> ExitCode {
     let (args, demo) = match cli.command {
         Command::Serve(args) => (args, false),
         Command::Demo(args) => (args, true),
+        Command::GenerateNexmark(args) => return generate(args),
     };
     let mut config = match args.resolve() {
         Ok(c) => c,

@@ -21,6 +21,7 @@ use datafusion::prelude::SessionContext;
 use sqlparser::ast;
 use weir_catalog::{CatalogObject, NewObject, ObjectId, ObjectKind};
 use weir_sql::streaming::{InputKind, InputResolver, ResolvedInput, StreamPlan};
+use weir_connectors::SourceFormat;
 use weir_sql::{CreateMaterializedView, CreateSource, Statement};
 
 use crate::database::{DEFAULT_SCHEMA, Database, catalog_columns, table_schema};
@@ -63,7 +64,12 @@ fn bad_option(option: &str, value: &str, reason: &str) -> WeirError {
 }
 
 /// The Arrow schema of a source: its declared columns, or the connector's default ones.
-fn source_schema(stmt: &CreateSource, connector: &str, options: &BTreeMap<String, String>) -> Result<(Vec<weir_catalog::Column>, SchemaRef)> {
+async fn source_schema(
+    stmt: &CreateSource,
+    connector: &str,
+    options: &BTreeMap<String, String>,
+    format: Option<&SourceFormat>,
+) -> Result<(Vec<weir_catalog::Column>, SchemaRef)> {
     let mut columns = Vec::with_capacity(stmt.columns.len());
     for c in &stmt.columns {
         let name = ident(&c.name);
@@ -76,7 +82,7 @@ fn source_schema(stmt: &CreateSource, connector: &str, options: &BTreeMap<String
         let Some(schema) = weir_connectors::default_schema(connector, options) else {
             // A missing or bad connector option (nexmark.table.type) explains more than the
             // missing columns do: let the connector speak first.
-            weir_connectors::create_source(connector, Arc::new(Schema::empty()), options, 0)?;
+            weir_connectors::create_source(connector, Arc::new(Schema::empty()), options, format, 0).await?;
             return Err(WeirError::new(SqlState::SyntaxError, "a source needs a column list")
                 .with_hint("Declare the columns: CREATE SOURCE name (col type, ...) WITH (...)."));
         };
@@ -149,8 +155,17 @@ fn validate_engine_options(options: &BTreeMap<String, String>) -> Result<()> {
     Ok(())
 }
 
+/// A source's `FORMAT ... ENCODE ...` clause for its connector.
+fn source_format(stmt: &CreateSource) -> Option<SourceFormat> {
+    stmt.format.as_ref().map(|f| SourceFormat {
+        format: f.format.value.clone(),
+        encode: f.encode.value.clone(),
+        options: options_map(&f.options),
+    })
+}
+
 /// Builds a source's connector and watermark rule from its stored definition.
-fn instantiate_source(
+async fn instantiate_source(
     ctx: &SessionContext,
     stmt: &CreateSource,
     created_at_micros: i64,
@@ -158,12 +173,17 @@ fn instantiate_source(
     let options = options_map(&stmt.with);
     let connector = options.get("connector").cloned().ok_or_else(|| {
         WeirError::new(SqlState::InvalidParameterValue, "a source needs a connector")
-            .with_hint("Add WITH (connector = 'datagen' | 'nexmark', ...).")
+            .with_hint("Add WITH (connector = 'datagen' | 'nexmark' | 'file', ...).")
     })?;
     validate_engine_options(&options)?;
-    let (columns, schema) = source_schema(stmt, &connector, &options)?;
-    let source = weir_connectors::create_source(&connector, schema.clone(), &options, created_at_micros)?;
-    let tracker = watermark_tracker(ctx, stmt.watermark.as_ref(), &schema, &options, source.partitions())?;
+    let format = source_format(stmt);
+    let (columns, schema) = source_schema(stmt, &connector, &options, format.as_ref()).await?;
+    let source =
+        weir_connectors::create_source(&connector, schema.clone(), &options, format.as_ref(), created_at_micros).await?;
+    let mut tracker = watermark_tracker(ctx, stmt.watermark.as_ref(), &schema, &options, source.partitions())?;
+    if source.partitions_in_sequence() {
+        tracker.start_partitions_when_read();
+    }
     Ok((columns, source, tracker))
 }
 
@@ -175,7 +195,7 @@ pub async fn create_source(db: &Arc<Database>, ctx: &SessionContext, stmt: &Crea
     }
     // Validate everything before anything is stored.
     let now = chrono::Utc::now().timestamp_micros();
-    let (columns, _, _) = instantiate_source(ctx, stmt, now)?;
+    let (columns, _, _) = instantiate_source(ctx, stmt, now).await?;
     let object = db.write_catalog().create(NewObject {
         kind: ObjectKind::Source,
         schema: schema_name,
@@ -186,19 +206,19 @@ pub async fn create_source(db: &Arc<Database>, ctx: &SessionContext, stmt: &Crea
         primary_key: vec![],
         depends_on: vec![],
     })?;
-    if let Err(e) = start_source(db, ctx, &object) {
+    if let Err(e) = start_source(db, ctx, &object).await {
         let _ = db.write_catalog().drop_object(object.id, false);
         return Err(e);
     }
     Ok(())
 }
 
-fn start_source(db: &Arc<Database>, ctx: &SessionContext, object: &CatalogObject) -> Result<()> {
+async fn start_source(db: &Arc<Database>, ctx: &SessionContext, object: &CatalogObject) -> Result<()> {
     let stmt = match weir_sql::parse(&object.definition)?.pop().map(|p| p.statement) {
         Some(Statement::CreateSource(s)) => s,
         _ => return Err(WeirError::internal(format!("stored definition of source {} is not CREATE SOURCE", object.name))),
     };
-    let (_, source, tracker) = instantiate_source(ctx, &stmt, object.created_at_micros)?;
+    let (_, source, tracker) = instantiate_source(ctx, &stmt, object.created_at_micros).await?;
     let late = late_events(&options_map(&stmt.with))?;
     db.coordinator.add_source(object.id, &object.name, source, tracker, late);
     Ok(())
@@ -385,7 +405,7 @@ pub async fn start_all(db: &Arc<Database>) -> Result<()> {
                 let tracker = table_watermark_tracker(&ctx, watermark.as_ref(), &schema)?;
                 db.coordinator.add_table(object.id, tracker);
             }
-            ObjectKind::Source => start_source(db, &ctx, &object)?,
+            ObjectKind::Source => start_source(db, &ctx, &object).await?,
             ObjectKind::MaterializedView => {
                 let stmt = match weir_sql::parse(&object.definition)?.pop().map(|p| p.statement) {
                     Some(Statement::CreateMaterializedView(s)) => s,

@@ -39,7 +39,12 @@ slt_on_postgres() {
 # The benchmark scripts at a tiny size (debug build): they run and their checks pass. Real
 # figures come from release builds run by hand (benchmarks/README.md).
 benchmark_smoke() {
-    "${WEIR_VENV:-$HOME/.cache/weir-venv}/bin/python" benchmarks/nexmark.py --weir "$CARGO_TARGET_DIR/debug/weir" --events 20000
+    local data
+    data=$(mktemp -d)
+    "${WEIR_VENV:-$HOME/.cache/weir-venv}/bin/python" benchmarks/suite.py --smoke --weir "$CARGO_TARGET_DIR/debug/weir" --data "$data"
+    local status=$?
+    rm -rf "$data"
+    return $status
 }
 
 stage "build" cargo build --workspace --all-targets

@@ -599,6 +599,7 @@ mod tests {
                 SourceEvent::Batch { partition, rows } => format!("{partition}:{}", rows.num_rows()),
                 SourceEvent::PartitionEnd { partition } => format!("end {partition}"),
                 SourceEvent::End => "end".into(),
+                SourceEvent::BadRecord { reason, .. } => format!("bad {reason}"),
             })
             .collect();
         // 10 rows over 3 partitions: 4, 3, 3.

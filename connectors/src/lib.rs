@@ -9,6 +9,8 @@
 //! * [`datagen`] - `connector = 'datagen'`: rows from per-column rules (sequences, random values,
 //!   event times), deterministic per partition.
 //! * [`nexmark`] - `connector = 'nexmark'`: the Nexmark benchmark's bids, auctions and people.
+//! * [`file`] - `connector = 'file'`: Parquet, CSV and JSON files, local or in an object store,
+//!   one partition per file, read in name order.
 //! * [`sink`] - the [`Sink`] trait; delivery is per epoch so that a re-sent epoch is idempotent.
 //! * [`error`] - [`ConnectorError`].
 //! * Internal: `partitions` (the generators' per-partition offsets, bounds and round-robin),
@@ -20,6 +22,7 @@
 
 pub mod datagen;
 pub mod error;
+pub mod file;
 pub mod nexmark;
 pub mod sink;
 pub mod source;
@@ -33,25 +36,36 @@ use datafusion::arrow::datatypes::SchemaRef;
 
 pub use datagen::DatagenSource;
 pub use error::ConnectorError;
+pub use file::FileSource;
 pub use nexmark::{NexmarkSource, NexmarkTable, nexmark_default_schema};
 pub use sink::Sink;
-pub use source::{Source, SourceEvent, SourceOptions, SourcePosition};
+pub use source::{Source, SourceEvent, SourceFormat, SourceOptions, SourcePosition};
 
 /// The connectors `CREATE SOURCE` accepts.
-pub const SOURCE_CONNECTORS: &[&str] = &["datagen", "nexmark"];
+pub const SOURCE_CONNECTORS: &[&str] = &["datagen", "nexmark", "file"];
 
 /// Builds the source named by `connector` (any case) for the declared `schema`.
 /// `created_at_micros` (when the source was created) anchors generated event time, so that a
-/// source re-created after a restart produces the same events.
-pub fn create_source(
+/// source re-created after a restart produces the same events. `format` is the `FORMAT ...
+/// ENCODE ...` clause, which only connectors that decode messages or files take.
+pub async fn create_source(
     connector: &str,
     schema: SchemaRef,
     options: &SourceOptions,
+    format: Option<&SourceFormat>,
     created_at_micros: i64,
 ) -> Result<Box<dyn Source>, ConnectorError> {
-    match connector.trim().to_ascii_lowercase().as_str() {
+    let connector = connector.trim().to_ascii_lowercase();
+    if format.is_some() && matches!(connector.as_str(), "datagen" | "nexmark") {
+        return Err(ConnectorError::InvalidOption {
+            option: "format".into(),
+            reason: format!("connector '{connector}' generates rows and takes no FORMAT ... ENCODE clause"),
+        });
+    }
+    match connector.as_str() {
         "datagen" => Ok(Box::new(DatagenSource::new(schema, options, created_at_micros)?)),
         "nexmark" => Ok(Box::new(NexmarkSource::new(schema, options, created_at_micros)?)),
+        "file" => Ok(Box::new(FileSource::new(schema, options, format).await?)),
         _ => Err(ConnectorError::InvalidOption {
             option: "connector".into(),
             reason: format!("unknown connector '{connector}' (supported: {})", SOURCE_CONNECTORS.join(", ")),
@@ -83,28 +97,28 @@ mod tests {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
-    #[test]
-    fn connectors_are_chosen_by_name() {
+    #[tokio::test]
+    async fn connectors_are_chosen_by_name() {
         let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
-        let source = create_source("DataGen", schema.clone(), &opts(&[("connector", "DataGen")]), 0).unwrap();
+        let source = create_source("DataGen", schema.clone(), &opts(&[("connector", "DataGen")]), None, 0).await.unwrap();
         assert_eq!(source.partitions(), 1);
-        match create_source("kafka", schema, &SourceOptions::new(), 0) {
+        match create_source("kafka", schema, &SourceOptions::new(), None, 0).await {
             Err(ConnectorError::InvalidOption { option, reason }) => {
                 assert_eq!(option, "connector");
-                assert!(reason.contains("datagen, nexmark"), "{reason}");
+                assert!(reason.contains("datagen, nexmark, file"), "{reason}");
             }
             other => panic!("expected an error, got {:?}", other.map(|s| s.schema())),
         }
     }
 
-    #[test]
-    fn nexmark_has_a_default_schema() {
+    #[tokio::test]
+    async fn nexmark_has_a_default_schema() {
         let bid = default_schema("nexmark", &opts(&[("nexmark.table.type", "bid")])).unwrap();
         let names: Vec<&str> = bid.fields().iter().map(|f| f.name().as_str()).collect();
         assert_eq!(names, ["auction", "bidder", "price", "channel", "url", "date_time", "extra"]);
         assert_eq!(nexmark_default_schema(NexmarkTable::Person).fields().len(), 8);
         assert_eq!(nexmark_default_schema(NexmarkTable::Auction).fields().len(), 10);
-        let source = create_source("nexmark", bid.clone(), &opts(&[("nexmark.table.type", "Bid")]), 0).unwrap();
+        let source = create_source("nexmark", bid.clone(), &opts(&[("nexmark.table.type", "Bid")]), None, 0).await.unwrap();
         assert_eq!(source.schema(), bid);
         assert!(default_schema("nexmark", &SourceOptions::new()).is_none());
         assert!(default_schema("datagen", &SourceOptions::new()).is_none());

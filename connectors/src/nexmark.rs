@@ -548,6 +548,7 @@ mod tests {
                     ended[partition] = true;
                 }
                 SourceEvent::End => break,
+                SourceEvent::BadRecord { reason, .. } => panic!("a generator reported a bad record: {reason}"),
             }
         }
         assert!(ended.iter().all(|e| *e));
@@ -799,7 +800,7 @@ mod tests {
             loop {
                 match s.next().await.unwrap() {
                     SourceEvent::Batch { rows, .. } => n += rows.num_rows(),
-                    SourceEvent::PartitionEnd { .. } => {}
+                    SourceEvent::PartitionEnd { .. } | SourceEvent::BadRecord { .. } => {}
                     SourceEvent::End => break,
                 }
             }

@@ -30,6 +30,9 @@ pub enum SourceEvent {
     PartitionEnd { partition: usize },
     /// Every partition has ended; `next` will not be called again.
     End,
+    /// A record at `offset` of `partition` could not be decoded into the declared columns and
+    /// was skipped (it counts in the partition's position, so a replay skips it too).
+    BadRecord { partition: usize, offset: u64, reason: String },
 }
 
 /// A partitioned stream of events. Implementations must be deterministic given the positions
@@ -45,6 +48,13 @@ pub trait Source: Send {
 
     /// How many partitions the source reads; batches name a partition in `0..partitions()`.
     fn partitions(&self) -> usize;
+
+    /// Whether partitions are read one after another (files in name order) rather than side by
+    /// side: then a partition that has not produced a row yet is not waited for by the
+    /// watermark, since it will only start once the partitions before it end.
+    fn partitions_in_sequence(&self) -> bool {
+        false
+    }
 
     async fn next(&mut self) -> Result<SourceEvent, ConnectorError>;
 
@@ -66,3 +76,13 @@ pub trait Source: Send {
 
 /// A source's `WITH (...)` options: lower-case dotted keys to string values.
 pub type SourceOptions = BTreeMap<String, String>;
+
+/// A source's `FORMAT <format> ENCODE <encode> (options)` clause: how its messages or files are
+/// encoded.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SourceFormat {
+    pub format: String,
+    pub encode: String,
+    /// Lower-case keys.
+    pub options: SourceOptions,
+}

@@ -44,6 +44,7 @@ pub fn is_secret_option(key: &str) -> bool {
     ) || last.ends_with("password")
         || last.ends_with("token")
         || last.ends_with("secret")
+        || last.contains("secret")
         || key.to_ascii_lowercase().contains("secret.access.key")
         || key.to_ascii_lowercase().contains("sasl.jaas")
 }
@@ -91,6 +92,7 @@ mod tests {
         assert!(is_secret_option("nats.token"));
         assert!(is_secret_option("properties.sasl.password"));
         assert!(is_secret_option("s3.secret.access.key"));
+        assert!(is_secret_option("s3.secret_access_key"));
         assert!(!is_secret_option("clickhouse.user"));
         assert!(!is_secret_option("topic"));
     }

@@ -165,6 +165,12 @@ impl Reader {
                             broadcast(&mut outputs, Message::Watermark(w)).await;
                         }
                     }
+                    Ok(SourceEvent::BadRecord { partition, offset, reason }) => {
+                        read_any = true;
+                        // Counted with the source's errors; the record is skipped, the source goes on.
+                        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(source = %self.name, partition, offset, %reason, "record skipped");
+                    }
                     Ok(SourceEvent::End) => {
                         ended = true;
                         read_any = true;
@@ -217,6 +223,8 @@ impl Reader {
                     // The replay stops where the shared reader was; only the shared reader's
                     // own state says whether the source really ended.
                     Ok(SourceEvent::PartitionEnd { .. }) => {}
+                    // The shared reader counted and reported it when it read it.
+                    Ok(SourceEvent::BadRecord { .. }) => {}
                     Ok(SourceEvent::End) => break,
                     Err(e) => {
                         tracing::warn!(source = %name, error = %e, "backfill read failed; retrying");

@@ -33,6 +33,9 @@ struct PartitionState {
     max: EventTime,
     last_row: Instant,
     ended: bool,
+    /// Not read yet, in a source that reads its partitions one after another: it does not
+    /// hold the watermark back until its first row.
+    pending: bool,
 }
 
 /// The result of reading one batch.
@@ -52,6 +55,8 @@ pub struct WatermarkTracker {
     spec: Option<WatermarkSpec>,
     partitions: Vec<PartitionState>,
     current: EventTime,
+    /// Partitions start pending ([`WatermarkTracker::start_partitions_when_read`]).
+    in_sequence: bool,
 }
 
 fn timestamps_micros(array: &dyn Array) -> Result<datafusion::arrow::array::PrimitiveArray<TimestampMicrosecondType>> {
@@ -64,8 +69,21 @@ impl WatermarkTracker {
         let now = Instant::now();
         WatermarkTracker {
             spec,
-            partitions: vec![PartitionState { max: EventTime::MIN, last_row: now, ended: false }; partitions.max(1)],
+            partitions: vec![
+                PartitionState { max: EventTime::MIN, last_row: now, ended: false, pending: false };
+                partitions.max(1)
+            ],
             current: EventTime::MIN,
+            in_sequence: false,
+        }
+    }
+
+    /// For a source that reads its partitions one after another (files in name order): a
+    /// partition counts for the watermark from its first row on, not before.
+    pub fn start_partitions_when_read(&mut self) {
+        self.in_sequence = true;
+        for p in &mut self.partitions {
+            p.pending = p.max == EventTime::MIN && !p.ended;
         }
     }
 
@@ -96,7 +114,7 @@ impl WatermarkTracker {
         let mut min = WATERMARK_MAX;
         let mut any_active = false;
         for p in &self.partitions {
-            if p.ended {
+            if p.ended || p.pending {
                 continue;
             }
             if let Some(timeout) = idle
@@ -143,6 +161,7 @@ impl WatermarkTracker {
         let candidates = spec.expr.evaluate(&batch)?.into_array(batch.num_rows())?;
         let candidates = timestamps_micros(candidates.as_ref())?;
         self.partitions[partition].last_row = now;
+        self.partitions[partition].pending = false;
         let mut keep = Vec::with_capacity(batch.num_rows());
         let mut any_late = false;
         let mut missed = Vec::new();
@@ -218,7 +237,11 @@ impl WatermarkTracker {
 impl WatermarkTracker {
     /// The same rule from the beginning (for a replay of the same input).
     pub fn clone_reset(&self) -> Self {
-        WatermarkTracker::new(self.spec.clone(), self.partitions.len())
+        let mut fresh = WatermarkTracker::new(self.spec.clone(), self.partitions.len());
+        if self.in_sequence {
+            fresh.start_partitions_when_read();
+        }
+        fresh
     }
 }
 
@@ -254,6 +277,24 @@ mod tests {
         assert_eq!(a.late.num_rows(), 1, "40 is below the watermark 50");
         assert_eq!(a.missed, vec![50]);
         assert_eq!(t.current(), 200);
+    }
+
+    /// Files read one after another: a file not opened yet does not hold the watermark back, so
+    /// windows close while the first file is read; the next file counts from its first row.
+    #[test]
+    fn partitions_read_in_sequence_count_from_their_first_row() {
+        let mut t = tracker(3, None);
+        t.start_partitions_when_read();
+        t.assign(0, rows(&[100, 200])).unwrap();
+        assert_eq!(t.current(), 200, "files 1 and 2 are not open yet");
+        t.end_partition(0);
+        assert_eq!(t.current(), 200, "between files the watermark holds");
+        let a = t.assign(1, rows(&[150, 300])).unwrap();
+        assert_eq!(a.late.num_rows(), 1, "150 is below the previous file's watermark");
+        assert_eq!(t.current(), 300);
+        let mut replay = t.clone_reset();
+        replay.assign(0, rows(&[10])).unwrap();
+        assert_eq!(replay.current(), 10, "a replay reads in sequence too");
     }
 
     /// A partition that stops sending rows holds the watermark back only until it has been idle

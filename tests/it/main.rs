@@ -3,6 +3,7 @@
 
 mod common;
 mod errors;
+mod files;
 mod oracle;
 mod protocol;
 mod restart;
