@@ -114,6 +114,7 @@ pub fn watermark_tracker(
     let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
     let state = ctx.state();
     let expr = state.create_logical_expr(&w.expr.to_string(), &df_schema)?;
+    let fixed_delay = fixed_delay_micros(&expr, &column_name);
     let physical = state.create_physical_expr(expr, &df_schema)?;
     if !matches!(physical.data_type(schema)?, datafusion::arrow::datatypes::DataType::Timestamp(..)) {
         return Err(WeirError::new(SqlState::DatatypeMismatch, "a WATERMARK expression must give a timestamp"));
@@ -122,8 +123,31 @@ pub fn watermark_tracker(
         Some(v) => parse_duration("watermark.idle_timeout", v)?,
         None => DEFAULT_IDLE_TIMEOUT,
     };
-    let spec = WatermarkSpec { column, expr: physical, idle_timeout: (!idle.is_zero()).then_some(idle) };
+    let spec = WatermarkSpec { column, expr: physical, fixed_delay, idle_timeout: (!idle.is_zero()).then_some(idle) };
     Ok(WatermarkTracker::new(Some(spec), partitions))
+}
+
+/// The delay of a watermark expression `column - INTERVAL '...'` whose interval has no months
+/// (a fixed number of microseconds), or `column` alone (no delay).
+pub fn fixed_delay_micros(expr: &datafusion::logical_expr::Expr, column: &str) -> Option<i64> {
+    use datafusion::common::ScalarValue;
+    use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
+    let is_column = |e: &Expr| matches!(e, Expr::Column(c) if c.name == column);
+    if is_column(expr) {
+        return Some(0);
+    }
+    let Expr::BinaryExpr(BinaryExpr { left, op: Operator::Minus, right }) = expr else { return None };
+    if !is_column(left) {
+        return None;
+    }
+    let Expr::Literal(value, _) = right.as_ref() else { return None };
+    match value {
+        ScalarValue::IntervalMonthDayNano(Some(i)) if i.months == 0 && i.nanoseconds % 1000 == 0 => {
+            (i.days as i64).checked_mul(86_400_000_000)?.checked_add(i.nanoseconds / 1000)
+        }
+        ScalarValue::IntervalDayTime(Some(i)) => (i.days as i64).checked_mul(86_400_000_000)?.checked_add(i.milliseconds as i64 * 1000),
+        _ => None,
+    }
 }
 
 /// `watermark.late_events`: 'drop' (the default) or 'dead_letter'.
@@ -418,4 +442,28 @@ pub async fn start_all(db: &Arc<Database>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
+
+    use super::*;
+
+    #[test]
+    fn watermark_delays_of_fixed_intervals_are_recognised() {
+        let ctx = SessionContext::new();
+        let schema = DFSchema::try_from(Schema::new(vec![
+            Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+            Field::new("other", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+        ]))
+        .unwrap();
+        let delay = |sql: &str| fixed_delay_micros(&ctx.state().create_logical_expr(sql, &schema).unwrap(), "ts");
+        assert_eq!(delay("ts - INTERVAL '5' SECOND"), Some(5_000_000));
+        assert_eq!(delay("ts - INTERVAL '1 day 250 milliseconds'"), Some(86_400_250_000));
+        assert_eq!(delay("ts"), Some(0));
+        assert_eq!(delay("ts - INTERVAL '1' MONTH"), None, "months have no fixed length");
+        assert_eq!(delay("ts + INTERVAL '1' SECOND"), None);
+        assert_eq!(delay("other - INTERVAL '1' SECOND"), None);
+    }
 }

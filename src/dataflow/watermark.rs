@@ -24,6 +24,10 @@ use crate::error::{Result, WeirError};
 pub struct WatermarkSpec {
     pub column: usize,
     pub expr: Arc<dyn PhysicalExpr>,
+    /// When the expression is `column - <fixed interval>` (the usual form), that interval in
+    /// microseconds: the watermark candidates are then a subtraction, not an evaluation of the
+    /// expression (whose calendar-aware interval arithmetic is slow per row).
+    pub fixed_delay: Option<i64>,
     /// `None`: partitions never count as idle.
     pub idle_timeout: Option<Duration>,
 }
@@ -158,8 +162,10 @@ impl WatermarkTracker {
         }
         let start = self.current;
         let ts = timestamps_micros(batch.column(spec.column).as_ref())?;
-        let candidates = spec.expr.evaluate(&batch)?.into_array(batch.num_rows())?;
-        let candidates = timestamps_micros(candidates.as_ref())?;
+        let candidates = match spec.fixed_delay {
+            Some(delay) => datafusion::arrow::compute::kernels::arity::unary(&ts, |t: i64| t.saturating_sub(delay)),
+            None => timestamps_micros(spec.expr.evaluate(&batch)?.into_array(batch.num_rows())?.as_ref())?,
+        };
         self.partitions[partition].last_row = now;
         self.partitions[partition].pending = false;
         let mut keep = Vec::with_capacity(batch.num_rows());
@@ -262,7 +268,7 @@ mod tests {
     }
 
     fn tracker(partitions: usize, idle: Option<Duration>) -> WatermarkTracker {
-        let spec = WatermarkSpec { column: 0, expr: Arc::new(Column::new("ts", 0)), idle_timeout: idle };
+        let spec = WatermarkSpec { column: 0, expr: Arc::new(Column::new("ts", 0)), fixed_delay: None, idle_timeout: idle };
         WatermarkTracker::new(Some(spec), partitions)
     }
 
