@@ -458,6 +458,15 @@ fn filter_and_having_match_batch() {
     run(FILTERED, false, None, 30);
 }
 
+/// Integer group keys (with a NULL group) and a window: the aggregate's packed-key path.
+const INTEGER_KEYS: &str = "SELECT v % 7 AS b, window_start, count(*) AS n, sum(f) AS sf, max(k) AS mk \
+     FROM TUMBLE(ev, ts, INTERVAL '10' SECOND) GROUP BY v % 7, window_start";
+
+#[test]
+fn integer_group_keys_match_batch() {
+    run(INTEGER_KEYS, false, None, 30);
+}
+
 #[test]
 fn unwindowed_group_by_matches_batch() {
     run(GLOBAL, false, None, 30);

@@ -1,7 +1,9 @@
 //! Grouped aggregation, maintained incrementally.
 //!
 //! Groups live in slots: a hash map from the group key (Arrow row format) to a slot index, and
-//! one accumulator per aggregate call holding every slot's state in columns. A batch of changes
+//! one accumulator per aggregate call holding every slot's state in columns. Keys of one or two
+//! integer-like columns (`auction, window_start`) are looked up as a packed pair of integers
+//! instead; the row-format key is still kept per slot, to build output rows. A batch of changes
 //! is evaluated column-wise (group keys, arguments), each row is mapped to its slot, and every
 //! accumulator is updated with the whole batch.
 //!
@@ -30,7 +32,7 @@ use std::collections::BTreeMap;
 use datafusion::common::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
@@ -71,6 +73,12 @@ pub struct AggregateOp {
     emit_on_close: bool,
 
     slots: HashMap<Box<[u8]>, usize>,
+    /// When every group key is integer-like and there are at most two (the common
+    /// `GROUP BY auction, window_start`): the slots by packed key, which hash and compare as two
+    /// integers instead of row-format bytes. `slots` is then unused.
+    packed: Option<HashMap<PackedKey, usize>>,
+    /// Per slot, its packed key (packed mode).
+    packed_keys: Vec<PackedKey>,
     /// Per slot: its key (None when free), input row count, last emitted output row.
     keys: Vec<Option<Box<[u8]>>>,
     row_counts: Vec<i64>,
@@ -115,6 +123,8 @@ impl AggregateOp {
             window: config.window,
             emit_on_close: config.emit_on_close,
             slots: HashMap::default(),
+            packed: (!global && PackedKey::fits(&key_types)).then(HashMap::default),
+            packed_keys: Vec::new(),
             keys: Vec::new(),
             row_counts: Vec::new(),
             emitted: Vec::new(),
@@ -128,7 +138,7 @@ impl AggregateOp {
         };
         if global {
             // The one group of a global aggregate exists from the start (count(*) = 0).
-            let slot = op.allocate(Box::new([]), EventTime::MAX);
+            let slot = op.allocate(Box::new([]), None, EventTime::MAX);
             op.mark_dirty(slot);
             // Its accumulators hold the slot before any row arrives (it is emitted at the
             // first barrier, rows or not).
@@ -140,10 +150,11 @@ impl AggregateOp {
         Ok(op)
     }
 
-    fn allocate(&mut self, key: Box<[u8]>, close: EventTime) -> usize {
+    fn allocate(&mut self, key: Box<[u8]>, packed: Option<PackedKey>, close: EventTime) -> usize {
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
+                self.packed_keys.push(PackedKey::default());
                 self.keys.push(None);
                 self.row_counts.push(0);
                 self.emitted.push(None);
@@ -152,7 +163,15 @@ impl AggregateOp {
                 self.keys.len() - 1
             }
         };
-        self.slots.insert(key.clone(), slot);
+        match (&mut self.packed, packed) {
+            (Some(map), Some(packed)) => {
+                map.insert(packed, slot);
+                self.packed_keys[slot] = packed;
+            }
+            _ => {
+                self.slots.insert(key.clone(), slot);
+            }
+        }
         self.keys[slot] = Some(key);
         self.slot_close[slot] = close;
         if self.window.is_some() {
@@ -163,7 +182,14 @@ impl AggregateOp {
 
     fn release(&mut self, slot: usize) {
         if let Some(key) = self.keys[slot].take() {
-            self.slots.remove(&key);
+            match &mut self.packed {
+                Some(map) => {
+                    map.remove(&self.packed_keys[slot]);
+                }
+                None => {
+                    self.slots.remove(&key);
+                }
+            }
         }
         self.row_counts[slot] = 0;
         self.emitted[slot] = None;
@@ -179,6 +205,34 @@ impl AggregateOp {
             self.dirty[slot] = true;
             self.dirty_list.push(slot);
         }
+    }
+
+    /// The slot of the group of row `row`, allocated if the group is new.
+    fn slot_for(
+        &mut self,
+        row: usize,
+        key_columns: &[ArrayRef],
+        packed: Option<&[datafusion::arrow::array::Int64Array]>,
+        rows: &mut Option<datafusion::arrow::row::Rows>,
+        close: EventTime,
+    ) -> Result<usize> {
+        let packed_key = packed.map(|p| PackedKey::at(p, row));
+        if let Some(key) = &packed_key
+            && let Some(slot) = self.packed.as_ref().and_then(|m| m.get(key))
+        {
+            return Ok(*slot);
+        }
+        let rows = match rows {
+            Some(r) => r,
+            None => rows.insert(self.key_converter.convert_columns(key_columns)?),
+        };
+        let key = rows.row(row);
+        if packed_key.is_none()
+            && let Some(slot) = self.slots.get(key.as_ref())
+        {
+            return Ok(*slot);
+        }
+        Ok(self.allocate(key.as_ref().into(), packed_key, close))
     }
 
     /// The output rows of these slots (group key columns, then aggregates).
@@ -257,6 +311,59 @@ impl AggregateOp {
     }
 }
 
+/// A group key of at most two integer-like columns (integers, timestamps, dates), each as an
+/// `i64`, with a bit per NULL.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+struct PackedKey {
+    values: [i64; 2],
+    nulls: u8,
+}
+
+impl PackedKey {
+    fn fits(types: &[DataType]) -> bool {
+        (1..=2).contains(&types.len())
+            && types.iter().all(|t| {
+                matches!(
+                    t,
+                    DataType::Int8
+                        | DataType::Int16
+                        | DataType::Int32
+                        | DataType::Int64
+                        | DataType::UInt8
+                        | DataType::UInt16
+                        | DataType::UInt32
+                        | DataType::Timestamp(..)
+                        | DataType::Date32
+                        | DataType::Date64
+                )
+            })
+    }
+
+    /// The key columns as `i64` arrays (a reinterpretation for 64-bit types; the types that
+    /// [`PackedKey::fits`] accepts all convert without loss).
+    fn columns(columns: &[ArrayRef]) -> Result<Vec<datafusion::arrow::array::Int64Array>> {
+        columns
+            .iter()
+            .map(|c| {
+                let c = datafusion::arrow::compute::cast(c, &DataType::Int64)?;
+                Ok(c.as_primitive::<datafusion::arrow::datatypes::Int64Type>().clone())
+            })
+            .collect()
+    }
+
+    fn at(columns: &[datafusion::arrow::array::Int64Array], row: usize) -> PackedKey {
+        let mut key = PackedKey::default();
+        for (i, c) in columns.iter().enumerate() {
+            if c.is_null(row) {
+                key.nulls |= 1 << i;
+            } else {
+                key.values[i] = c.value(row);
+            }
+        }
+        key
+    }
+}
+
 impl Operator for AggregateOp {
     fn process(&mut self, _port: usize, changes: Changes, out: &mut Vec<Changes>) -> Result<()> {
         let _ = out;
@@ -282,7 +389,13 @@ impl Operator for AggregateOp {
             self.row_counts[0] += diffs.iter().sum::<i64>();
             self.mark_dirty(0);
         } else {
-            let keys = self.key_converter.convert_columns(&key_columns)?;
+            // Packed keys are computed for the whole batch; row-format keys only when needed
+            // (always without packing; with it, once per batch when a new group appears).
+            let packed = match self.packed {
+                Some(_) => Some(PackedKey::columns(&key_columns)?),
+                None => None,
+            };
+            let mut rows = None;
             for i in 0..n {
                 let close = closes.as_ref().map_or(EventTime::MAX, |c| c[i]);
                 if closes.is_some() && close <= self.watermark {
@@ -292,11 +405,7 @@ impl Operator for AggregateOp {
                     keep.push(false);
                     continue;
                 }
-                let key = keys.row(i);
-                let slot = match self.slots.get(key.as_ref()) {
-                    Some(s) => *s,
-                    None => self.allocate(key.as_ref().into(), close),
-                };
+                let slot = self.slot_for(i, &key_columns, packed.as_deref(), &mut rows, close)?;
                 self.row_counts[slot] += diffs[i];
                 self.mark_dirty(slot);
                 row_slots.push(slot);
