@@ -45,6 +45,9 @@ pub fn create(call: &AggregateCall, append_only: bool, input: &DataType) -> Resu
         AggregateKind::Count if distinct => Box::new(CountDistinct::new(input)?),
         AggregateKind::Count => Box::new(Count::default()),
         AggregateKind::Sum | AggregateKind::Avg => Box::new(SumAvg::new(kind == AggregateKind::Avg, input, output)?),
+        AggregateKind::Min | AggregateKind::Max if append_only && IntMinMax::fits(input) => {
+            Box::new(IntMinMax::new(kind == AggregateKind::Min, input, output))
+        }
         AggregateKind::Min | AggregateKind::Max => {
             Box::new(MinMax::new(kind == AggregateKind::Min, append_only, input, output)?)
         }
@@ -226,7 +229,7 @@ impl GroupAccumulator for CountDistinct {
 }
 
 /// How a sum is accumulated: exactly for integers and decimals, in f64 for floats.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum SumKind {
     Int,
     UInt,
@@ -276,6 +279,15 @@ impl GroupAccumulator for SumAvg {
             }
             SumKind::Int | SumKind::UInt | SumKind::Decimal { .. } => {
                 grow(&mut self.ints, slot_count, 0);
+                if self.kind == SumKind::Int && values.null_count() == 0 {
+                    // The common case, without a call per value.
+                    let v = cast(values, &DataType::Int64)?;
+                    for ((s, d), x) in slots.iter().zip(diffs).zip(v.as_primitive::<Int64Type>().values()) {
+                        self.ints[*s] += *x as i128 * *d as i128;
+                        self.counts[*s] += d;
+                    }
+                    return Ok(());
+                }
                 let get: Box<dyn Fn(usize) -> i128> = match self.kind {
                     SumKind::Int => {
                         let v = cast(values, &DataType::Int64)?;
@@ -357,6 +369,74 @@ impl GroupAccumulator for SumAvg {
 
     fn size(&self) -> usize {
         self.counts.len() * 8 + self.ints.len() * 16 + self.floats.len() * 8
+    }
+}
+
+/// `min(x)` / `max(x)` of integers or timestamps over an insert-only input: the best
+/// value per group as an `i64` (no row encoding, no allocation per better value).
+struct IntMinMax {
+    is_min: bool,
+    input: DataType,
+    output: DataType,
+    best: Vec<Option<i64>>,
+}
+
+impl IntMinMax {
+    fn fits(input: &DataType) -> bool {
+        matches!(
+            input,
+            DataType::Int8
+                | DataType::Int16
+                | DataType::Int32
+                | DataType::Int64
+                | DataType::Timestamp(..)
+                | DataType::Date64
+        )
+    }
+
+    fn new(is_min: bool, input: &DataType, output: &DataType) -> Self {
+        IntMinMax { is_min, input: input.clone(), output: output.clone(), best: Vec::new() }
+    }
+}
+
+impl GroupAccumulator for IntMinMax {
+    fn update(&mut self, values: &ArrayRef, slots: &[usize], diffs: &[i64], slot_count: usize) -> Result<()> {
+        grow(&mut self.best, slot_count, None);
+        if diffs.iter().any(|d| *d <= 0) {
+            return Err(WeirError::internal("a retraction reached an insert-only min/max"));
+        }
+        let v = cast(values, &DataType::Int64)?;
+        let v = v.as_primitive::<Int64Type>();
+        for (i, s) in slots.iter().enumerate() {
+            if v.is_null(i) {
+                continue;
+            }
+            let x = v.value(i);
+            let best = &mut self.best[*s];
+            *best = Some(match *best {
+                None => x,
+                Some(b) if self.is_min => b.min(x),
+                Some(b) => b.max(x),
+            });
+        }
+        Ok(())
+    }
+
+    fn evaluate(&self, slots: &[usize]) -> Result<ArrayRef> {
+        let out: ArrayRef = Arc::new(Int64Array::from_iter(slots.iter().map(|s| self.best[*s])));
+        // Back to the input's type (a reinterpretation for timestamps), then the output's.
+        let typed = cast(&out, &self.input)?;
+        Ok(if typed.data_type() == &self.output { typed } else { cast(&typed, &self.output)? })
+    }
+
+    fn reset(&mut self, slot: usize) {
+        if let Some(b) = self.best.get_mut(slot) {
+            *b = None;
+        }
+    }
+
+    fn size(&self) -> usize {
+        self.best.len() * 16
     }
 }
 
