@@ -151,7 +151,7 @@ impl WatermarkTracker {
                 *i != partition
                     && !p.ended
                     && !p.pending
-                    && !idle.is_some_and(|timeout| now.duration_since(p.last_row) >= timeout)
+                    && idle.is_none_or(|timeout| now.duration_since(p.last_row) < timeout)
             })
             .map(|(_, p)| p.max)
             .min()
