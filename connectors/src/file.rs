@@ -194,12 +194,17 @@ async fn list_files(location: &Location) -> Result<Vec<FileEntry>, ConnectorErro
 }
 
 /// The source: the file list, and where the reader is in it.
-pub struct FileSource {
+/// What a source and its decoding thread share: the files and how to decode them.
+struct FileSet {
     schema: SchemaRef,
     encoding: FileEncoding,
     store: Arc<dyn ObjectStore>,
-    files: Arc<Vec<FileEntry>>,
+    files: Vec<FileEntry>,
     batch_rows: usize,
+}
+
+pub struct FileSource {
+    set: Arc<FileSet>,
     /// Records consumed per file (rows returned plus bad records reported).
     offsets: Vec<u64>,
     /// Where [`Source::stop_at`] ends each file.
@@ -234,15 +239,12 @@ impl FileSource {
         if files.is_empty() {
             return Err(invalid("path", format!("no files match '{}'", options.get("path").map(String::as_str).unwrap_or(""))));
         }
+        let n = files.len();
         let source = FileSource {
-            schema,
-            encoding,
-            store: location.store,
-            offsets: vec![0; files.len()],
-            stops: vec![None; files.len()],
-            ended: vec![false; files.len()],
-            files: Arc::new(files),
-            batch_rows,
+            set: Arc::new(FileSet { schema, encoding, store: location.store, files, batch_rows }),
+            offsets: vec![0; n],
+            stops: vec![None; n],
+            ended: vec![false; n],
             decoded: None,
         };
         source.check_first_file().await?;
@@ -252,16 +254,16 @@ impl FileSource {
     /// The declared columns must be in the first file (Parquet, CSV with a header) with types
     /// that convert to the declared ones; a mistake is reported at CREATE, not at read time.
     async fn check_first_file(&self) -> Result<(), ConnectorError> {
-        let first = &self.files[0];
-        let file_schema = match self.encoding {
+        let first = &self.set.files[0];
+        let file_schema = match self.set.encoding {
             FileEncoding::Parquet => Arc::new(self.parquet_schema(first).await?),
             FileEncoding::Csv { header: true, delimiter } => {
-                let head = self.store.get_range(&first.path, 0..self.head_len(first).await?).await.map_err(unavailable)?;
-                Arc::new(csv_header_schema(&head, delimiter, &self.schema)?)
+                let head = self.set.store.get_range(&first.path, 0..self.head_len(first).await?).await.map_err(unavailable)?;
+                Arc::new(csv_header_schema(&head, delimiter, &self.set.schema)?)
             }
             FileEncoding::Csv { header: false, .. } | FileEncoding::Json => return Ok(()),
         };
-        projection(&file_schema, &self.schema, &first.path).map(|_| ())
+        projection(&file_schema, &self.set.schema, &first.path).map(|_| ())
     }
 
     /// A Parquet file's schema, from its footer (read from the end of the file, in two steps
@@ -270,11 +272,11 @@ impl FileSource {
         use datafusion::parquet::errors::ParquetError;
         use datafusion::parquet::file::metadata::ParquetMetaDataReader;
         let not_parquet = |e: ParquetError| invalid("path", format!("'{}' is not a Parquet file: {e}", file.path));
-        let size = self.store.head(&file.path).await.map_err(unavailable)?.size;
+        let size = self.set.store.head(&file.path).await.map_err(unavailable)?.size;
         let mut tail_len = size.min(64 * 1024);
         let mut reader = ParquetMetaDataReader::new();
         loop {
-            let tail = self.store.get_range(&file.path, size - tail_len..size).await.map_err(unavailable)?;
+            let tail = self.set.store.get_range(&file.path, size - tail_len..size).await.map_err(unavailable)?;
             match reader.try_parse_sized(&tail, size) {
                 Ok(()) => break,
                 Err(ParquetError::NeedMoreData(needed)) if (needed as u64) > tail_len && (needed as u64) <= size => {
@@ -290,20 +292,16 @@ impl FileSource {
     }
 
     async fn head_len(&self, file: &FileEntry) -> Result<u64, ConnectorError> {
-        let meta = self.store.head(&file.path).await.map_err(unavailable)?;
+        let meta = self.set.store.head(&file.path).await.map_err(unavailable)?;
         Ok(meta.size.min(64 * 1024))
     }
 
     fn start_decoding(&mut self) -> mpsc::Receiver<Decoded> {
         let (tx, rx) = mpsc::channel(READ_AHEAD);
         let job = DecodeJob {
-            schema: self.schema.clone(),
-            encoding: self.encoding.clone(),
-            store: self.store.clone(),
-            files: self.files.clone(),
-            batch_rows: self.batch_rows,
+            set: self.set.clone(),
             starts: self.offsets.clone(),
-            skip: (0..self.files.len()).map(|f| self.ended[f] || self.stops[f].is_some_and(|s| s <= self.offsets[f])).collect(),
+            skip: (0..self.set.files.len()).map(|f| self.ended[f] || self.stops[f].is_some_and(|s| s <= self.offsets[f])).collect(),
         };
         let handle = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || job.run(&handle, &tx));
@@ -380,11 +378,7 @@ fn to_declared_batch(declared: &SchemaRef, columns: Vec<ArrayRef>) -> Result<Rec
 
 /// The decoding thread's work: the files from the given offsets, in order.
 struct DecodeJob {
-    schema: SchemaRef,
-    encoding: FileEncoding,
-    store: Arc<dyn ObjectStore>,
-    files: Arc<Vec<FileEntry>>,
-    batch_rows: usize,
+    set: Arc<FileSet>,
     /// Records to skip at the start of each file (already read).
     starts: Vec<u64>,
     /// Files not to read at all (ended, or stopped before their start).
@@ -397,11 +391,11 @@ type Emit<'a> = &'a mut dyn FnMut(Decoded) -> bool;
 impl DecodeJob {
     fn run(self, handle: &tokio::runtime::Handle, tx: &mpsc::Sender<Decoded>) {
         let mut send = |d: Decoded| tx.blocking_send(d).is_ok();
-        for (file, entry) in self.files.iter().enumerate() {
+        for (file, entry) in self.set.files.iter().enumerate() {
             if self.skip[file] {
                 continue;
             }
-            let fetched = handle.block_on(async { self.store.get(&entry.path).await?.bytes().await });
+            let fetched = handle.block_on(async { self.set.store.get(&entry.path).await?.bytes().await });
             let bytes = match fetched {
                 Ok(bytes) => bytes,
                 Err(e) => {
@@ -409,12 +403,12 @@ impl DecodeJob {
                     return;
                 }
             };
-            let outcome = match self.encoding {
+            let outcome = match self.set.encoding {
                 FileEncoding::Parquet => self.parquet(file, entry, bytes, &mut send),
                 FileEncoding::Csv { header, delimiter } => self.lines(file, bytes, &mut send, |lines| {
-                    decode_csv(&self.schema, lines, delimiter)
+                    decode_csv(&self.set.schema, lines, delimiter)
                 }, header.then_some(delimiter)),
-                FileEncoding::Json => self.lines(file, bytes, &mut send, |lines| decode_json(&self.schema, lines), None),
+                FileEncoding::Json => self.lines(file, bytes, &mut send, |lines| decode_json(&self.set.schema, lines), None),
             };
             match outcome {
                 Ok(true) => {}
@@ -434,7 +428,7 @@ impl DecodeJob {
     /// Decodes a Parquet file's declared columns. `Ok(false)`: the receiver is gone.
     fn parquet(&self, file: usize, entry: &FileEntry, bytes: Bytes, send: Emit<'_>) -> Result<bool, String> {
         let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| format!("not a Parquet file: {e}"))?;
-        let indices = projection(builder.schema(), &self.schema, &entry.path).map_err(|e| e.to_string())?;
+        let indices = projection(builder.schema(), &self.set.schema, &entry.path).map_err(|e| e.to_string())?;
         // The projected batch has the file's column order; `order` puts it in declared order.
         let mut sorted = indices.clone();
         sorted.sort_unstable();
@@ -443,14 +437,14 @@ impl DecodeJob {
         let mask = ProjectionMask::roots(builder.parquet_schema(), sorted);
         let reader = builder
             .with_projection(mask)
-            .with_batch_size(self.batch_rows)
+            .with_batch_size(self.set.batch_rows)
             .with_offset(self.starts[file] as usize)
             .build()
             .map_err(|e| e.to_string())?;
         for batch in reader {
             let batch = batch.map_err(|e| e.to_string())?;
             let columns = order.iter().map(|&i| batch.column(i).clone()).collect();
-            let rows = to_declared_batch(&self.schema, columns).map_err(|e| e.to_string())?;
+            let rows = to_declared_batch(&self.set.schema, columns).map_err(|e| e.to_string())?;
             if !send(Decoded::Rows { file, rows }) {
                 return Ok(false);
             }
@@ -476,17 +470,17 @@ impl DecodeJob {
         let reorder = match header {
             Some(delimiter) => {
                 let head = lines.next().unwrap_or_default();
-                let file_schema = csv_header_schema(head, delimiter, &self.schema).map_err(|e| e.to_string())?;
-                Some(projection(&file_schema, &self.schema, &self.files[file].path).map_err(|e| e.to_string())?)
+                let file_schema = csv_header_schema(head, delimiter, &self.set.schema).map_err(|e| e.to_string())?;
+                Some(projection(&file_schema, &self.set.schema, &self.set.files[file].path).map_err(|e| e.to_string())?)
             }
             None => None,
         };
         let mut lines = lines.skip(self.starts[file] as usize).peekable();
-        let mut chunk: Vec<&[u8]> = Vec::with_capacity(self.batch_rows);
+        let mut chunk: Vec<&[u8]> = Vec::with_capacity(self.set.batch_rows);
         let mut reordered: Vec<Vec<u8>> = Vec::new();
         while lines.peek().is_some() {
             chunk.clear();
-            chunk.extend(lines.by_ref().take(self.batch_rows));
+            chunk.extend(lines.by_ref().take(self.set.batch_rows));
             if let Some(order) = &reorder {
                 reordered = chunk.iter().map(|l| reorder_csv_line(l, header.unwrap_or(b','), order)).collect();
             }
@@ -585,11 +579,11 @@ fn decode_json(schema: &SchemaRef, lines: &[&[u8]]) -> Result<RecordBatch, Strin
 #[async_trait]
 impl Source for FileSource {
     fn schema(&self) -> SchemaRef {
-        self.schema.clone()
+        self.set.schema.clone()
     }
 
     fn partitions(&self) -> usize {
-        self.files.len()
+        self.set.files.len()
     }
 
     fn partitions_in_sequence(&self) -> bool {
@@ -645,7 +639,7 @@ impl Source for FileSource {
                     let offset = self.offsets[file];
                     // Nothing after the broken record can be read: the file ends here.
                     self.stops[file] = Some(offset);
-                    let reason = format!("'{}' cannot be decoded; the rest of the file is skipped: {reason}", self.files[file].path);
+                    let reason = format!("'{}' cannot be decoded; the rest of the file is skipped: {reason}", self.set.files[file].path);
                     return Ok(SourceEvent::BadRecord { partition: file, offset, reason });
                 }
                 Some(Decoded::FileEnd { file }) => {
@@ -658,7 +652,7 @@ impl Source for FileSource {
     }
 
     fn positions(&self) -> Vec<SourcePosition> {
-        self.files
+        self.set.files
             .iter()
             .zip(&self.offsets)
             .map(|(f, &offset)| SourcePosition { partition: f.path.to_string(), offset })
@@ -668,7 +662,7 @@ impl Source for FileSource {
     async fn seek(&mut self, positions: &[SourcePosition]) -> Result<(), ConnectorError> {
         let mut targets = Vec::with_capacity(positions.len());
         for pos in positions {
-            let file = self.files.iter().position(|f| f.path.as_ref() == pos.partition).ok_or_else(|| {
+            let file = self.set.files.iter().position(|f| f.path.as_ref() == pos.partition).ok_or_else(|| {
                 ConnectorError::InvalidPosition { partition: pos.partition.clone(), reason: "no such file in the source".into() }
             })?;
             targets.push((file, pos.offset));
@@ -682,13 +676,9 @@ impl Source for FileSource {
     }
 
     fn replay_from_start(&self) -> Option<Box<dyn Source>> {
-        let n = self.files.len();
+        let n = self.set.files.len();
         Some(Box::new(FileSource {
-            schema: self.schema.clone(),
-            encoding: self.encoding.clone(),
-            store: self.store.clone(),
-            files: self.files.clone(),
-            batch_rows: self.batch_rows,
+            set: self.set.clone(),
             offsets: vec![0; n],
             stops: vec![None; n],
             ended: vec![false; n],
@@ -698,7 +688,7 @@ impl Source for FileSource {
 
     fn stop_at(&mut self, positions: &[SourcePosition]) {
         for pos in positions {
-            if let Some(file) = self.files.iter().position(|f| f.path.as_ref() == pos.partition) {
+            if let Some(file) = self.set.files.iter().position(|f| f.path.as_ref() == pos.partition) {
                 self.stops[file] = Some(self.stops[file].map_or(pos.offset, |s| s.min(pos.offset)));
             }
         }
