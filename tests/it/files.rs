@@ -7,6 +7,7 @@ use datafusion::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
 use crate::common::Server;
+use crate::streaming::wait_until_source_ended;
 
 /// (auction, window start in microseconds, aggregates...) rows, sorted.
 type Rows = Vec<Vec<i64>>;
@@ -57,20 +58,6 @@ async fn source_figure(client: &tokio_postgres::Client, source: &str, column: &s
     client.query_one(&sql, &[&source]).await.unwrap().get(0)
 }
 
-async fn wait_until_ended(client: &tokio_postgres::Client, source: &str) {
-    for _ in 0..600 {
-        client.batch_execute("FLUSH").await.unwrap();
-        let ended: bool =
-            client.query_one("SELECT ended FROM weir_catalog.sources WHERE name = $1", &[&source]).await.unwrap().get(0);
-        if ended {
-            client.batch_execute("FLUSH").await.unwrap();
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("source {source} did not end");
-}
-
 const BID_COLUMNS: &str = "auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, \
                            date_time TIMESTAMP, extra VARCHAR, WATERMARK FOR date_time AS date_time - INTERVAL '2' SECOND";
 
@@ -113,8 +100,8 @@ async fn windows_over_parquet_and_csv_files_match_batch() {
         ))
         .await
         .unwrap();
-    wait_until_ended(&client, "bids_pq").await;
-    wait_until_ended(&client, "bids_csv").await;
+    wait_until_source_ended(&client, "bids_pq").await;
+    wait_until_source_ended(&client, "bids_csv").await;
     for source in ["bids_pq", "bids_csv"] {
         assert_eq!(source_figure(&client, source, "rows_read").await, written.bids as i64, "{source}");
         assert_eq!(source_figure(&client, source, "late_rows").await, 0, "{source}");
@@ -177,7 +164,7 @@ async fn bad_json_lines_are_skipped_and_counted() {
         ))
         .await
         .unwrap();
-    wait_until_ended(&client, "ev").await;
+    wait_until_source_ended(&client, "ev").await;
     let rows = client.query("SELECT k, v FROM per_k ORDER BY k", &[]).await.unwrap();
     let got: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(got, [("a".to_string(), 4), ("b".to_string(), 2)]);

@@ -10,7 +10,7 @@ async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
 
 /// Waits until a bounded source has ended and a FLUSH after that returned: every row it read
 /// is then in every view, and its final watermark closed every window.
-async fn wait_until_source_ended(client: &tokio_postgres::Client, source: &str) {
+pub(crate) async fn wait_until_source_ended(client: &tokio_postgres::Client, source: &str) {
     for _ in 0..600 {
         client.batch_execute("FLUSH").await.unwrap();
         let ended: bool = client
