@@ -7,6 +7,9 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use weir::config::{LogFormat, ServeArgs};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "weir", version, about = "Weir, a SQL-first streaming database")]
 struct Cli {

@@ -2,8 +2,8 @@
 //!
 //! Groups live in slots: a hash map from the group key (Arrow row format) to a slot index, and
 //! one accumulator per aggregate call holding every slot's state in columns. Keys of one or two
-//! integer-like columns (`auction, window_start`) are looked up as a packed pair of integers
-//! instead; the row-format key is still kept per slot, to build output rows. A batch of changes
+//! integer-like columns (`auction, window_start`) are kept as a packed pair of integers
+//! instead, and output rows are built from those. A batch of changes
 //! is evaluated column-wise (group keys, arguments), each row is mapped to its slot, and every
 //! accumulator is updated with the whole batch.
 //!
@@ -67,6 +67,7 @@ pub struct AggregateOp {
     /// No GROUP BY: one group that always exists.
     global: bool,
     key_converter: RowConverter,
+    key_types: Vec<DataType>,
     output: SchemaRef,
     output_converter: RowConverter,
     window: Option<WindowKey>,
@@ -79,7 +80,8 @@ pub struct AggregateOp {
     packed: Option<HashMap<PackedKey, usize>>,
     /// Per slot, its packed key (packed mode).
     packed_keys: Vec<PackedKey>,
-    /// Per slot: its key (None when free), input row count, last emitted output row.
+    /// Per slot: its key (None when free; empty in packed mode), input row count, last emitted
+    /// output row.
     keys: Vec<Option<Box<[u8]>>>,
     row_counts: Vec<i64>,
     emitted: Vec<Option<Box<[u8]>>>,
@@ -118,6 +120,7 @@ impl AggregateOp {
             accumulators,
             global,
             key_converter,
+            key_types: key_types.clone(),
             output: config.output,
             output_converter,
             window: config.window,
@@ -216,29 +219,31 @@ impl AggregateOp {
         rows: &mut Option<datafusion::arrow::row::Rows>,
         close: EventTime,
     ) -> Result<usize> {
-        let packed_key = packed.map(|p| PackedKey::at(p, row));
-        if let Some(key) = &packed_key
-            && let Some(slot) = self.packed.as_ref().and_then(|m| m.get(key))
-        {
-            return Ok(*slot);
+        if let Some(packed) = packed {
+            let key = PackedKey::at(packed, row);
+            if let Some(slot) = self.packed.as_ref().and_then(|m| m.get(&key)) {
+                return Ok(*slot);
+            }
+            // The packed key is the whole key: no row-format bytes needed.
+            return Ok(self.allocate(Box::new([]), Some(key), close));
         }
         let rows = match rows {
             Some(r) => r,
             None => rows.insert(self.key_converter.convert_columns(key_columns)?),
         };
         let key = rows.row(row);
-        if packed_key.is_none()
-            && let Some(slot) = self.slots.get(key.as_ref())
-        {
+        if let Some(slot) = self.slots.get(key.as_ref()) {
             return Ok(*slot);
         }
-        Ok(self.allocate(key.as_ref().into(), packed_key, close))
+        Ok(self.allocate(key.as_ref().into(), None, close))
     }
 
     /// The output rows of these slots (group key columns, then aggregates).
     fn outputs(&self, slots: &[usize]) -> Result<RecordBatch> {
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.output.fields().len());
-        if !self.global {
+        if self.packed.is_some() {
+            columns.extend(PackedKey::arrays(slots.iter().map(|s| self.packed_keys[*s]), &self.key_types)?);
+        } else if !self.global {
             let parser = self.key_converter.parser();
             let rows = slots.iter().map(|s| parser.parse(self.keys[*s].as_deref().unwrap_or(&[])));
             columns.extend(self.key_converter.convert_rows(rows)?);
@@ -347,6 +352,19 @@ impl PackedKey {
             .map(|c| {
                 let c = datafusion::arrow::compute::cast(c, &DataType::Int64)?;
                 Ok(c.as_primitive::<datafusion::arrow::datatypes::Int64Type>().clone())
+            })
+            .collect()
+    }
+
+    /// The key columns of these keys, in the key types (the inverse of [`PackedKey::columns`]).
+    fn arrays(keys: impl Iterator<Item = PackedKey> + Clone, types: &[DataType]) -> Result<Vec<ArrayRef>> {
+        types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let values: datafusion::arrow::array::Int64Array =
+                    keys.clone().map(|k| (k.nulls & (1 << i) == 0).then_some(k.values[i])).collect();
+                Ok(datafusion::arrow::compute::cast(&values, t)?)
             })
             .collect()
     }

@@ -26,6 +26,8 @@ use std::collections::BTreeMap;
 
 // hashbrown with foldhash (DataFusion's default): std's SipHash showed in profiles.
 use datafusion::common::HashMap;
+use hashbrown::{DefaultHashBuilder, HashTable};
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array, new_null_array};
@@ -54,44 +56,163 @@ pub struct JoinConfig {
     pub output: SchemaRef,
 }
 
-/// A stored row: how many copies, and (on a preserved side) how many matches it has.
-#[derive(Debug, Clone, Copy)]
-struct Entry {
+/// Stored rows leave the state when the watermark passes their bound, rounded up to this many
+/// microseconds of event time: one expiry list per 10 ms instead of one per distinct bound.
+/// Keeping a row a little longer is harmless: its bound says no future row can pair with it.
+const EXPIRY_GRANULARITY: EventTime = 10_000;
+
+/// No slot (the end of a bucket's list).
+const NO_SLOT: u32 = u32::MAX;
+
+/// A stored row: its join key and the row itself (row format, one allocation), how many
+/// copies, and (on a preserved side) how many matches it has.
+struct StoredRow {
+    /// The key's bytes, then the row's.
+    bytes: Box<[u8]>,
+    key_len: usize,
+    key_hash: u64,
+    row_hash: u64,
     multiplicity: i64,
     matches: i64,
+    /// When it leaves the state (`EventTime::MAX`: never).
+    expiry: EventTime,
+    /// The other rows with the same key: a doubly linked list through the slots, so a bucket
+    /// costs no allocation of its own and a row leaves it in O(1).
+    prev: u32,
+    next: u32,
 }
 
-type Bucket = HashMap<Box<[u8]>, Entry>;
+impl StoredRow {
+    fn key(&self) -> &[u8] {
+        &self.bytes[..self.key_len]
+    }
 
-/// A stored row's address: its join key and the row itself (both in row format).
-type EntryId = (Box<[u8]>, Box<[u8]>);
+    fn row(&self) -> &[u8] {
+        &self.bytes[self.key_len..]
+    }
+}
 
+/// One side's rows, in slots. Two hash tables index the slots: by key (the first row of each
+/// bucket's list) for probing, and by key and row for changes to a stored row. Hashes are
+/// computed by the [`JoinOp`] (one hasher for both sides) and kept in the row.
 struct Side {
     schema: SchemaRef,
     keys: Vec<Arc<dyn PhysicalExpr>>,
     bounds: Vec<StateBound>,
     preserved: bool,
     rows: RowConverter,
-    buckets: HashMap<Box<[u8]>, Bucket>,
-    /// Bound → the (key, row) entries that leave the state when the watermark reaches it.
-    expiry: BTreeMap<EventTime, Vec<EntryId>>,
+    slots: Vec<Option<StoredRow>>,
+    free: Vec<u32>,
+    buckets: HashTable<u32>,
+    by_row: HashTable<u32>,
+    /// Rounded bound → slots whose rows leave the state when the watermark reaches it. A slot
+    /// may have been freed or reused since it was listed: the row's own `expiry` decides.
+    expiry: BTreeMap<EventTime, Vec<u32>>,
     watermark: Option<EventTime>,
     bytes: usize,
 }
 
 impl Side {
-    fn remove(&mut self, key: &[u8], row: &[u8]) {
-        if let Some(bucket) = self.buckets.get_mut(key) {
-            if bucket.remove(row).is_some() {
-                self.bytes = self.bytes.saturating_sub(row.len() + 32);
+    fn stored(&self, slot: u32) -> Option<&StoredRow> {
+        self.slots.get(slot as usize).and_then(Option::as_ref)
+    }
+
+    fn stored_mut(&mut self, slot: u32) -> Option<&mut StoredRow> {
+        self.slots.get_mut(slot as usize).and_then(Option::as_mut)
+    }
+
+    /// The slots of the rows whose key is `key`.
+    fn bucket<'a>(&'a self, key: &[u8], key_hash: u64) -> impl Iterator<Item = (u32, &'a StoredRow)> + use<'a> {
+        let head = self.buckets.find(key_hash, |s| self.stored(*s).is_some_and(|r| r.key() == key)).copied();
+        std::iter::successors(head.and_then(|s| self.stored(s).map(|r| (s, r))), move |(_, r)| {
+            (r.next != NO_SLOT).then(|| self.stored(r.next).map(|n| (r.next, n))).flatten()
+        })
+    }
+
+    /// The slot holding exactly this key and row.
+    fn find(&self, key: &[u8], row: &[u8], row_hash: u64) -> Option<u32> {
+        self.by_row.find(row_hash, |s| self.stored(*s).is_some_and(|r| r.key() == key && r.row() == row)).copied()
+    }
+
+    fn insert(&mut self, key: &[u8], row: &[u8], hashes: (u64, u64), counts: (i64, i64), expiry: EventTime) {
+        let (key_hash, row_hash) = hashes;
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.slots.push(None);
+                // Slot numbers stay below NO_SLOT: four billion stored rows is far beyond memory.
+                (self.slots.len() - 1) as u32
             }
-            if bucket.is_empty() {
-                self.buckets.remove(key);
-                self.bytes = self.bytes.saturating_sub(key.len() + 48);
+        };
+        let mut bytes = Vec::with_capacity(key.len() + row.len());
+        bytes.extend_from_slice(key);
+        bytes.extend_from_slice(row);
+        let mut stored = StoredRow {
+            bytes: bytes.into_boxed_slice(),
+            key_len: key.len(),
+            key_hash,
+            row_hash,
+            multiplicity: counts.0,
+            matches: counts.1,
+            expiry,
+            prev: NO_SLOT,
+            next: NO_SLOT,
+        };
+        self.bytes += stored.bytes.len() + STORED_ROW_OVERHEAD;
+        let Side { slots, buckets, by_row, .. } = self;
+        let hash_of_key = |s: &u32| slots[*s as usize].as_ref().map_or(0, |r| r.key_hash);
+        match buckets.find_mut(key_hash, |s| slots[*s as usize].as_ref().is_some_and(|r| r.key() == key)) {
+            Some(head) => {
+                stored.next = *head;
+                if let Some(old_head) = slots[*head as usize].as_mut() {
+                    old_head.prev = slot;
+                }
+                *head = slot;
+            }
+            None => {
+                buckets.insert_unique(key_hash, slot, hash_of_key);
             }
         }
+        let hash_of_row = |s: &u32| slots[*s as usize].as_ref().map_or(0, |r| r.row_hash);
+        by_row.insert_unique(row_hash, slot, hash_of_row);
+        if expiry != EventTime::MAX {
+            let listed = match expiry.rem_euclid(EXPIRY_GRANULARITY) {
+                0 => expiry,
+                r => expiry.checked_add(EXPIRY_GRANULARITY - r).unwrap_or(expiry),
+            };
+            self.expiry.entry(listed).or_default().push(slot);
+        }
+        self.slots[slot as usize] = Some(stored);
+    }
+
+    fn remove(&mut self, slot: u32) {
+        let Some(stored) = self.slots.get_mut(slot as usize).and_then(Option::take) else { return };
+        self.bytes = self.bytes.saturating_sub(stored.bytes.len() + STORED_ROW_OVERHEAD);
+        if let Some(next) = self.stored_mut(stored.next) {
+            next.prev = stored.prev;
+        }
+        match self.stored_mut(stored.prev) {
+            Some(prev) => prev.next = stored.next,
+            // The first of its bucket: the bucket now starts at the next row, or is gone.
+            None => {
+                if let Ok(head) = self.buckets.find_entry(stored.key_hash, |s| *s == slot) {
+                    if stored.next == NO_SLOT {
+                        head.remove();
+                    } else {
+                        *head.into_mut() = stored.next;
+                    }
+                }
+            }
+        }
+        if let Ok(entry) = self.by_row.find_entry(stored.row_hash, |s| *s == slot) {
+            entry.remove();
+        }
+        self.free.push(slot);
     }
 }
+
+/// What a stored row costs besides its bytes: the slot and its two table entries.
+const STORED_ROW_OVERHEAD: usize = std::mem::size_of::<Option<StoredRow>>() + 2 * std::mem::size_of::<u32>() + 8;
 
 pub struct JoinOp {
     sides: [Side; 2],
@@ -101,6 +222,7 @@ pub struct JoinOp {
     output: SchemaRef,
     /// The minimum of both inputs' watermarks, once both have one.
     watermark: EventTime,
+    hasher: DefaultHashBuilder,
 }
 
 fn side(config: JoinSideConfig, preserved: bool) -> Result<Side> {
@@ -111,7 +233,10 @@ fn side(config: JoinSideConfig, preserved: bool) -> Result<Side> {
         bounds: config.bounds,
         preserved,
         rows,
-        buckets: HashMap::default(),
+        slots: Vec::new(),
+        free: Vec::new(),
+        buckets: HashTable::new(),
+        by_row: HashTable::new(),
         expiry: BTreeMap::new(),
         watermark: None,
         bytes: 0,
@@ -131,7 +256,20 @@ impl JoinOp {
             residual: config.residual,
             output: config.output,
             watermark: EventTime::MIN,
+            hasher: DefaultHashBuilder::default(),
         })
+    }
+
+    fn hash_key(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// The hash of a stored row's identity: its key and its row.
+    fn hash_row(&self, key: &[u8], row: &[u8]) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        h.write(key);
+        h.write(row);
+        h.finish()
     }
 
     /// The key columns of `rows` on side `s`, in the key types of the left side.
@@ -190,32 +328,31 @@ impl Operator for JoinOp {
         let key_columns = self.key_columns(s, &changes.rows)?;
         let keyless: Vec<bool> = (0..n).map(|i| key_columns.iter().any(|k| k.is_null(i))).collect();
         let keys = self.keys.convert_columns(&key_columns)?;
+        let key_hashes: Vec<u64> = (0..n).map(|i| self.hash_key(keys.row(i).as_ref())).collect();
 
         // Pairs with the other side's current rows.
         let other = &self.sides[o];
         let mut own_index = Vec::new();
         let mut other_rows = Vec::new();
         let mut other_multiplicities = Vec::new();
-        let mut pair_entries: Vec<(&[u8], &[u8])> = Vec::new();
+        let mut pair_slots: Vec<u32> = Vec::new();
         let parser = other.rows.parser();
         for (i, keyless) in keyless.iter().enumerate() {
             if *keyless {
                 continue;
             }
             let key = keys.row(i);
-            if let Some((stored_key, bucket)) = other.buckets.get_key_value(key.as_ref()) {
-                for (row, entry) in bucket {
-                    own_index.push(i as u32);
-                    other_rows.push(parser.parse(row));
-                    other_multiplicities.push(entry.multiplicity);
-                    pair_entries.push((stored_key.as_ref(), row.as_ref()));
-                }
+            for (slot, stored) in other.bucket(key.as_ref(), key_hashes[i]) {
+                own_index.push(i as u32);
+                other_rows.push(parser.parse(stored.row()));
+                other_multiplicities.push(stored.multiplicity);
+                pair_slots.push(slot);
             }
         }
         // Per row of the change: its matches (weighted); per matched row of the other side
         // (when preserved): how its match count moves.
         let mut matches = vec![0i64; n];
-        let mut other_moves: Vec<(EntryId, i64)> = Vec::new();
+        let mut other_moves: Vec<(u32, i64)> = Vec::new();
         if !own_index.is_empty() {
             let count = own_index.len();
             let indices = UInt32Array::from(own_index.clone());
@@ -251,8 +388,7 @@ impl Operator for JoinOp {
                 }
                 matches[i] += other_multiplicities[p];
                 if other.preserved {
-                    let (key, row) = pair_entries[p];
-                    other_moves.push(((key.into(), row.into()), diffs[i]));
+                    other_moves.push((pair_slots[p], diffs[i]));
                 }
             }
             let result = Changes::new(pairs, Int64Array::from(pair_diffs));
@@ -268,24 +404,25 @@ impl Operator for JoinOp {
         // Outer join bookkeeping on the other side: NULL-padded rows come and go as their
         // match counts leave or return to zero.
         if !other_moves.is_empty() {
-            let mut before: HashMap<EntryId, i64> = HashMap::default();
+            let mut before: HashMap<u32, i64> = HashMap::default();
             let side = &mut self.sides[o];
-            for ((key, row), d) in other_moves {
-                if let Some(entry) = side.buckets.get_mut(&key).and_then(|b| b.get_mut(&row)) {
-                    before.entry((key, row)).or_insert(entry.matches);
-                    entry.matches += d;
+            for (slot, d) in other_moves {
+                if let Some(stored) = side.stored_mut(slot) {
+                    before.entry(slot).or_insert(stored.matches);
+                    stored.matches += d;
                 }
             }
+            let side = &self.sides[o];
             let mut appear = Vec::new();
             let mut appear_diffs = Vec::new();
-            for ((key, row), was) in before {
-                let Some(entry) = side.buckets.get(&key).and_then(|b| b.get(&row)) else { continue };
-                let diff = match (was == 0, entry.matches == 0) {
-                    (true, false) => -entry.multiplicity,
-                    (false, true) => entry.multiplicity,
+            for (slot, was) in before {
+                let Some(stored) = side.stored(slot) else { continue };
+                let diff = match (was == 0, stored.matches == 0) {
+                    (true, false) => -stored.multiplicity,
+                    (false, true) => stored.multiplicity,
                     _ => continue,
                 };
-                appear.push(row);
+                appear.push(stored.row());
                 appear_diffs.push(diff);
             }
             if !appear.is_empty() {
@@ -310,33 +447,25 @@ impl Operator for JoinOp {
         let expiries = self.expiries(s, &changes.rows)?;
         let encoded = self.sides[s].rows.convert_columns(changes.rows.columns())?;
         let watermark = self.watermark;
-        let side = &mut self.sides[s];
         for i in 0..n {
             if keyless[i] || diffs[i] == 0 || expiries[i] <= watermark {
                 continue;
             }
             let (key, row) = (keys.row(i), encoded.row(i));
-            let bucket = match side.buckets.get_mut(key.as_ref()) {
-                Some(b) => b,
-                None => {
-                    side.bytes += key.as_ref().len() + 48;
-                    side.buckets.entry(key.as_ref().into()).or_default()
-                }
-            };
-            match bucket.get_mut(row.as_ref()) {
-                Some(entry) => {
-                    entry.multiplicity += diffs[i];
-                    if entry.multiplicity == 0 {
-                        side.remove(key.as_ref(), row.as_ref());
+            let (key, row) = (key.as_ref(), row.as_ref());
+            let row_hash = self.hash_row(key, row);
+            let side = &mut self.sides[s];
+            match side.find(key, row, row_hash) {
+                Some(slot) => {
+                    let emptied = side.stored_mut(slot).is_some_and(|stored| {
+                        stored.multiplicity += diffs[i];
+                        stored.multiplicity == 0
+                    });
+                    if emptied {
+                        side.remove(slot);
                     }
                 }
-                None => {
-                    bucket.insert(row.as_ref().into(), Entry { multiplicity: diffs[i], matches: matches[i] });
-                    side.bytes += row.as_ref().len() + 32;
-                    if expiries[i] != EventTime::MAX {
-                        side.expiry.entry(expiries[i]).or_default().push((key.as_ref().into(), row.as_ref().into()));
-                    }
-                }
+                None => side.insert(key, row, (key_hashes[i], row_hash), (diffs[i], matches[i]), expiries[i]),
             }
         }
         Ok(())
@@ -358,8 +487,10 @@ impl Operator for JoinOp {
                 None => BTreeMap::new(),
             };
             let expired = std::mem::replace(&mut side.expiry, kept);
-            for (key, row) in expired.into_values().flatten() {
-                side.remove(&key, &row);
+            for slot in expired.into_values().flatten() {
+                if side.stored(slot).is_some_and(|r| r.expiry <= combined) {
+                    side.remove(slot);
+                }
             }
         }
         Ok(Some(combined))
