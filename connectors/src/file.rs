@@ -24,8 +24,13 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::compute::can_cast_types;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::parquet::arrow::ProjectionMask;
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use futures::TryStreamExt;
+use datafusion::parquet::arrow::ParquetRecordBatchStreamBuilder;
+use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
+use datafusion::parquet::arrow::async_reader::AsyncFileReader;
+use datafusion::parquet::errors::ParquetError;
+use datafusion::parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path as ObjectPath;
 use tokio::sync::mpsc;
@@ -166,6 +171,7 @@ fn s3_store(bucket: &str, options: &SourceOptions) -> Result<object_store::aws::
 #[derive(Debug, Clone)]
 struct FileEntry {
     path: ObjectPath,
+    size: u64,
 }
 
 /// Lists the files in name order, leaving out hidden and marker files (`.x`, `_SUCCESS`).
@@ -175,7 +181,7 @@ async fn list_files(location: &Location) -> Result<Vec<FileEntry>, ConnectorErro
     if location.pattern.is_none()
         && let Ok(meta) = location.store.head(&location.prefix).await
     {
-        return Ok(vec![FileEntry { path: meta.location }]);
+        return Ok(vec![FileEntry { path: meta.location, size: meta.size }]);
     }
     let listed: Vec<_> = location.store.list(Some(&location.prefix)).try_collect().await.map_err(unavailable)?;
     let prefix_parts = location.prefix.parts().count();
@@ -187,7 +193,7 @@ async fn list_files(location: &Location) -> Result<Vec<FileEntry>, ConnectorErro
             let options = glob::MatchOptions { require_literal_separator: true, ..Default::default() };
             !hidden && location.pattern.as_ref().is_none_or(|p| p.matches_with(&below.join("/"), options))
         })
-        .map(|meta| FileEntry { path: meta.location })
+        .map(|meta| FileEntry { path: meta.location, size: meta.size })
         .collect();
     files.sort_by(|a, b| a.path.as_ref().cmp(b.path.as_ref()));
     Ok(files)
@@ -385,6 +391,46 @@ struct DecodeJob {
     skip: Vec<bool>,
 }
 
+/// A Parquet file in the object store, read by byte ranges: the footer, then only the chunks
+/// of the declared columns (no copy of the whole file).
+struct ObjectRangeReader {
+    store: Arc<dyn ObjectStore>,
+    path: ObjectPath,
+    size: u64,
+}
+
+fn parquet_io_error(e: object_store::Error) -> ParquetError {
+    ParquetError::External(Box::new(e))
+}
+
+impl AsyncFileReader for ObjectRangeReader {
+    fn get_bytes(&mut self, range: std::ops::Range<u64>) -> BoxFuture<'_, datafusion::parquet::errors::Result<Bytes>> {
+        async move { self.store.get_range(&self.path, range).await.map_err(parquet_io_error) }.boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> BoxFuture<'_, datafusion::parquet::errors::Result<Vec<Bytes>>> {
+        async move { self.store.get_ranges(&self.path, &ranges).await.map_err(parquet_io_error) }.boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, datafusion::parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let size = self.size;
+            let metadata = ParquetMetaDataReader::new()
+                .with_metadata_options(options.map(|o| o.metadata_options().clone()))
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}
+
 /// `false` once the receiving source is gone.
 type Emit<'a> = &'a mut dyn FnMut(Decoded) -> bool;
 
@@ -395,16 +441,20 @@ impl DecodeJob {
             if self.skip[file] {
                 continue;
             }
-            let fetched = handle.block_on(async { self.set.store.get(&entry.path).await?.bytes().await });
-            let bytes = match fetched {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    let _ = send(Decoded::Unavailable(format!("could not read '{}': {e}", entry.path)));
-                    return;
-                }
+            // Parquet reads only the footer and the declared columns' byte ranges; the text
+            // formats read the whole file.
+            let bytes = match self.set.encoding {
+                FileEncoding::Parquet => Bytes::new(),
+                _ => match handle.block_on(async { self.set.store.get(&entry.path).await?.bytes().await }) {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        let _ = send(Decoded::Unavailable(format!("could not read '{}': {e}", entry.path)));
+                        return;
+                    }
+                },
             };
             let outcome = match self.set.encoding {
-                FileEncoding::Parquet => self.parquet(file, entry, bytes, &mut send),
+                FileEncoding::Parquet => self.parquet(handle, file, entry, &mut send),
                 FileEncoding::Csv { header, delimiter } => self.lines(file, bytes, &mut send, |lines| {
                     decode_csv(&self.set.schema, lines, delimiter)
                 }, header.then_some(delimiter)),
@@ -426,8 +476,11 @@ impl DecodeJob {
     }
 
     /// Decodes a Parquet file's declared columns. `Ok(false)`: the receiver is gone.
-    fn parquet(&self, file: usize, entry: &FileEntry, bytes: Bytes, send: Emit<'_>) -> Result<bool, String> {
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| format!("not a Parquet file: {e}"))?;
+    fn parquet(&self, handle: &tokio::runtime::Handle, file: usize, entry: &FileEntry, send: Emit<'_>) -> Result<bool, String> {
+        let object = ObjectRangeReader { store: self.set.store.clone(), path: entry.path.clone(), size: entry.size };
+        let builder = handle
+            .block_on(ParquetRecordBatchStreamBuilder::new(object))
+            .map_err(|e| format!("not a Parquet file: {e}"))?;
         let indices = projection(builder.schema(), &self.set.schema, &entry.path).map_err(|e| e.to_string())?;
         // The projected batch has the file's column order; `order` puts it in declared order.
         let mut sorted = indices.clone();
@@ -435,13 +488,14 @@ impl DecodeJob {
         sorted.dedup();
         let order: Vec<usize> = indices.iter().map(|i| sorted.binary_search(i).unwrap_or(0)).collect();
         let mask = ProjectionMask::roots(builder.parquet_schema(), sorted);
-        let reader = builder
+        let mut reader = builder
             .with_projection(mask)
             .with_batch_size(self.set.batch_rows)
             .with_offset(self.starts[file] as usize)
             .build()
             .map_err(|e| e.to_string())?;
-        for batch in reader {
+        // Fetching and decoding happen in `next`, on this (blocking) thread.
+        while let Some(batch) = handle.block_on(reader.next()) {
             let batch = batch.map_err(|e| e.to_string())?;
             let columns = order.iter().map(|&i| batch.column(i).clone()).collect();
             let rows = to_declared_batch(&self.set.schema, columns).map_err(|e| e.to_string())?;
