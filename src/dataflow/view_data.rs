@@ -85,19 +85,27 @@ impl ViewData {
                 continue;
             }
             let key: Arc<[u8]> = Arc::from(row.as_ref());
-            let old = self.rows.get(&key).copied().unwrap_or(0);
-            let new = old + diff;
-            if new < 0 {
-                return Err(WeirError::internal("a view retracted a row it does not hold"));
-            }
-            if new == 0 {
-                self.row_bytes -= key.len();
-                self.rows.remove(&key);
-            } else {
-                if old == 0 {
-                    self.row_bytes += key.len();
+            // Insert first: a new row (the common case, and every row of an EMIT ON WINDOW
+            // CLOSE view) then costs one walk down the tree; a row already held, a second.
+            if diff > 0 {
+                match self.rows.insert(key.clone(), diff) {
+                    None => self.row_bytes += key.len(),
+                    Some(old) => {
+                        self.rows.insert(key, old + diff);
+                    }
                 }
-                self.rows.insert(key, new);
+            } else {
+                let old = self.rows.get(&key).copied().unwrap_or(0);
+                let new = old + diff;
+                if new < 0 {
+                    return Err(WeirError::internal("a view retracted a row it does not hold"));
+                }
+                if new == 0 {
+                    self.row_bytes -= key.len();
+                    self.rows.remove(&key);
+                } else {
+                    self.rows.insert(key, new);
+                }
             }
             self.len = (self.len as i64 + diff) as u64;
         }

@@ -46,6 +46,10 @@ pub struct JoinSideConfig {
     pub schema: SchemaRef,
     pub keys: Vec<Arc<dyn PhysicalExpr>>,
     pub bounds: Vec<StateBound>,
+    /// The input only ever inserts (a source, an `APPEND ONLY` table, an `EMIT ON WINDOW
+    /// CLOSE` aggregate): no change ever names a stored row again, so rows are not indexed by
+    /// content and equal rows are simply stored twice.
+    pub append_only: bool,
 }
 
 pub struct JoinConfig {
@@ -93,13 +97,15 @@ impl StoredRow {
 }
 
 /// One side's rows, in slots. Two hash tables index the slots: by key (the first row of each
-/// bucket's list) for probing, and by key and row for changes to a stored row. Hashes are
-/// computed by the [`JoinOp`] (one hasher for both sides) and kept in the row.
+/// bucket's list) for probing, and by key and row for changes to a stored row (not kept for an
+/// append-only input). Hashes are computed by the [`JoinOp`] (one hasher for both sides) and
+/// kept in the row.
 struct Side {
     schema: SchemaRef,
     keys: Vec<Arc<dyn PhysicalExpr>>,
     bounds: Vec<StateBound>,
     preserved: bool,
+    append_only: bool,
     rows: RowConverter,
     slots: Vec<Option<StoredRow>>,
     free: Vec<u32>,
@@ -173,8 +179,10 @@ impl Side {
                 buckets.insert_unique(key_hash, slot, hash_of_key);
             }
         }
-        let hash_of_row = |s: &u32| slots[*s as usize].as_ref().map_or(0, |r| r.row_hash);
-        by_row.insert_unique(row_hash, slot, hash_of_row);
+        if !self.append_only {
+            let hash_of_row = |s: &u32| slots[*s as usize].as_ref().map_or(0, |r| r.row_hash);
+            by_row.insert_unique(row_hash, slot, hash_of_row);
+        }
         if expiry != EventTime::MAX {
             let listed = match expiry.rem_euclid(EXPIRY_GRANULARITY) {
                 0 => expiry,
@@ -204,7 +212,9 @@ impl Side {
                 }
             }
         }
-        if let Ok(entry) = self.by_row.find_entry(stored.row_hash, |s| *s == slot) {
+        if !self.append_only
+            && let Ok(entry) = self.by_row.find_entry(stored.row_hash, |s| *s == slot)
+        {
             entry.remove();
         }
         self.free.push(slot);
@@ -232,6 +242,7 @@ fn side(config: JoinSideConfig, preserved: bool) -> Result<Side> {
         keys: config.keys,
         bounds: config.bounds,
         preserved,
+        append_only: config.append_only,
         rows,
         slots: Vec::new(),
         free: Vec::new(),
@@ -453,6 +464,13 @@ impl Operator for JoinOp {
             }
             let (key, row) = (keys.row(i), encoded.row(i));
             let (key, row) = (key.as_ref(), row.as_ref());
+            if self.sides[s].append_only {
+                if diffs[i] < 0 {
+                    return Err(WeirError::internal("an append-only join input retracted a row"));
+                }
+                self.sides[s].insert(key, row, (key_hashes[i], 0), (diffs[i], matches[i]), expiries[i]);
+                continue;
+            }
             let row_hash = self.hash_row(key, row);
             let side = &mut self.sides[s];
             match side.find(key, row, row_hash) {

@@ -148,18 +148,19 @@ pub fn build(plan: &StreamPlan) -> Result<OperatorTree> {
             }
             StreamOp::Union => Box::new(stateless::UnionOp::new(node.inputs.len(), output)),
             StreamOp::Join { kind, condition, left_schema, right_schema } => {
-                let side = |schema: &DFSchema, keys: &[Expr], bounds: &[weir_sql::streaming::StateBound]| {
+                let side = |port: usize, schema: &DFSchema, keys: &[Expr], bounds: &[weir_sql::streaming::StateBound]| {
                     Ok::<_, crate::error::WeirError>(join::JoinSideConfig {
                         schema: arrow_schema(schema),
                         keys: keys.iter().map(|k| physical_expr(k, schema)).collect::<Result<_>>()?,
                         bounds: bounds.to_vec(),
+                        append_only: node.inputs.get(port).is_some_and(|i| plan.nodes[*i].append_only),
                     })
                 };
                 Box::new(join::JoinOp::new(join::JoinConfig {
                     kind: *kind,
                     sides: [
-                        side(left_schema, &condition.left_keys, &condition.bounds[0])?,
-                        side(right_schema, &condition.right_keys, &condition.bounds[1])?,
+                        side(0, left_schema, &condition.left_keys, &condition.bounds[0])?,
+                        side(1, right_schema, &condition.right_keys, &condition.bounds[1])?,
                     ],
                     residual: condition.residual.as_ref().map(|r| physical_expr(r, &node.schema)).transpose()?,
                     output,
