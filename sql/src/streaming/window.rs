@@ -6,8 +6,8 @@
 //! per-value calendar arithmetic):
 //!
 //! ```sql
-//! TUMBLE(t, ts, size[, offset])      ->  (SELECT *, weir_tumble_start(ts, size, offset) AS window_start,
-//!                                                   weir_add_interval(weir_tumble_start(ts, size, offset), size) AS window_end FROM t)
+//! TUMBLE(t, ts, size[, offset])      ->  (SELECT *, weir_add_interval(window_start, size) AS window_end FROM
+//!                                           (SELECT *, weir_tumble_start(ts, size, offset) AS window_start FROM t))
 //! HOP(t, ts, slide, size[, offset])  ->  (SELECT *, weir_add_interval(window_start, size) AS window_end FROM
 //!                                           (SELECT *, unnest(weir_hop_starts(ts, slide, size, offset)) AS window_start FROM t))
 //! ```
@@ -185,8 +185,10 @@ fn window_subquery(
         let size = &args[2];
         let offset = args.get(3).unwrap_or(&zero);
         format!(
-            "SELECT * FROM (SELECT *, {TUMBLE_START}({ts}, {size}, {offset}) AS window_start, \
-             {ADD_INTERVAL}({TUMBLE_START}({ts}, {size}, {offset}), {size}) AS window_end FROM {relation}) {alias_sql}"
+            // window_end from window_start, so the start is computed once per row.
+            "SELECT * FROM (SELECT *, {ADD_INTERVAL}(window_start, {size}) AS window_end FROM \
+             (SELECT *, {TUMBLE_START}({ts}, {size}, {offset}) AS window_start FROM {relation}) \
+             AS weir_tumble_input) {alias_sql}"
         )
     } else {
         let (slide, size) = (&args[2], &args[3]);
