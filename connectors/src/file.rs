@@ -431,6 +431,25 @@ impl AsyncFileReader for ObjectRangeReader {
     }
 }
 
+/// Why a file stopped before its end.
+enum FileFailure {
+    /// Its bytes do not decode: the rest of the file is skipped.
+    Broken(String),
+    /// The store could not be read: the reader retries from its position.
+    Unreachable(String),
+}
+
+impl FileFailure {
+    /// A Parquet error: unreachable when it came from the object store (our reader's I/O),
+    /// broken otherwise.
+    fn from_parquet(e: ParquetError, context: &str) -> Self {
+        match &e {
+            ParquetError::External(inner) if inner.is::<object_store::Error>() => FileFailure::Unreachable(e.to_string()),
+            _ => FileFailure::Broken(format!("{context}{e}")),
+        }
+    }
+}
+
 /// `false` once the receiving source is gone.
 type Emit<'a> = &'a mut dyn FnMut(Decoded) -> bool;
 
@@ -455,18 +474,24 @@ impl DecodeJob {
             };
             let outcome = match self.set.encoding {
                 FileEncoding::Parquet => self.parquet(handle, file, entry, &mut send),
-                FileEncoding::Csv { header, delimiter } => self.lines(file, bytes, &mut send, |lines| {
-                    decode_csv(&self.set.schema, lines, delimiter)
-                }, header.then_some(delimiter)),
-                FileEncoding::Json => self.lines(file, bytes, &mut send, |lines| decode_json(&self.set.schema, lines), None),
+                FileEncoding::Csv { header, delimiter } => self
+                    .lines(file, bytes, &mut send, |lines| decode_csv(&self.set.schema, lines, delimiter), header.then_some(delimiter))
+                    .map_err(FileFailure::Broken),
+                FileEncoding::Json => self
+                    .lines(file, bytes, &mut send, |lines| decode_json(&self.set.schema, lines), None)
+                    .map_err(FileFailure::Broken),
             };
             match outcome {
                 Ok(true) => {}
                 Ok(false) => return,
-                Err(reason) => {
+                Err(FileFailure::Broken(reason)) => {
                     if !send(Decoded::Broken { file, reason }) {
                         return;
                     }
+                }
+                Err(FileFailure::Unreachable(reason)) => {
+                    let _ = send(Decoded::Unavailable(format!("could not read '{}': {reason}", entry.path)));
+                    return;
                 }
             }
             if !send(Decoded::FileEnd { file }) {
@@ -476,12 +501,13 @@ impl DecodeJob {
     }
 
     /// Decodes a Parquet file's declared columns. `Ok(false)`: the receiver is gone.
-    fn parquet(&self, handle: &tokio::runtime::Handle, file: usize, entry: &FileEntry, send: Emit<'_>) -> Result<bool, String> {
+    fn parquet(&self, handle: &tokio::runtime::Handle, file: usize, entry: &FileEntry, send: Emit<'_>) -> Result<bool, FileFailure> {
         let object = ObjectRangeReader { store: self.set.store.clone(), path: entry.path.clone(), size: entry.size };
         let builder = handle
             .block_on(ParquetRecordBatchStreamBuilder::new(object))
-            .map_err(|e| format!("not a Parquet file: {e}"))?;
-        let indices = projection(builder.schema(), &self.set.schema, &entry.path).map_err(|e| e.to_string())?;
+            .map_err(|e| FileFailure::from_parquet(e, "not a Parquet file: "))?;
+        let indices =
+            projection(builder.schema(), &self.set.schema, &entry.path).map_err(|e| FileFailure::Broken(e.to_string()))?;
         // The projected batch has the file's column order; `order` puts it in declared order.
         let mut sorted = indices.clone();
         sorted.sort_unstable();
@@ -493,12 +519,12 @@ impl DecodeJob {
             .with_batch_size(self.set.batch_rows)
             .with_offset(self.starts[file] as usize)
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| FileFailure::from_parquet(e, ""))?;
         // Fetching and decoding happen in `next`, on this (blocking) thread.
         while let Some(batch) = handle.block_on(reader.next()) {
-            let batch = batch.map_err(|e| e.to_string())?;
+            let batch = batch.map_err(|e| FileFailure::from_parquet(e, ""))?;
             let columns = order.iter().map(|&i| batch.column(i).clone()).collect();
-            let rows = to_declared_batch(&self.set.schema, columns).map_err(|e| e.to_string())?;
+            let rows = to_declared_batch(&self.set.schema, columns).map_err(|e| FileFailure::Broken(e.to_string()))?;
             if !send(Decoded::Rows { file, rows }) {
                 return Ok(false);
             }
@@ -953,6 +979,27 @@ mod tests {
         assert_eq!(ends, [0, 1, 2]);
         assert_eq!(bad.len(), 1);
         assert!(bad[0].2.contains("b.parquet"), "{}", bad[0].2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_parquet_file_that_cannot_be_fetched_is_retried_not_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        write_parquet(&dir.path().join("a.parquet"), 0..10);
+        write_parquet(&dir.path().join("b.parquet"), 10..20);
+        let opts = options(dir.path(), &[]);
+        let mut source = FileSource::new(declared(), &opts, Some(&format("parquet", &[]))).await.unwrap();
+        // Gone after listing: the store cannot serve it, which is not a broken file.
+        std::fs::remove_file(dir.path().join("a.parquet")).unwrap();
+        match source.next().await {
+            Err(ConnectorError::Unavailable { reason, .. }) => assert!(reason.contains("a.parquet"), "{reason}"),
+            other => panic!("expected the file to be unavailable, got {:?}", other.map(|_| ())),
+        }
+        // Back again: read from its start, nothing skipped.
+        write_parquet(&dir.path().join("a.parquet"), 0..10);
+        let (batches, ends, bad) = drain(&mut source).await;
+        assert_eq!(ids(&batches), (0..20).collect::<Vec<_>>());
+        assert_eq!(ends, [0, 1]);
+        assert!(bad.is_empty());
     }
 
     #[test]
