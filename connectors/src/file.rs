@@ -176,7 +176,6 @@ struct FileEntry {
 
 /// Lists the files in name order, leaving out hidden and marker files (`.x`, `_SUCCESS`).
 async fn list_files(location: &Location) -> Result<Vec<FileEntry>, ConnectorError> {
-    let unavailable = |e: object_store::Error| ConnectorError::Unavailable { connector: "file", reason: e.to_string() };
     // A path naming one file: that file.
     if location.pattern.is_none()
         && let Ok(meta) = location.store.head(&location.prefix).await
@@ -199,7 +198,6 @@ async fn list_files(location: &Location) -> Result<Vec<FileEntry>, ConnectorErro
     Ok(files)
 }
 
-/// The source: the file list, and where the reader is in it.
 /// What a source and its decoding thread share: the files and how to decode them.
 struct FileSet {
     schema: SchemaRef,
@@ -209,6 +207,7 @@ struct FileSet {
     batch_rows: usize,
 }
 
+/// The source: the file list, and where the reader is in it.
 pub struct FileSource {
     set: Arc<FileSet>,
     /// Records consumed per file (rows returned plus bad records reported).
@@ -245,16 +244,20 @@ impl FileSource {
         if files.is_empty() {
             return Err(invalid("path", format!("no files match '{}'", options.get("path").map(String::as_str).unwrap_or(""))));
         }
-        let n = files.len();
-        let source = FileSource {
-            set: Arc::new(FileSet { schema, encoding, store: location.store, files, batch_rows }),
-            offsets: vec![0; n],
-            stops: vec![None; n],
-            ended: vec![false; n],
-            decoded: None,
-        };
+        let source = FileSource::at_start(Arc::new(FileSet { schema, encoding, store: location.store, files, batch_rows }));
         source.check_first_file().await?;
         Ok(source)
+    }
+
+    /// A reader of the files from their beginning.
+    fn at_start(set: Arc<FileSet>) -> Self {
+        let n = set.files.len();
+        FileSource { set, offsets: vec![0; n], stops: vec![None; n], ended: vec![false; n], decoded: None }
+    }
+
+    /// The file a position names.
+    fn file_index(&self, partition: &str) -> Option<usize> {
+        self.set.files.iter().position(|f| f.path.as_ref() == partition)
     }
 
     /// The declared columns must be in the first file (Parquet, CSV with a header) with types
@@ -264,7 +267,7 @@ impl FileSource {
         let file_schema = match self.set.encoding {
             FileEncoding::Parquet => Arc::new(self.parquet_schema(first).await?),
             FileEncoding::Csv { header: true, delimiter } => {
-                let head = self.set.store.get_range(&first.path, 0..self.head_len(first).await?).await.map_err(unavailable)?;
+                let head = self.set.store.get_range(&first.path, 0..first.size.min(64 * 1024)).await.map_err(unavailable)?;
                 Arc::new(csv_header_schema(&head, delimiter, &self.set.schema)?)
             }
             FileEncoding::Csv { header: false, .. } | FileEncoding::Json => return Ok(()),
@@ -272,34 +275,16 @@ impl FileSource {
         projection(&file_schema, &self.set.schema, &first.path).map(|_| ())
     }
 
-    /// A Parquet file's schema, from its footer (read from the end of the file, in two steps
-    /// when the footer is larger than the first guess).
+    /// A Parquet file's schema, from its footer.
     async fn parquet_schema(&self, file: &FileEntry) -> Result<Schema, ConnectorError> {
-        use datafusion::parquet::errors::ParquetError;
-        use datafusion::parquet::file::metadata::ParquetMetaDataReader;
-        let not_parquet = |e: ParquetError| invalid("path", format!("'{}' is not a Parquet file: {e}", file.path));
-        let size = self.set.store.head(&file.path).await.map_err(unavailable)?.size;
-        let mut tail_len = size.min(64 * 1024);
-        let mut reader = ParquetMetaDataReader::new();
-        loop {
-            let tail = self.set.store.get_range(&file.path, size - tail_len..size).await.map_err(unavailable)?;
-            match reader.try_parse_sized(&tail, size) {
-                Ok(()) => break,
-                Err(ParquetError::NeedMoreData(needed)) if (needed as u64) > tail_len && (needed as u64) <= size => {
-                    tail_len = needed as u64;
-                }
-                Err(e) => return Err(not_parquet(e)),
-            }
-        }
-        let metadata = reader.finish().map_err(not_parquet)?;
+        let failure = |e: ParquetError| match FileFailure::from_parquet(e, "") {
+            FileFailure::Unreachable(reason) => ConnectorError::Unavailable { connector: "file", reason },
+            FileFailure::Broken(reason) => invalid("path", format!("'{}' is not a Parquet file: {reason}", file.path)),
+        };
+        let metadata = ObjectRangeReader::new(&self.set, file).get_metadata(None).await.map_err(failure)?;
         let file_metadata = metadata.file_metadata();
         datafusion::parquet::arrow::parquet_to_arrow_schema(file_metadata.schema_descr(), file_metadata.key_value_metadata())
-            .map_err(not_parquet)
-    }
-
-    async fn head_len(&self, file: &FileEntry) -> Result<u64, ConnectorError> {
-        let meta = self.set.store.head(&file.path).await.map_err(unavailable)?;
-        Ok(meta.size.min(64 * 1024))
+            .map_err(failure)
     }
 
     fn start_decoding(&mut self) -> mpsc::Receiver<Decoded> {
@@ -399,6 +384,12 @@ struct ObjectRangeReader {
     size: u64,
 }
 
+impl ObjectRangeReader {
+    fn new(set: &FileSet, file: &FileEntry) -> Self {
+        ObjectRangeReader { store: set.store.clone(), path: file.path.clone(), size: file.size }
+    }
+}
+
 fn parquet_io_error(e: object_store::Error) -> ParquetError {
     ParquetError::External(Box::new(e))
 }
@@ -462,24 +453,15 @@ impl DecodeJob {
             }
             // Parquet reads only the footer and the declared columns' byte ranges; the text
             // formats read the whole file.
-            let bytes = match self.set.encoding {
-                FileEncoding::Parquet => Bytes::new(),
-                _ => match handle.block_on(async { self.set.store.get(&entry.path).await?.bytes().await }) {
-                    Ok(bytes) => bytes,
-                    Err(e) => {
-                        let _ = send(Decoded::Unavailable(format!("could not read '{}': {e}", entry.path)));
-                        return;
-                    }
-                },
-            };
             let outcome = match self.set.encoding {
                 FileEncoding::Parquet => self.parquet(handle, file, entry, &mut send),
-                FileEncoding::Csv { header, delimiter } => self
-                    .lines(file, bytes, &mut send, |lines| decode_csv(&self.set.schema, lines, delimiter), header.then_some(delimiter))
-                    .map_err(FileFailure::Broken),
-                FileEncoding::Json => self
-                    .lines(file, bytes, &mut send, |lines| decode_json(&self.set.schema, lines), None)
-                    .map_err(FileFailure::Broken),
+                FileEncoding::Csv { header, delimiter } => self.fetch(handle, entry).and_then(|bytes| {
+                    self.lines(file, bytes, &mut send, |lines| decode_csv(&self.set.schema, lines, delimiter), header.then_some(delimiter))
+                        .map_err(FileFailure::Broken)
+                }),
+                FileEncoding::Json => self.fetch(handle, entry).and_then(|bytes| {
+                    self.lines(file, bytes, &mut send, |lines| decode_json(&self.set.schema, lines), None).map_err(FileFailure::Broken)
+                }),
             };
             match outcome {
                 Ok(true) => {}
@@ -500,11 +482,17 @@ impl DecodeJob {
         }
     }
 
+    /// A whole (text) file.
+    fn fetch(&self, handle: &tokio::runtime::Handle, entry: &FileEntry) -> Result<Bytes, FileFailure> {
+        handle
+            .block_on(async { self.set.store.get(&entry.path).await?.bytes().await })
+            .map_err(|e| FileFailure::Unreachable(e.to_string()))
+    }
+
     /// Decodes a Parquet file's declared columns. `Ok(false)`: the receiver is gone.
     fn parquet(&self, handle: &tokio::runtime::Handle, file: usize, entry: &FileEntry, send: Emit<'_>) -> Result<bool, FileFailure> {
-        let object = ObjectRangeReader { store: self.set.store.clone(), path: entry.path.clone(), size: entry.size };
         let builder = handle
-            .block_on(ParquetRecordBatchStreamBuilder::new(object))
+            .block_on(ParquetRecordBatchStreamBuilder::new(ObjectRangeReader::new(&self.set, entry)))
             .map_err(|e| FileFailure::from_parquet(e, "not a Parquet file: "))?;
         let indices =
             projection(builder.schema(), &self.set.schema, &entry.path).map_err(|e| FileFailure::Broken(e.to_string()))?;
@@ -742,7 +730,7 @@ impl Source for FileSource {
     async fn seek(&mut self, positions: &[SourcePosition]) -> Result<(), ConnectorError> {
         let mut targets = Vec::with_capacity(positions.len());
         for pos in positions {
-            let file = self.set.files.iter().position(|f| f.path.as_ref() == pos.partition).ok_or_else(|| {
+            let file = self.file_index(&pos.partition).ok_or_else(|| {
                 ConnectorError::InvalidPosition { partition: pos.partition.clone(), reason: "no such file in the source".into() }
             })?;
             targets.push((file, pos.offset));
@@ -756,19 +744,12 @@ impl Source for FileSource {
     }
 
     fn replay_from_start(&self) -> Option<Box<dyn Source>> {
-        let n = self.set.files.len();
-        Some(Box::new(FileSource {
-            set: self.set.clone(),
-            offsets: vec![0; n],
-            stops: vec![None; n],
-            ended: vec![false; n],
-            decoded: None,
-        }))
+        Some(Box::new(FileSource::at_start(self.set.clone())))
     }
 
     fn stop_at(&mut self, positions: &[SourcePosition]) {
         for pos in positions {
-            if let Some(file) = self.set.files.iter().position(|f| f.path.as_ref() == pos.partition) {
+            if let Some(file) = self.file_index(&pos.partition) {
                 self.stops[file] = Some(self.stops[file].map_or(pos.offset, |s| s.min(pos.offset)));
             }
         }
