@@ -142,9 +142,8 @@ pub fn fixed_delay_micros(expr: &datafusion::logical_expr::Expr, column: &str) -
     }
     let Expr::Literal(value, _) = right.as_ref() else { return None };
     match value {
-        ScalarValue::IntervalMonthDayNano(Some(i)) if i.months == 0 && i.nanoseconds % 1000 == 0 => {
-            (i.days as i64).checked_mul(86_400_000_000)?.checked_add(i.nanoseconds / 1000)
-        }
+        // Whole microseconds only: the fast path must equal the expression exactly.
+        ScalarValue::IntervalMonthDayNano(Some(i)) if i.nanoseconds % 1000 == 0 => weir_sql::streaming::window::interval_micros(i),
         ScalarValue::IntervalDayTime(Some(i)) => (i.days as i64).checked_mul(86_400_000_000)?.checked_add(i.milliseconds as i64 * 1000),
         _ => None,
     }

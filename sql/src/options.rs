@@ -43,7 +43,6 @@ pub fn is_secret_option(key: &str) -> bool {
         "password" | "passwd" | "token" | "secret" | "secret_key" | "secret.key" | "credentials"
     ) || last.ends_with("password")
         || last.ends_with("token")
-        || last.ends_with("secret")
         || last.contains("secret")
         || key.to_ascii_lowercase().contains("secret.access.key")
         || key.to_ascii_lowercase().contains("sasl.jaas")

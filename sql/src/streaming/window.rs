@@ -219,7 +219,8 @@ pub fn interval_micros(v: &IntervalMonthDayNano) -> Option<i64> {
     if v.months != 0 {
         return None;
     }
-    Some(v.days as i64 * 86_400_000_000 + v.nanoseconds / 1_000)
+    // Checked: a literal of millions of days must not overflow.
+    (v.days as i64).checked_mul(86_400_000_000)?.checked_add(v.nanoseconds / 1_000)
 }
 
 fn scalar_interval(v: &ColumnarValue, what: &str) -> DfResult<i64> {
