@@ -113,19 +113,18 @@ impl WatermarkTracker {
         self.spec.is_some()
     }
 
-    fn combined(&self, now: Instant) -> EventTime {
+    /// The partitions that hold the watermark back at `now`: not ended, not pending, not idle.
+    fn counting(&self, now: Instant) -> impl Iterator<Item = (usize, &PartitionState)> {
         let idle = self.spec.as_ref().and_then(|s| s.idle_timeout);
+        self.partitions.iter().enumerate().filter(move |(_, p)| {
+            !p.ended && !p.pending && idle.is_none_or(|timeout| now.duration_since(p.last_row) < timeout)
+        })
+    }
+
+    fn combined(&self, now: Instant) -> EventTime {
         let mut min = WATERMARK_MAX;
         let mut any_active = false;
-        for p in &self.partitions {
-            if p.ended || p.pending {
-                continue;
-            }
-            if let Some(timeout) = idle
-                && now.duration_since(p.last_row) >= timeout
-            {
-                continue;
-            }
+        for (_, p) in self.counting(now) {
             any_active = true;
             min = min.min(p.max);
         }
@@ -143,19 +142,7 @@ impl WatermarkTracker {
     /// The minimum watermark of the partitions other than `partition` that count (not ended,
     /// not pending, not idle at `now`); +∞ when none does.
     fn min_of_others(&self, partition: usize, now: Instant) -> EventTime {
-        let idle = self.spec.as_ref().and_then(|s| s.idle_timeout);
-        self.partitions
-            .iter()
-            .enumerate()
-            .filter(|(i, p)| {
-                *i != partition
-                    && !p.ended
-                    && !p.pending
-                    && idle.is_none_or(|timeout| now.duration_since(p.last_row) < timeout)
-            })
-            .map(|(_, p)| p.max)
-            .min()
-            .unwrap_or(WATERMARK_MAX)
+        self.counting(now).filter(|(i, _)| *i != partition).map(|(_, p)| p.max).min().unwrap_or(WATERMARK_MAX)
     }
 
     fn advance(&mut self, now: Instant) -> Option<EventTime> {
