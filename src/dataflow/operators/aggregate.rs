@@ -210,32 +210,33 @@ impl AggregateOp {
         }
     }
 
+    /// A batch's group keys in the form its slots are looked up by.
+    fn batch_keys(&self, key_columns: &[ArrayRef]) -> Result<BatchKeys> {
+        Ok(match self.packed {
+            Some(_) => BatchKeys::Packed(PackedKey::columns(key_columns)?),
+            None => BatchKeys::Rows(self.key_converter.convert_columns(key_columns)?),
+        })
+    }
+
     /// The slot of the group of row `row`, allocated if the group is new.
-    fn slot_for(
-        &mut self,
-        row: usize,
-        key_columns: &[ArrayRef],
-        packed: Option<&[datafusion::arrow::array::Int64Array]>,
-        rows: &mut Option<datafusion::arrow::row::Rows>,
-        close: EventTime,
-    ) -> Result<usize> {
-        if let Some(packed) = packed {
-            let key = PackedKey::at(packed, row);
-            if let Some(slot) = self.packed.as_ref().and_then(|m| m.get(&key)) {
-                return Ok(*slot);
+    fn slot_for(&mut self, row: usize, keys: &BatchKeys, close: EventTime) -> usize {
+        match keys {
+            BatchKeys::Packed(columns) => {
+                let key = PackedKey::at(columns, row);
+                match self.packed.as_ref().and_then(|m| m.get(&key)) {
+                    Some(slot) => *slot,
+                    // The packed key is the whole key: no row-format bytes needed.
+                    None => self.allocate(Box::new([]), Some(key), close),
+                }
             }
-            // The packed key is the whole key: no row-format bytes needed.
-            return Ok(self.allocate(Box::new([]), Some(key), close));
+            BatchKeys::Rows(rows) => {
+                let key = rows.row(row);
+                match self.slots.get(key.as_ref()) {
+                    Some(slot) => *slot,
+                    None => self.allocate(key.as_ref().into(), None, close),
+                }
+            }
         }
-        let rows = match rows {
-            Some(r) => r,
-            None => rows.insert(self.key_converter.convert_columns(key_columns)?),
-        };
-        let key = rows.row(row);
-        if let Some(slot) = self.slots.get(key.as_ref()) {
-            return Ok(*slot);
-        }
-        Ok(self.allocate(key.as_ref().into(), None, close))
     }
 
     /// The output rows of these slots (group key columns, then aggregates).
@@ -314,6 +315,12 @@ impl AggregateOp {
         }
         Ok(())
     }
+}
+
+/// The group keys of a batch's rows: packed integers, or Arrow row format.
+enum BatchKeys {
+    Packed(Vec<datafusion::arrow::array::Int64Array>),
+    Rows(datafusion::arrow::row::Rows),
 }
 
 /// A group key of at most two integer-like columns (integers, timestamps, dates), each as an
@@ -407,13 +414,7 @@ impl Operator for AggregateOp {
             self.row_counts[0] += diffs.iter().sum::<i64>();
             self.mark_dirty(0);
         } else {
-            // Packed keys are computed for the whole batch; row-format keys only when needed
-            // (always without packing; with it, once per batch when a new group appears).
-            let packed = match self.packed {
-                Some(_) => Some(PackedKey::columns(&key_columns)?),
-                None => None,
-            };
-            let mut rows = None;
+            let keys = self.batch_keys(&key_columns)?;
             for i in 0..n {
                 let close = closes.as_ref().map_or(EventTime::MAX, |c| c[i]);
                 if closes.is_some() && close <= self.watermark {
@@ -423,7 +424,7 @@ impl Operator for AggregateOp {
                     keep.push(false);
                     continue;
                 }
-                let slot = self.slot_for(i, &key_columns, packed.as_deref(), &mut rows, close)?;
+                let slot = self.slot_for(i, &keys, close);
                 self.row_counts[slot] += diffs[i];
                 self.mark_dirty(slot);
                 row_slots.push(slot);
