@@ -56,13 +56,19 @@ impl BidFiles {
         full + rest.saturating_sub(4)
     }
 
+    /// `DIR/<format>/bids-<index>.<format>`, created (with its directory).
+    fn create(&self, format: &str, index: usize) -> Result<(PathBuf, std::fs::File)> {
+        let dir = self.dir.join(format);
+        std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
+        let path = dir.join(format!("bids-{index:05}.{format}"));
+        let file = std::fs::File::create(&path).map_err(|e| io_error(&path, e))?;
+        Ok((path, file))
+    }
+
     fn open(&self, index: usize, written: &mut Written) -> Result<Outputs> {
         let schema = nexmark_default_schema(NexmarkTable::Bid);
         let parquet = if self.parquet {
-            let dir = self.dir.join("parquet");
-            std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
-            let path = dir.join(format!("bids-{index:05}.parquet"));
-            let file = std::fs::File::create(&path).map_err(|e| io_error(&path, e))?;
+            let (path, file) = self.create("parquet", index)?;
             let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
             written.parquet_files.push(path.clone());
             Some(ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|e| io_error(&path, e))?)
@@ -70,10 +76,7 @@ impl BidFiles {
             None
         };
         let csv = if self.csv {
-            let dir = self.dir.join("csv");
-            std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
-            let path = dir.join(format!("bids-{index:05}.csv"));
-            let file = std::fs::File::create(&path).map_err(|e| io_error(&path, e))?;
+            let (path, file) = self.create("csv", index)?;
             written.csv_files.push(path);
             // No header, millisecond timestamps: what Flink's CSV format reads.
             Some(
