@@ -263,8 +263,16 @@ impl Coordinator {
         late_events: crate::dataflow::dead_letter::LateEvents,
     ) {
         let (control, rx) = mpsc::unbounded_channel();
-        let stats = Arc::new(SourceStats::new(late_events));
-        let reader = Reader { source_id: id, name: name.to_string(), source, tracker, control: rx, stats: stats.clone() };
+        let stats = Arc::new(SourceStats::new(late_events, source.status()));
+        let reader = Reader {
+            source_id: id,
+            name: name.to_string(),
+            source,
+            tracker,
+            control: rx,
+            stats: stats.clone(),
+            committed: self.committed.subscribe(),
+        };
         tokio::spawn(reader.run());
         self.lock().sources.insert(id, SourceRuntime { control, stats });
     }

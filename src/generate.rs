@@ -103,7 +103,16 @@ impl BidFiles {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         let schema = nexmark_default_schema(NexmarkTable::Bid);
-        let mut source = weir_connectors::create_source("nexmark", schema, &options, None, 0).await?;
+        let mut source = weir_connectors::create_source(weir_connectors::SourceSpec {
+            name: "generate",
+            connector: "nexmark",
+            schema,
+            options: &options,
+            format: None,
+            metadata: &[],
+            created_at_micros: 0,
+        })
+        .await?;
         let files = self.files.max(1) as u64;
         let per_file = self.bid_count().div_ceil(files).max(1);
         let mut written = Written::default();

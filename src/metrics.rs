@@ -68,13 +68,14 @@ impl Metrics {
     }
 }
 
-/// A labelled metric family: `name{label="value"} number` per row.
+/// A labelled metric family: `name{label="value",...} number` per row, one label value per
+/// label name.
 pub struct Family<'a> {
     pub name: &'a str,
     pub help: &'a str,
     pub kind: &'a str,
-    pub label: &'a str,
-    pub rows: Vec<(String, f64)>,
+    pub labels: &'a [&'a str],
+    pub rows: Vec<(Vec<String>, f64)>,
 }
 
 /// Label values here are object names (user input): escaped as the text format requires.
@@ -87,8 +88,10 @@ pub fn render_families(families: &[Family<'_>]) -> String {
     for f in families {
         let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
         let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind);
-        for (value, number) in &f.rows {
-            let _ = writeln!(out, "{}{{{}=\"{}\"}} {}", f.name, f.label, escape_label(value), number);
+        for (values, number) in &f.rows {
+            let labels: Vec<String> =
+                f.labels.iter().zip(values).map(|(label, value)| format!("{label}=\"{}\"", escape_label(value))).collect();
+            let _ = writeln!(out, "{}{{{}}} {}", f.name, labels.join(","), number);
         }
     }
     out
@@ -119,9 +122,9 @@ mod tests {
             name: "weir_view_rows",
             help: "h",
             kind: "gauge",
-            label: "view",
-            rows: vec![("a\"b\\c\nd".to_string(), 3.0)],
+            labels: &["view", "partition"],
+            rows: vec![(vec!["a\"b\\c\nd".to_string(), "0".to_string()], 3.0)],
         }]);
-        assert!(text.contains("weir_view_rows{view=\"a\\\"b\\\\c\\nd\"} 3"), "{text}");
+        assert!(text.contains("weir_view_rows{view=\"a\\\"b\\\\c\\nd\",partition=\"0\"} 3"), "{text}");
     }
 }

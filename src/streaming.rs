@@ -21,7 +21,7 @@ use datafusion::prelude::SessionContext;
 use sqlparser::ast;
 use weir_catalog::{CatalogObject, NewObject, ObjectId, ObjectKind};
 use weir_sql::streaming::{InputKind, InputResolver, ResolvedInput, StreamPlan};
-use weir_connectors::SourceFormat;
+use weir_connectors::{MetadataColumn, SourceFormat, SourceSpec};
 use weir_sql::{CreateMaterializedView, CreateSource, Statement};
 
 use crate::database::{DEFAULT_SCHEMA, Database, catalog_columns, table_schema};
@@ -63,13 +63,14 @@ fn bad_option(option: &str, value: &str, reason: &str) -> WeirError {
     WeirError::new(SqlState::InvalidParameterValue, format!("invalid value \"{value}\" for option \"{option}\": {reason}"))
 }
 
-/// The Arrow schema of a source: its declared columns, or the connector's default ones.
+/// The Arrow schema of a source: its declared columns (or the connector's default ones), then
+/// its `INCLUDE`d metadata columns, which the last part of the result names.
 async fn source_schema(
     stmt: &CreateSource,
     connector: &str,
     options: &BTreeMap<String, String>,
     format: Option<&SourceFormat>,
-) -> Result<(Vec<weir_catalog::Column>, SchemaRef)> {
+) -> Result<(Vec<weir_catalog::Column>, SchemaRef, Vec<(usize, MetadataColumn)>)> {
     let mut columns = Vec::with_capacity(stmt.columns.len());
     for c in &stmt.columns {
         let name = ident(&c.name);
@@ -82,14 +83,41 @@ async fn source_schema(
         let Some(schema) = weir_connectors::default_schema(connector, options) else {
             // A missing or bad connector option (nexmark.table.type) explains more than the
             // missing columns do: let the connector speak first.
-            weir_connectors::create_source(connector, Arc::new(Schema::empty()), options, format, 0).await?;
+            weir_connectors::create_source(SourceSpec {
+                name: &object_name(&stmt.name)?.1,
+                connector,
+                schema: Arc::new(Schema::empty()),
+                options,
+                format,
+                metadata: &[],
+                created_at_micros: 0,
+            })
+            .await?;
             return Err(WeirError::new(SqlState::SyntaxError, "a source needs a column list")
                 .with_hint("Declare the columns: CREATE SOURCE name (col type, ...) WITH (...)."));
         };
         columns = catalog_columns(&schema)?;
     }
+    let mut metadata = Vec::new();
+    for (what, alias) in &stmt.include {
+        let column = MetadataColumn::parse(&what.value).ok_or_else(|| {
+            WeirError::new(SqlState::SyntaxError, format!("cannot INCLUDE \"{}\"", what.value))
+                .with_hint("A source can INCLUDE key, partition, offset or timestamp.")
+        })?;
+        if metadata.iter().any(|(_, m)| *m == column) {
+            return Err(WeirError::new(SqlState::DuplicateObject, format!("INCLUDE {} given more than once", column.name())));
+        }
+        let name = alias.as_ref().map(ident).unwrap_or_else(|| column.default_column_name(connector));
+        if columns.iter().any(|c| c.name == name) {
+            return Err(WeirError::new(SqlState::DuplicateObject, format!("column \"{name}\" specified more than once")));
+        }
+        let type_name = crate::database::pg_type_name(&column.data_type())
+            .ok_or_else(|| WeirError::internal(format!("no type for INCLUDE {}", column.name())))?;
+        metadata.push((columns.len(), column));
+        columns.push(weir_catalog::Column { name, type_name, nullable: true });
+    }
     let schema = Arc::new(table_schema(&columns)?);
-    Ok((columns, schema))
+    Ok((columns, schema, metadata))
 }
 
 /// The watermark rule of a source or table, from its definition.
@@ -200,9 +228,18 @@ async fn instantiate_source(
     })?;
     validate_engine_options(&options)?;
     let format = source_format(stmt);
-    let (columns, schema) = source_schema(stmt, &connector, &options, format.as_ref()).await?;
+    let (columns, schema, metadata) = source_schema(stmt, &connector, &options, format.as_ref()).await?;
     let source =
-        weir_connectors::create_source(&connector, schema.clone(), &options, format.as_ref(), created_at_micros).await?;
+        weir_connectors::create_source(SourceSpec {
+        name: &object_name(&stmt.name)?.1,
+        connector: &connector,
+        schema: schema.clone(),
+        options: &options,
+        format: format.as_ref(),
+        metadata: &metadata,
+        created_at_micros,
+    })
+    .await?;
     let mut tracker = watermark_tracker(ctx, stmt.watermark.as_ref(), &schema, &options, source.partitions())?;
     if source.partitions_in_sequence() {
         tracker.start_partitions_when_read();

@@ -1,9 +1,13 @@
 //! `weir_catalog`: live system tables about the streaming engine.
 //!
 //! * `weir_catalog.sources` - one row per source and per table that feeds views: rows read, late
-//!   rows dropped, the current watermark, read errors.
+//!   rows dropped, the current watermark, errors (bad records and read failures), and the
+//!   connector's status (`running`, or why it is not: `broker unreachable: ...`).
 //! * `weir_catalog.source_partitions` - per source partition: rows read, the partition's own
-//!   watermark, whether it ended (offsets and lag come with the Kafka and NATS sources).
+//!   watermark, whether it ended; for Kafka also the next offset, the broker's high watermark,
+//!   the lag between them, bytes read and rows and bytes per second.
+//! * `weir_catalog.source_errors` - the records sources skipped because they did not decode
+//!   (newest 1,000 per source): partition, offset, the error and the record's first bytes.
 //! * `weir_catalog.materialized_views` - one row per view: rows, state bytes, last epoch the
 //!   view reported, its output watermark, whether it runs or failed (with the error), and its
 //!   freshness lag (how long ago the inputs it reflects were read).
@@ -17,7 +21,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::array::{
+    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::datasource::TableType;
@@ -38,6 +44,7 @@ enum SystemTable {
     MaterializedViews,
     LateEvents,
     SourcePartitions,
+    SourceErrors,
 }
 
 pub struct WeirCatalogSchema {
@@ -60,7 +67,13 @@ impl WeirCatalogSchema {
 #[async_trait]
 impl SchemaProvider for WeirCatalogSchema {
     fn table_names(&self) -> Vec<String> {
-        vec!["sources".into(), "source_partitions".into(), "materialized_views".into(), "late_events".into()]
+        vec![
+            "sources".into(),
+            "source_partitions".into(),
+            "source_errors".into(),
+            "materialized_views".into(),
+            "late_events".into(),
+        ]
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
@@ -69,6 +82,7 @@ impl SchemaProvider for WeirCatalogSchema {
             "materialized_views" => SystemTable::MaterializedViews,
             "late_events" => SystemTable::LateEvents,
             "source_partitions" => SystemTable::SourcePartitions,
+            "source_errors" => SystemTable::SourceErrors,
             _ => return Ok(None),
         };
         Ok(Some(Arc::new(SystemTableProvider {
@@ -79,7 +93,7 @@ impl SchemaProvider for WeirCatalogSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        matches!(name, "sources" | "source_partitions" | "materialized_views" | "late_events")
+        matches!(name, "sources" | "source_partitions" | "source_errors" | "materialized_views" | "late_events")
     }
 }
 
@@ -103,6 +117,18 @@ fn ts_field(name: &str) -> Field {
 /// `ended` column says.
 fn watermark_value(w: EventTime) -> Option<i64> {
     (w != EventTime::MIN && w != WATERMARK_MAX).then_some(w)
+}
+
+/// What `weir_catalog.sources.status` says: the connector's own state when it reports one,
+/// else whether the source still runs.
+fn source_status(stats: &crate::dataflow::reader::SourceStats) -> String {
+    if stats.watermark.load(Ordering::Relaxed) == WATERMARK_MAX {
+        return "ended".into();
+    }
+    match stats.connector.as_ref().map(|c| c.state()) {
+        Some(state) if !state.is_empty() => state,
+        _ => "running".into(),
+    }
 }
 
 impl SystemTableProvider {
@@ -131,6 +157,7 @@ impl SystemTableProvider {
                 ts_field("watermark"),
                 Field::new("ended", DataType::Boolean, true),
                 Field::new("errors", DataType::Int64, true),
+                Field::new("status", DataType::Utf8, false),
             ]),
             SystemTable::MaterializedViews => Schema::new(vec![
                 Field::new("name", DataType::Utf8, false),
@@ -147,6 +174,20 @@ impl SystemTableProvider {
                 Field::new("rows_read", DataType::Int64, false),
                 ts_field("watermark"),
                 Field::new("ended", DataType::Boolean, false),
+                Field::new("offset", DataType::Int64, true),
+                Field::new("high_watermark", DataType::Int64, true),
+                Field::new("lag", DataType::Int64, true),
+                Field::new("bytes_read", DataType::Int64, true),
+                Field::new("rows_per_second", DataType::Float64, true),
+                Field::new("bytes_per_second", DataType::Float64, true),
+            ]),
+            SystemTable::SourceErrors => Schema::new(vec![
+                Field::new("source", DataType::Utf8, false),
+                ts_field("received_at"),
+                Field::new("partition", DataType::Int64, false),
+                Field::new("offset", DataType::Int64, false),
+                Field::new("error", DataType::Utf8, false),
+                Field::new("payload", DataType::Utf8, false),
             ]),
             SystemTable::LateEvents => Schema::new(vec![
                 Field::new("source", DataType::Utf8, false),
@@ -179,6 +220,7 @@ impl SystemTableProvider {
                     ),
                     Arc::new(BooleanArray::from_iter(objects.iter().map(|(_, s)| Some(wm(s) == WATERMARK_MAX)))),
                     Arc::new(Int64Array::from_iter_values(objects.iter().map(|(_, s)| s.errors.load(Ordering::Relaxed) as i64))),
+                    Arc::new(StringArray::from_iter_values(objects.iter().map(|(_, s)| source_status(s)))),
                 ]
             }
             SystemTable::MaterializedViews => {
@@ -222,10 +264,27 @@ impl SystemTableProvider {
             }
             SystemTable::SourcePartitions => {
                 let mut rows = Vec::new();
+                let mut progress = Vec::new();
                 for (o, stats) in self.inputs_with_stats(&catalog, &[ObjectKind::Source]) {
                     let partitions = stats.partitions.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                    rows.extend(partitions.into_iter().enumerate().map(|(i, p)| (o.name.clone(), i, p)));
+                    let connector = stats.connector.as_ref().map(|c| c.partitions()).unwrap_or_default();
+                    // The engine learns of a partition from its first row, the connector from
+                    // its assignment: show every partition either knows.
+                    for i in 0..partitions.len().max(connector.len()) {
+                        let p = partitions.get(i).copied().unwrap_or(crate::dataflow::reader::PartitionStats {
+                            watermark: EventTime::MIN,
+                            ..Default::default()
+                        });
+                        rows.push((o.name.clone(), i, p));
+                        progress.push(connector.get(i).cloned());
+                    }
                 }
+                let progress_values = |f: &dyn Fn(&weir_connectors::PartitionProgress) -> Option<i64>| -> ArrayRef {
+                    Arc::new(Int64Array::from(progress.iter().map(|p| p.as_ref().and_then(f)).collect::<Vec<_>>()))
+                };
+                let rates = |f: &dyn Fn(&weir_connectors::PartitionProgress) -> f64| -> ArrayRef {
+                    Arc::new(Float64Array::from(progress.iter().map(|p| p.as_ref().map(f)).collect::<Vec<_>>()))
+                };
                 let tz: Arc<str> = Arc::from("+00:00");
                 vec![
                     Arc::new(StringArray::from_iter_values(rows.iter().map(|(n, _, _)| n.as_str()))),
@@ -236,6 +295,29 @@ impl SystemTableProvider {
                             .with_timezone(tz),
                     ),
                     Arc::new(BooleanArray::from(rows.iter().map(|(_, _, p)| p.ended).collect::<Vec<_>>())),
+                    progress_values(&|p| p.next_offset),
+                    progress_values(&|p| p.high_watermark),
+                    progress_values(&|p| p.lag()),
+                    progress_values(&|p| Some(p.bytes as i64)),
+                    rates(&|p| p.rows_per_second),
+                    rates(&|p| p.bytes_per_second),
+                ]
+            }
+            SystemTable::SourceErrors => {
+                let mut rows = Vec::new();
+                for (o, stats) in self.inputs_with_stats(&catalog, &[ObjectKind::Source]) {
+                    rows.extend(stats.bad_records.snapshot().into_iter().map(|e| (o.name.clone(), e)));
+                }
+                let tz: Arc<str> = Arc::from("+00:00");
+                vec![
+                    Arc::new(StringArray::from_iter_values(rows.iter().map(|(n, _)| n.as_str()))),
+                    Arc::new(
+                        TimestampMicrosecondArray::from_iter_values(rows.iter().map(|(_, e)| e.received_at_micros)).with_timezone(tz),
+                    ),
+                    Arc::new(Int64Array::from_iter_values(rows.iter().map(|(_, e)| e.partition as i64))),
+                    Arc::new(Int64Array::from_iter_values(rows.iter().map(|(_, e)| e.offset as i64))),
+                    Arc::new(StringArray::from_iter_values(rows.iter().map(|(_, e)| e.reason.as_str()))),
+                    Arc::new(StringArray::from_iter_values(rows.iter().map(|(_, e)| e.payload.as_str()))),
                 ]
             }
             SystemTable::LateEvents => {

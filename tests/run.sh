@@ -3,13 +3,18 @@
 # real-client suite (psql, psycopg, asyncpg, SQLAlchemy, pgJDBC, Grafana's queries), then a
 # replay of the sqllogictest files on a real PostgreSQL 15 (their expected values are Postgres's),
 # then the benchmark scripts at a tiny size.
-# Installs what it needs; prints how long each stage took.
+# Installs what it needs, starts the services the connector tests use (tests/services.sh: a
+# Kafka broker) and stops them on exit; prints how long each stage took.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+# shellcheck source=tests/services.sh
+source "$root/tests/services.sh"
+trap stop_services EXIT
 
 stage() {
     local name="$1"; shift
@@ -28,7 +33,6 @@ rust_tests() {
 }
 
 client_tests() {
-    tests/clients/setup.sh
     WEIR_BIN="$CARGO_TARGET_DIR/debug/weir" "${WEIR_VENV:-$HOME/.cache/weir-venv}/bin/python" -m pytest tests/clients -q
 }
 
@@ -47,7 +51,10 @@ benchmark_smoke() {
     return $status
 }
 
+stage "build dependencies" tests/build-deps.sh
 stage "build" cargo build --workspace --all-targets
+stage "client setup (venv, psql, pgJDBC)" tests/clients/setup.sh
+stage "services" start_kafka
 stage "rust tests" rust_tests
 stage "client tests" client_tests
 stage "slt expectations on PostgreSQL 15" slt_on_postgres

@@ -37,6 +37,8 @@ use tokio::sync::mpsc;
 
 use crate::convert::to_declared;
 use crate::error::ConnectorError;
+use crate::json::JsonDecoder;
+use crate::records::{DecodedRecords, decode_lenient};
 use crate::options::{check_known, invalid, parse_count};
 use crate::source::{Source, SourceEvent, SourceFormat, SourceOptions, SourcePosition};
 
@@ -223,7 +225,7 @@ pub struct FileSource {
 enum Decoded {
     Rows { file: usize, rows: RecordBatch },
     /// One record that does not fit the declared columns.
-    Bad { file: usize, reason: String },
+    Bad { file: usize, reason: String, payload: Vec<u8> },
     /// The file could not be decoded from this record on.
     Broken { file: usize, reason: String },
     FileEnd { file: usize },
@@ -460,7 +462,8 @@ impl DecodeJob {
                         .map_err(FileFailure::Broken)
                 }),
                 FileEncoding::Json => self.fetch(handle, entry).and_then(|bytes| {
-                    self.lines(file, bytes, &mut send, |lines| decode_json(&self.set.schema, lines), None).map_err(FileFailure::Broken)
+                    let json = JsonDecoder::new(self.set.schema.clone());
+                    self.lines(file, bytes, &mut send, |lines| json.decode(lines), None).map_err(FileFailure::Broken)
                 }),
             };
             match outcome {
@@ -545,35 +548,29 @@ impl DecodeJob {
         };
         let mut lines = lines.skip(self.starts[file] as usize).peekable();
         let mut chunk: Vec<&[u8]> = Vec::with_capacity(self.set.batch_rows);
-        let mut reordered: Vec<Vec<u8>> = Vec::new();
         while lines.peek().is_some() {
             chunk.clear();
             chunk.extend(lines.by_ref().take(self.set.batch_rows));
-            if let Some(order) = &reorder {
-                reordered = chunk.iter().map(|l| reorder_csv_line(l, header.unwrap_or(b','), order)).collect();
-            }
-            let records: Vec<&[u8]> = if reorder.is_some() { reordered.iter().map(Vec::as_slice).collect() } else { chunk.clone() };
-            match decode(&records) {
-                Ok(rows) => {
-                    if !send(Decoded::Rows { file, rows }) {
-                        return Ok(false);
-                    }
+            let reordered: Vec<Vec<u8>> = match &reorder {
+                Some(order) => chunk.iter().map(|l| reorder_csv_line(l, header.unwrap_or(b','), order)).collect(),
+                None => Vec::new(),
+            };
+            let reordered_records: Vec<&[u8]>;
+            let records: &[&[u8]] = if reorder.is_some() {
+                reordered_records = reordered.iter().map(Vec::as_slice).collect();
+                &reordered_records
+            } else {
+                &chunk
+            };
+            let finished = decode_lenient(records, &decode, |piece| match piece {
+                DecodedRecords::Rows { rows, .. } => send(Decoded::Rows { file, rows }),
+                DecodedRecords::Bad { index, reason } => {
+                    let raw = chunk[index];
+                    send(Decoded::Bad { file, reason, payload: raw[..raw.len().min(BAD_PAYLOAD_PREFIX)].to_vec() })
                 }
-                Err(_) => {
-                    for (record, raw) in records.iter().zip(&chunk) {
-                        let sent = match decode(std::slice::from_ref(record)) {
-                            Ok(rows) => send(Decoded::Rows { file, rows }),
-                            Err(reason) => {
-                                let shown = &raw[..raw.len().min(BAD_PAYLOAD_PREFIX)];
-                                let reason = format!("{reason} (record: {})", String::from_utf8_lossy(shown));
-                                send(Decoded::Bad { file, reason })
-                            }
-                        };
-                        if !sent {
-                            return Ok(false);
-                        }
-                    }
-                }
+            });
+            if !finished {
+                return Ok(false);
             }
         }
         Ok(true)
@@ -621,24 +618,6 @@ fn decode_csv(schema: &SchemaRef, lines: &[&[u8]], delimiter: u8) -> Result<Reco
                 }
                 buf = &buf[used..];
             }
-        }
-    }
-    decoder.flush().map_err(|e| e.to_string())?.ok_or_else(|| "no rows".to_string())
-}
-
-fn decode_json(schema: &SchemaRef, lines: &[&[u8]]) -> Result<RecordBatch, String> {
-    let mut decoder = datafusion::arrow::json::ReaderBuilder::new(schema.clone())
-        .with_batch_size(lines.len().max(1))
-        .build_decoder()
-        .map_err(|e| e.to_string())?;
-    for line in lines {
-        let trimmed = line.trim_ascii();
-        if !trimmed.starts_with(b"{") {
-            return Err("a JSON line must hold one object".into());
-        }
-        let used = decoder.decode(trimmed).map_err(|e| e.to_string())?;
-        if used != trimmed.len() {
-            return Err("a JSON line must hold one object".into());
         }
     }
     decoder.flush().map_err(|e| e.to_string())?.ok_or_else(|| "no rows".to_string())
@@ -695,20 +674,20 @@ impl Source for FileSource {
                     self.offsets[file] += rows.num_rows() as u64;
                     return Ok(SourceEvent::Batch { partition: file, rows });
                 }
-                Some(Decoded::Bad { file, reason }) => {
+                Some(Decoded::Bad { file, reason, payload }) => {
                     if self.stops[file].is_some_and(|s| self.offsets[file] >= s) {
                         continue;
                     }
                     let offset = self.offsets[file];
                     self.offsets[file] += 1;
-                    return Ok(SourceEvent::BadRecord { partition: file, offset, reason });
+                    return Ok(SourceEvent::BadRecord { partition: file, offset, reason, payload });
                 }
                 Some(Decoded::Broken { file, reason }) => {
                     let offset = self.offsets[file];
                     // Nothing after the broken record can be read: the file ends here.
                     self.stops[file] = Some(offset);
                     let reason = format!("'{}' cannot be decoded; the rest of the file is skipped: {reason}", self.set.files[file].path);
-                    return Ok(SourceEvent::BadRecord { partition: file, offset, reason });
+                    return Ok(SourceEvent::BadRecord { partition: file, offset, reason, payload: Vec::new() });
                 }
                 Some(Decoded::FileEnd { file }) => {
                     if !self.ended[file] {
@@ -816,7 +795,9 @@ mod tests {
             match source.next().await.unwrap() {
                 SourceEvent::Batch { partition, rows } => batches.push((partition, rows)),
                 SourceEvent::PartitionEnd { partition } => ends.push(partition),
-                SourceEvent::BadRecord { partition, offset, reason } => bad.push((partition, offset, reason)),
+                SourceEvent::BadRecord { partition, offset, reason, payload } => {
+                    bad.push((partition, offset, format!("{reason} (record: {})", String::from_utf8_lossy(&payload))))
+                }
                 SourceEvent::End => return (batches, ends, bad),
             }
         }

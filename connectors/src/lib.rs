@@ -23,12 +23,15 @@
 pub mod datagen;
 pub mod error;
 pub mod file;
+pub mod kafka;
 pub mod nexmark;
 pub mod sink;
 pub mod source;
 
 mod convert;
+mod json;
 mod options;
+mod records;
 mod partitions;
 mod rate;
 
@@ -37,25 +40,45 @@ use datafusion::arrow::datatypes::SchemaRef;
 pub use datagen::DatagenSource;
 pub use error::ConnectorError;
 pub use file::FileSource;
+pub use kafka::KafkaSource;
 pub use nexmark::{NexmarkSource, NexmarkTable, nexmark_default_schema};
 pub use sink::Sink;
-pub use source::{Source, SourceEvent, SourceFormat, SourceOptions, SourcePosition};
+pub use source::{
+    ConnectorStatus, MetadataColumn, PartitionProgress, Source, SourceEvent, SourceFormat, SourceOptions, SourcePosition,
+};
 
 /// The connectors `CREATE SOURCE` accepts.
-pub const SOURCE_CONNECTORS: &[&str] = &["datagen", "nexmark", "file"];
+pub const SOURCE_CONNECTORS: &[&str] = &["datagen", "nexmark", "file", "kafka"];
 
-/// Builds the source named by `connector` (any case) for the declared `schema`.
-/// `created_at_micros` (when the source was created) anchors generated event time, so that a
-/// source re-created after a restart produces the same events. `format` is the `FORMAT ...
-/// ENCODE ...` clause, which only connectors that decode messages or files take.
-pub async fn create_source(
-    connector: &str,
-    schema: SchemaRef,
-    options: &SourceOptions,
-    format: Option<&SourceFormat>,
-    created_at_micros: i64,
-) -> Result<Box<dyn Source>, ConnectorError> {
+/// What `CREATE SOURCE` says about a source, as its connector needs it.
+pub struct SourceSpec<'a> {
+    /// The source's name (Kafka's default consumer group is `weir-<name>`).
+    pub name: &'a str,
+    /// The `connector` option (any case).
+    pub connector: &'a str,
+    /// The declared columns, then the `INCLUDE`d ones.
+    pub schema: SchemaRef,
+    pub options: &'a SourceOptions,
+    /// The `FORMAT ... ENCODE ...` clause, which only connectors that decode messages or files
+    /// take.
+    pub format: Option<&'a SourceFormat>,
+    /// The columns of `schema` that `INCLUDE` fills from message metadata (Kafka only).
+    pub metadata: &'a [(usize, MetadataColumn)],
+    /// When the source was created: anchors generated event time, so that a source re-created
+    /// after a restart produces the same events.
+    pub created_at_micros: i64,
+}
+
+/// Builds the source its `connector` names.
+pub async fn create_source(spec: SourceSpec<'_>) -> Result<Box<dyn Source>, ConnectorError> {
+    let SourceSpec { name, connector, schema, options, format, metadata, created_at_micros } = spec;
     let connector = connector.trim().to_ascii_lowercase();
+    if !metadata.is_empty() && connector != "kafka" {
+        return Err(ConnectorError::InvalidOption {
+            option: "include".into(),
+            reason: format!("connector '{connector}' has no message metadata to INCLUDE (only 'kafka' does)"),
+        });
+    }
     if format.is_some() && matches!(connector.as_str(), "datagen" | "nexmark") {
         return Err(ConnectorError::InvalidOption {
             option: "format".into(),
@@ -66,6 +89,7 @@ pub async fn create_source(
         "datagen" => Ok(Box::new(DatagenSource::new(schema, options, created_at_micros)?)),
         "nexmark" => Ok(Box::new(NexmarkSource::new(schema, options, created_at_micros)?)),
         "file" => Ok(Box::new(FileSource::new(schema, options, format).await?)),
+        "kafka" => Ok(Box::new(KafkaSource::new(name, schema, options, format, metadata).await?)),
         _ => Err(ConnectorError::InvalidOption {
             option: "connector".into(),
             reason: format!("unknown connector '{connector}' (supported: {})", SOURCE_CONNECTORS.join(", ")),
@@ -97,15 +121,19 @@ mod tests {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
+    fn spec<'a>(connector: &'a str, schema: SchemaRef, options: &'a SourceOptions) -> SourceSpec<'a> {
+        SourceSpec { name: "s", connector, schema, options, format: None, metadata: &[], created_at_micros: 0 }
+    }
+
     #[tokio::test]
     async fn connectors_are_chosen_by_name() {
         let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
-        let source = create_source("DataGen", schema.clone(), &opts(&[("connector", "DataGen")]), None, 0).await.unwrap();
+        let source = create_source(spec("DataGen", schema.clone(), &opts(&[("connector", "DataGen")]))).await.unwrap();
         assert_eq!(source.partitions(), 1);
-        match create_source("kafka", schema, &SourceOptions::new(), None, 0).await {
+        match create_source(spec("pulsar", schema.clone(), &SourceOptions::new())).await {
             Err(ConnectorError::InvalidOption { option, reason }) => {
                 assert_eq!(option, "connector");
-                assert!(reason.contains("datagen, nexmark, file"), "{reason}");
+                assert!(reason.contains("datagen, nexmark, file, kafka"), "{reason}");
             }
             other => panic!("expected an error, got {:?}", other.map(|s| s.schema())),
         }
@@ -118,7 +146,7 @@ mod tests {
         assert_eq!(names, ["auction", "bidder", "price", "channel", "url", "date_time", "extra"]);
         assert_eq!(nexmark_default_schema(NexmarkTable::Person).fields().len(), 8);
         assert_eq!(nexmark_default_schema(NexmarkTable::Auction).fields().len(), 10);
-        let source = create_source("nexmark", bid.clone(), &opts(&[("nexmark.table.type", "Bid")]), None, 0).await.unwrap();
+        let source = create_source(spec("nexmark", bid.clone(), &opts(&[("nexmark.table.type", "Bid")]))).await.unwrap();
         assert_eq!(source.schema(), bid);
         assert!(default_schema("nexmark", &SourceOptions::new()).is_none());
         assert!(default_schema("datagen", &SourceOptions::new()).is_none());

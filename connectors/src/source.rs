@@ -6,9 +6,10 @@
 //! there ([`Source::seek`]), which is what checkpoints and backfills need.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::error::ConnectorError;
@@ -32,7 +33,8 @@ pub enum SourceEvent {
     End,
     /// A record at `offset` of `partition` could not be decoded into the declared columns and
     /// was skipped (it counts in the partition's position, so a replay skips it too).
-    BadRecord { partition: usize, offset: u64, reason: String },
+    /// `payload` is the record's first bytes, for the user to recognise it.
+    BadRecord { partition: usize, offset: u64, reason: String, payload: Vec<u8> },
 }
 
 /// A partitioned stream of events. Implementations must be deterministic given the positions
@@ -72,6 +74,124 @@ pub trait Source: Send {
     /// Stops a replay reader at these positions: it reports each partition's end once it has
     /// returned the rows before the given position.
     fn stop_at(&mut self, positions: &[SourcePosition]);
+
+    /// Everything up to `positions` is reflected in committed epochs: a broker-backed source
+    /// tells its broker (Kafka commits the offsets to its consumer group, so that ordinary
+    /// tools show the lag; JetStream acks the messages).
+    async fn commit(&mut self, positions: &[SourcePosition]) -> Result<(), ConnectorError> {
+        let _ = positions;
+        Ok(())
+    }
+
+    /// Live figures the connector keeps itself (offsets, lag, connection status), when it has
+    /// any; the engine shows them in `weir_catalog` and `/metrics`.
+    fn status(&self) -> Option<Arc<ConnectorStatus>> {
+        None
+    }
+}
+
+/// A column filled from a message's metadata rather than its payload: `INCLUDE key AS k`
+/// (RisingWave's syntax).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetadataColumn {
+    Key,
+    Partition,
+    Offset,
+    Timestamp,
+}
+
+impl MetadataColumn {
+    pub const ALL: [MetadataColumn; 4] =
+        [MetadataColumn::Key, MetadataColumn::Partition, MetadataColumn::Offset, MetadataColumn::Timestamp];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MetadataColumn::Key => "key",
+            MetadataColumn::Partition => "partition",
+            MetadataColumn::Offset => "offset",
+            MetadataColumn::Timestamp => "timestamp",
+        }
+    }
+
+    /// `key`, `partition`, `offset` or `timestamp` (any case).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.name().eq_ignore_ascii_case(name))
+    }
+
+    /// The column's name when `INCLUDE` gives no alias: `_<connector>_<what>`.
+    pub fn default_column_name(self, connector: &str) -> String {
+        format!("_{}_{}", connector.to_ascii_lowercase(), self.name())
+    }
+
+    pub fn data_type(self) -> DataType {
+        match self {
+            MetadataColumn::Key => DataType::Binary,
+            MetadataColumn::Partition => DataType::Int32,
+            MetadataColumn::Offset => DataType::Int64,
+            MetadataColumn::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+        }
+    }
+}
+
+/// What a connector reports about itself while it runs, shared with the engine.
+#[derive(Debug, Default)]
+pub struct ConnectorStatus {
+    inner: Mutex<StatusInner>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct StatusInner {
+    state: String,
+    partitions: Vec<PartitionProgress>,
+}
+
+/// One partition's progress as its connector sees it.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct PartitionProgress {
+    /// The next offset (or sequence) to read, once known.
+    pub next_offset: Option<i64>,
+    /// The broker's high watermark: the offset the next produced message will get.
+    pub high_watermark: Option<i64>,
+    /// Payload bytes read.
+    pub bytes: u64,
+    /// Rows and bytes per second over the last statistics interval.
+    pub rows_per_second: f64,
+    pub bytes_per_second: f64,
+}
+
+impl PartitionProgress {
+    /// Messages behind the broker's high watermark.
+    pub fn lag(&self) -> Option<i64> {
+        Some((self.high_watermark? - self.next_offset?).max(0))
+    }
+}
+
+impl ConnectorStatus {
+    fn lock(&self) -> std::sync::MutexGuard<'_, StatusInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `running`, `connecting`, or what is wrong (`broker unreachable: ...`).
+    pub fn state(&self) -> String {
+        self.lock().state.clone()
+    }
+
+    pub fn set_state(&self, state: impl Into<String>) {
+        self.lock().state = state.into();
+    }
+
+    pub fn partitions(&self) -> Vec<PartitionProgress> {
+        self.lock().partitions.clone()
+    }
+
+    /// Changes partition `p`'s progress (creating it, and any before it, when new).
+    pub fn update(&self, p: usize, f: impl FnOnce(&mut PartitionProgress)) {
+        let mut inner = self.lock();
+        if inner.partitions.len() <= p {
+            inner.partitions.resize(p + 1, PartitionProgress::default());
+        }
+        f(&mut inner.partitions[p]);
+    }
 }
 
 /// A source's `WITH (...)` options: lower-case dotted keys to string values.

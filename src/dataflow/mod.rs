@@ -12,6 +12,7 @@
 //! * [`view_data`] - a view's contents: a persistent multiset of rows, cheap to version.
 //! * [`watermark`] - per-partition watermarks, idleness and the late-row rule.
 //! * [`dead_letter`] - late rows kept with their reason (`watermark.late_events = 'dead_letter'`).
+//! * [`source_errors`] - records a source skipped because they did not decode.
 //! * [`reader`] - the shared reader task of one source, with backfill for late-coming views.
 //! * [`job`] - one view's task: barrier alignment, operator tree, materialization.
 
@@ -19,6 +20,7 @@ pub mod dead_letter;
 pub mod job;
 pub mod operators;
 pub mod reader;
+pub mod source_errors;
 pub mod view_data;
 pub mod watermark;
 

@@ -12,15 +12,17 @@
 //! bounded live channel pauses the shared reader if the backfill is slow: back-pressure, not
 //! unbounded buffering.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use weir_catalog::ObjectId;
-use weir_connectors::{Source, SourceEvent};
+use weir_connectors::{ConnectorStatus, Source, SourceEvent, SourcePosition};
 
 use super::dead_letter::{DeadLetterQueue, LateEvents};
+use super::source_errors::SourceErrorLog;
 use super::watermark::WatermarkTracker;
 use super::{Changes, EventTime, Message, WATERMARK_MAX};
 
@@ -38,6 +40,10 @@ pub struct SourceStats {
     pub errors: AtomicU64,
     /// Late rows kept, when the source's policy is `dead_letter`.
     pub dead_letters: Option<DeadLetterQueue>,
+    /// Records skipped because they did not decode.
+    pub bad_records: SourceErrorLog,
+    /// What the connector itself reports (offsets, lag, connection), if anything.
+    pub connector: Option<Arc<ConnectorStatus>>,
     /// Per partition: rows read, its watermark, whether it ended.
     pub partitions: std::sync::Mutex<Vec<PartitionStats>>,
 }
@@ -50,9 +56,10 @@ pub struct PartitionStats {
 }
 
 impl SourceStats {
-    pub fn new(late_events: LateEvents) -> Self {
+    pub fn new(late_events: LateEvents, connector: Option<Arc<ConnectorStatus>>) -> Self {
         SourceStats {
             dead_letters: (late_events == LateEvents::DeadLetter).then(DeadLetterQueue::default),
+            connector,
             ..SourceStats::default()
         }
     }
@@ -66,6 +73,8 @@ impl Default for SourceStats {
             watermark: AtomicI64::new(EventTime::MIN),
             errors: AtomicU64::new(0),
             dead_letters: None,
+            bad_records: SourceErrorLog::default(),
+            connector: None,
             partitions: std::sync::Mutex::new(Vec::new()),
         }
     }
@@ -78,6 +87,9 @@ pub struct Reader {
     pub tracker: WatermarkTracker,
     pub control: mpsc::UnboundedReceiver<ReaderControl>,
     pub stats: Arc<SourceStats>,
+    /// The newest committed epoch: positions reached before an epoch's barrier are committed
+    /// to the source ([`Source::commit`]) once that epoch is.
+    pub committed: watch::Receiver<u64>,
 }
 
 impl Reader {
@@ -101,6 +113,8 @@ impl Reader {
         let mut outputs: Vec<(ObjectId, mpsc::Sender<Message>)> = Vec::new();
         let mut read_any = false;
         let mut ended = false;
+        // Positions at each barrier not yet committed, oldest first.
+        let mut uncommitted: VecDeque<(u64, Vec<SourcePosition>)> = VecDeque::new();
         loop {
             let reading = !outputs.is_empty() && !ended;
             tokio::select! {
@@ -108,6 +122,9 @@ impl Reader {
                 control = self.control.recv() => match control {
                     None => return,
                     Some(ReaderControl::Barrier(epoch)) => {
+                        if read_any && uncommitted.back().is_none_or(|(_, p)| *p != self.source.positions()) {
+                            uncommitted.push_back((epoch, self.source.positions()));
+                        }
                         if let Some(w) = self.tracker.tick() {
                             self.stats.watermark.store(w, Ordering::Relaxed);
                             broadcast(&mut outputs, Message::Watermark(w)).await;
@@ -121,6 +138,18 @@ impl Reader {
                         outputs.push((view, live));
                     }
                 },
+                Ok(()) = self.committed.changed(), if !uncommitted.is_empty() => {
+                    let epoch = *self.committed.borrow_and_update();
+                    let mut newest = None;
+                    while uncommitted.front().is_some_and(|(e, _)| *e <= epoch) {
+                        newest = uncommitted.pop_front().map(|(_, p)| p);
+                    }
+                    if let Some(positions) = newest
+                        && let Err(e) = self.source.commit(&positions).await
+                    {
+                        tracing::warn!(source = %self.name, error = %e, "could not commit the source's positions");
+                    }
+                }
                 event = self.source.next(), if reading => match event {
                     Ok(SourceEvent::Batch { partition, rows }) => {
                         read_any = true;
@@ -165,11 +194,12 @@ impl Reader {
                             broadcast(&mut outputs, Message::Watermark(w)).await;
                         }
                     }
-                    Ok(SourceEvent::BadRecord { partition, offset, reason }) => {
+                    Ok(SourceEvent::BadRecord { partition, offset, reason, payload }) => {
                         read_any = true;
                         // Counted with the source's errors; the record is skipped, the source goes on.
                         self.stats.errors.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(source = %self.name, partition, offset, %reason, "record skipped");
+                        self.stats.bad_records.push(partition, offset, reason, &payload);
                     }
                     Ok(SourceEvent::End) => {
                         ended = true;

@@ -16,7 +16,7 @@ use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType}
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::{EventTime, WATERMARK_MAX};
-use crate::error::{Result, WeirError};
+use crate::error::Result;
 
 /// How a relation's watermark is defined: the event-time column and the expression whose
 /// maximum is the watermark.
@@ -80,6 +80,13 @@ impl WatermarkTracker {
             current: EventTime::MIN,
             in_sequence: false,
         }
+    }
+
+    /// Partitions that appeared after the source started (a Kafka topic grew): each counts for
+    /// the watermark from its first row on, like a pending partition, so that a new, empty
+    /// partition does not stop the watermark.
+    fn add_partitions(&mut self, count: usize, now: Instant) {
+        self.partitions.resize(count, PartitionState { max: EventTime::MIN, last_row: now, ended: false, pending: true });
     }
 
     /// For a source that reads its partitions one after another (files in name order): a
@@ -158,13 +165,13 @@ impl WatermarkTracker {
     /// Splits a batch read from `partition` into on-time and late rows, advancing watermarks.
     pub fn assign(&mut self, partition: usize, batch: RecordBatch) -> Result<Assigned> {
         let now = Instant::now();
+        if partition >= self.partitions.len() {
+            self.add_partitions(partition + 1, now);
+        }
         let Some(spec) = &self.spec else {
             let empty = batch.slice(0, 0);
             return Ok(Assigned { on_time: batch, late: empty, missed: Vec::new(), advanced: None });
         };
-        if partition >= self.partitions.len() {
-            return Err(WeirError::internal(format!("partition {partition} out of range")));
-        }
         let start = self.current;
         let ts = timestamps_micros(batch.column(spec.column).as_ref())?;
         let candidates = match spec.fixed_delay {

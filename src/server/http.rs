@@ -60,32 +60,56 @@ fn streaming_metrics(db: &Database) -> String {
 
     use crate::metrics::{Family, render_families};
     let catalog = db.read_catalog();
-    let family = |name, help, kind, label, rows| Family { name, help, kind, label, rows };
-    let (mut read, mut late, mut watermark) = (Vec::new(), Vec::new(), Vec::new());
+    let family = |name, help, kind, labels, rows| Family { name, help, kind, labels, rows };
+    let (mut read, mut late, mut errors, mut watermark) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut partition_rows, mut partition_bytes, mut lag, mut offset) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for o in catalog.objects_of_kind(ObjectKind::Source) {
-        if let Some(s) = db.coordinator.source_stats(o.id) {
-            read.push((o.name.clone(), s.rows.load(Relaxed) as f64));
-            late.push((o.name.clone(), s.late_rows.load(Relaxed) as f64));
-            let w = s.watermark.load(Relaxed);
-            if w != crate::dataflow::EventTime::MIN && w != crate::dataflow::WATERMARK_MAX {
-                watermark.push((o.name.clone(), w as f64 / 1e6));
+        let Some(s) = db.coordinator.source_stats(o.id) else { continue };
+        let name = || vec![o.name.clone()];
+        read.push((name(), s.rows.load(Relaxed) as f64));
+        late.push((name(), s.late_rows.load(Relaxed) as f64));
+        errors.push((name(), s.errors.load(Relaxed) as f64));
+        let w = s.watermark.load(Relaxed);
+        if w != crate::dataflow::EventTime::MIN && w != crate::dataflow::WATERMARK_MAX {
+            watermark.push((name(), w as f64 / 1e6));
+        }
+        let by_partition = |p: usize| vec![o.name.clone(), p.to_string()];
+        for (p, stats) in s.partitions.lock().unwrap_or_else(|e| e.into_inner()).iter().enumerate() {
+            partition_rows.push((by_partition(p), stats.rows as f64));
+        }
+        let progress = s.connector.as_ref().map(|c| c.partitions()).unwrap_or_default();
+        for (p, progress) in progress.iter().enumerate() {
+            partition_bytes.push((by_partition(p), progress.bytes as f64));
+            if let Some(l) = progress.lag() {
+                lag.push((by_partition(p), l as f64));
+            }
+            if let Some(o) = progress.next_offset {
+                offset.push((by_partition(p), o as f64));
             }
         }
     }
     let (mut rows, mut state, mut epoch) = (Vec::new(), Vec::new(), Vec::new());
     for o in catalog.objects_of_kind(ObjectKind::MaterializedView) {
         if let Some(s) = db.coordinator.view_stats(o.id) {
-            rows.push((o.name.clone(), s.rows.load(Relaxed) as f64));
-            state.push((o.name.clone(), s.state_bytes.load(Relaxed) as f64));
-            epoch.push((o.name.clone(), s.last_epoch.load(Relaxed) as f64));
+            rows.push((vec![o.name.clone()], s.rows.load(Relaxed) as f64));
+            state.push((vec![o.name.clone()], s.state_bytes.load(Relaxed) as f64));
+            epoch.push((vec![o.name.clone()], s.last_epoch.load(Relaxed) as f64));
         }
     }
+    let source = &["source"][..];
+    let partition = &["source", "partition"][..];
+    let view = &["view"][..];
     render_families(&[
-        family("weir_source_rows_read_total", "Rows a source read.", "counter", "source", read),
-        family("weir_source_late_rows_total", "Rows a source dropped as late.", "counter", "source", late),
-        family("weir_source_watermark_seconds", "A source's watermark (Unix seconds).", "gauge", "source", watermark),
-        family("weir_view_rows", "Rows in a materialized view.", "gauge", "view", rows),
-        family("weir_view_state_bytes", "Operator and contents bytes of a view.", "gauge", "view", state),
-        family("weir_view_last_epoch", "The last epoch a view committed.", "gauge", "view", epoch),
+        family("weir_source_rows_read_total", "Rows a source read.", "counter", source, read),
+        family("weir_source_late_rows_total", "Rows a source dropped as late.", "counter", source, late),
+        family("weir_source_errors_total", "Records a source skipped because they did not decode, and read failures.", "counter", source, errors),
+        family("weir_source_watermark_seconds", "A source's watermark (Unix seconds).", "gauge", source, watermark),
+        family("weir_source_partition_rows_read_total", "Rows read from one partition of a source.", "counter", partition, partition_rows),
+        family("weir_source_partition_bytes_read_total", "Payload bytes read from one partition (Kafka).", "counter", partition, partition_bytes),
+        family("weir_source_partition_lag_messages", "Messages behind the partition's high watermark (Kafka).", "gauge", partition, lag),
+        family("weir_source_partition_offset", "The next offset a partition is read from (Kafka).", "gauge", partition, offset),
+        family("weir_view_rows", "Rows in a materialized view.", "gauge", view, rows),
+        family("weir_view_state_bytes", "Operator and contents bytes of a view.", "gauge", view, state),
+        family("weir_view_last_epoch", "The last epoch a view committed.", "gauge", view, epoch),
     ])
 }

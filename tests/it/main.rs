@@ -4,6 +4,7 @@
 mod common;
 mod errors;
 mod files;
+mod kafka;
 mod oracle;
 mod protocol;
 mod restart;

