@@ -4,7 +4,7 @@
 # replay of the sqllogictest files on a real PostgreSQL 15 (their expected values are Postgres's),
 # then the benchmark scripts at a tiny size.
 # Installs what it needs, starts the services the connector tests use (tests/services.sh: a
-# Kafka broker) and stops them on exit; prints how long each stage took.
+# Kafka broker, NATS with JetStream) and stops them on exit; prints how long each stage took.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -54,7 +54,8 @@ benchmark_smoke() {
 stage "build dependencies" tests/build-deps.sh
 stage "build" cargo build --workspace --all-targets
 stage "client setup (venv, psql, pgJDBC)" tests/clients/setup.sh
-stage "services" start_kafka
+stage "services: Kafka" start_kafka
+stage "services: NATS" start_nats
 stage "rust tests" rust_tests
 stage "client tests" client_tests
 stage "slt expectations on PostgreSQL 15" slt_on_postgres

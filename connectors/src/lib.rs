@@ -11,11 +11,17 @@
 //! * [`nexmark`] - `connector = 'nexmark'`: the Nexmark benchmark's bids, auctions and people.
 //! * [`file`] - `connector = 'file'`: Parquet, CSV and JSON files, local or in an object store,
 //!   one partition per file, read in name order.
+//! * [`kafka`] - `connector = 'kafka'`: a topic's partitions read side by side (librdkafka),
+//!   offsets owned by Weir and committed to the consumer group after each epoch.
+//! * [`nats`] - `connector = 'nats'`: a JetStream stream through a durable pull consumer, acked
+//!   after each epoch.
 //! * [`sink`] - the [`Sink`] trait; delivery is per epoch so that a re-sent epoch is idempotent.
 //! * [`error`] - [`ConnectorError`].
 //! * Internal: `partitions` (the generators' per-partition offsets, bounds and round-robin),
 //!   `rate` (pacing to rows per second), `convert` (generated arrays to the declared column
-//!   types) and `options` (typed option values with errors naming the option).
+//!   types), `options` (typed option values with errors naming the option), `json` (JSON
+//!   messages and lines to Arrow) and `records` (decoding a chunk of records, falling back to
+//!   one at a time to single out bad ones).
 //!
 //! [`create_source`] builds a source from its `connector` option; [`default_schema`] gives the
 //! columns of a source declared without any.
@@ -24,6 +30,7 @@ pub mod datagen;
 pub mod error;
 pub mod file;
 pub mod kafka;
+pub mod nats;
 pub mod nexmark;
 pub mod sink;
 pub mod source;
@@ -41,6 +48,7 @@ pub use datagen::DatagenSource;
 pub use error::ConnectorError;
 pub use file::FileSource;
 pub use kafka::KafkaSource;
+pub use nats::NatsSource;
 pub use nexmark::{NexmarkSource, NexmarkTable, nexmark_default_schema};
 pub use sink::Sink;
 pub use source::{
@@ -48,7 +56,7 @@ pub use source::{
 };
 
 /// The connectors `CREATE SOURCE` accepts.
-pub const SOURCE_CONNECTORS: &[&str] = &["datagen", "nexmark", "file", "kafka"];
+pub const SOURCE_CONNECTORS: &[&str] = &["datagen", "nexmark", "file", "kafka", "nats"];
 
 /// What `CREATE SOURCE` says about a source, as its connector needs it.
 pub struct SourceSpec<'a> {
@@ -90,6 +98,7 @@ pub async fn create_source(spec: SourceSpec<'_>) -> Result<Box<dyn Source>, Conn
         "nexmark" => Ok(Box::new(NexmarkSource::new(schema, options, created_at_micros)?)),
         "file" => Ok(Box::new(FileSource::new(schema, options, format).await?)),
         "kafka" => Ok(Box::new(KafkaSource::new(name, schema, options, format, metadata).await?)),
+        "nats" => Ok(Box::new(NatsSource::new(name, schema, options, format).await?)),
         _ => Err(ConnectorError::InvalidOption {
             option: "connector".into(),
             reason: format!("unknown connector '{connector}' (supported: {})", SOURCE_CONNECTORS.join(", ")),
@@ -133,7 +142,7 @@ mod tests {
         match create_source(spec("pulsar", schema.clone(), &SourceOptions::new())).await {
             Err(ConnectorError::InvalidOption { option, reason }) => {
                 assert_eq!(option, "connector");
-                assert!(reason.contains("datagen, nexmark, file, kafka"), "{reason}");
+                assert!(reason.contains("datagen, nexmark, file, kafka, nats"), "{reason}");
             }
             other => panic!("expected an error, got {:?}", other.map(|s| s.schema())),
         }

@@ -115,3 +115,43 @@ pub fn parse_count(options: &SourceOptions, key: &str, default: usize, max: usiz
     }
     Ok(n)
 }
+
+/// Where a broker-backed source starts reading when no checkpoint or seek says otherwise:
+/// `scan.startup.mode` (Kafka and NATS alike).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Startup {
+    Earliest,
+    Latest,
+    /// The first message at or after this time (epoch milliseconds).
+    Timestamp(i64),
+}
+
+impl Startup {
+    /// `scan.startup.mode = 'earliest' (default) | 'latest' | 'timestamp'`, the last with
+    /// `scan.startup.timestamp.millis`.
+    pub fn parse(options: &SourceOptions) -> Result<Self, ConnectorError> {
+        Ok(match options.get("scan.startup.mode").map(|m| m.to_ascii_lowercase()).as_deref() {
+            None | Some("earliest") => Startup::Earliest,
+            Some("latest") => Startup::Latest,
+            Some("timestamp") => {
+                let millis = options.get("scan.startup.timestamp.millis").ok_or_else(|| {
+                    invalid("scan.startup.timestamp.millis", "scan.startup.mode 'timestamp' needs the time in epoch milliseconds")
+                })?;
+                Startup::Timestamp(parse_value("scan.startup.timestamp.millis", millis)?)
+            }
+            Some(other) => {
+                return Err(invalid("scan.startup.mode", format!("\"{other}\" is not 'earliest', 'latest' or 'timestamp'")));
+            }
+        })
+    }
+}
+
+/// `connector.validate = 'true' (default) | 'false'`: whether `CREATE SOURCE` checks that the
+/// broker answers.
+pub fn parse_validate(options: &SourceOptions) -> Result<bool, ConnectorError> {
+    match options.get("connector.validate").map(|v| v.to_ascii_lowercase()).as_deref() {
+        None | Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(other) => Err(invalid("connector.validate", format!("\"{other}\" is not 'true' or 'false'"))),
+    }
+}

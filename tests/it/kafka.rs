@@ -3,12 +3,8 @@
 //! produced to three partitions, with bad messages among them, read by a `connector = 'kafka'`
 //! source into a TUMBLE view that must equal DataFusion's batch answer over the good events.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
-use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, TimeUnit, TimestampMicrosecondType};
-use datafusion::prelude::SessionContext;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -16,6 +12,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
+use crate::chat::{CHAT_VIEW, chat_events, figure, oracle, unique_name, view_rows, wait_for};
 use crate::common::Server;
 
 /// The broker's address, and whether it reports watermark offsets correctly (tansu does,
@@ -30,12 +27,6 @@ fn broker() -> Option<(String, bool)> {
             None
         }
     }
-}
-
-/// A topic name no other test run used (tansu cannot delete one topic alone).
-fn unique_topic(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("{prefix}_{}_{nanos}", std::process::id())
 }
 
 async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
@@ -66,130 +57,10 @@ fn produce(brokers: &str, topic: &str, messages: &[(i32, String)]) {
     producer.flush(Duration::from_secs(30)).expect("flush");
 }
 
-/// A chat event: (stream, user, event time in microseconds).
-type Event = (String, i64, i64);
-
-const BASE_MICROS: i64 = 1_767_225_600_000_000; // 2026-01-01 00:00:00 UTC
-
-/// `n` events per partition over ~60 s of event time, out of order by up to 2 s (less than the
-/// watermark's 5 s delay, so none is late); every 7th event's time is an RFC 3339 string, the
-/// others epoch milliseconds. Returns the messages and the events they hold.
-fn chat_events(seed: u64, n: i64, from_second: i64) -> (Vec<(i32, String)>, Vec<Event>) {
-    let mut rng = seed;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
-    let (mut messages, mut events) = (Vec::new(), Vec::new());
-    for partition in 0..3 {
-        for i in 0..n {
-            let jitter = (next() % 2_000_000) as i64;
-            let ts = BASE_MICROS + (from_second * 1_000_000) + i * 60_000_000 / n - jitter;
-            let stream = format!("s{}", next() % 4);
-            let user = (next() % 1000) as i64;
-            let time = if i % 7 == 0 {
-                let t = chrono::DateTime::from_timestamp_micros(ts).unwrap();
-                format!("\"{}\"", t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-            } else {
-                // Whole milliseconds, so that both forms round-trip exactly.
-                (ts / 1000).to_string()
-            };
-            let ts = if i % 7 == 0 { ts } else { ts / 1000 * 1000 };
-            messages.push((partition, format!(r#"{{"stream_id": "{stream}", "user_id": {user}, "ts": {time}}}"#)));
-            events.push((stream, user, ts));
-        }
-    }
-    (messages, events)
-}
-
-/// DataFusion's batch answer: (stream, window start, count, max user) sorted.
-async fn oracle(events: &[Event]) -> Vec<(String, i64, i64, i64)> {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("stream_id", DataType::Utf8, false),
-        Field::new("user_id", DataType::Int64, false),
-        Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), false),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(StringArray::from_iter_values(events.iter().map(|e| e.0.as_str()))),
-            Arc::new(Int64Array::from_iter_values(events.iter().map(|e| e.1))),
-            Arc::new(TimestampMicrosecondArray::from_iter_values(events.iter().map(|e| e.2))),
-        ],
-    )
-    .unwrap();
-    let ctx = SessionContext::new();
-    ctx.register_batch("events", batch).unwrap();
-    let batches = ctx
-        .sql(
-            "SELECT stream_id, date_bin(INTERVAL '10 seconds', ts, TIMESTAMP '1970-01-01 00:00:00') AS w, \
-             count(*) AS n, max(user_id) AS m FROM events GROUP BY 1, 2",
-        )
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    let mut rows = Vec::new();
-    for b in &batches {
-        for r in 0..b.num_rows() {
-            rows.push((
-                b.column(0).as_string::<i32>().value(r).to_string(),
-                b.column(1).as_primitive::<TimestampMicrosecondType>().value(r),
-                b.column(2).as_primitive::<Int64Type>().value(r),
-                b.column(3).as_primitive::<Int64Type>().value(r),
-            ));
-        }
-    }
-    rows.sort();
-    rows
-}
-
-async fn view_rows(client: &tokio_postgres::Client) -> Vec<(String, i64, i64, i64)> {
-    let epoch = std::time::SystemTime::UNIX_EPOCH;
-    let mut rows: Vec<_> = client
-        .query("SELECT stream_id, window_start, n, m FROM chat_per_stream", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| {
-            let w: std::time::SystemTime = r.get(1);
-            (r.get::<_, String>(0), w.duration_since(epoch).unwrap().as_micros() as i64, r.get(2), r.get(3))
-        })
-        .collect();
-    rows.sort();
-    rows
-}
-
-async fn figure(client: &tokio_postgres::Client, sql: &str) -> i64 {
-    client.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
-}
-
-/// Waits until the source has read `rows` rows and skipped `errors` records, then flushes.
-async fn wait_for(client: &tokio_postgres::Client, source: &str, rows: i64, errors: i64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let row = client
-            .query_one("SELECT rows_read, errors FROM weir_catalog.sources WHERE name = $1", &[&source])
-            .await
-            .unwrap();
-        let (read, skipped): (i64, i64) = (row.get(0), row.get(1));
-        if read >= rows && skipped >= errors {
-            assert_eq!((read, skipped), (rows, errors), "read more than was produced");
-            client.batch_execute("FLUSH").await.unwrap();
-            return;
-        }
-        assert!(Instant::now() < deadline, "{source} read {read} rows and skipped {skipped}; expected {rows} and {errors}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn tumble_view_over_three_partitions_matches_batch_and_bad_messages_are_counted() {
     let Some((brokers, correct_offsets)) = broker() else { return };
-    let topic = unique_topic("chat");
+    let topic = unique_name("chat");
     create_topic(&brokers, &topic, 3).await;
     let (mut messages, mut events) = chat_events(7, 200, 0);
     // Bad messages between good ones: not JSON, a wrong type, a bad timestamp.
@@ -213,9 +84,7 @@ async fn tumble_view_over_three_partitions_matches_batch_and_bad_messages_are_co
              INCLUDE partition AS part INCLUDE offset AS off \
              WITH (connector = 'kafka', topic = '{topic}', properties.bootstrap.server = '{brokers}', \
                    scan.startup.mode = 'earliest') FORMAT PLAIN ENCODE JSON; \
-             CREATE MATERIALIZED VIEW chat_per_stream AS \
-                 SELECT stream_id, window_start, count(*) AS n, max(user_id) AS m \
-                 FROM TUMBLE(chat, ts, INTERVAL '10' SECOND) GROUP BY stream_id, window_start; \
+             {CHAT_VIEW}; \
              CREATE MATERIALIZED VIEW per_partition AS SELECT part, count(*) AS n, max(off) AS last FROM chat GROUP BY part"
         ))
         .await
@@ -344,7 +213,7 @@ async fn unreachable_brokers_and_missing_topics_are_errors_at_create() {
     assert!(!shown.contains("hunter2"), "{shown}");
 
     let Some((brokers, _)) = broker() else { return };
-    let err = client.batch_execute(&create("c", &brokers, &unique_topic("missing"), "")).await.unwrap_err();
+    let err = client.batch_execute(&create("c", &brokers, &unique_name("missing"), "")).await.unwrap_err();
     let db = err.as_db_error().expect("a database error");
     assert_eq!(db.code().code(), "22023", "{db:?}");
     assert!(db.message().contains("does not exist"), "{}", db.message());

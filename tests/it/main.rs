@@ -1,10 +1,12 @@
 //! Integration tests: a real `weir serve` process driven by real clients. One test binary (so
 //! DataFusion is linked once), one module per area.
 
+mod chat;
 mod common;
 mod errors;
 mod files;
 mod kafka;
+mod nats;
 mod oracle;
 mod protocol;
 mod restart;

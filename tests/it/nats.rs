@@ -1,0 +1,168 @@
+//! NATS JetStream sources against a real `nats-server -js` with token auth
+//! (`tests/services.sh` starts it and sets `WEIR_NATS_URL` and `WEIR_NATS_TOKEN`): JSON chat
+//! events published to a stream, bad messages among them, read by a `connector = 'nats'` source
+//! into a TUMBLE view that must equal DataFusion's batch answer over the good events; acks
+//! follow committed epochs; a view made later replays the same messages.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, stream::Config as StreamConfig};
+
+use crate::chat::{CHAT_VIEW, chat_events, figure, oracle, unique_name, view_rows, wait_for};
+use crate::common::Server;
+
+/// The server's URL and token. `None` outside `tests/run.sh` (which starts one); in CI a
+/// missing server is a failure, not a skip.
+fn nats() -> Option<(String, String)> {
+    match (std::env::var("WEIR_NATS_URL"), std::env::var("WEIR_NATS_TOKEN")) {
+        (Ok(url), Ok(token)) => Some((url, token)),
+        _ => {
+            assert!(std::env::var_os("CI").is_none(), "CI must run the NATS tests: start a server with tests/services.sh");
+            eprintln!("skipped: WEIR_NATS_URL is not set (run tests/run.sh, or source tests/services.sh and start_nats)");
+            None
+        }
+    }
+}
+
+async fn jetstream(url: &str, token: &str) -> jetstream::Context {
+    let client = async_nats::ConnectOptions::with_token(token.to_string()).connect(url).await.expect("connect to NATS");
+    jetstream::new(client)
+}
+
+/// Publishes the messages in order and returns the stream sequence of each.
+async fn publish(js: &jetstream::Context, messages: &[(String, String)]) -> Vec<u64> {
+    let mut sequences = Vec::with_capacity(messages.len());
+    for (subject, payload) in messages {
+        let ack = js.publish(subject.clone(), payload.clone().into()).await.expect("publish").await.expect("publish ack");
+        sequences.push(ack.sequence);
+    }
+    sequences
+}
+
+/// The chat messages of `chat_events` interleaved across its partitions in event-time order
+/// (one JetStream stream is one ordered log), each partition on its own subject.
+fn interleaved(stream: &str, messages: Vec<(i32, String)>, per_partition: usize) -> Vec<(String, String)> {
+    let mut out = Vec::with_capacity(messages.len());
+    for i in 0..per_partition {
+        for p in 0..3 {
+            let (partition, payload) = &messages[p * per_partition + i];
+            out.push((format!("{stream}.p{partition}"), payload.clone()));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tumble_view_matches_batch_bad_messages_are_counted_and_acks_follow_epochs() {
+    let Some((url, token)) = nats() else { return };
+    let js = jetstream(&url, &token).await;
+    let stream = unique_name("chat");
+    js.create_stream(StreamConfig { name: stream.clone(), subjects: vec![format!("{stream}.>")], ..Default::default() })
+        .await
+        .expect("create stream");
+    let (messages, mut events) = chat_events(7, 200, 0);
+    let mut messages = interleaved(&stream, messages, 200);
+    let bad = ["{not json", r#"{"stream_id": "s1", "user_id": "many", "ts": 1767225600000}"#, r#"{"stream_id": "s1", "user_id": 1, "ts": "yesterday"}"#];
+    let bad_at = [100, 251, 402];
+    for (at, payload) in bad_at.iter().zip(bad) {
+        messages.insert(*at, (format!("{stream}.p0"), payload.to_string()));
+    }
+    let sequences = publish(&js, &messages).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE chat (stream_id VARCHAR, user_id BIGINT, ts TIMESTAMP, \
+                 WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) \
+             WITH (connector = 'nats', nats.server_url = '{url}', nats.token = '{token}', \
+                   nats.stream = '{stream}', nats.subject = '{stream}.>') FORMAT PLAIN ENCODE JSON; \
+             {CHAT_VIEW}"
+        ))
+        .await
+        .unwrap();
+    wait_for(&client, "chat", events.len() as i64, 3).await;
+    assert_eq!(figure(&client, "SELECT late_rows FROM weir_catalog.sources WHERE name = 'chat'").await, 0);
+    assert_eq!(view_rows(&client).await, oracle(&events).await, "first 600 events");
+
+    // The bad messages, by stream sequence.
+    let errors = client
+        .query("SELECT \"offset\", error, payload FROM weir_catalog.source_errors WHERE source = 'chat' ORDER BY 1", &[])
+        .await
+        .unwrap();
+    assert_eq!(errors.len(), 3);
+    for ((row, at), payload) in errors.iter().zip(bad_at).zip(bad) {
+        assert_eq!(row.get::<_, i64>(0) as u64, sequences[at]);
+        assert!(!row.get::<_, String>(1).is_empty());
+        assert_eq!(row.get::<_, String>(2), payload);
+    }
+
+    // More events later: the view follows incrementally.
+    let (more, more_events) = chat_events(11, 50, 60);
+    let sequences = publish(&js, &interleaved(&stream, more, 50)).await;
+    let last = *sequences.last().unwrap();
+    events.extend(more_events);
+    wait_for(&client, "chat", events.len() as i64, 3).await;
+    assert_eq!(view_rows(&client).await, oracle(&events).await, "after 150 more events");
+
+    // Weir's position, the lag, and the durable consumer's acks once epochs committed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        client.batch_execute("FLUSH").await.unwrap();
+        let row = client
+            .query_one("SELECT \"offset\", lag FROM weir_catalog.source_partitions WHERE source = 'chat'", &[])
+            .await
+            .unwrap();
+        let (offset, lag): (Option<i64>, Option<i64>) = (row.get(0), row.get(1));
+        let info = js.get_stream(&stream).await.unwrap().consumer_info("weir-chat").await.unwrap();
+        if offset == Some(last as i64 + 1) && lag == Some(0) && info.ack_floor.stream_sequence == last && info.num_ack_pending == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "offset {offset:?} (want {}), lag {lag:?}, acked up to {} (want {last}), {} acks pending",
+            last + 1,
+            info.ack_floor.stream_sequence,
+            info.num_ack_pending
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A view made now replays the stream from where the source started, up to where it is.
+    client.batch_execute("CREATE MATERIALIZED VIEW everything AS SELECT count(*) AS n FROM chat").await.unwrap();
+    assert_eq!(figure(&client, "SELECT n FROM everything").await, events.len() as i64);
+
+    let status: String =
+        client.query_one("SELECT status FROM weir_catalog.sources WHERE name = 'chat'", &[]).await.unwrap().get(0);
+    assert_eq!(status, "running");
+    let shown: String = client.query_one("SHOW CREATE SOURCE chat", &[]).await.unwrap().get(1);
+    assert!(!shown.contains(&token), "{shown}");
+    let (_, body) = server.http_get("/metrics");
+    assert!(body.contains("weir_source_errors_total{source=\"chat\"} 3"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_token_and_a_missing_stream_are_errors_at_create() {
+    let Some((url, token)) = nats() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let client = server.connect().await;
+    let create = |name: &str, token: &str, stream: &str| {
+        format!(
+            "CREATE SOURCE {name} (id BIGINT) WITH (connector = 'nats', nats.server_url = '{url}', \
+             nats.token = '{token}', nats.stream = '{stream}') FORMAT PLAIN ENCODE JSON"
+        )
+    };
+    let err = client.batch_execute(&create("a", "not-the-token", "s")).await.unwrap_err();
+    let db = err.as_db_error().expect("a database error");
+    assert_eq!(db.code().code(), "08001", "{db:?}");
+    assert!(db.message().to_lowercase().contains("authorization"), "{}", db.message());
+    assert!(!db.message().contains("not-the-token"), "{}", db.message());
+
+    let err = client.batch_execute(&create("b", &token, &unique_name("missing"))).await.unwrap_err();
+    let db = err.as_db_error().expect("a database error");
+    assert_eq!(db.code().code(), "22023", "{db:?}");
+    assert!(db.message().contains("does not exist"), "{}", db.message());
+    assert!(!db.message().contains(&token), "{}", db.message());
+}
