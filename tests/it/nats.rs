@@ -166,3 +166,108 @@ async fn a_wrong_token_and_a_missing_stream_are_errors_at_create() {
     assert!(db.message().contains("does not exist"), "{}", db.message());
     assert!(!db.message().contains(&token), "{}", db.message());
 }
+
+/// A `nats-server -js` of the test's own (no auth), which the test can stop and start again on
+/// the same port and storage.
+struct OwnServer {
+    port: u16,
+    store: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl OwnServer {
+    fn start(store: std::path::PathBuf) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut server = OwnServer { port, store, child: None };
+        server.restart();
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn restart(&mut self) {
+        let child = std::process::Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .arg(&self.store)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server (tests/services.sh installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn status_of(client: &tokio_postgres::Client, source: &str, wanted: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status: String =
+            client.query_one("SELECT status FROM weir_catalog.sources WHERE name = $1", &[&source]).await.unwrap().get(0);
+        if wanted(&status) {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "status stayed {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_goes_away_is_shown_and_reading_resumes_without_duplicates() {
+    if nats().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut nats = OwnServer::start(dir.path().join("nats"));
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    js.create_stream(StreamConfig { name: "events".into(), subjects: vec!["events.>".into()], ..Default::default() })
+        .await
+        .unwrap();
+    let batch = |from: i64| (from..from + 100).map(|i| ("events.a".to_string(), format!(r#"{{"id": {i}}}"#))).collect::<Vec<_>>();
+    publish(&js, &batch(0)).await;
+
+    let server = Server::start(&dir.path().join("data"));
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE events (id BIGINT) WITH (connector = 'nats', nats.server_url = '{}', nats.stream = 'events') \
+             FORMAT PLAIN ENCODE JSON; \
+             CREATE MATERIALIZED VIEW seen AS SELECT count(*) AS n, count(DISTINCT id) AS ids, sum(id) AS total FROM events",
+            nats.url()
+        ))
+        .await
+        .unwrap();
+    wait_for(&client, "events", 100, 0).await;
+    status_of(&client, "events", |s| s == "running").await;
+
+    nats.stop();
+    let down = status_of(&client, "events", |s| s.contains("unreachable")).await;
+    assert!(down.contains(&format!("127.0.0.1:{}", nats.port)), "{down}");
+
+    nats.restart();
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    publish(&js, &batch(100)).await;
+    wait_for(&client, "events", 200, 0).await;
+    status_of(&client, "events", |s| s == "running").await;
+    let row = client.query_one("SELECT n, ids, total FROM seen", &[]).await.unwrap();
+    let (n, ids, total): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!((n, ids, total), (200, 200, (0..200).sum::<i64>()), "every message once");
+}
