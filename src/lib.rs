@@ -51,6 +51,7 @@ pub mod metrics;
 pub mod pg_catalog;
 pub mod pg_compat;
 pub mod pg_rewrite;
+pub mod produce_chat;
 pub mod server;
 pub mod session;
 pub mod settings;

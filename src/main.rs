@@ -27,6 +27,34 @@ enum Command {
     /// Write Nexmark bids to Parquet and CSV files (DIR/parquet/bids-00000.parquet, DIR/csv/...),
     /// the same files on every run, for file sources and the benchmarks.
     GenerateNexmark(GenerateArgs),
+    /// Produce live-stream chat events to Kafka topics (`chat`, `viewer`) for the chat demo over
+    /// Kafka (examples/chat_kafka.sql). Topics are created when missing.
+    ProduceChat(ProduceChatArgs),
+}
+
+#[derive(clap::Args)]
+struct ProduceChatArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// Chat messages per second (0: as fast as possible).
+    #[arg(long, default_value_t = 200.0)]
+    rate: f64,
+    /// Chat messages to produce (0: until interrupted).
+    #[arg(long, default_value_t = 0)]
+    messages: u64,
+    /// Live streams the messages belong to (1-8).
+    #[arg(long, default_value_t = 5)]
+    streams: usize,
+    #[arg(long, default_value = "chat")]
+    chat_topic: String,
+    #[arg(long, default_value = "viewer")]
+    viewer_topic: String,
+    /// Partitions of the topics this creates.
+    #[arg(long, default_value_t = 3)]
+    partitions: i32,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 #[derive(clap::Args)]
@@ -48,6 +76,44 @@ struct GenerateArgs {
     formats: String,
 }
 
+/// A single-threaded runtime for the tool subcommands.
+fn tool_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
+        eprintln!("weir: cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+fn produce_chat(args: ProduceChatArgs) -> ExitCode {
+    let producer = weir::produce_chat::ChatProducer {
+        brokers: args.brokers,
+        chat_topic: args.chat_topic,
+        viewer_topic: args.viewer_topic,
+        partitions: args.partitions,
+        rate: args.rate,
+        messages: args.messages,
+        streams: args.streams,
+        seed: args.seed,
+    };
+    let runtime = match tool_runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    match runtime.block_on(producer.run()) {
+        Ok(produced) => {
+            println!(
+                "{} chat messages to {} and {} viewer counts to {} on {}",
+                produced.chat, producer.chat_topic, produced.viewer, producer.viewer_topic, producer.brokers
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("weir: {}", e.message);
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn generate(args: GenerateArgs) -> ExitCode {
     let formats: Vec<String> = args.formats.split(',').map(|f| f.trim().to_ascii_lowercase()).collect();
     if let Some(bad) = formats.iter().find(|f| !matches!(f.as_str(), "parquet" | "csv")) {
@@ -62,12 +128,9 @@ fn generate(args: GenerateArgs) -> ExitCode {
         parquet: formats.iter().any(|f| f == "parquet"),
         csv: formats.iter().any(|f| f == "csv"),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tool_runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("weir: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(job.write()) {
         Ok(written) => {
@@ -96,6 +159,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => (args, false),
         Command::Demo(args) => (args, true),
         Command::GenerateNexmark(args) => return generate(args),
+        Command::ProduceChat(args) => return produce_chat(args),
     };
     let mut config = match args.resolve() {
         Ok(c) => c,

@@ -218,3 +218,50 @@ async fn unreachable_brokers_and_missing_topics_are_errors_at_create() {
     assert_eq!(db.code().code(), "22023", "{db:?}");
     assert!(db.message().contains("does not exist"), "{}", db.message());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_chat_demo_runs_from_kafka_with_the_producer_and_psql() {
+    let Some((brokers, _)) = broker() else { return };
+    let (chat, viewer) = (unique_name("chat"), unique_name("viewer"));
+    let produced = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["produce-chat", "--brokers", &brokers, "--rate", "0", "--messages", "500"])
+        .args(["--chat-topic", &chat, "--viewer-topic", &viewer])
+        .output()
+        .expect("weir produce-chat");
+    let stdout = String::from_utf8_lossy(&produced.stdout);
+    assert!(produced.status.success(), "{stdout}{}", String::from_utf8_lossy(&produced.stderr));
+    // "500 chat messages to <topic> and <n> viewer counts to <topic> on <brokers>"
+    let viewer_counts: i64 = stdout.split_whitespace().nth(6).and_then(|n| n.parse().ok()).expect(&stdout);
+    assert!(viewer_counts >= 5, "{stdout}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    // The README's command: psql with the brokers (and here the test's topics) as variables.
+    let psql = std::process::Command::new("psql")
+        .args(["-h", &server.pg.ip().to_string(), "-p", &server.pg.port().to_string(), "-U", "weir", "-d", "weir"])
+        .args(["-v", "ON_ERROR_STOP=1", "-v", &format!("brokers={brokers}")])
+        .args(["-v", &format!("chat_topic={chat}"), "-v", &format!("viewer_topic={viewer}")])
+        .arg("-f")
+        .arg(format!("{}/examples/chat_kafka.sql", env!("CARGO_MANIFEST_DIR")))
+        .output()
+        .expect("psql (tests/clients/setup.sh installs it)");
+    assert!(psql.status.success(), "{}{}", String::from_utf8_lossy(&psql.stdout), String::from_utf8_lossy(&psql.stderr));
+
+    let client = server.connect().await;
+    wait_for(&client, "chat", 500, 0).await;
+    wait_for(&client, "viewer", viewer_counts, 0).await;
+    assert_eq!(figure(&client, "SELECT sum(messages)::BIGINT FROM chat_per_min").await, 500);
+    assert_eq!(figure(&client, "SELECT count(DISTINCT stream_id) FROM chat_per_min").await, 5);
+    // Every message is in six 60 s windows sliding by 10 s.
+    assert_eq!(figure(&client, "SELECT sum(messages)::BIGINT FROM chat_active_60s").await, 6 * 500);
+    assert_eq!(
+        figure(&client, "SELECT count(*) FROM chat_engagement").await,
+        figure(
+            &client,
+            "SELECT count(*) FROM chat_per_min c JOIN viewers_per_min v \
+             ON v.stream_id = c.stream_id AND v.window_start = c.window_start"
+        )
+        .await
+    );
+    assert!(figure(&client, "SELECT count(*) FROM chat_engagement WHERE messages_per_100_viewers > 0").await > 0);
+}
