@@ -271,3 +271,59 @@ async fn a_server_that_goes_away_is_shown_and_reading_resumes_without_duplicates
     let (n, ids, total): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
     assert_eq!((n, ids, total), (200, 200, (0..200).sum::<i64>()), "every message once");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn startup_modes_latest_and_timestamp_skip_earlier_messages() {
+    let Some((url, token)) = nats() else { return };
+    let js = jetstream(&url, &token).await;
+    let stream = unique_name("startup");
+    js.create_stream(StreamConfig { name: stream.clone(), subjects: vec![format!("{stream}.>")], ..Default::default() })
+        .await
+        .unwrap();
+    let batch = |from: i64, n: i64| (from..from + n).map(|i| (format!("{stream}.x"), format!(r#"{{"id": {i}}}"#))).collect::<Vec<_>>();
+    publish(&js, &batch(0, 10)).await;
+    // The server stamps messages with its clock: leave a gap on both sides of the cut.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let cut = chrono::Utc::now().timestamp_millis();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    publish(&js, &batch(10, 5)).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let client = server.connect().await;
+    let source = |name: &str, mode: &str| {
+        format!(
+            "CREATE SOURCE {name} (id BIGINT) WITH (connector = 'nats', nats.server_url = '{url}', nats.token = '{token}', \
+             nats.stream = '{stream}', {mode}) FORMAT PLAIN ENCODE JSON; \
+             CREATE MATERIALIZED VIEW {name}_ids AS SELECT count(*) AS n, min(id) AS first, max(id) AS last FROM {name}"
+        )
+    };
+    client
+        .batch_execute(&source("since_cut", &format!("scan.startup.mode = 'timestamp', scan.startup.timestamp.millis = '{cut}'")))
+        .await
+        .unwrap();
+    client.batch_execute(&source("from_now", "scan.startup.mode = 'latest'")).await.unwrap();
+    wait_for(&client, "since_cut", 5, 0).await;
+    // `latest` starts after the last message when the reader starts (sequence 16): it reads
+    // only what comes next.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client
+        .query_one("SELECT \"offset\" FROM weir_catalog.source_partitions WHERE source = 'from_now'", &[])
+        .await
+        .unwrap()
+        .get::<_, Option<i64>>(0)
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "from_now never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(figure(&client, "SELECT \"offset\" FROM weir_catalog.source_partitions WHERE source = 'from_now'").await, 16);
+    publish(&js, &batch(15, 3)).await;
+    wait_for(&client, "from_now", 3, 0).await;
+    wait_for(&client, "since_cut", 8, 0).await;
+    let ids = |view: &str| format!("SELECT n, first, last FROM {view}");
+    let row = client.query_one(&ids("since_cut_ids"), &[]).await.unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1), row.get::<_, i64>(2)), (8, 10, 17));
+    let row = client.query_one(&ids("from_now_ids"), &[]).await.unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1), row.get::<_, i64>(2)), (3, 15, 17));
+}
