@@ -16,6 +16,10 @@ Workloads (--workloads, default all but `memory`):
   gen-q0 gen-q1 gen-q2 gen-q5 gen-q7 gen-q8   Nexmark from the built-in generator
   file-tumble file-hop file-q7                Nexmark bids from Parquet files (weir generate-nexmark)
   chat                                        chat analytics from datagen
+  kafka-json                                  JSON chat messages from a Kafka topic into a TUMBLE
+                                              view, next to decoding the same messages alone
+                                              (`weir bench-json-decode`); needs a broker:
+                                              --kafka-brokers or $WEIR_KAFKA_BROKERS
   freshness                                   q5 core at a fixed rate, freshness percentiles
   memory                                      q5 rate-limited for --memory-seconds, RSS over time
 
@@ -357,6 +361,70 @@ def chat_workload(args):
     return run_batch_workload(args, "chat", [source], views, rows, "messages", check)
 
 
+KAFKA_CHAT_SOURCE = """CREATE SOURCE chat (
+    stream_id VARCHAR, user_id VARCHAR, message VARCHAR, ts TIMESTAMP,
+    WATERMARK FOR ts AS ts - INTERVAL '5' SECOND
+) WITH (connector = 'kafka', topic = '{topic}', properties.bootstrap.server = '{brokers}',
+        scan.startup.mode = 'earliest') FORMAT PLAIN ENCODE JSON"""
+
+KAFKA_CHAT_VIEW = """CREATE MATERIALIZED VIEW chat_10s AS
+SELECT stream_id, window_start, count(*) AS messages
+FROM TUMBLE(chat, ts, INTERVAL '10' SECOND) GROUP BY stream_id, window_start"""
+
+
+def kafka_json_workload(args):
+    """Kafka JSON -> TUMBLE view, in rows per CPU-second of the server, next to one core decoding
+    the same messages with the same decoder and nothing else (the ceiling)."""
+    brokers = args.kafka_brokers or os.environ.get("WEIR_KAFKA_BROKERS")
+    if not brokers:
+        print("kafka-json: skipped: no broker (--kafka-brokers or WEIR_KAFKA_BROKERS; "
+              "`source tests/services.sh && start_kafka` starts one)", file=sys.stderr)
+        return None
+    rows = args.kafka_rows
+    suffix = f"{os.getpid()}_{int(time.time())}"
+    topic = f"bench_chat_{suffix}"
+    subprocess.run([args.weir, "produce-chat", "--brokers", brokers, "--rate", "0", "--messages", str(rows),
+                    "--streams", "8", "--partitions", "2", "--chat-topic", topic,
+                    "--viewer-topic", f"bench_viewer_{suffix}"], check=True, stdout=subprocess.DEVNULL)
+    decode = json.loads(subprocess.run([args.weir, "bench-json-decode", "--brokers", brokers, "--topic", topic,
+                                        "--messages", str(rows)], check=True, capture_output=True, text=True).stdout)
+    weir = Weir(args.weir)
+    try:
+        cpu0, _, _ = weir.stats()
+        t0 = time.monotonic()
+        weir.conn.execute(KAFKA_CHAT_SOURCE.format(topic=topic, brokers=brokers))
+        weir.conn.execute(KAFKA_CHAT_VIEW)
+        while weir.one("SELECT rows_read FROM weir_catalog.sources WHERE name = 'chat'") < rows:
+            time.sleep(0.01)
+        weir.conn.execute("FLUSH")
+        wall = time.monotonic() - t0
+        cpu1, hwm, _ = weir.stats()
+        read = weir.one("SELECT rows_read FROM weir_catalog.sources WHERE name = 'chat'")
+        errors = weir.one("SELECT errors FROM weir_catalog.sources WHERE name = 'chat'")
+        late = weir.one("SELECT late_rows FROM weir_catalog.sources WHERE name = 'chat'")
+        counted = weir.one("SELECT coalesce(sum(messages), 0) FROM chat_10s")
+        if read != rows or errors or counted + late != rows:
+            fail("kafka-json", f"read {read} of {rows} messages ({errors} bad, {late} late), the view counts {counted}")
+        per_cpu_s = round(rows / max(cpu1 - cpu0, 1e-9))
+        return {
+            "workload": "kafka-json",
+            "events": rows,
+            "counted": "messages",
+            "wall_s": round(wall, 3),
+            "cpu_s": round(cpu1 - cpu0, 3),
+            "per_s": round(rows / wall),
+            "per_cpu_s": per_cpu_s,
+            "peak_rss_mb": round(hwm / 2**20, 1),
+            "state_mb": round(weir.one("SELECT coalesce(sum(state_bytes), 0) FROM weir_catalog.materialized_views") / 2**20, 2),
+            "message_bytes": decode["bytes"],
+            "decode_only_per_s": decode["per_s"],
+            "share_of_decode": round(per_cpu_s / decode["per_s"], 3),
+            "late_rows": late,
+        }
+    finally:
+        weir.close()
+
+
 def percentile(values, p):
     values = sorted(values)
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
@@ -445,11 +513,13 @@ def main():
     ap.add_argument("--events", type=int, default=10_000_000, help="Nexmark events per workload")
     ap.add_argument("--small-events", type=int, default=2_000_000, help="events for q0-q2 (every bid kept in the view)")
     ap.add_argument("--chat-rows", type=int, default=5_000_000)
+    ap.add_argument("--kafka-rows", type=int, default=2_000_000, help="messages for kafka-json")
+    ap.add_argument("--kafka-brokers", default=None, help="broker for kafka-json (default: $WEIR_KAFKA_BROKERS)")
     ap.add_argument("--freshness-rate", type=int, default=100_000)
     ap.add_argument("--freshness-seconds", type=int, default=30)
     ap.add_argument("--memory-seconds", type=int, default=600)
     ap.add_argument("--data", default=os.path.expanduser("~/.cache/weir-bench-data"), help="where the bid files go")
-    ap.add_argument("--workloads", default="gen-q0,gen-q1,gen-q2,gen-q5,gen-q7,gen-q8,file-tumble,file-hop,file-q7,chat,freshness")
+    ap.add_argument("--workloads", default="gen-q0,gen-q1,gen-q2,gen-q5,gen-q7,gen-q8,file-tumble,file-hop,file-q7,chat,kafka-json,freshness")
     ap.add_argument("--peers", action="store_true", help="run the peers on the file workloads")
     ap.add_argument("--parallelism", default="1,2", help="peer parallelism levels")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks that everything works")
@@ -457,7 +527,7 @@ def main():
     ap.add_argument("--name", default="", help="suffix of the results file name (results/<date>-<commit>-<name>)")
     args = ap.parse_args()
     if args.smoke:
-        args.events, args.small_events, args.chat_rows = 20_000, 20_000, 50_000
+        args.events, args.small_events, args.chat_rows, args.kafka_rows = 20_000, 20_000, 50_000, 20_000
         args.freshness_seconds, args.freshness_rate = 3, 2_000
 
     workloads = args.workloads.split(",")
@@ -486,6 +556,11 @@ def main():
                         peers.append(peer)
         elif w == "chat":
             results.append(chat_workload(args))
+        elif w == "kafka-json":
+            result = kafka_json_workload(args)
+            if result is None:
+                continue
+            results.append(result)
         elif w == "freshness":
             results.append(freshness_workload(args))
         elif w == "memory":
@@ -524,6 +599,12 @@ def main():
             ratio = round(w["per_s"] / rate, 2) if rate else "-"
             lines.append(f"| {p['workload']} | {p['engine']} {p.get('version', '')} | {p.get('mode')} | {p.get('input')} | "
                          f"{p['parallelism']} | {job:.2f} | {fmt(rate)} | {ratio} | {p['agrees']} |")
+    for r in results:
+        if "decode_only_per_s" in r:
+            lines.append("")
+            lines.append(f"kafka-json: {fmt(r['per_cpu_s'])} messages per CPU-second through Kafka, the source and a "
+                         f"TUMBLE view; decoding the same messages alone on one core: {fmt(r['decode_only_per_s'])}/s; "
+                         f"share {r['share_of_decode']:.0%} (target >= 80%)")
     table = "\n".join(lines)
     print(table)
     disagree = [p for p in peers if p.get("agrees") is False]

@@ -40,6 +40,7 @@
 //! Sibling crates: `weir-sql` (statements), `weir-catalog` (objects and persistence),
 //! `weir-connectors` (source and sink traits).
 
+pub mod bench_decode;
 pub mod config;
 pub mod coordinator;
 pub mod copy;

@@ -30,6 +30,23 @@ enum Command {
     /// Produce live-stream chat events to Kafka topics (`chat`, `viewer`) for the chat demo over
     /// Kafka (examples/chat_kafka.sql). Topics are created when missing.
     ProduceChat(ProduceChatArgs),
+    /// Decode a topic's chat messages (from produce-chat) into Arrow on one core, timing only
+    /// the decoding: the ceiling for the Kafka ingest benchmark. Prints one JSON line.
+    BenchJsonDecode(BenchJsonDecodeArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchJsonDecodeArgs {
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    brokers: String,
+    #[arg(long, default_value = "chat")]
+    topic: String,
+    /// Messages to decode (the topic's first ones).
+    #[arg(long)]
+    messages: u64,
+    /// Messages per decoded chunk (the Kafka source's `kafka.batch.rows`).
+    #[arg(long, default_value_t = 4096)]
+    batch_rows: usize,
 }
 
 #[derive(clap::Args)]
@@ -114,6 +131,25 @@ fn produce_chat(args: ProduceChatArgs) -> ExitCode {
     }
 }
 
+fn bench_json_decode(args: BenchJsonDecodeArgs) -> ExitCode {
+    match weir::bench_decode::decode_topic(&args.brokers, &args.topic, args.messages, args.batch_rows) {
+        Ok(run) => {
+            println!(
+                "{{\"messages\": {}, \"bytes\": {}, \"decode_s\": {:.6}, \"per_s\": {:.0}}}",
+                run.messages,
+                run.bytes,
+                run.seconds,
+                run.messages as f64 / run.seconds.max(1e-9)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("weir: {}", e.message);
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn generate(args: GenerateArgs) -> ExitCode {
     let formats: Vec<String> = args.formats.split(',').map(|f| f.trim().to_ascii_lowercase()).collect();
     if let Some(bad) = formats.iter().find(|f| !matches!(f.as_str(), "parquet" | "csv")) {
@@ -160,6 +196,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => (args, true),
         Command::GenerateNexmark(args) => return generate(args),
         Command::ProduceChat(args) => return produce_chat(args),
+        Command::BenchJsonDecode(args) => return bench_json_decode(args),
     };
     let mut config = match args.resolve() {
         Ok(c) => c,

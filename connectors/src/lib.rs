@@ -19,9 +19,10 @@
 //! * [`error`] - [`ConnectorError`].
 //! * Internal: `partitions` (the generators' per-partition offsets, bounds and round-robin),
 //!   `rate` (pacing to rows per second), `convert` (generated arrays to the declared column
-//!   types), `options` (typed option values with errors naming the option), `json` (JSON
-//!   messages and lines to Arrow) and `records` (decoding a chunk of records, falling back to
-//!   one at a time to single out bad ones).
+//!   types), `options` (typed option values with errors naming the option) and `records`
+//!   (decoding a chunk of records, falling back to one at a time to single out bad ones).
+//! * [`json`] - JSON messages and lines to Arrow ([`JsonDecoder`]), shared by the file, Kafka
+//!   and NATS sources and the decoding benchmark.
 //!
 //! [`create_source`] builds a source from its `connector` option; [`default_schema`] gives the
 //! columns of a source declared without any.
@@ -29,6 +30,7 @@
 pub mod datagen;
 pub mod error;
 pub mod file;
+pub mod json;
 pub mod kafka;
 pub mod nats;
 pub mod nexmark;
@@ -36,7 +38,6 @@ pub mod sink;
 pub mod source;
 
 mod convert;
-mod json;
 mod options;
 mod records;
 mod partitions;
@@ -47,6 +48,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 pub use datagen::DatagenSource;
 pub use error::ConnectorError;
 pub use file::FileSource;
+pub use json::JsonDecoder;
 pub use kafka::KafkaSource;
 pub use nats::NatsSource;
 pub use nexmark::{NexmarkSource, NexmarkTable, nexmark_default_schema};
