@@ -4,7 +4,7 @@
 //!   rows dropped, the current watermark, errors (bad records and read failures), and the
 //!   connector's status (`running`, or why it is not: `broker unreachable: ...`).
 //! * `weir_catalog.source_partitions` - per source partition: rows read, the partition's own
-//!   watermark, whether it ended; for Kafka also the next offset, the broker's high watermark,
+//!   watermark, whether it ended; for Kafka and NATS also the next offset, the high watermark,
 //!   the lag between them, bytes read and rows and bytes per second.
 //! * `weir_catalog.source_errors` - the records sources skipped because they did not decode
 //!   (newest 1,000 per source): partition, offset, the error and the record's first bytes.
@@ -47,6 +47,21 @@ enum SystemTable {
     SourceErrors,
 }
 
+impl SystemTable {
+    /// Every table, with its name, in the order `table_names` lists them.
+    const ALL: [(&'static str, SystemTable); 5] = [
+        ("sources", SystemTable::Sources),
+        ("source_partitions", SystemTable::SourcePartitions),
+        ("source_errors", SystemTable::SourceErrors),
+        ("materialized_views", SystemTable::MaterializedViews),
+        ("late_events", SystemTable::LateEvents),
+    ];
+
+    fn named(name: &str) -> Option<SystemTable> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+    }
+}
+
 pub struct WeirCatalogSchema {
     catalog: Arc<RwLock<Catalog>>,
     coordinator: Arc<Coordinator>,
@@ -67,24 +82,11 @@ impl WeirCatalogSchema {
 #[async_trait]
 impl SchemaProvider for WeirCatalogSchema {
     fn table_names(&self) -> Vec<String> {
-        vec![
-            "sources".into(),
-            "source_partitions".into(),
-            "source_errors".into(),
-            "materialized_views".into(),
-            "late_events".into(),
-        ]
+        SystemTable::ALL.iter().map(|(name, _)| name.to_string()).collect()
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        let which = match name {
-            "sources" => SystemTable::Sources,
-            "materialized_views" => SystemTable::MaterializedViews,
-            "late_events" => SystemTable::LateEvents,
-            "source_partitions" => SystemTable::SourcePartitions,
-            "source_errors" => SystemTable::SourceErrors,
-            _ => return Ok(None),
-        };
+        let Some(which) = SystemTable::named(name) else { return Ok(None) };
         Ok(Some(Arc::new(SystemTableProvider {
             which,
             catalog: self.catalog.clone(),
@@ -93,7 +95,7 @@ impl SchemaProvider for WeirCatalogSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        matches!(name, "sources" | "source_partitions" | "source_errors" | "materialized_views" | "late_events")
+        SystemTable::named(name).is_some()
     }
 }
 

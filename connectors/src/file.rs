@@ -38,7 +38,7 @@ use tokio::sync::mpsc;
 use crate::convert::to_declared;
 use crate::error::ConnectorError;
 use crate::json::JsonDecoder;
-use crate::records::{DecodedRecords, decode_lenient};
+use crate::records::{DecodedRecords, decode_lenient, payload_prefix};
 use crate::options::{check_known, invalid, parse_count};
 use crate::source::{Source, SourceEvent, SourceFormat, SourceOptions, SourcePosition};
 
@@ -46,8 +46,6 @@ use crate::source::{Source, SourceEvent, SourceFormat, SourceOptions, SourcePosi
 const DEFAULT_BATCH_ROWS: usize = 8192;
 /// Batches decoded ahead of the engine.
 const READ_AHEAD: usize = 4;
-/// Bytes of a bad line kept in its report.
-const BAD_PAYLOAD_PREFIX: usize = 64;
 
 /// How the files are encoded (`FORMAT PLAIN ENCODE ...`).
 #[derive(Debug, Clone, PartialEq)]
@@ -566,7 +564,7 @@ impl DecodeJob {
                 DecodedRecords::Rows { rows, .. } => send(Decoded::Rows { file, rows }),
                 DecodedRecords::Bad { index, reason } => {
                     let raw = chunk[index];
-                    send(Decoded::Bad { file, reason, payload: raw[..raw.len().min(BAD_PAYLOAD_PREFIX)].to_vec() })
+                    send(Decoded::Bad { file, reason, payload: payload_prefix(raw) })
                 }
             });
             if !finished {

@@ -37,13 +37,11 @@ use tokio::sync::mpsc;
 use crate::error::ConnectorError;
 use crate::json::{JsonDecoder, require_plain_json};
 use crate::options::{Startup, check_known, invalid, parse_count, parse_validate};
-use crate::records::{DecodedRecords, decode_lenient};
+use crate::records::{DecodedRecords, decode_lenient, payload_prefix};
 use crate::source::{
     ConnectorStatus, MetadataColumn, Source, SourceEvent, SourceFormat, SourceOptions, SourcePosition,
 };
 
-/// First bytes of a bad message kept for the user to see.
-const BAD_PAYLOAD_PREFIX: usize = 64;
 /// How long `CREATE SOURCE` waits for the brokers to answer.
 const VALIDATE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the reading thread waits for metadata, watermarks and timestamp lookups.
@@ -702,7 +700,7 @@ impl FetchJob {
                         partition,
                         offset: chunk.offsets[index],
                         reason,
-                        payload: records[index][..records[index].len().min(BAD_PAYLOAD_PREFIX)].to_vec(),
+                        payload: payload_prefix(records[index]),
                     },
                 };
                 if !self.send(fetched) {

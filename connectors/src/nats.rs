@@ -37,11 +37,9 @@ use tokio::sync::mpsc;
 use crate::error::ConnectorError;
 use crate::json::{JsonDecoder, require_plain_json};
 use crate::options::{Startup, check_known, invalid, parse_count, parse_validate};
-use crate::records::{DecodedRecords, decode_lenient};
+use crate::records::{DecodedRecords, decode_lenient, payload_prefix};
 use crate::source::{ConnectorStatus, Source, SourceEvent, SourceFormat, SourceOptions, SourcePosition};
 
-/// First bytes of a bad message kept for the user to see.
-const BAD_PAYLOAD_PREFIX: usize = 64;
 /// How long connecting may take, at `CREATE SOURCE` and later.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A chunk of messages is decoded when it is this old even if not full.
@@ -545,7 +543,7 @@ impl ReadTask {
                 DecodedRecords::Bad { index, reason } => Fetched::Bad {
                     sequence: chunk.sequences[index],
                     reason,
-                    payload: records[index][..records[index].len().min(BAD_PAYLOAD_PREFIX)].to_vec(),
+                    payload: payload_prefix(records[index]),
                 },
             };
             if !self.send(fetched).await {

@@ -8,6 +8,14 @@
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::record_batch::RecordBatch;
 
+/// First bytes of a bad record kept for the user to see (`weir_catalog.source_errors`).
+pub const BAD_PAYLOAD_PREFIX: usize = 64;
+
+/// The first [`BAD_PAYLOAD_PREFIX`] bytes of a record.
+pub fn payload_prefix(record: &[u8]) -> Vec<u8> {
+    record[..record.len().min(BAD_PAYLOAD_PREFIX)].to_vec()
+}
+
 /// A piece of a decoded chunk, in record order.
 #[derive(Debug)]
 pub enum DecodedRecords {

@@ -14,6 +14,13 @@ pub const CHAT_VIEW: &str = "CREATE MATERIALIZED VIEW chat_per_stream AS \
     SELECT stream_id, window_start, count(*) AS n, max(user_id) AS m \
     FROM TUMBLE(chat, ts, INTERVAL '10' SECOND) GROUP BY stream_id, window_start";
 
+/// Messages a chat source must skip, counted: not JSON, a wrong type, a bad timestamp.
+pub const BAD_MESSAGES: [&str; 3] = [
+    "{not json",
+    r#"{"stream_id": "s1", "user_id": "many", "ts": 1767225600000}"#,
+    r#"{"stream_id": "s1", "user_id": 1, "ts": "yesterday"}"#,
+];
+
 /// A name no other test run used (tansu cannot delete one topic alone; JetStream streams
 /// outlive a test too).
 pub fn unique_name(prefix: &str) -> String {

@@ -12,7 +12,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use crate::chat::{CHAT_VIEW, chat_events, figure, oracle, unique_name, view_rows, wait_for};
+use crate::chat::{BAD_MESSAGES, CHAT_VIEW, chat_events, figure, oracle, unique_name, view_rows, wait_for};
 use crate::common::Server;
 
 /// The broker's address, and whether it reports watermark offsets correctly (tansu does,
@@ -64,11 +64,7 @@ async fn tumble_view_over_three_partitions_matches_batch_and_bad_messages_are_co
     create_topic(&brokers, &topic, 3).await;
     let (mut messages, mut events) = chat_events(7, 200, 0);
     // Bad messages between good ones: not JSON, a wrong type, a bad timestamp.
-    let bad = [
-        (0, "{not json".to_string()),
-        (1, r#"{"stream_id": "s1", "user_id": "many", "ts": 1767225600000}"#.to_string()),
-        (2, r#"{"stream_id": "s1", "user_id": 1, "ts": "yesterday"}"#.to_string()),
-    ];
+    let bad: Vec<(i32, String)> = BAD_MESSAGES.iter().enumerate().map(|(p, m)| (p as i32, m.to_string())).collect();
     for (i, b) in bad.iter().enumerate() {
         messages.insert(100 + i * 150, b.clone());
     }

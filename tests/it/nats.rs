@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream::Config as StreamConfig};
 
-use crate::chat::{CHAT_VIEW, chat_events, figure, oracle, unique_name, view_rows, wait_for};
+use crate::chat::{BAD_MESSAGES, CHAT_VIEW, chat_events, figure, oracle, unique_name, view_rows, wait_for};
 use crate::common::Server;
 
 /// The server's URL and token. `None` outside `tests/run.sh` (which starts one); in CI a
@@ -27,6 +27,13 @@ fn nats() -> Option<(String, String)> {
 async fn jetstream(url: &str, token: &str) -> jetstream::Context {
     let client = async_nats::ConnectOptions::with_token(token.to_string()).connect(url).await.expect("connect to NATS");
     jetstream::new(client)
+}
+
+/// Creates a stream named `name` holding the subjects `name.>`.
+async fn create_stream(js: &jetstream::Context, name: &str) {
+    js.create_stream(StreamConfig { name: name.to_string(), subjects: vec![format!("{name}.>")], ..Default::default() })
+        .await
+        .expect("create stream");
 }
 
 /// Publishes the messages in order and returns the stream sequence of each.
@@ -57,12 +64,10 @@ async fn tumble_view_matches_batch_bad_messages_are_counted_and_acks_follow_epoc
     let Some((url, token)) = nats() else { return };
     let js = jetstream(&url, &token).await;
     let stream = unique_name("chat");
-    js.create_stream(StreamConfig { name: stream.clone(), subjects: vec![format!("{stream}.>")], ..Default::default() })
-        .await
-        .expect("create stream");
+    create_stream(&js, &stream).await;
     let (messages, mut events) = chat_events(7, 200, 0);
     let mut messages = interleaved(&stream, messages, 200);
-    let bad = ["{not json", r#"{"stream_id": "s1", "user_id": "many", "ts": 1767225600000}"#, r#"{"stream_id": "s1", "user_id": 1, "ts": "yesterday"}"#];
+    let bad = BAD_MESSAGES;
     let bad_at = [100, 251, 402];
     for (at, payload) in bad_at.iter().zip(bad) {
         messages.insert(*at, (format!("{stream}.p0"), payload.to_string()));
@@ -238,9 +243,7 @@ async fn a_server_that_goes_away_is_shown_and_reading_resumes_without_duplicates
     let dir = tempfile::tempdir().unwrap();
     let mut nats = OwnServer::start(dir.path().join("nats"));
     let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
-    js.create_stream(StreamConfig { name: "events".into(), subjects: vec!["events.>".into()], ..Default::default() })
-        .await
-        .unwrap();
+    create_stream(&js, "events").await;
     let batch = |from: i64| (from..from + 100).map(|i| ("events.a".to_string(), format!(r#"{{"id": {i}}}"#))).collect::<Vec<_>>();
     publish(&js, &batch(0)).await;
 
@@ -277,9 +280,7 @@ async fn startup_modes_latest_and_timestamp_skip_earlier_messages() {
     let Some((url, token)) = nats() else { return };
     let js = jetstream(&url, &token).await;
     let stream = unique_name("startup");
-    js.create_stream(StreamConfig { name: stream.clone(), subjects: vec![format!("{stream}.>")], ..Default::default() })
-        .await
-        .unwrap();
+    create_stream(&js, &stream).await;
     let batch = |from: i64, n: i64| (from..from + n).map(|i| (format!("{stream}.x"), format!(r#"{{"id": {i}}}"#))).collect::<Vec<_>>();
     publish(&js, &batch(0, 10)).await;
     // The server stamps messages with its clock: leave a gap on both sides of the cut.
