@@ -109,6 +109,14 @@ impl Reader {
         }
     }
 
+    /// Tells the tracker which partitions the connector knows to have unread messages, so that
+    /// a partition that is only slow to fetch never counts as idle.
+    fn refresh_backlog(&mut self) {
+        if let Some(status) = &self.stats.connector {
+            self.tracker.set_backlog(status.partitions().iter().map(|p| p.lag().is_some_and(|lag| lag > 0)));
+        }
+    }
+
     pub async fn run(mut self) {
         let mut outputs: Vec<(ObjectId, mpsc::Sender<Message>)> = Vec::new();
         let mut read_any = false;
@@ -125,6 +133,7 @@ impl Reader {
                         if read_any && uncommitted.back().is_none_or(|(_, p)| *p != self.source.positions()) {
                             uncommitted.push_back((epoch, self.source.positions()));
                         }
+                        self.refresh_backlog();
                         if let Some(w) = self.tracker.tick() {
                             self.stats.watermark.store(w, Ordering::Relaxed);
                             broadcast(&mut outputs, Message::Watermark(w)).await;
@@ -154,6 +163,7 @@ impl Reader {
                     Ok(SourceEvent::Batch { partition, rows }) => {
                         read_any = true;
                         let n = rows.num_rows() as u64;
+                        self.refresh_backlog();
                         match self.tracker.assign(partition, rows) {
                             Ok(assigned) => {
                                 self.stats.rows.fetch_add(n, Ordering::Relaxed);

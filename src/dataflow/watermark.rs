@@ -40,6 +40,10 @@ struct PartitionState {
     /// Not read yet, in a source that reads its partitions one after another: it does not
     /// hold the watermark back until its first row.
     pending: bool,
+    /// The connector knows of messages in this partition that Weir has not read yet (consumer
+    /// lag): however long since its last row, it is not idle, only slower to fetch than the
+    /// others. Without this a backlog read unevenly across partitions turns into late rows.
+    backlog: bool,
 }
 
 /// The result of reading one batch.
@@ -74,7 +78,7 @@ impl WatermarkTracker {
         WatermarkTracker {
             spec,
             partitions: vec![
-                PartitionState { max: EventTime::MIN, last_row: now, ended: false, pending: false };
+                PartitionState { max: EventTime::MIN, last_row: now, ended: false, pending: false, backlog: false };
                 partitions.max(1)
             ],
             current: EventTime::MIN,
@@ -86,7 +90,7 @@ impl WatermarkTracker {
     /// the watermark from its first row on, like a pending partition, so that a new, empty
     /// partition does not stop the watermark.
     fn add_partitions(&mut self, count: usize, now: Instant) {
-        self.partitions.resize(count, PartitionState { max: EventTime::MIN, last_row: now, ended: false, pending: true });
+        self.partitions.resize(count, PartitionState { max: EventTime::MIN, last_row: now, ended: false, pending: true, backlog: false });
     }
 
     /// For a source that reads its partitions one after another (files in name order): a
@@ -120,11 +124,21 @@ impl WatermarkTracker {
         self.spec.is_some()
     }
 
-    /// The partitions that hold the watermark back at `now`: not ended, not pending, not idle.
+    /// Which partitions have unread messages, as the connector reports it (index = partition;
+    /// partitions not listed have none, or the connector does not know).
+    pub fn set_backlog(&mut self, backlog: impl IntoIterator<Item = bool>) {
+        let mut backlog = backlog.into_iter();
+        for p in &mut self.partitions {
+            p.backlog = backlog.next().unwrap_or(false);
+        }
+    }
+
+    /// The partitions that hold the watermark back at `now`: not ended, not pending, and not
+    /// idle (a partition with a backlog is never idle).
     fn counting(&self, now: Instant) -> impl Iterator<Item = (usize, &PartitionState)> {
         let idle = self.spec.as_ref().and_then(|s| s.idle_timeout);
         self.partitions.iter().enumerate().filter(move |(_, p)| {
-            !p.ended && !p.pending && idle.is_none_or(|timeout| now.duration_since(p.last_row) < timeout)
+            !p.ended && !p.pending && (p.backlog || idle.is_none_or(|timeout| now.duration_since(p.last_row) < timeout))
         })
     }
 
@@ -346,6 +360,25 @@ mod tests {
         std::thread::sleep(idle * 2);
         assert_eq!(t.tick(), None);
         assert_eq!(t.current(), before + 5);
+    }
+
+    /// A partition the connector reports unread messages for is slow, not idle: it holds the
+    /// watermark however long since its last row, until its backlog is read.
+    #[test]
+    fn a_partition_with_a_backlog_is_never_idle() {
+        let idle = Duration::from_millis(50);
+        let mut t = tracker(2, Some(idle));
+        t.assign(1, rows(&[10])).unwrap();
+        t.set_backlog([false, true]);
+        std::thread::sleep(idle * 3);
+        t.assign(0, rows(&[1000])).unwrap();
+        assert_eq!(t.current(), 10, "partition 1 has unread messages: it still holds the watermark");
+        let a = t.assign(1, rows(&[12])).unwrap();
+        assert_eq!(a.late.num_rows(), 0, "its rows are on time");
+        t.set_backlog([false, false]);
+        std::thread::sleep(idle * 3);
+        t.assign(0, rows(&[1001])).unwrap();
+        assert_eq!(t.current(), 1001, "read up and quiet: now partition 1 is idle");
     }
 
     #[test]
