@@ -742,7 +742,7 @@ impl Session {
                 _ => String::new(),
             });
         }
-        rows_outcome(&["name", "type", "nullable", "description"], columns, "DESCRIBE")
+        rows_outcome(&DESCRIBE_COLUMNS, columns, "DESCRIBE")
     }
 
     fn show_create(&self, kind: ObjectKind, name: &ObjectName) -> Result<Outcome> {
@@ -1062,6 +1062,10 @@ pub fn conform_batches(batches: &[RecordBatch], schema: &SchemaRef, table: &str)
 }
 
 /// A small in-memory result (SHOW and friends).
+/// The result columns of `DESCRIBE relation` (also what Describe in the extended protocol
+/// reports for it).
+pub const DESCRIBE_COLUMNS: [&str; 4] = ["name", "type", "nullable", "description"];
+
 fn rows_outcome(names: &[&str], columns: Vec<Vec<String>>, tag: &'static str) -> Result<Outcome> {
     let schema = Arc::new(Schema::new(
         names.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect::<Vec<_>>(),

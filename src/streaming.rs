@@ -79,6 +79,13 @@ async fn source_schema(
         }
         columns.push(weir_catalog::Column { name, type_name: pg_type_for_sql(&c.data_type)?, nullable: true });
     }
+    if columns.is_empty()
+        && let Some(schema) =
+            weir_connectors::payload::declared_columns(format, weir_connectors::payload::default_subject(options)).await?
+    {
+        // The format's schema (a registry subject's newest, or an inline one) gives them.
+        columns = catalog_columns(&schema)?;
+    }
     if columns.is_empty() {
         let Some(schema) = weir_connectors::default_schema(connector, options) else {
             // A missing or bad connector option (nexmark.table.type) explains more than the
@@ -256,12 +263,18 @@ pub async fn create_source(db: &Arc<Database>, ctx: &SessionContext, stmt: &Crea
     // Validate everything before anything is stored.
     let now = chrono::Utc::now().timestamp_micros();
     let (columns, _, _) = instantiate_source(ctx, stmt, now).await?;
+    let mut stored = stmt.clone();
+    if stored.columns.is_empty() && source_format(stmt).is_some_and(|f| f.encode.eq_ignore_ascii_case("avro")) {
+        // Columns from a registry are fixed when the source is made: a newer schema version
+        // later must not change them under the views (nor a restart re-read them).
+        stored.columns = column_defs(&columns[..columns.len() - stmt.include.len()])?;
+    }
     let object = db.write_catalog().create(NewObject {
         kind: ObjectKind::Source,
         schema: schema_name,
         name,
         owner: owner.to_string(),
-        definition: Statement::CreateSource(Box::new(stmt.clone())).to_string(),
+        definition: Statement::CreateSource(Box::new(stored)).to_string(),
         columns,
         primary_key: vec![],
         depends_on: vec![],
@@ -271,6 +284,17 @@ pub async fn create_source(db: &Arc<Database>, ctx: &SessionContext, stmt: &Crea
         return Err(e);
     }
     Ok(())
+}
+
+/// Column definitions as SQL would declare them.
+fn column_defs(columns: &[weir_catalog::Column]) -> Result<Vec<ast::ColumnDef>> {
+    let list: Vec<String> =
+        columns.iter().map(|c| format!("\"{}\" {}", c.name.replace('"', "\"\""), c.type_name)).collect();
+    let sql = format!("CREATE SOURCE s ({}) WITH (connector = 'none')", list.join(", "));
+    match weir_sql::parse(&sql)?.pop().map(|p| p.statement) {
+        Some(Statement::CreateSource(s)) => Ok(s.columns),
+        _ => Err(WeirError::internal(format!("cannot write the columns {list:?} as SQL"))),
+    }
 }
 
 async fn start_source(db: &Arc<Database>, ctx: &SessionContext, object: &CatalogObject) -> Result<()> {

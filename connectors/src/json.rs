@@ -16,9 +16,6 @@ use datafusion::arrow::compute::kernels::cast_utils::string_to_timestamp_nanos;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::json::ReaderBuilder;
 
-use crate::error::ConnectorError;
-use crate::options::invalid;
-use crate::source::SourceFormat;
 
 /// Decodes JSON records into batches of a fixed schema.
 #[derive(Debug, Clone)]
@@ -126,22 +123,6 @@ pub fn parse_event_time(value: &str, column: &str) -> Result<i64, String> {
     string_to_timestamp_nanos(v)
         .map(|nanos| nanos.div_euclid(1000))
         .map_err(|_| format!("invalid timestamp \"{v}\" for column \"{column}\": expected RFC 3339 or epoch milliseconds"))
-}
-
-/// Message connectors decode `FORMAT PLAIN ENCODE JSON` only (so far): anything else, or no
-/// `FORMAT` clause, is an error at `CREATE SOURCE`.
-pub fn require_plain_json(connector: &str, format: Option<&SourceFormat>) -> Result<(), ConnectorError> {
-    match format {
-        Some(f) if f.format.eq_ignore_ascii_case("plain") && f.encode.eq_ignore_ascii_case("json") => Ok(()),
-        Some(f) => Err(invalid(
-            "format",
-            format!(
-                "FORMAT {} ENCODE {} is not supported by connector '{connector}' (supported: FORMAT PLAIN ENCODE JSON)",
-                f.format, f.encode
-            ),
-        )),
-        None => Err(invalid("format", format!("connector '{connector}' needs FORMAT PLAIN ENCODE JSON"))),
-    }
 }
 
 #[cfg(test)]

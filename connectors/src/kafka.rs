@@ -35,7 +35,7 @@ use rdkafka::ClientContext;
 use tokio::sync::mpsc;
 
 use crate::error::ConnectorError;
-use crate::json::{JsonDecoder, require_plain_json};
+use crate::payload::PayloadDecoder;
 use crate::options::{Startup, check_known, invalid, parse_count, parse_validate};
 use crate::records::{DecodedRecords, decode_lenient, payload_prefix};
 use crate::source::{
@@ -63,7 +63,10 @@ struct KafkaShared {
     startup: Startup,
     schema: SchemaRef,
     /// Decodes the payload columns (the declared columns that are not metadata).
-    json: JsonDecoder,
+    payload: PayloadDecoder,
+    /// The runtime the source was created on: the reading thread fetches registry schemas
+    /// with it.
+    runtime: tokio::runtime::Handle,
     /// For each column of `schema`: where its values come from.
     layout: Vec<ColumnSource>,
     batch_rows: usize,
@@ -141,7 +144,6 @@ impl KafkaSource {
                     | "kafka.batch.rows"
             ) || key.starts_with("properties."))
         })?;
-        require_plain_json("kafka", format)?;
         let topic = options.get("topic").cloned().ok_or_else(|| invalid("topic", "connector 'kafka' needs a topic"))?;
         let brokers = options
             .get("properties.bootstrap.server")
@@ -175,7 +177,8 @@ impl KafkaSource {
             client,
             brokers,
             startup,
-            json: JsonDecoder::new(payload_schema),
+            payload: PayloadDecoder::new("kafka", format, payload_schema)?,
+            runtime: tokio::runtime::Handle::current(),
             schema,
             layout,
             batch_rows,
@@ -678,8 +681,11 @@ impl FetchJob {
                 self.shared.status.update(partition, |p| p.bytes += bytes);
             }
             let records = chunk.records();
+            if self.shared.payload.fetches_schemas() {
+                self.shared.runtime.block_on(self.shared.payload.prepare(&records));
+            }
             let mut pieces = Vec::new();
-            decode_lenient(&records, |r| self.shared.json.decode(r), |piece| {
+            decode_lenient(&records, |r| self.shared.payload.decode(r), |piece| {
                 pieces.push(piece);
                 true
             });

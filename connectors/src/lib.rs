@@ -23,10 +23,15 @@
 //!   (decoding a chunk of records, falling back to one at a time to single out bad ones).
 //! * [`json`] - JSON messages and lines to Arrow ([`JsonDecoder`]), shared by the file, Kafka
 //!   and NATS sources and the decoding benchmark.
+//! * [`avro`] - Avro messages to Arrow ([`AvroDecoder`]), with [`registry`] (a Confluent Schema
+//!   Registry client) for the wire format's schema ids.
+//! * [`payload`] - a message connector's `FORMAT PLAIN ENCODE ...` clause as one
+//!   [`PayloadDecoder`], and the columns a format gives a source declared without any.
 //!
 //! [`create_source`] builds a source from its `connector` option; [`default_schema`] gives the
 //! columns of a source declared without any.
 
+pub mod avro;
 pub mod datagen;
 pub mod error;
 pub mod file;
@@ -34,6 +39,8 @@ pub mod json;
 pub mod kafka;
 pub mod nats;
 pub mod nexmark;
+pub mod payload;
+pub mod registry;
 pub mod sink;
 pub mod source;
 
@@ -48,7 +55,9 @@ use datafusion::arrow::datatypes::SchemaRef;
 pub use datagen::DatagenSource;
 pub use error::ConnectorError;
 pub use file::FileSource;
+pub use avro::AvroDecoder;
 pub use json::JsonDecoder;
+pub use payload::PayloadDecoder;
 pub use kafka::KafkaSource;
 pub use nats::NatsSource;
 pub use nexmark::{NexmarkSource, NexmarkTable, nexmark_default_schema};

@@ -35,7 +35,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::error::ConnectorError;
-use crate::json::{JsonDecoder, require_plain_json};
+use crate::payload::PayloadDecoder;
 use crate::options::{Startup, check_known, invalid, parse_count, parse_validate};
 use crate::records::{DecodedRecords, decode_lenient, payload_prefix};
 use crate::source::{ConnectorStatus, Source, SourceEvent, SourceFormat, SourceOptions, SourcePosition};
@@ -76,7 +76,7 @@ struct NatsShared {
     consumer: String,
     startup: Startup,
     schema: SchemaRef,
-    json: JsonDecoder,
+    payload: PayloadDecoder,
     batch_rows: usize,
     max_ack_pending: i64,
     /// The sequence the live reader started from, once known: replays start there too.
@@ -148,7 +148,6 @@ impl NatsSource {
                     | "connector.validate"
             ))
         })?;
-        require_plain_json("nats", format)?;
         let server_url = options
             .get("nats.server_url")
             .cloned()
@@ -188,7 +187,7 @@ impl NatsSource {
             subject,
             consumer,
             startup: Startup::parse(options)?,
-            json: JsonDecoder::new(schema.clone()),
+            payload: PayloadDecoder::new("nats", format, schema.clone())?,
             schema,
             batch_rows: parse_count(options, "nats.batch.rows", 4096, 1 << 20)?,
             max_ack_pending,
@@ -529,8 +528,9 @@ impl ReadTask {
     ) -> bool {
         let Some(&last) = chunk.sequences.last() else { return true };
         let records: Vec<&[u8]> = chunk.payloads.iter().map(|p| p.as_ref()).collect();
+        self.shared.payload.prepare(&records).await;
         let mut pieces = Vec::new();
-        decode_lenient(&records, |r| self.shared.json.decode(r), |piece| {
+        decode_lenient(&records, |r| self.shared.payload.decode(r), |piece| {
             pieces.push(piece);
             true
         });

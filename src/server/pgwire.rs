@@ -663,6 +663,10 @@ fn static_result_schema(statement: &Statement) -> Option<Schema> {
                     other => Some(text(&[other])),
                 }
             }
+            sqlparser::ast::Statement::ExplainTable {
+                describe_alias: sqlparser::ast::DescribeAlias::Describe | sqlparser::ast::DescribeAlias::Desc,
+                ..
+            } => Some(text(&crate::session::DESCRIBE_COLUMNS)),
             _ => None,
         },
         _ => None,

@@ -12,6 +12,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
+use crate::avro::{CHAT_V1, CHAT_V2, Registry, avro_message, bad_avro_messages};
 use crate::chat::{BAD_MESSAGES, CHAT_VIEW, chat_events, figure, oracle, unique_name, view_rows, wait_for};
 use crate::common::Server;
 
@@ -41,7 +42,7 @@ async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
     }
 }
 
-fn produce(brokers: &str, topic: &str, messages: &[(i32, String)]) {
+fn produce<P: AsRef<[u8]>>(brokers: &str, topic: &str, messages: &[(i32, P)]) {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         // tansu cannot fetch snappy batches; lz4 works everywhere.
@@ -50,7 +51,7 @@ fn produce(brokers: &str, topic: &str, messages: &[(i32, String)]) {
         .expect("producer");
     for (partition, payload) in messages {
         producer
-            .send(BaseRecord::<(), _>::to(topic).partition(*partition).payload(payload.as_bytes()))
+            .send(BaseRecord::<(), _>::to(topic).partition(*partition).payload(payload.as_ref()))
             .map_err(|(e, _)| e)
             .expect("send");
     }
@@ -260,4 +261,75 @@ async fn the_chat_demo_runs_from_kafka_with_the_producer_and_psql() {
         .await
     );
     assert!(figure(&client, "SELECT count(*) FROM chat_engagement WHERE messages_per_100_viewers > 0").await > 0);
+}
+
+/// `ENCODE AVRO` with a schema registry: messages in the Confluent wire format under two schema
+/// versions (the second adds a field), columns omitted from the DDL (the subject's newest schema
+/// gives them), bad messages among the good ones; the view must equal the batch answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn avro_with_a_schema_registry_matches_batch_and_bad_messages_are_counted() {
+    let Some((brokers, _)) = broker() else { return };
+    let topic = unique_name("avro_chat");
+    create_topic(&brokers, &topic, 3).await;
+    let subject = format!("{topic}-value");
+    let registry = Registry::start(vec![(1, subject.clone(), CHAT_V1), (2, subject.clone(), CHAT_V2)]).await;
+    let (json, events) = chat_events(5, 150, 0);
+    // The first half of each partition written with version 1, the rest with version 2.
+    let mut messages: Vec<(i32, Vec<u8>)> = json
+        .iter()
+        .zip(&events)
+        .enumerate()
+        .map(|(i, ((partition, _), event))| {
+            let v2 = i % 150 >= 75;
+            (*partition, avro_message(event, Some(if v2 { 2 } else { 1 }), v2))
+        })
+        .collect();
+    let bad = bad_avro_messages(&messages[0].1);
+    for (i, b) in bad.iter().enumerate() {
+        messages.insert(40 + i * 160, (i as i32, b.clone()));
+    }
+    produce(&brokers, &topic, &messages);
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE chat (WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) \
+             WITH (connector = 'kafka', topic = '{topic}', properties.bootstrap.server = '{brokers}', \
+                   scan.startup.mode = 'earliest') \
+             FORMAT PLAIN ENCODE AVRO (schema.registry = '{}'); \
+             {CHAT_VIEW}; \
+             CREATE MATERIALIZED VIEW texts AS SELECT count(message) AS with_text, count(*) AS n FROM chat",
+            registry.url
+        ))
+        .await
+        .unwrap();
+    // The columns came from the subject's newest schema, and are stored with the source.
+    let described = client.query("DESCRIBE chat", &[]).await.unwrap();
+    let names: Vec<String> = described.iter().map(|r| r.get(0)).collect();
+    assert_eq!(names, ["stream_id", "user_id", "ts", "message"]);
+
+    wait_for(&client, "chat", events.len() as i64, 3).await;
+    assert_eq!(figure(&client, "SELECT late_rows FROM weir_catalog.sources WHERE name = 'chat'").await, 0);
+    assert_eq!(view_rows(&client).await, oracle(&events).await);
+    // Version 1 messages have no text: NULL, not an error.
+    assert_eq!(figure(&client, "SELECT with_text FROM texts").await, 3 * 75);
+    assert_eq!(figure(&client, "SELECT n FROM texts").await, events.len() as i64);
+
+    // The bad ones are listed with their reasons; the registry was asked once per schema.
+    let errors = client
+        .query("SELECT partition, error FROM weir_catalog.source_errors WHERE source = 'chat' ORDER BY partition", &[])
+        .await
+        .unwrap();
+    let reasons: Vec<String> = errors.iter().map(|r| r.get(1)).collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(reasons[0].contains("magic byte"), "{reasons:?}");
+    assert!(reasons[1].contains("99"), "{reasons:?}");
+    assert!(reasons[2].contains("Avro"), "{reasons:?}");
+    for path in ["/schemas/ids/1", "/schemas/ids/2", "/schemas/ids/99"] {
+        assert_eq!(registry.requests_for(path), 1, "{path}");
+    }
+    let definition: String = client.query_one("SHOW CREATE SOURCE chat", &[]).await.unwrap().get(1);
+    assert!(definition.contains("\"message\" TEXT") || definition.contains("message TEXT"), "{definition}");
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream::Config as StreamConfig};
 
+use crate::avro::{CHAT_V1, avro_message};
 use crate::chat::{BAD_MESSAGES, CHAT_VIEW, chat_events, figure, oracle, unique_name, view_rows, wait_for};
 use crate::common::Server;
 
@@ -37,10 +38,10 @@ async fn create_stream(js: &jetstream::Context, name: &str) {
 }
 
 /// Publishes the messages in order and returns the stream sequence of each.
-async fn publish(js: &jetstream::Context, messages: &[(String, String)]) -> Vec<u64> {
+async fn publish<P: AsRef<[u8]>>(js: &jetstream::Context, messages: &[(String, P)]) -> Vec<u64> {
     let mut sequences = Vec::with_capacity(messages.len());
     for (subject, payload) in messages {
-        let ack = js.publish(subject.clone(), payload.clone().into()).await.expect("publish").await.expect("publish ack");
+        let ack = js.publish(subject.clone(), bytes::Bytes::copy_from_slice(payload.as_ref())).await.expect("publish").await.expect("publish ack");
         sequences.push(ack.sequence);
     }
     sequences
@@ -327,4 +328,40 @@ async fn startup_modes_latest_and_timestamp_skip_earlier_messages() {
     assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1), row.get::<_, i64>(2)), (8, 10, 17));
     let row = client.query_one(&ids("from_now_ids"), &[]).await.unwrap();
     assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1), row.get::<_, i64>(2)), (3, 15, 17));
+}
+
+/// `ENCODE AVRO` with an inline schema: bare Avro bodies (no registry, no wire-format prefix)
+/// published to a stream, a body that does not decode among them.
+#[tokio::test(flavor = "multi_thread")]
+async fn avro_with_an_inline_schema_matches_batch() {
+    let Some((url, token)) = nats() else { return };
+    let js = jetstream(&url, &token).await;
+    let stream = unique_name("avro");
+    create_stream(&js, &stream).await;
+    let (_, events) = chat_events(9, 100, 0);
+    // Interleaved across the generator's partitions, as `interleaved` does for JSON.
+    let mut messages: Vec<(String, Vec<u8>)> = (0..100)
+        .flat_map(|i| (0..3).map(move |p| (p, p * 100 + i)))
+        .map(|(p, at)| (format!("{stream}.p{p}"), avro_message(&events[at], None, false)))
+        .collect();
+    messages.insert(120, (format!("{stream}.p1"), vec![0x02, 0xff, 0xff]));
+    publish(&js, &messages).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let client = server.connect().await;
+    let inline = CHAT_V1.replace('\'', "''");
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE chat (stream_id VARCHAR, user_id BIGINT, ts TIMESTAMP, \
+                 WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) \
+             WITH (connector = 'nats', nats.server_url = '{url}', nats.token = '{token}', nats.stream = '{stream}') \
+             FORMAT PLAIN ENCODE AVRO (schema = '{inline}'); \
+             {CHAT_VIEW}"
+        ))
+        .await
+        .unwrap();
+    wait_for(&client, "chat", events.len() as i64, 1).await;
+    assert_eq!(figure(&client, "SELECT late_rows FROM weir_catalog.sources WHERE name = 'chat'").await, 0);
+    assert_eq!(view_rows(&client).await, oracle(&events).await);
 }

@@ -1,0 +1,333 @@
+//! `ENCODE AVRO`: Avro messages decoded straight to Arrow by arrow-avro, then matched to the
+//! declared columns by name.
+//!
+//! Two ways to know the writer schema:
+//! * `schema.registry = 'http://...'`: each message is in the Confluent wire format (a zero byte,
+//!   the 4-byte schema id, the Avro body) and its schema is fetched from the registry by id
+//!   ([`SchemaRegistry`]) the first time the id is seen. Messages under different ids (a schema
+//!   that evolved) decode side by side; columns are matched by name, so a field added later is
+//!   NULL in older messages.
+//! * `schema = '<Avro schema JSON>'`: every message is a bare Avro body written with that schema.
+//!
+//! Decoding needs the schema of every id in hand; [`AvroDecoder::prepare`] fetches the missing
+//! ones before a chunk is decoded (an id the registry does not know makes its messages bad
+//! records, skipped and counted like any other).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use arrow_avro::reader::ReaderBuilder;
+use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, SchemaStore};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, TimestampMicrosecondArray, new_null_array};
+use datafusion::arrow::compute::{CastOptions, cast_with_options, concat_batches};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
+
+use crate::error::ConnectorError;
+use crate::json::parse_event_time;
+use crate::options::invalid;
+use crate::registry::{CONFLUENT_MAGIC, RegisteredSchema, SchemaRegistry, confluent_schema_id};
+
+/// Where the writer schema comes from.
+#[derive(Debug)]
+enum WriterSchema {
+    Registry(Arc<SchemaRegistry>),
+    /// Bare bodies, all written with this schema.
+    Inline(AvroSchema),
+}
+
+/// The id an inline schema is filed under in arrow-avro's schema store (bare bodies get a
+/// Confluent prefix with this id so that one decoding path serves both cases).
+const INLINE_ID: u32 = 0;
+
+#[derive(Debug)]
+pub struct AvroDecoder {
+    output: SchemaRef,
+    writer: WriterSchema,
+    /// Avro schemas by id, parsed once.
+    schemas: Mutex<HashMap<u32, Result<AvroSchema, String>>>,
+}
+
+impl AvroDecoder {
+    /// A decoder into `output`'s columns. `schema_option` is the inline schema, if given.
+    pub fn new(output: SchemaRef, registry: Option<Arc<SchemaRegistry>>, schema_option: Option<&str>) -> Result<Self, ConnectorError> {
+        let writer = match (registry, schema_option) {
+            (Some(r), None) => WriterSchema::Registry(r),
+            (None, Some(json)) => {
+                let schema = AvroSchema::new(json.to_string());
+                arrow_schema_of(&schema).map_err(|e| invalid("schema", format!("not a usable Avro schema: {e}")))?;
+                WriterSchema::Inline(schema)
+            }
+            (Some(_), Some(_)) => return Err(invalid("schema", "give either schema.registry or an inline schema, not both")),
+            (None, None) => {
+                return Err(invalid(
+                    "schema.registry",
+                    "ENCODE AVRO needs the writer schema: schema.registry = 'http://...' or schema = '<Avro schema JSON>'",
+                ));
+            }
+        };
+        Ok(AvroDecoder { output, writer, schemas: Mutex::new(HashMap::new()) })
+    }
+
+    /// Fetches the schemas of the ids in `records` that are not known yet. Failures are not
+    /// errors here: the messages of an id that cannot be had become bad records in `decode`.
+    pub async fn prepare(&self, records: &[&[u8]]) {
+        let WriterSchema::Registry(registry) = &self.writer else { return };
+        let ids: BTreeSet<u32> = records.iter().filter_map(|r| confluent_schema_id(r).ok()).collect();
+        for id in ids {
+            if self.schemas.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&id) {
+                continue;
+            }
+            let parsed = match registry.schema_by_id(id).await {
+                Ok(schema) => avro_schema(&schema),
+                // Unreachable registry: try again with the next chunk rather than remember it.
+                Err(ConnectorError::Unavailable { reason, .. }) => {
+                    tracing::warn!(id, %reason, "schema registry unreachable");
+                    continue;
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            self.schemas.lock().unwrap_or_else(|p| p.into_inner()).insert(id, parsed);
+        }
+    }
+
+    fn schema_of(&self, id: u32) -> Result<AvroSchema, String> {
+        match &self.writer {
+            WriterSchema::Inline(schema) => Ok(schema.clone()),
+            WriterSchema::Registry(_) => self
+                .schemas
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| Err(format!("the schema with id {id} could not be fetched from the registry"))),
+        }
+    }
+
+    fn id_of(&self, record: &[u8]) -> Result<u32, String> {
+        match self.writer {
+            WriterSchema::Inline(_) => Ok(INLINE_ID),
+            WriterSchema::Registry(_) => confluent_schema_id(record),
+        }
+    }
+
+    /// Decodes every record into one batch of the output columns, or fails with the first
+    /// problem (the caller then decodes record by record to single out the bad ones).
+    pub fn decode(&self, records: &[&[u8]]) -> Result<RecordBatch, String> {
+        let mut pieces = Vec::new();
+        let mut start = 0;
+        // Runs of records under one schema id decode together.
+        while start < records.len() {
+            let id = self.id_of(records[start])?;
+            let mut end = start + 1;
+            while end < records.len() && self.id_of(records[end]).is_ok_and(|i| i == id) {
+                end += 1;
+            }
+            pieces.push(self.decode_run(id, &records[start..end])?);
+            start = end;
+        }
+        match pieces.len() {
+            0 => Ok(RecordBatch::new_empty(self.output.clone())),
+            1 => Ok(pieces.remove(0)),
+            _ => concat_batches(&self.output, &pieces).map_err(|e| e.to_string()),
+        }
+    }
+
+    fn decode_run(&self, id: u32, records: &[&[u8]]) -> Result<RecordBatch, String> {
+        let mut store = SchemaStore::new_with_type(FingerprintAlgorithm::Id);
+        store.set(Fingerprint::Id(id), self.schema_of(id)?).map_err(|e| e.to_string())?;
+        let mut decoder = ReaderBuilder::new()
+            .with_writer_schema_store(store)
+            .with_batch_size(records.len())
+            .build_decoder()
+            .map_err(|e| format!("Avro schema {id}: {e}"))?;
+        let mut framed = Vec::new();
+        for record in records {
+            let message: &[u8] = match self.writer {
+                WriterSchema::Registry(_) => record,
+                WriterSchema::Inline(_) => {
+                    framed.clear();
+                    framed.push(CONFLUENT_MAGIC);
+                    framed.extend_from_slice(&INLINE_ID.to_be_bytes());
+                    framed.extend_from_slice(record);
+                    &framed
+                }
+            };
+            let used = decoder.decode(message).map_err(|e| format!("bad Avro message: {e}"))?;
+            if used != message.len() {
+                return Err(format!("bad Avro message: {} of its {} bytes make a record", used, message.len()));
+            }
+        }
+        let batch = decoder.flush().map_err(|e| format!("bad Avro message: {e}"))?;
+        let batch = batch.unwrap_or_else(|| RecordBatch::new_empty(decoder.schema()));
+        if batch.num_rows() != records.len() {
+            return Err(format!("bad Avro message: {} records gave {} rows", records.len(), batch.num_rows()));
+        }
+        conform(&batch, &self.output)
+    }
+}
+
+/// The Avro schema of a registry entry.
+fn avro_schema(schema: &RegisteredSchema) -> Result<AvroSchema, String> {
+    if !schema.schema_type.eq_ignore_ascii_case("avro") {
+        return Err(format!("schema {} is a {} schema, not Avro", schema.id, schema.schema_type));
+    }
+    let avro = AvroSchema::new(schema.schema.clone());
+    arrow_schema_of(&avro).map_err(|e| format!("schema {} is not a usable Avro schema: {e}", schema.id))?;
+    Ok(avro)
+}
+
+/// The Arrow columns arrow-avro decodes a writer schema into.
+fn arrow_schema_of(schema: &AvroSchema) -> Result<SchemaRef, String> {
+    let mut store = SchemaStore::new_with_type(FingerprintAlgorithm::Id);
+    store.set(Fingerprint::Id(INLINE_ID), schema.clone()).map_err(|e| e.to_string())?;
+    let decoder = ReaderBuilder::new().with_writer_schema_store(store).build_decoder().map_err(|e| e.to_string())?;
+    Ok(decoder.schema())
+}
+
+/// The columns of a source declared without any, from the writer schema: Avro's types as
+/// Weir's (timestamps in microseconds, text as `Utf8`).
+pub fn declared_columns(schema_json: &str) -> Result<SchemaRef, String> {
+    let arrow = arrow_schema_of(&AvroSchema::new(schema_json.to_string()))?;
+    let fields = arrow
+        .fields()
+        .iter()
+        .map(|f| {
+            let data_type = match f.data_type() {
+                DataType::Timestamp(_, tz) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+                DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
+                DataType::BinaryView | DataType::LargeBinary | DataType::FixedSizeBinary(_) => DataType::Binary,
+                other => other.clone(),
+            };
+            Field::new(f.name(), data_type, true)
+        })
+        .collect::<Vec<_>>();
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// The decoded columns as the declared ones: matched by name (a declared column the writer
+/// schema lacks is NULL), cast to the declared type. A value that does not fit fails.
+fn conform(decoded: &RecordBatch, output: &SchemaRef) -> Result<RecordBatch, String> {
+    let rows = decoded.num_rows();
+    let strict = CastOptions { safe: false, ..CastOptions::default() };
+    let columns = output
+        .fields()
+        .iter()
+        .map(|field| {
+            let Some(column) = decoded.column_by_name(field.name()) else {
+                return Ok(new_null_array(field.data_type(), rows));
+            };
+            if column.data_type() == field.data_type() {
+                return Ok(column.clone());
+            }
+            let fits = |e: &dyn std::fmt::Display| format!("field \"{}\" does not fit column type {}: {e}", field.name(), field.data_type());
+            match (column.data_type(), field.data_type()) {
+                // An event time sent as a plain number is epoch milliseconds (as in JSON), not
+                // the column's own unit.
+                (DataType::Int64 | DataType::Int32, DataType::Timestamp(..)) => {
+                    let millis = cast_with_options(column, &DataType::Int64, &strict).map_err(|e| fits(&e))?;
+                    let micros: TimestampMicrosecondArray = millis
+                        .as_primitive::<Int64Type>()
+                        .iter()
+                        .map(|m| m.map(|m| m.checked_mul(1000).ok_or("timestamp out of range")).transpose())
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| fits(&e))?;
+                    cast_with_options(&micros, field.data_type(), &strict).map_err(|e| fits(&e))
+                }
+                (DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8, DataType::Timestamp(..)) => {
+                    let text = cast_with_options(column, &DataType::Utf8, &strict).map_err(|e| fits(&e))?;
+                    let micros: TimestampMicrosecondArray = text
+                        .as_string::<i32>()
+                        .iter()
+                        .map(|v| v.map(|v| parse_event_time(v, field.name())).transpose())
+                        .collect::<Result<_, _>>()?;
+                    cast_with_options(&micros, field.data_type(), &strict).map_err(|e| fits(&e))
+                }
+                _ => cast_with_options(column, field.data_type(), &strict).map_err(|e| fits(&e)),
+            }
+        })
+        .collect::<Result<Vec<ArrayRef>, String>>()?;
+    RecordBatch::try_new(output.clone(), columns).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use arrow_avro::schema::{FingerprintStrategy, SCHEMA_METADATA_KEY};
+    use arrow_avro::writer::WriterBuilder;
+    use arrow_avro::writer::format::AvroSoeFormat;
+    use datafusion::arrow::array::{Int64Array, StringArray, TimestampMillisecondArray};
+    use datafusion::arrow::datatypes::TimestampMicrosecondType;
+
+    use super::*;
+
+    const CHAT_V1: &str = r#"{"type":"record","name":"Chat","fields":[
+        {"name":"stream_id","type":"string"},
+        {"name":"ts","type":{"type":"long","logicalType":"timestamp-millis"}}]}"#;
+
+    /// Messages in the Confluent wire format, written by arrow-avro's own writer.
+    fn confluent(schema_json: &str, id: u32, streams: &[&str], millis: &[i64]) -> Vec<Vec<u8>> {
+        let metadata = HashMap::from([(SCHEMA_METADATA_KEY.to_string(), schema_json.to_string())]);
+        let fields = vec![
+            Field::new("stream_id", DataType::Utf8, false),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into())), false),
+        ];
+        let arrow = Schema::new_with_metadata(fields, metadata);
+        let ts = TimestampMillisecondArray::from(millis.to_vec()).with_timezone("+00:00");
+        let batch = RecordBatch::try_new(Arc::new(arrow.clone()), vec![Arc::new(StringArray::from(streams.to_vec())), Arc::new(ts)]).unwrap();
+        (0..batch.num_rows())
+            .map(|i| {
+                let mut w = WriterBuilder::new(arrow.clone())
+                    .with_fingerprint_strategy(FingerprintStrategy::Id(id))
+                    .build::<_, AvroSoeFormat>(Vec::new())
+                    .unwrap();
+                w.write(&batch.slice(i, 1)).unwrap();
+                w.finish().unwrap();
+                w.into_inner()
+            })
+            .collect()
+    }
+
+    fn output() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("stream_id", DataType::Utf8, true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+            Field::new("missing", DataType::Int64, true),
+        ]))
+    }
+
+    #[test]
+    fn inline_schema_bodies_decode_by_column_name() {
+        let framed = confluent(CHAT_V1, 0, &["a", "b"], &[1_000, 2_500]);
+        // Bare bodies: the 5-byte prefix cut off.
+        let bodies: Vec<&[u8]> = framed.iter().map(|m| &m[5..]).collect();
+        let decoder = AvroDecoder::new(output(), None, Some(CHAT_V1)).unwrap();
+        let batch = decoder.decode(&bodies).unwrap();
+        assert_eq!(batch.column(0).as_string::<i32>().iter().collect::<Vec<_>>(), [Some("a"), Some("b")]);
+        assert_eq!(batch.column(1).as_primitive::<TimestampMicrosecondType>().values().to_vec(), [1_000_000, 2_500_000]);
+        assert_eq!(batch.column(2).null_count(), 2);
+        // A truncated body and trailing bytes are both errors.
+        assert!(decoder.decode(&[&bodies[0][..bodies[0].len() - 1]]).is_err());
+        let mut longer = bodies[1].to_vec();
+        longer.extend_from_slice(b"xx");
+        assert!(decoder.decode(&[&longer]).is_err());
+    }
+
+    #[test]
+    fn declared_columns_come_from_the_schema() {
+        let schema = declared_columns(CHAT_V1).unwrap();
+        assert_eq!(schema.field(0).data_type(), &DataType::Utf8);
+        assert!(matches!(schema.field(1).data_type(), DataType::Timestamp(TimeUnit::Microsecond, _)));
+        assert!(AvroDecoder::new(output(), None, Some("{not avro")).is_err());
+        assert!(AvroDecoder::new(output(), None, None).unwrap_err().to_string().contains("schema.registry"));
+    }
+
+    #[test]
+    fn numbers_into_timestamp_columns_are_epoch_milliseconds() {
+        let schema = Arc::new(Schema::new(vec![Field::new("ts", DataType::Int64, true)]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1_500]))]).unwrap();
+        let out = Arc::new(Schema::new(vec![Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), true)]));
+        let conformed = conform(&batch, &out).unwrap();
+        assert_eq!(conformed.column(0).as_primitive::<TimestampMicrosecondType>().value(0), 1_500_000);
+    }
+}

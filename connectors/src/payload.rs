@@ -1,0 +1,114 @@
+//! How a message connector's payloads become rows: the `FORMAT PLAIN ENCODE ...` clause.
+//!
+//! * `ENCODE JSON` ([`JsonDecoder`]) - one JSON object per message.
+//! * `ENCODE AVRO (schema.registry = '...' | schema = '...')` ([`AvroDecoder`]) - Confluent
+//!   wire format with a registry, or bare bodies with an inline schema.
+//!
+//! A chunk is first [`PayloadDecoder::prepare`]d (async: schemas a registry must be asked for),
+//! then decoded synchronously, falling back to one message at a time (`records`).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+
+use crate::avro::{self, AvroDecoder};
+use crate::error::ConnectorError;
+use crate::json::JsonDecoder;
+use crate::options::invalid;
+use crate::registry::SchemaRegistry;
+use crate::source::{SourceFormat, SourceOptions};
+
+#[derive(Debug)]
+pub enum PayloadDecoder {
+    Json(JsonDecoder),
+    Avro(AvroDecoder),
+}
+
+const SUPPORTED: &str = "FORMAT PLAIN ENCODE JSON | AVRO";
+
+/// The format clause's `ENCODE`, checked: `FORMAT PLAIN` and a supported encoding.
+fn encoding<'a>(connector: &str, format: Option<&'a SourceFormat>) -> Result<&'a SourceFormat, ConnectorError> {
+    let Some(f) = format else {
+        return Err(invalid("format", format!("connector '{connector}' needs a format: {SUPPORTED}")));
+    };
+    if !f.format.eq_ignore_ascii_case("plain") || !["json", "avro"].iter().any(|e| f.encode.eq_ignore_ascii_case(e)) {
+        return Err(invalid(
+            "format",
+            format!("FORMAT {} ENCODE {} is not supported by connector '{connector}' (supported: {SUPPORTED})", f.format, f.encode),
+        ));
+    }
+    let known: &[&str] = if f.encode.eq_ignore_ascii_case("json") {
+        &[]
+    } else {
+        &["schema.registry", "schema.registry.username", "schema.registry.password", "schema.registry.subject", "schema"]
+    };
+    if let Some(unknown) = f.options.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(invalid(unknown, format!("unknown option of ENCODE {}", f.encode.to_uppercase())));
+    }
+    Ok(f)
+}
+
+impl PayloadDecoder {
+    /// The decoder of a message connector's `FORMAT` clause into the `output` columns.
+    pub fn new(connector: &str, format: Option<&SourceFormat>, output: SchemaRef) -> Result<Self, ConnectorError> {
+        let f = encoding(connector, format)?;
+        if f.encode.eq_ignore_ascii_case("json") {
+            return Ok(PayloadDecoder::Json(JsonDecoder::new(output)));
+        }
+        let registry = SchemaRegistry::from_options(&f.options)?.map(Arc::new);
+        Ok(PayloadDecoder::Avro(AvroDecoder::new(output, registry, f.options.get("schema").map(String::as_str))?))
+    }
+
+    /// Whether [`PayloadDecoder::prepare`] may have work to do (callers outside the runtime
+    /// skip entering it otherwise).
+    pub fn fetches_schemas(&self) -> bool {
+        matches!(self, PayloadDecoder::Avro(_))
+    }
+
+    /// Gets what decoding `records` needs from elsewhere (schemas from a registry).
+    pub async fn prepare(&self, records: &[&[u8]]) {
+        if let PayloadDecoder::Avro(avro) = self {
+            avro.prepare(records).await;
+        }
+    }
+
+    pub fn decode(&self, records: &[&[u8]]) -> Result<RecordBatch, String> {
+        match self {
+            PayloadDecoder::Json(json) => json.decode(records),
+            PayloadDecoder::Avro(avro) => avro.decode(records),
+        }
+    }
+}
+
+/// The columns of a source declared without any, when its format knows them: the newest schema
+/// of the registry subject (`schema.registry.subject`, by default `<default_subject>-value`), or
+/// the inline schema. `Ok(None)`: the format does not say.
+pub async fn declared_columns(
+    format: Option<&SourceFormat>,
+    default_subject: Option<&str>,
+) -> Result<Option<SchemaRef>, ConnectorError> {
+    let Some(f) = format.filter(|f| f.encode.eq_ignore_ascii_case("avro")) else { return Ok(None) };
+    let json = if let Some(inline) = f.options.get("schema") {
+        inline.clone()
+    } else if let Some(registry) = SchemaRegistry::from_options(&f.options)? {
+        let subject = match (f.options.get("schema.registry.subject"), default_subject) {
+            (Some(s), _) => s.clone(),
+            (None, Some(d)) => format!("{d}-value"),
+            (None, None) => return Err(invalid("schema.registry.subject", "name the registry subject whose schema gives the columns")),
+        };
+        let latest = registry.latest(&subject).await?;
+        if !latest.schema_type.eq_ignore_ascii_case("avro") {
+            return Err(invalid("schema.registry", format!("subject \"{subject}\" holds a {} schema, not Avro", latest.schema_type)));
+        }
+        latest.schema.clone()
+    } else {
+        return Ok(None);
+    };
+    avro::declared_columns(&json).map(Some).map_err(|e| invalid("schema", format!("not a usable Avro schema: {e}")))
+}
+
+/// The registry subject a source's options name by default: the Kafka topic or NATS subject.
+pub fn default_subject(options: &SourceOptions) -> Option<&str> {
+    options.get("topic").or_else(|| options.get("nats.subject")).or_else(|| options.get("nats.stream")).map(String::as_str)
+}
