@@ -13,24 +13,23 @@
 //! ones before a chunk is decoded (an id the registry does not know makes its messages bad
 //! records, skipped and counted like any other).
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arrow_avro::reader::ReaderBuilder;
 use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, SchemaStore};
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, TimestampMicrosecondArray, new_null_array};
-use datafusion::arrow::compute::{CastOptions, cast_with_options, concat_batches};
-use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
+use crate::convert::conform_by_name;
 use crate::error::ConnectorError;
-use crate::json::parse_event_time;
 use crate::options::invalid;
-use crate::registry::{CONFLUENT_MAGIC, RegisteredSchema, SchemaRegistry, confluent_schema_id};
+use crate::registry::{CONFLUENT_MAGIC, RegisteredSchema, SchemaCache, SchemaRegistry, confluent_schema_id};
 
 /// Where the writer schema comes from.
 #[derive(Debug)]
 enum WriterSchema {
-    Registry(Arc<SchemaRegistry>),
+    Registry(SchemaCache<AvroSchema>),
     /// Bare bodies, all written with this schema.
     Inline(AvroSchema),
 }
@@ -43,15 +42,13 @@ const INLINE_ID: u32 = 0;
 pub struct AvroDecoder {
     output: SchemaRef,
     writer: WriterSchema,
-    /// Avro schemas by id, parsed once.
-    schemas: Mutex<HashMap<u32, Result<AvroSchema, String>>>,
 }
 
 impl AvroDecoder {
     /// A decoder into `output`'s columns. `schema_option` is the inline schema, if given.
     pub fn new(output: SchemaRef, registry: Option<Arc<SchemaRegistry>>, schema_option: Option<&str>) -> Result<Self, ConnectorError> {
         let writer = match (registry, schema_option) {
-            (Some(r), None) => WriterSchema::Registry(r),
+            (Some(r), None) => WriterSchema::Registry(SchemaCache::new(r)),
             (None, Some(json)) => {
                 let schema = AvroSchema::new(json.to_string());
                 arrow_schema_of(&schema).map_err(|e| invalid("schema", format!("not a usable Avro schema: {e}")))?;
@@ -65,41 +62,21 @@ impl AvroDecoder {
                 ));
             }
         };
-        Ok(AvroDecoder { output, writer, schemas: Mutex::new(HashMap::new()) })
+        Ok(AvroDecoder { output, writer })
     }
 
     /// Fetches the schemas of the ids in `records` that are not known yet. Failures are not
     /// errors here: the messages of an id that cannot be had become bad records in `decode`.
     pub async fn prepare(&self, records: &[&[u8]]) {
-        let WriterSchema::Registry(registry) = &self.writer else { return };
-        let ids: BTreeSet<u32> = records.iter().filter_map(|r| confluent_schema_id(r).ok()).collect();
-        for id in ids {
-            if self.schemas.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&id) {
-                continue;
-            }
-            let parsed = match registry.schema_by_id(id).await {
-                Ok(schema) => avro_schema(&schema),
-                // Unreachable registry: try again with the next chunk rather than remember it.
-                Err(ConnectorError::Unavailable { reason, .. }) => {
-                    tracing::warn!(id, %reason, "schema registry unreachable");
-                    continue;
-                }
-                Err(e) => Err(e.to_string()),
-            };
-            self.schemas.lock().unwrap_or_else(|p| p.into_inner()).insert(id, parsed);
+        if let WriterSchema::Registry(cache) = &self.writer {
+            cache.prepare(records, avro_schema).await;
         }
     }
 
     fn schema_of(&self, id: u32) -> Result<AvroSchema, String> {
         match &self.writer {
             WriterSchema::Inline(schema) => Ok(schema.clone()),
-            WriterSchema::Registry(_) => self
-                .schemas
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&id)
-                .cloned()
-                .unwrap_or_else(|| Err(format!("the schema with id {id} could not be fetched from the registry"))),
+            WriterSchema::Registry(cache) => cache.get(id),
         }
     }
 
@@ -162,7 +139,7 @@ impl AvroDecoder {
         if batch.num_rows() != records.len() {
             return Err(format!("bad Avro message: {} records gave {} rows", records.len(), batch.num_rows()));
         }
-        conform(&batch, &self.output)
+        conform_by_name(&batch, &self.output)
     }
 }
 
@@ -204,51 +181,6 @@ pub fn declared_columns(schema_json: &str) -> Result<SchemaRef, String> {
     Ok(Arc::new(Schema::new(fields)))
 }
 
-/// The decoded columns as the declared ones: matched by name (a declared column the writer
-/// schema lacks is NULL), cast to the declared type. A value that does not fit fails.
-fn conform(decoded: &RecordBatch, output: &SchemaRef) -> Result<RecordBatch, String> {
-    let rows = decoded.num_rows();
-    let strict = CastOptions { safe: false, ..CastOptions::default() };
-    let columns = output
-        .fields()
-        .iter()
-        .map(|field| {
-            let Some(column) = decoded.column_by_name(field.name()) else {
-                return Ok(new_null_array(field.data_type(), rows));
-            };
-            if column.data_type() == field.data_type() {
-                return Ok(column.clone());
-            }
-            let fits = |e: &dyn std::fmt::Display| format!("field \"{}\" does not fit column type {}: {e}", field.name(), field.data_type());
-            match (column.data_type(), field.data_type()) {
-                // An event time sent as a plain number is epoch milliseconds (as in JSON), not
-                // the column's own unit.
-                (DataType::Int64 | DataType::Int32, DataType::Timestamp(..)) => {
-                    let millis = cast_with_options(column, &DataType::Int64, &strict).map_err(|e| fits(&e))?;
-                    let micros: TimestampMicrosecondArray = millis
-                        .as_primitive::<Int64Type>()
-                        .iter()
-                        .map(|m| m.map(|m| m.checked_mul(1000).ok_or("timestamp out of range")).transpose())
-                        .collect::<Result<_, _>>()
-                        .map_err(|e| fits(&e))?;
-                    cast_with_options(&micros, field.data_type(), &strict).map_err(|e| fits(&e))
-                }
-                (DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8, DataType::Timestamp(..)) => {
-                    let text = cast_with_options(column, &DataType::Utf8, &strict).map_err(|e| fits(&e))?;
-                    let micros: TimestampMicrosecondArray = text
-                        .as_string::<i32>()
-                        .iter()
-                        .map(|v| v.map(|v| parse_event_time(v, field.name())).transpose())
-                        .collect::<Result<_, _>>()?;
-                    cast_with_options(&micros, field.data_type(), &strict).map_err(|e| fits(&e))
-                }
-                _ => cast_with_options(column, field.data_type(), &strict).map_err(|e| fits(&e)),
-            }
-        })
-        .collect::<Result<Vec<ArrayRef>, String>>()?;
-    RecordBatch::try_new(output.clone(), columns).map_err(|e| e.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -256,7 +188,7 @@ mod tests {
     use arrow_avro::schema::{FingerprintStrategy, SCHEMA_METADATA_KEY};
     use arrow_avro::writer::WriterBuilder;
     use arrow_avro::writer::format::AvroSoeFormat;
-    use datafusion::arrow::array::{Int64Array, StringArray, TimestampMillisecondArray};
+    use datafusion::arrow::array::{AsArray, Int64Array, StringArray, TimestampMillisecondArray};
     use datafusion::arrow::datatypes::TimestampMicrosecondType;
 
     use super::*;
@@ -327,7 +259,7 @@ mod tests {
         let schema = Arc::new(Schema::new(vec![Field::new("ts", DataType::Int64, true)]));
         let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1_500]))]).unwrap();
         let out = Arc::new(Schema::new(vec![Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), true)]));
-        let conformed = conform(&batch, &out).unwrap();
+        let conformed = conform_by_name(&batch, &out).unwrap();
         assert_eq!(conformed.column(0).as_primitive::<TimestampMicrosecondType>().value(0), 1_500_000);
     }
 }

@@ -2,15 +2,22 @@
 //!
 //! Generators build a few native array types (Int64, Float64, Utf8, Boolean, microsecond
 //! timestamps) and convert them to whatever the user declared (`smallint`, `real`,
-//! `numeric(10,2)`, `timestamptz`, `date`, ...) here, once per batch and column.
+//! `numeric(10,2)`, `timestamptz`, `date`, ...) here, once per batch and column. Decoded
+//! messages are fitted to the declared columns by name here too ([`conform_by_name`]).
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, TimestampMicrosecondArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, RecordBatch, TimestampMicrosecondArray, new_null_array,
+};
+use datafusion::arrow::compute::{CastOptions, cast_with_options};
+use datafusion::arrow::datatypes::{Int64Type, SchemaRef};
 use datafusion::arrow::buffer::ScalarBuffer;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::arrow::error::ArrowError;
+
+use crate::json::parse_event_time;
 
 /// `array` as the declared type (a cast when the types differ; values out of the declared
 /// type's range become NULL).
@@ -75,6 +82,51 @@ pub fn integer_range(declared: &DataType) -> Option<(i64, i64)> {
         }
         _ => return None,
     })
+}
+
+/// Decoded columns (Avro, Protobuf) as the declared ones: matched by name (a declared column the
+/// writer schema lacks is NULL), cast to the declared type. A value that does not fit fails.
+pub fn conform_by_name(decoded: &RecordBatch, output: &SchemaRef) -> Result<RecordBatch, String> {
+    let rows = decoded.num_rows();
+    let strict = CastOptions { safe: false, ..CastOptions::default() };
+    let columns = output
+        .fields()
+        .iter()
+        .map(|field| {
+            let Some(column) = decoded.column_by_name(field.name()) else {
+                return Ok(new_null_array(field.data_type(), rows));
+            };
+            if column.data_type() == field.data_type() {
+                return Ok(column.clone());
+            }
+            let fits = |e: &dyn std::fmt::Display| format!("field \"{}\" does not fit column type {}: {e}", field.name(), field.data_type());
+            match (column.data_type(), field.data_type()) {
+                // An event time sent as a plain number is epoch milliseconds (as in JSON), not
+                // the column's own unit.
+                (DataType::Int64 | DataType::Int32, DataType::Timestamp(..)) => {
+                    let millis = cast_with_options(column, &DataType::Int64, &strict).map_err(|e| fits(&e))?;
+                    let micros: TimestampMicrosecondArray = millis
+                        .as_primitive::<Int64Type>()
+                        .iter()
+                        .map(|m| m.map(|m| m.checked_mul(1000).ok_or("timestamp out of range")).transpose())
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| fits(&e))?;
+                    cast_with_options(&micros, field.data_type(), &strict).map_err(|e| fits(&e))
+                }
+                (DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8, DataType::Timestamp(..)) => {
+                    let text = cast_with_options(column, &DataType::Utf8, &strict).map_err(|e| fits(&e))?;
+                    let micros: TimestampMicrosecondArray = text
+                        .as_string::<i32>()
+                        .iter()
+                        .map(|v| v.map(|v| parse_event_time(v, field.name())).transpose())
+                        .collect::<Result<_, _>>()?;
+                    cast_with_options(&micros, field.data_type(), &strict).map_err(|e| fits(&e))
+                }
+                _ => cast_with_options(column, field.data_type(), &strict).map_err(|e| fits(&e)),
+            }
+        })
+        .collect::<Result<Vec<ArrayRef>, String>>()?;
+    RecordBatch::try_new(output.clone(), columns).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

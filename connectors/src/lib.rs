@@ -25,6 +25,8 @@
 //!   and NATS sources and the decoding benchmark.
 //! * [`avro`] - Avro messages to Arrow ([`AvroDecoder`]), with [`registry`] (a Confluent Schema
 //!   Registry client) for the wire format's schema ids.
+//! * [`protobuf`] - Protobuf messages to Arrow ([`ProtobufDecoder`]: prost-reflect dynamic
+//!   messages, schemas compiled from `.proto` text by protox).
 //! * [`payload`] - a message connector's `FORMAT PLAIN ENCODE ...` clause as one
 //!   [`PayloadDecoder`], and the columns a format gives a source declared without any.
 //!
@@ -40,6 +42,7 @@ pub mod kafka;
 pub mod nats;
 pub mod nexmark;
 pub mod payload;
+pub mod protobuf;
 pub mod registry;
 pub mod sink;
 pub mod source;
@@ -58,6 +61,7 @@ pub use file::FileSource;
 pub use avro::AvroDecoder;
 pub use json::JsonDecoder;
 pub use payload::PayloadDecoder;
+pub use protobuf::ProtobufDecoder;
 pub use kafka::KafkaSource;
 pub use nats::NatsSource;
 pub use nexmark::{NexmarkSource, NexmarkTable, nexmark_default_schema};

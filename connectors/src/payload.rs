@@ -3,6 +3,8 @@
 //! * `ENCODE JSON` ([`JsonDecoder`]) - one JSON object per message.
 //! * `ENCODE AVRO (schema.registry = '...' | schema = '...')` ([`AvroDecoder`]) - Confluent
 //!   wire format with a registry, or bare bodies with an inline schema.
+//! * `ENCODE PROTOBUF (schema.registry = '...' | schema = '...', message = '...')`
+//!   ([`ProtobufDecoder`]) - the same two ways.
 //!
 //! A chunk is first [`PayloadDecoder::prepare`]d (async: schemas a registry must be asked for),
 //! then decoded synchronously, falling back to one message at a time (`records`).
@@ -15,6 +17,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use crate::avro::{self, AvroDecoder};
 use crate::error::ConnectorError;
 use crate::json::JsonDecoder;
+use crate::protobuf::{self, ProtobufDecoder};
 use crate::options::invalid;
 use crate::registry::SchemaRegistry;
 use crate::source::{SourceFormat, SourceOptions};
@@ -23,25 +26,29 @@ use crate::source::{SourceFormat, SourceOptions};
 pub enum PayloadDecoder {
     Json(JsonDecoder),
     Avro(AvroDecoder),
+    Protobuf(ProtobufDecoder),
 }
 
-const SUPPORTED: &str = "FORMAT PLAIN ENCODE JSON | AVRO";
+const SUPPORTED: &str = "FORMAT PLAIN ENCODE JSON | AVRO | PROTOBUF";
 
 /// The format clause's `ENCODE`, checked: `FORMAT PLAIN` and a supported encoding.
 fn encoding<'a>(connector: &str, format: Option<&'a SourceFormat>) -> Result<&'a SourceFormat, ConnectorError> {
     let Some(f) = format else {
         return Err(invalid("format", format!("connector '{connector}' needs a format: {SUPPORTED}")));
     };
-    if !f.format.eq_ignore_ascii_case("plain") || !["json", "avro"].iter().any(|e| f.encode.eq_ignore_ascii_case(e)) {
+    if !f.format.eq_ignore_ascii_case("plain") || !["json", "avro", "protobuf"].iter().any(|e| f.encode.eq_ignore_ascii_case(e)) {
         return Err(invalid(
             "format",
             format!("FORMAT {} ENCODE {} is not supported by connector '{connector}' (supported: {SUPPORTED})", f.format, f.encode),
         ));
     }
-    let known: &[&str] = if f.encode.eq_ignore_ascii_case("json") {
-        &[]
-    } else {
-        &["schema.registry", "schema.registry.username", "schema.registry.password", "schema.registry.subject", "schema"]
+    // The registry's options, then the schema given inline, then Protobuf's message name.
+    const OPTIONS: [&str; 6] =
+        ["schema.registry", "schema.registry.username", "schema.registry.password", "schema.registry.subject", "schema", "message"];
+    let known: &[&str] = match f.encode.to_ascii_lowercase().as_str() {
+        "avro" => &OPTIONS[..5],
+        "protobuf" => &OPTIONS,
+        _ => &[],
     };
     if let Some(unknown) = f.options.keys().find(|k| !known.contains(&k.as_str())) {
         return Err(invalid(unknown, format!("unknown option of ENCODE {}", f.encode.to_uppercase())));
@@ -57,19 +64,26 @@ impl PayloadDecoder {
             return Ok(PayloadDecoder::Json(JsonDecoder::new(output)));
         }
         let registry = SchemaRegistry::from_options(&f.options)?.map(Arc::new);
-        Ok(PayloadDecoder::Avro(AvroDecoder::new(output, registry, f.options.get("schema").map(String::as_str))?))
+        let inline = f.options.get("schema").map(String::as_str);
+        if f.encode.eq_ignore_ascii_case("protobuf") {
+            let message = f.options.get("message").map(String::as_str);
+            return Ok(PayloadDecoder::Protobuf(ProtobufDecoder::new(output, registry, inline, message)?));
+        }
+        Ok(PayloadDecoder::Avro(AvroDecoder::new(output, registry, inline)?))
     }
 
     /// Whether [`PayloadDecoder::prepare`] may have work to do (callers outside the runtime
     /// skip entering it otherwise).
     pub fn fetches_schemas(&self) -> bool {
-        matches!(self, PayloadDecoder::Avro(_))
+        !matches!(self, PayloadDecoder::Json(_))
     }
 
     /// Gets what decoding `records` needs from elsewhere (schemas from a registry).
     pub async fn prepare(&self, records: &[&[u8]]) {
-        if let PayloadDecoder::Avro(avro) = self {
-            avro.prepare(records).await;
+        match self {
+            PayloadDecoder::Json(_) => {}
+            PayloadDecoder::Avro(avro) => avro.prepare(records).await,
+            PayloadDecoder::Protobuf(proto) => proto.prepare(records).await,
         }
     }
 
@@ -77,9 +91,13 @@ impl PayloadDecoder {
         match self {
             PayloadDecoder::Json(json) => json.decode(records),
             PayloadDecoder::Avro(avro) => avro.decode(records),
+            PayloadDecoder::Protobuf(proto) => proto.decode(records),
         }
     }
 }
+
+/// The columns a schema text gives (the format's options may say which message).
+type ColumnsOfSchema = fn(&str, &SourceOptions) -> Result<SchemaRef, String>;
 
 /// The columns of a source declared without any, when its format knows them: the newest schema
 /// of the registry subject (`schema.registry.subject`, by default `<default_subject>-value`), or
@@ -88,8 +106,16 @@ pub async fn declared_columns(
     format: Option<&SourceFormat>,
     default_subject: Option<&str>,
 ) -> Result<Option<SchemaRef>, ConnectorError> {
-    let Some(f) = format.filter(|f| f.encode.eq_ignore_ascii_case("avro")) else { return Ok(None) };
-    let json = if let Some(inline) = f.options.get("schema") {
+    let Some(f) = format else { return Ok(None) };
+    let (kind, columns): (&str, ColumnsOfSchema) =
+        match f.encode.to_ascii_lowercase().as_str() {
+            "avro" => ("AVRO", |text, _| avro::declared_columns(text)),
+            "protobuf" => ("PROTOBUF", |text, options| {
+                protobuf::declared_columns(text, options.get("message").map(String::as_str))
+            }),
+            _ => return Ok(None),
+        };
+    let text = if let Some(inline) = f.options.get("schema") {
         inline.clone()
     } else if let Some(registry) = SchemaRegistry::from_options(&f.options)? {
         let subject = match (f.options.get("schema.registry.subject"), default_subject) {
@@ -98,14 +124,14 @@ pub async fn declared_columns(
             (None, None) => return Err(invalid("schema.registry.subject", "name the registry subject whose schema gives the columns")),
         };
         let latest = registry.latest(&subject).await?;
-        if !latest.schema_type.eq_ignore_ascii_case("avro") {
-            return Err(invalid("schema.registry", format!("subject \"{subject}\" holds a {} schema, not Avro", latest.schema_type)));
+        if !latest.schema_type.eq_ignore_ascii_case(kind) {
+            return Err(invalid("schema.registry", format!("subject \"{subject}\" holds a {} schema, not {kind}", latest.schema_type)));
         }
         latest.schema.clone()
     } else {
         return Ok(None);
     };
-    avro::declared_columns(&json).map(Some).map_err(|e| invalid("schema", format!("not a usable Avro schema: {e}")))
+    columns(&text, &f.options).map(Some).map_err(|e| invalid("schema", format!("not a usable {kind} schema: {e}")))
 }
 
 /// The registry subject a source's options name by default: the Kafka topic or NATS subject.

@@ -165,6 +165,50 @@ impl SchemaRegistry {
     }
 }
 
+/// Parsed schemas by id, filled from a registry before a chunk is decoded: what the Avro and
+/// Protobuf decoders share. An id the registry does not have (or whose schema does not parse)
+/// is remembered as an error; an unreachable registry is not, so the next chunk asks again.
+#[derive(Debug)]
+pub struct SchemaCache<T> {
+    registry: Arc<SchemaRegistry>,
+    parsed: Mutex<HashMap<u32, Result<T, String>>>,
+}
+
+impl<T: Clone> SchemaCache<T> {
+    pub fn new(registry: Arc<SchemaRegistry>) -> Self {
+        SchemaCache { registry, parsed: Mutex::new(HashMap::new()) }
+    }
+
+    /// Fetches and parses the schemas of the ids in `records` not seen yet.
+    pub async fn prepare(&self, records: &[&[u8]], parse: impl Fn(&RegisteredSchema) -> Result<T, String>) {
+        let ids: std::collections::BTreeSet<u32> = records.iter().filter_map(|r| confluent_schema_id(r).ok()).collect();
+        for id in ids {
+            if self.parsed.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&id) {
+                continue;
+            }
+            let parsed = match self.registry.schema_by_id(id).await {
+                Ok(schema) => parse(&schema),
+                Err(ConnectorError::Unavailable { reason, .. }) => {
+                    tracing::warn!(id, %reason, "schema registry unreachable");
+                    continue;
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            self.parsed.lock().unwrap_or_else(|p| p.into_inner()).insert(id, parsed);
+        }
+    }
+
+    /// The parsed schema of `id`, or why there is none.
+    pub fn get(&self, id: u32) -> Result<T, String> {
+        self.parsed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| Err(format!("the schema with id {id} could not be fetched from the registry")))
+    }
+}
+
 fn unavailable(reason: impl Into<String>) -> ConnectorError {
     ConnectorError::Unavailable { connector: "schema registry", reason: reason.into() }
 }

@@ -12,7 +12,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use crate::avro::{CHAT_V1, CHAT_V2, Registry, avro_message, bad_avro_messages};
+use crate::formats::{CHAT_PROTO, CHAT_V1, CHAT_V2, Registry, avro_message, bad_avro_messages, protobuf_message};
 use crate::chat::{BAD_MESSAGES, CHAT_VIEW, chat_events, figure, oracle, unique_name, view_rows, wait_for};
 use crate::common::Server;
 
@@ -332,4 +332,39 @@ async fn avro_with_a_schema_registry_matches_batch_and_bad_messages_are_counted(
     }
     let definition: String = client.query_one("SHOW CREATE SOURCE chat", &[]).await.unwrap().get(1);
     assert!(definition.contains("\"message\" TEXT") || definition.contains("message TEXT"), "{definition}");
+}
+
+/// `ENCODE PROTOBUF` with a schema registry: `Chat` messages (the schema file's second message,
+/// so the wire format's message indexes matter) with columns from the registry, and a body that
+/// does not decode among them.
+#[tokio::test(flavor = "multi_thread")]
+async fn protobuf_with_a_schema_registry_matches_batch() {
+    let Some((brokers, _)) = broker() else { return };
+    let topic = unique_name("proto_chat");
+    create_topic(&brokers, &topic, 3).await;
+    let registry = Registry::start(vec![(3, format!("{topic}-value"), CHAT_PROTO)]).await;
+    let (json, events) = chat_events(13, 100, 0);
+    let mut messages: Vec<(i32, Vec<u8>)> =
+        json.iter().zip(&events).map(|((partition, _), event)| (*partition, protobuf_message(event, 3))).collect();
+    messages.insert(50, (0, vec![0, 0, 0, 0, 3, 2, 2, 0xff, 0xff, 0xff]));
+    produce(&brokers, &topic, &messages);
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE chat (WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) \
+             WITH (connector = 'kafka', topic = '{topic}', properties.bootstrap.server = '{brokers}', \
+                   scan.startup.mode = 'earliest') \
+             FORMAT PLAIN ENCODE PROTOBUF (schema.registry = '{}', message = 'weir.test.Chat'); \
+             {CHAT_VIEW}",
+            registry.url
+        ))
+        .await
+        .unwrap();
+    wait_for(&client, "chat", events.len() as i64, 1).await;
+    assert_eq!(figure(&client, "SELECT late_rows FROM weir_catalog.sources WHERE name = 'chat'").await, 0);
+    assert_eq!(view_rows(&client).await, oracle(&events).await);
+    assert_eq!(registry.requests_for("/schemas/ids/3"), 1);
 }

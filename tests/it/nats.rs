@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream::Config as StreamConfig};
 
-use crate::avro::{CHAT_V1, avro_message};
+use crate::formats::{CHAT_V1, avro_message};
 use crate::chat::{BAD_MESSAGES, CHAT_VIEW, chat_events, figure, oracle, unique_name, view_rows, wait_for};
 use crate::common::Server;
 

@@ -1,5 +1,6 @@
-//! Shared by the Avro broker tests (in `kafka.rs` and `nats.rs`): chat events as Avro messages
-//! (written by arrow-avro's writer: Confluent wire format, or bare bodies), and a small schema
+//! Shared by the Avro and Protobuf broker tests (in `kafka.rs` and `nats.rs`): chat events as
+//! Avro messages (written by arrow-avro's writer: Confluent wire format, or bare bodies) and as
+//! Protobuf messages (prost-reflect, from a schema protox compiles), and a small schema
 //! registry. No Confluent or Karapace registry is installable here, so [`Registry`] serves the
 //! two documented endpoints Weir uses (`GET /schemas/ids/{id}`,
 //! `GET /subjects/{subject}/versions/latest`) over real HTTP, with real schemas, and counts the
@@ -115,7 +116,7 @@ fn answer(schemas: &[(u32, String, &str)], path: &str) -> (&'static str, String)
     let not_found = ("404 Not Found", serde_json::json!({"error_code": 40403, "message": "Schema not found"}).to_string());
     if let Some(id) = path.strip_prefix("/schemas/ids/") {
         return match schemas.iter().find(|(i, _, _)| id.parse() == Ok(*i)) {
-            Some((_, _, schema)) => ("200 OK", serde_json::json!({"schema": schema}).to_string()),
+            Some((_, _, schema)) => ("200 OK", serde_json::json!({"schema": schema, "schemaType": schema_type(schema)}).to_string()),
             None => not_found,
         };
     }
@@ -124,10 +125,65 @@ fn answer(schemas: &[(u32, String, &str)], path: &str) -> (&'static str, String)
         return match versions.iter().max_by_key(|(id, _, _)| *id) {
             Some((id, _, schema)) => (
                 "200 OK",
-                serde_json::json!({"subject": subject, "version": versions.len(), "id": id, "schema": schema}).to_string(),
+                serde_json::json!({"subject": subject, "version": versions.len(), "id": id, "schema": schema, "schemaType": schema_type(schema)})
+                    .to_string(),
             ),
             None => not_found,
         };
     }
     not_found
+}
+
+/// What the registry says a schema is: Avro schemas are JSON, Protobuf ones `.proto` text.
+fn schema_type(schema: &str) -> &'static str {
+    if schema.trim_start().starts_with('{') { "AVRO" } else { "PROTOBUF" }
+}
+
+/// The chat message as Protobuf; `Chat` is the second message (Confluent index path `[1]`).
+pub const CHAT_PROTO: &str = r#"syntax = "proto3";
+package weir.test;
+import "google/protobuf/timestamp.proto";
+message Ping { string from = 1; }
+message Chat {
+    string stream_id = 1;
+    int64 user_id = 2;
+    google.protobuf.Timestamp ts = 3;
+}
+"#;
+
+/// One event as a Protobuf `Chat` in the Confluent wire format under schema `id`.
+pub fn protobuf_message(event: &Event, id: u32) -> Vec<u8> {
+    use prost_reflect::prost::Message;
+    use prost_reflect::{DynamicMessage, Value};
+    let mut files = protox::file::ChainFileResolver::new();
+    files.add(InlineProto);
+    files.add(protox::file::GoogleFileResolver::new());
+    let mut compiler = protox::Compiler::with_file_resolver(files);
+    compiler.open_file("chat.proto").expect("compile chat.proto");
+    let pool = compiler.descriptor_pool();
+    let mut chat = DynamicMessage::new(pool.get_message_by_name("weir.test.Chat").expect("Chat"));
+    chat.set_field_by_name("stream_id", Value::String(event.0.clone()));
+    chat.set_field_by_name("user_id", Value::I64(event.1));
+    let mut ts = DynamicMessage::new(pool.get_message_by_name("google.protobuf.Timestamp").expect("Timestamp"));
+    ts.set_field_by_name("seconds", Value::I64(event.2.div_euclid(1_000_000)));
+    ts.set_field_by_name("nanos", Value::I32((event.2.rem_euclid(1_000_000) * 1000) as i32));
+    chat.set_field_by_name("ts", Value::Message(ts));
+    // Magic byte, schema id, message indexes [1] (count 1 and index 1, zigzag: 2, 2), body.
+    let mut framed = vec![0];
+    framed.extend_from_slice(&id.to_be_bytes());
+    framed.extend_from_slice(&[2, 2]);
+    framed.extend_from_slice(&chat.encode_to_vec());
+    framed
+}
+
+struct InlineProto;
+
+impl protox::file::FileResolver for InlineProto {
+    fn open_file(&self, name: &str) -> Result<protox::file::File, protox::Error> {
+        if name == "chat.proto" {
+            protox::file::File::from_source(name, CHAT_PROTO)
+        } else {
+            Err(protox::Error::file_not_found(name))
+        }
+    }
 }
