@@ -295,13 +295,9 @@ async fn avro_with_a_schema_registry_matches_batch_and_bad_messages_are_counted(
     let client = server.connect().await;
     client
         .batch_execute(&format!(
-            "CREATE SOURCE chat (WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) \
-             WITH (connector = 'kafka', topic = '{topic}', properties.bootstrap.server = '{brokers}', \
-                   scan.startup.mode = 'earliest') \
-             FORMAT PLAIN ENCODE AVRO (schema.registry = '{}'); \
-             {CHAT_VIEW}; \
+            "{}; {CHAT_VIEW}; \
              CREATE MATERIALIZED VIEW texts AS SELECT count(message) AS with_text, count(*) AS n FROM chat",
-            registry.url
+            source_without_columns(&topic, &brokers, &format!("AVRO (schema.registry = '{}')", registry.url))
         ))
         .await
         .unwrap();
@@ -354,12 +350,12 @@ async fn protobuf_with_a_schema_registry_matches_batch() {
     let client = server.connect().await;
     client
         .batch_execute(&format!(
-            "CREATE SOURCE chat (WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) \
-             WITH (connector = 'kafka', topic = '{topic}', properties.bootstrap.server = '{brokers}', \
-                   scan.startup.mode = 'earliest') \
-             FORMAT PLAIN ENCODE PROTOBUF (schema.registry = '{}', message = 'weir.test.Chat'); \
-             {CHAT_VIEW}",
-            registry.url
+            "{}; {CHAT_VIEW}",
+            source_without_columns(
+                &topic,
+                &brokers,
+                &format!("PROTOBUF (schema.registry = '{}', message = 'weir.test.Chat')", registry.url)
+            )
         ))
         .await
         .unwrap();
@@ -367,4 +363,14 @@ async fn protobuf_with_a_schema_registry_matches_batch() {
     assert_eq!(figure(&client, "SELECT late_rows FROM weir_catalog.sources WHERE name = 'chat'").await, 0);
     assert_eq!(view_rows(&client).await, oracle(&events).await);
     assert_eq!(registry.requests_for("/schemas/ids/3"), 1);
+}
+
+/// `CREATE SOURCE chat` over `topic` with only a watermark: the columns come from the registry.
+fn source_without_columns(topic: &str, brokers: &str, encode: &str) -> String {
+    format!(
+        "CREATE SOURCE chat (WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) \
+         WITH (connector = 'kafka', topic = '{topic}', properties.bootstrap.server = '{brokers}', \
+               scan.startup.mode = 'earliest') \
+         FORMAT PLAIN ENCODE {encode}"
+    )
 }
