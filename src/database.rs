@@ -124,6 +124,7 @@ impl Database {
         .map_err(|e| WeirError::from_datafusion(*e))?;
         crate::pg_compat::register_functions(&db.base, &db);
         crate::pg_compat::register_catalog_functions(&db.base, &db.catalog);
+        crate::jsonb::register(&db.base).map_err(WeirError::from_datafusion)?;
         if let Some(weir) = db.base.catalog(DATABASE_NAME) {
             let info = datafusion::catalog::information_schema::InformationSchemaProvider::new(
                 db.base.state().catalog_list().clone(),

@@ -25,6 +25,7 @@
 //! * [`settings`] - session settings for `SET`/`SHOW`.
 //! * [`database`] - the shared state and DataFusion context; how tables appear to DataFusion.
 //! * [`storage`] - durable tables: [`storage::table`] rows, [`storage::wal`] the log.
+//! * [`jsonb`] - `json`/`jsonb` columns' operators (`->`, `->>`, `?`) and functions.
 //! * [`pg_compat`] - Postgres functions clients call (`version()`, `current_setting`, ...);
 //!   [`pg_catalog`] - declared types, indexes and constraints patched into `pg_catalog`;
 //!   [`pg_rewrite`] - rewrites that let DataFusion run what clients send.
@@ -48,6 +49,7 @@ pub mod dataflow;
 pub mod database;
 pub mod error;
 pub mod generate;
+pub mod jsonb;
 pub mod metrics;
 pub mod pg_catalog;
 pub mod pg_compat;

@@ -219,6 +219,7 @@ fn source_format(stmt: &CreateSource) -> Option<SourceFormat> {
         format: f.format.value.clone(),
         encode: f.encode.value.clone(),
         options: options_map(&f.options),
+        json_columns: Vec::new(),
     })
 }
 
@@ -234,8 +235,12 @@ async fn instantiate_source(
             .with_hint("Add WITH (connector = 'datagen' | 'nexmark' | 'file', ...).")
     })?;
     validate_engine_options(&options)?;
-    let format = source_format(stmt);
+    let mut format = source_format(stmt);
     let (columns, schema, metadata) = source_schema(stmt, &connector, &options, format.as_ref()).await?;
+    if let Some(f) = &mut format {
+        f.json_columns =
+            columns.iter().filter(|c| matches!(c.type_name.as_str(), "json" | "jsonb")).map(|c| c.name.clone()).collect();
+    }
     let source =
         weir_connectors::create_source(SourceSpec {
         name: &object_name(&stmt.name)?.1,

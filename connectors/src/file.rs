@@ -755,6 +755,7 @@ mod tests {
             format: "PLAIN".into(),
             encode: encode.into(),
             options: options.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
         }
     }
 

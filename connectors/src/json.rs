@@ -7,10 +7,17 @@
 //! forms producers actually send. arrow-json would read a number into a timestamp column in the
 //! column's own unit (microseconds), a silent factor of 1000, so timestamp columns are decoded as
 //! text and converted here.
+//!
+//! Columns declared `json`/`jsonb` ([`JsonDecoder::with_json_columns`]) take the field's JSON
+//! text as it is (a nested object, an array, a number, a quoted string); arrow-json cannot
+//! decode an object into a text column, so those fields are left out of its schema and read
+//! by serde_json's `RawValue` in a second pass over the chunk's records.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, TimestampMicrosecondArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringBuilder, TimestampMicrosecondArray};
+use serde_json::value::RawValue;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::compute::kernels::cast_utils::string_to_timestamp_nanos;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -24,6 +31,8 @@ pub struct JsonDecoder {
     /// `output` with timestamp columns as text.
     decode_schema: SchemaRef,
     timestamp_columns: Vec<usize>,
+    /// Columns that hold raw JSON text: (index in `output`, field name).
+    json_columns: Vec<(usize, String)>,
 }
 
 impl JsonDecoder {
@@ -47,7 +56,31 @@ impl JsonDecoder {
                 }
             })
             .collect();
-        JsonDecoder { output, decode_schema: Arc::new(Schema::new(fields)), timestamp_columns }
+        JsonDecoder { output, decode_schema: Arc::new(Schema::new(fields)), timestamp_columns, json_columns: Vec::new() }
+    }
+
+    /// Makes the named text columns hold JSON text (`json`/`jsonb` columns).
+    pub fn with_json_columns(mut self, names: &[String]) -> Self {
+        self.json_columns = self
+            .output
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| names.contains(f.name()) && f.data_type() == &DataType::Utf8)
+            .map(|(i, f)| (i, f.name().clone()))
+            .collect();
+        if !self.json_columns.is_empty() {
+            let fields: Vec<_> = self
+                .decode_schema
+                .fields()
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !self.json_columns.iter().any(|(j, _)| j == i))
+                .map(|(_, f)| f.clone())
+                .collect();
+            self.decode_schema = Arc::new(Schema::new(fields));
+        }
+        self
     }
 
     /// Decodes every record into one batch, or fails with the first problem found (the caller
@@ -77,10 +110,35 @@ impl JsonDecoder {
             return Err("a JSON record must be one object".into());
         }
         let mut columns = decoded.columns().to_vec();
+        if !self.json_columns.is_empty() {
+            // Ascending indexes: each insert lands where the column belongs.
+            for (i, array) in self.raw_json(records)? {
+                columns.insert(i, array);
+            }
+        }
         for &i in &self.timestamp_columns {
             columns[i] = event_times(columns[i].as_ref(), self.output.field(i))?;
         }
         RecordBatch::try_new(self.output.clone(), columns).map_err(|e| e.to_string())
+    }
+}
+
+impl JsonDecoder {
+    /// The `json`/`jsonb` columns of every record, as the fields' JSON text (JSON `null` and
+    /// absent fields are NULL).
+    fn raw_json(&self, records: &[&[u8]]) -> Result<Vec<(usize, ArrayRef)>, String> {
+        let mut builders: Vec<StringBuilder> = self.json_columns.iter().map(|_| StringBuilder::new()).collect();
+        for record in records {
+            let fields: HashMap<String, &RawValue> =
+                serde_json::from_slice(record).map_err(|e| format!("not a JSON object: {e}"))?;
+            for ((_, name), builder) in self.json_columns.iter().zip(&mut builders) {
+                match fields.get(name.as_str()).map(|v| v.get()) {
+                    Some(text) if text != "null" => builder.append_value(text),
+                    _ => builder.append_null(),
+                }
+            }
+        }
+        Ok(self.json_columns.iter().zip(builders).map(|((i, _), mut b)| (*i, Arc::new(b.finish()) as ArrayRef)).collect())
     }
 }
 
@@ -177,5 +235,28 @@ mod tests {
             let err = d.decode(&[br#"{"id": 0}"#, record]).unwrap_err();
             assert!(err.contains(needle), "{err}");
         }
+    }
+
+    #[test]
+    fn json_columns_keep_the_field_text() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("meta", DataType::Utf8, true),
+            Field::new("name", DataType::Utf8, true),
+        ]));
+        let d = JsonDecoder::new(schema).with_json_columns(&["meta".to_string()]);
+        let rows = d
+            .decode(&[
+                br#"{"id": 1, "meta": {"a": [1, {"b": "c"}]}, "name": "x"}"#,
+                br#"{"meta": "text", "id": 2}"#,
+                br#"{"id": 3, "meta": null}"#,
+                br#"{"id": 4, "meta": 4.5}"#,
+            ])
+            .unwrap();
+        let meta: Vec<Option<&str>> = rows.column(1).as_string::<i32>().iter().collect();
+        assert_eq!(meta, [Some(r#"{"a": [1, {"b": "c"}]}"#), Some(r#""text""#), None, Some("4.5")]);
+        assert_eq!(rows.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().values().to_vec(), [1, 2, 3, 4]);
+        assert_eq!(rows.column(2).as_string::<i32>().value(0), "x");
+        assert!(d.decode(&[br#"{"id": 1, "meta": {"#]).is_err());
     }
 }

@@ -918,7 +918,7 @@ mod tests {
     }
 
     fn json() -> SourceFormat {
-        SourceFormat { format: "plain".into(), encode: "json".into(), options: SourceOptions::new() }
+        SourceFormat { format: "plain".into(), encode: "json".into(), ..Default::default() }
     }
 
     /// Produces `(partition, key, payload)` messages and waits until all are acknowledged.

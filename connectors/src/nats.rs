@@ -699,7 +699,7 @@ mod tests {
     }
 
     fn json() -> SourceFormat {
-        SourceFormat { format: "PLAIN".into(), encode: "JSON".into(), options: Default::default() }
+        SourceFormat { format: "PLAIN".into(), encode: "JSON".into(), ..Default::default() }
     }
 
     async fn error_of(pairs: &[(&str, &str)], format: Option<SourceFormat>) -> ConnectorError {

@@ -61,7 +61,7 @@ impl PayloadDecoder {
     pub fn new(connector: &str, format: Option<&SourceFormat>, output: SchemaRef) -> Result<Self, ConnectorError> {
         let f = encoding(connector, format)?;
         if f.encode.eq_ignore_ascii_case("json") {
-            return Ok(PayloadDecoder::Json(JsonDecoder::new(output)));
+            return Ok(PayloadDecoder::Json(JsonDecoder::new(output).with_json_columns(&f.json_columns)));
         }
         let registry = SchemaRegistry::from_options(&f.options)?.map(Arc::new);
         let inline = f.options.get("schema").map(String::as_str);

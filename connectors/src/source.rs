@@ -205,4 +205,7 @@ pub struct SourceFormat {
     pub encode: String,
     /// Lower-case keys.
     pub options: SourceOptions,
+    /// The declared `json`/`jsonb` columns: a JSON message's nested object, array or any other
+    /// value lands in them as its JSON text.
+    pub json_columns: Vec<String>,
 }

@@ -365,3 +365,56 @@ async fn avro_with_an_inline_schema_matches_batch() {
     assert_eq!(figure(&client, "SELECT late_rows FROM weir_catalog.sources WHERE name = 'chat'").await, 0);
     assert_eq!(view_rows(&client).await, oracle(&events).await);
 }
+
+/// A nested JSON object into a `JSONB` column, read with `->` and `->>` in a view: counts per
+/// country and OS equal the ones counted from the published messages.
+#[tokio::test(flavor = "multi_thread")]
+async fn nested_json_lands_in_a_jsonb_column_and_views_read_it_with_arrows() {
+    let Some((url, token)) = nats() else { return };
+    let js = jetstream(&url, &token).await;
+    let stream = unique_name("jsonb");
+    create_stream(&js, &stream).await;
+    let (messages, events) = chat_events(21, 60, 0);
+    let mut expected: std::collections::BTreeMap<(Option<String>, Option<String>), i64> = Default::default();
+    let with_meta: Vec<(i32, String)> = messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, (p, json))| {
+            let (country, os) = (["de", "us", "br"][i % 3], ["ios", "android"][i % 2]);
+            let (meta, key) = match i {
+                i if i % 15 == 0 => (String::new(), (None, None)),
+                i if i % 10 == 0 => (r#", "meta": "x""#.to_string(), (None, None)),
+                _ => (
+                    format!(r#", "meta": {{"country": "{country}", "client": {{"os": "{os}", "v": [1, 2]}}}}"#),
+                    (Some(country.to_string()), Some(os.to_string())),
+                ),
+            };
+            *expected.entry(key).or_default() += 1;
+            (p, format!("{}{meta}}}", json.trim_end_matches('}')))
+        })
+        .collect();
+    publish(&js, &interleaved(&stream, with_meta, 60)).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE chat (stream_id VARCHAR, user_id BIGINT, ts TIMESTAMP, meta JSONB, \
+                 WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) \
+             WITH (connector = 'nats', nats.server_url = '{url}', nats.token = '{token}', nats.stream = '{stream}') \
+             FORMAT PLAIN ENCODE JSON; \
+             {CHAT_VIEW}; \
+             CREATE MATERIALIZED VIEW by_client AS \
+                 SELECT meta ->> 'country' AS country, meta -> 'client' ->> 'os' AS os, count(*) AS n \
+                 FROM chat GROUP BY 1, 2"
+        ))
+        .await
+        .unwrap();
+    wait_for(&client, "chat", events.len() as i64, 0).await;
+    assert_eq!(view_rows(&client).await, oracle(&events).await);
+    let rows = client.query("SELECT country, os, n FROM by_client", &[]).await.unwrap();
+    let got: std::collections::BTreeMap<(Option<String>, Option<String>), i64> =
+        rows.iter().map(|r| ((r.get(0), r.get(1)), r.get(2))).collect();
+    assert_eq!(got, expected);
+}
