@@ -54,8 +54,9 @@ pub enum FileEncoding {
     /// `ENCODE CSV (without_header = 'true', delimiter = ';')`: with a header line (columns
     /// matched by name) unless `without_header`, then by position.
     Csv { header: bool, delimiter: u8 },
-    /// Newline-delimited JSON objects; keys matched to column names, others ignored.
-    Json,
+    /// Newline-delimited JSON objects; keys matched to column names, others ignored; the
+    /// named `json`/`jsonb` columns take a field's JSON text.
+    Json { json_columns: Vec<String> },
 }
 
 impl FileEncoding {
@@ -79,7 +80,7 @@ impl FileEncoding {
             }
             "json" => {
                 known(&[])?;
-                Ok(FileEncoding::Json)
+                Ok(FileEncoding::Json { json_columns: format.json_columns.clone() })
             }
             "csv" => {
                 known(&["without_header", "delimiter"])?;
@@ -270,7 +271,7 @@ impl FileSource {
                 let head = self.set.store.get_range(&first.path, 0..first.size.min(64 * 1024)).await.map_err(unavailable)?;
                 Arc::new(csv_header_schema(&head, delimiter, &self.set.schema)?)
             }
-            FileEncoding::Csv { header: false, .. } | FileEncoding::Json => return Ok(()),
+            FileEncoding::Csv { header: false, .. } | FileEncoding::Json { .. } => return Ok(()),
         };
         projection(&file_schema, &self.set.schema, &first.path).map(|_| ())
     }
@@ -453,14 +454,14 @@ impl DecodeJob {
             }
             // Parquet reads only the footer and the declared columns' byte ranges; the text
             // formats read the whole file.
-            let outcome = match self.set.encoding {
+            let outcome = match &self.set.encoding {
                 FileEncoding::Parquet => self.parquet(handle, file, entry, &mut send),
-                FileEncoding::Csv { header, delimiter } => self.fetch(handle, entry).and_then(|bytes| {
+                &FileEncoding::Csv { header, delimiter } => self.fetch(handle, entry).and_then(|bytes| {
                     self.lines(file, bytes, &mut send, |lines| decode_csv(&self.set.schema, lines, delimiter), header.then_some(delimiter))
                         .map_err(FileFailure::Broken)
                 }),
-                FileEncoding::Json => self.fetch(handle, entry).and_then(|bytes| {
-                    let json = JsonDecoder::new(self.set.schema.clone());
+                FileEncoding::Json { json_columns } => self.fetch(handle, entry).and_then(|bytes| {
+                    let json = JsonDecoder::new(self.set.schema.clone()).with_json_columns(json_columns);
                     self.lines(file, bytes, &mut send, |lines| json.decode(lines), None).map_err(FileFailure::Broken)
                 }),
             };
@@ -908,6 +909,13 @@ mod tests {
         assert_eq!(bad.iter().map(|b| b.1).collect::<Vec<_>>(), [1, 2]);
         let names: Vec<Option<&str>> = batches.iter().flat_map(|(_, b)| b.column(2).as_string::<i32>().iter()).collect();
         assert_eq!(names, [Some("a"), None]);
+        // Declared `jsonb`, the same field is its JSON text.
+        let mut jsonb = format("json", &[]);
+        jsonb.json_columns = vec!["name".into()];
+        let mut source = FileSource::new(declared(), &opts, Some(&jsonb)).await.unwrap();
+        let (batches, _, _) = drain(&mut source).await;
+        let names: Vec<Option<&str>> = batches.iter().flat_map(|(_, b)| b.column(2).as_string::<i32>().iter()).collect();
+        assert_eq!(names, [Some("\"a\""), None]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
