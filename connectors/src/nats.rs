@@ -35,6 +35,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::error::ConnectorError;
+use crate::options::without_credentials;
 use crate::payload::PayloadDecoder;
 use crate::options::{Startup, check_known, invalid, parse_count, parse_validate};
 use crate::records::{DecodedRecords, decode_lenient, payload_prefix};
@@ -236,18 +237,6 @@ fn consumer_name(source: &str) -> String {
     let name: String =
         source.chars().map(|c| if c == '.' || c == '*' || c == '>' || c.is_whitespace() { '_' } else { c }).collect();
     format!("weir-{name}")
-}
-
-/// `nats://user:password@host:4222` without the `user:password@`, for messages.
-fn without_credentials(url: &str) -> String {
-    url.split(',')
-        .map(|server| match (server.find("://"), server.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => format!("{}{}", &server[..scheme + 3], &server[at + 1..]),
-            (None, Some(at)) => server[at + 1..].to_string(),
-            _ => server.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 fn unavailable(reason: impl Into<String>) -> ConnectorError {

@@ -155,3 +155,16 @@ pub fn parse_validate(options: &SourceOptions) -> Result<bool, ConnectorError> {
         Some(other) => Err(invalid("connector.validate", format!("\"{other}\" is not 'true' or 'false'"))),
     }
 }
+/// A URL (or comma-separated URLs) without any `user:password@`, for messages and logs:
+/// `nats://user:password@host:4222` -> `nats://host:4222`.
+pub fn without_credentials(url: &str) -> String {
+    url.split(',')
+        .map(|server| match (server.find("://"), server.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => format!("{}{}", &server[..scheme + 3], &server[at + 1..]),
+            (None, Some(at)) => server[at + 1..].to_string(),
+            _ => server.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+

@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::ConnectorError;
-use crate::options::invalid;
+use crate::options::{invalid, without_credentials};
 use crate::source::SourceOptions;
 
 /// The magic byte that starts a message in the Confluent wire format.
@@ -68,7 +68,10 @@ impl SchemaRegistry {
         let urls: Vec<String> = urls.split(',').map(|u| u.trim().trim_end_matches('/').to_string()).filter(|u| !u.is_empty()).collect();
         for url in &urls {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(invalid("schema.registry", format!("\"{url}\" is not an http:// or https:// URL")));
+                return Err(invalid(
+                    "schema.registry",
+                    format!("\"{}\" is not an http:// or https:// URL", without_credentials(url)),
+                ));
             }
         }
         if urls.is_empty() {
@@ -105,6 +108,8 @@ impl SchemaRegistry {
     async fn get(&self, path: &str) -> Result<Option<SchemaResponse>, ConnectorError> {
         let mut last_error = String::new();
         for url in &self.urls {
+            // Credentials in the URL itself never reach a message.
+            let shown = without_credentials(url);
             let mut request = self.client.get(format!("{url}{path}")).header("Accept", "application/vnd.schemaregistry.v1+json");
             if let Some((user, password)) = &self.auth {
                 request = request.basic_auth(user, Some(password));
@@ -113,7 +118,7 @@ impl SchemaRegistry {
                 Ok(r) => r,
                 // reqwest's error names the URL, never the credentials (they are a header).
                 Err(e) => {
-                    last_error = format!("{url}: {}", without_url(&e));
+                    last_error = format!("{shown}: {}", without_url(&e));
                     continue;
                 }
             };
@@ -122,13 +127,13 @@ impl SchemaRegistry {
                 return Ok(None);
             }
             if !status.is_success() {
-                last_error = format!("{url}{path} answered {status}");
+                last_error = format!("{shown}{path} answered {status}");
                 continue;
             }
-            let body = response.bytes().await.map_err(|e| unavailable(format!("{url}{path}: {}", without_url(&e))))?;
+            let body = response.bytes().await.map_err(|e| unavailable(format!("{shown}{path}: {}", without_url(&e))))?;
             return serde_json::from_slice(&body)
                 .map(Some)
-                .map_err(|e| unavailable(format!("{url}{path} answered something that is not a registry schema: {e}")));
+                .map_err(|e| unavailable(format!("{shown}{path} answered something that is not a registry schema: {e}")));
         }
         Err(unavailable(last_error))
     }
