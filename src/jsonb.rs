@@ -49,13 +49,12 @@ impl ExprPlanner for JsonOperators {
             BinaryOperator::Question => udfs::json_contains_udf(),
             _ => return Ok(PlannerResult::Original(expr)),
         };
-        let is_question = expr.op == BinaryOperator::Question;
-        let left = expr.left.clone();
+        // json_contains says false for a NULL document; Postgres says NULL.
+        let null_document = (expr.op == BinaryOperator::Question).then(|| expr.left.clone().is_null());
         let call = Expr::ScalarFunction(ScalarFunction { func, args: vec![expr.left, expr.right] });
-        if is_question {
-            // json_contains says false for a NULL document; Postgres says NULL.
-            return Ok(PlannerResult::Planned(when(left.is_null(), lit(ScalarValue::Boolean(None))).otherwise(call)?));
-        }
-        Ok(PlannerResult::Planned(call))
+        Ok(PlannerResult::Planned(match null_document {
+            Some(is_null) => when(is_null, lit(ScalarValue::Boolean(None))).otherwise(call)?,
+            None => call,
+        }))
     }
 }

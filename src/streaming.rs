@@ -269,7 +269,7 @@ pub async fn create_source(db: &Arc<Database>, ctx: &SessionContext, stmt: &Crea
     let now = chrono::Utc::now().timestamp_micros();
     let (columns, _, _) = instantiate_source(ctx, stmt, now).await?;
     let mut stored = stmt.clone();
-    if stored.columns.is_empty() && source_format(stmt).is_some_and(|f| ["avro", "protobuf"].iter().any(|e| f.encode.eq_ignore_ascii_case(e))) {
+    if stored.columns.is_empty() && source_format(stmt).is_some_and(|f| weir_connectors::payload::has_writer_schema(&f)) {
         // Columns from a registry are fixed when the source is made: a newer schema version
         // later must not change them under the views (nor a restart re-read them).
         stored.columns = column_defs(&columns[..columns.len() - stmt.include.len()])?;

@@ -24,7 +24,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use crate::convert::conform_by_name;
 use crate::error::ConnectorError;
 use crate::options::invalid;
-use crate::registry::{CONFLUENT_MAGIC, RegisteredSchema, SchemaCache, SchemaRegistry, confluent_schema_id};
+use crate::registry::{CONFLUENT_MAGIC, RegisteredSchema, SchemaCache, SchemaSource, confluent_schema_id};
 
 /// Where the writer schema comes from.
 #[derive(Debug)]
@@ -45,21 +45,14 @@ pub struct AvroDecoder {
 }
 
 impl AvroDecoder {
-    /// A decoder into `output`'s columns. `schema_option` is the inline schema, if given.
-    pub fn new(output: SchemaRef, registry: Option<Arc<SchemaRegistry>>, schema_option: Option<&str>) -> Result<Self, ConnectorError> {
-        let writer = match (registry, schema_option) {
-            (Some(r), None) => WriterSchema::Registry(SchemaCache::new(r)),
-            (None, Some(json)) => {
+    /// A decoder into `output`'s columns.
+    pub fn new(output: SchemaRef, source: SchemaSource<'_>) -> Result<Self, ConnectorError> {
+        let writer = match source {
+            SchemaSource::Registry(r) => WriterSchema::Registry(SchemaCache::new(r)),
+            SchemaSource::Inline(json) => {
                 let schema = AvroSchema::new(json.to_string());
                 arrow_schema_of(&schema).map_err(|e| invalid("schema", format!("not a usable Avro schema: {e}")))?;
                 WriterSchema::Inline(schema)
-            }
-            (Some(_), Some(_)) => return Err(invalid("schema", "give either schema.registry or an inline schema, not both")),
-            (None, None) => {
-                return Err(invalid(
-                    "schema.registry",
-                    "ENCODE AVRO needs the writer schema: schema.registry = 'http://...' or schema = '<Avro schema JSON>'",
-                ));
             }
         };
         Ok(AvroDecoder { output, writer })
@@ -233,7 +226,7 @@ mod tests {
         let framed = confluent(CHAT_V1, 0, &["a", "b"], &[1_000, 2_500]);
         // Bare bodies: the 5-byte prefix cut off.
         let bodies: Vec<&[u8]> = framed.iter().map(|m| &m[5..]).collect();
-        let decoder = AvroDecoder::new(output(), None, Some(CHAT_V1)).unwrap();
+        let decoder = AvroDecoder::new(output(), SchemaSource::Inline(CHAT_V1)).unwrap();
         let batch = decoder.decode(&bodies).unwrap();
         assert_eq!(batch.column(0).as_string::<i32>().iter().collect::<Vec<_>>(), [Some("a"), Some("b")]);
         assert_eq!(batch.column(1).as_primitive::<TimestampMicrosecondType>().values().to_vec(), [1_000_000, 2_500_000]);
@@ -250,8 +243,9 @@ mod tests {
         let schema = declared_columns(CHAT_V1).unwrap();
         assert_eq!(schema.field(0).data_type(), &DataType::Utf8);
         assert!(matches!(schema.field(1).data_type(), DataType::Timestamp(TimeUnit::Microsecond, _)));
-        assert!(AvroDecoder::new(output(), None, Some("{not avro")).is_err());
-        assert!(AvroDecoder::new(output(), None, None).unwrap_err().to_string().contains("schema.registry"));
+        assert!(AvroDecoder::new(output(), SchemaSource::Inline("{not avro")).is_err());
+        let no_schema = SchemaSource::from_options(&Default::default(), "AVRO", "<Avro schema JSON>").unwrap_err();
+        assert!(no_schema.to_string().contains("schema.registry"));
     }
 
     #[test]

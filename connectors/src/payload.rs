@@ -9,8 +9,6 @@
 //! A chunk is first [`PayloadDecoder::prepare`]d (async: schemas a registry must be asked for),
 //! then decoded synchronously, falling back to one message at a time (`records`).
 
-use std::sync::Arc;
-
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 
@@ -19,7 +17,7 @@ use crate::error::ConnectorError;
 use crate::json::JsonDecoder;
 use crate::protobuf::{self, ProtobufDecoder};
 use crate::options::invalid;
-use crate::registry::SchemaRegistry;
+use crate::registry::SchemaSource;
 use crate::source::{SourceFormat, SourceOptions};
 
 #[derive(Debug)]
@@ -63,13 +61,12 @@ impl PayloadDecoder {
         if f.encode.eq_ignore_ascii_case("json") {
             return Ok(PayloadDecoder::Json(JsonDecoder::new(output).with_json_columns(&f.json_columns)));
         }
-        let registry = SchemaRegistry::from_options(&f.options)?.map(Arc::new);
-        let inline = f.options.get("schema").map(String::as_str);
+        let source = schema_source(f)?;
         if f.encode.eq_ignore_ascii_case("protobuf") {
             let message = f.options.get("message").map(String::as_str);
-            return Ok(PayloadDecoder::Protobuf(ProtobufDecoder::new(output, registry, inline, message)?));
+            return Ok(PayloadDecoder::Protobuf(ProtobufDecoder::new(output, source, message)?));
         }
-        Ok(PayloadDecoder::Avro(AvroDecoder::new(output, registry, inline)?))
+        Ok(PayloadDecoder::Avro(AvroDecoder::new(output, source)?))
     }
 
     /// Whether [`PayloadDecoder::prepare`] may have work to do (callers outside the runtime
@@ -96,12 +93,23 @@ impl PayloadDecoder {
     }
 }
 
+/// Where an `ENCODE AVRO | PROTOBUF` clause's writer schema comes from.
+fn schema_source(f: &SourceFormat) -> Result<SchemaSource<'_>, ConnectorError> {
+    let inline_form = if f.encode.eq_ignore_ascii_case("protobuf") { "<.proto text>" } else { "<Avro schema JSON>" };
+    SchemaSource::from_options(&f.options, &f.encode.to_uppercase(), inline_form)
+}
+
+/// Whether the format carries a schema that can give a source its columns (Avro, Protobuf).
+pub fn has_writer_schema(format: &SourceFormat) -> bool {
+    ["avro", "protobuf"].iter().any(|e| format.encode.eq_ignore_ascii_case(e))
+}
+
 /// The columns a schema text gives (the format's options may say which message).
 type ColumnsOfSchema = fn(&str, &SourceOptions) -> Result<SchemaRef, String>;
 
 /// The columns of a source declared without any, when its format knows them: the newest schema
 /// of the registry subject (`schema.registry.subject`, by default `<default_subject>-value`), or
-/// the inline schema. `Ok(None)`: the format does not say.
+/// the inline schema. `Ok(None)`: the encoding carries no schema (JSON).
 pub async fn declared_columns(
     format: Option<&SourceFormat>,
     default_subject: Option<&str>,
@@ -115,21 +123,22 @@ pub async fn declared_columns(
             }),
             _ => return Ok(None),
         };
-    let text = if let Some(inline) = f.options.get("schema") {
-        inline.clone()
-    } else if let Some(registry) = SchemaRegistry::from_options(&f.options)? {
-        let subject = match (f.options.get("schema.registry.subject"), default_subject) {
-            (Some(s), _) => s.clone(),
-            (None, Some(d)) => format!("{d}-value"),
-            (None, None) => return Err(invalid("schema.registry.subject", "name the registry subject whose schema gives the columns")),
-        };
-        let latest = registry.latest(&subject).await?;
-        if !latest.schema_type.eq_ignore_ascii_case(kind) {
-            return Err(invalid("schema.registry", format!("subject \"{subject}\" holds a {} schema, not {kind}", latest.schema_type)));
+    let text = match schema_source(f)? {
+        SchemaSource::Inline(text) => text.to_string(),
+        SchemaSource::Registry(registry) => {
+            let subject = match (f.options.get("schema.registry.subject"), default_subject) {
+                (Some(s), _) => s.clone(),
+                (None, Some(d)) => format!("{d}-value"),
+                (None, None) => {
+                    return Err(invalid("schema.registry.subject", "name the registry subject whose schema gives the columns"));
+                }
+            };
+            let latest = registry.latest(&subject).await?;
+            if !latest.schema_type.eq_ignore_ascii_case(kind) {
+                return Err(invalid("schema.registry", format!("subject \"{subject}\" holds a {} schema, not {kind}", latest.schema_type)));
+            }
+            latest.schema.clone()
         }
-        latest.schema.clone()
-    } else {
-        return Ok(None);
     };
     columns(&text, &f.options).map(Some).map_err(|e| invalid("schema", format!("not a usable {kind} schema: {e}")))
 }

@@ -26,7 +26,7 @@ use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
 use crate::convert::conform_by_name;
 use crate::error::ConnectorError;
 use crate::options::invalid;
-use crate::registry::{RegisteredSchema, SchemaCache, SchemaRegistry, confluent_schema_id};
+use crate::registry::{RegisteredSchema, SchemaCache, SchemaSource, confluent_schema_id};
 
 /// The name the schema text is compiled under.
 const SCHEMA_FILE: &str = "weir_schema.proto";
@@ -92,26 +92,15 @@ pub struct ProtobufDecoder {
 }
 
 impl ProtobufDecoder {
-    pub fn new(
-        output: SchemaRef,
-        registry: Option<Arc<SchemaRegistry>>,
-        schema_option: Option<&str>,
-        message: Option<&str>,
-    ) -> Result<Self, ConnectorError> {
-        let writer = match (registry, schema_option) {
-            (Some(r), None) => WriterSchema::Registry(SchemaCache::new(r)),
-            (None, Some(text)) => {
+    /// A decoder into `output`'s columns; `message` names the message type of an inline schema.
+    pub fn new(output: SchemaRef, source: SchemaSource<'_>, message: Option<&str>) -> Result<Self, ConnectorError> {
+        let writer = match source {
+            SchemaSource::Registry(r) => WriterSchema::Registry(SchemaCache::new(r)),
+            SchemaSource::Inline(text) => {
                 let schema = ProtoSchema::compile(text).map_err(|e| invalid("schema", e))?;
                 let descriptor = schema.by_name(message).map_err(|e| invalid("message", e))?;
                 check_columns(&descriptor, &output).map_err(|e| invalid("schema", e))?;
                 WriterSchema::Inline(descriptor)
-            }
-            (Some(_), Some(_)) => return Err(invalid("schema", "give either schema.registry or an inline schema, not both")),
-            (None, None) => {
-                return Err(invalid(
-                    "schema.registry",
-                    "ENCODE PROTOBUF needs the schema: schema.registry = 'http://...' or schema = '<.proto text>'",
-                ));
             }
         };
         Ok(ProtobufDecoder { output, writer })
@@ -367,7 +356,7 @@ mod tests {
         let schema = ProtoSchema::compile(CHAT).unwrap();
         let a = chat(&schema, "s1", 7, 100, Some("hi"));
         let b = chat(&schema, "s2", 8, 200, None);
-        let decoder = ProtobufDecoder::new(output(), None, Some(CHAT), Some("weir.test.Chat")).unwrap();
+        let decoder = ProtobufDecoder::new(output(), SchemaSource::Inline(CHAT), Some("weir.test.Chat")).unwrap();
         let batch = decoder.decode(&[&a, &b]).unwrap();
         assert_eq!(batch.column(0).as_string::<i32>().value(1), "s2");
         assert_eq!(batch.column(1).as_primitive::<Int64Type>().value(0), 7);
@@ -380,10 +369,10 @@ mod tests {
 
     #[test]
     fn schemas_and_columns_are_checked() {
-        assert!(ProtobufDecoder::new(output(), None, Some("syntax = \"proto3\"; message {"), None).is_err());
-        assert!(ProtobufDecoder::new(output(), None, Some(CHAT), Some("weir.test.Nope")).is_err());
+        assert!(ProtobufDecoder::new(output(), SchemaSource::Inline("syntax = \"proto3\"; message {"), None).is_err());
+        assert!(ProtobufDecoder::new(output(), SchemaSource::Inline(CHAT), Some("weir.test.Nope")).is_err());
         let tags = Arc::new(Schema::new(vec![Field::new("tags", DataType::Utf8, true)]));
-        let err = ProtobufDecoder::new(tags, None, Some(CHAT), Some("weir.test.Chat")).unwrap_err().to_string();
+        let err = ProtobufDecoder::new(tags, SchemaSource::Inline(CHAT), Some("weir.test.Chat")).unwrap_err().to_string();
         assert!(err.contains("repeated"), "{err}");
         let columns = declared_columns(CHAT, Some("weir.test.Chat")).unwrap();
         let names: Vec<&str> = columns.fields().iter().map(|f| f.name().as_str()).collect();

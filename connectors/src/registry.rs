@@ -170,6 +170,30 @@ impl SchemaRegistry {
     }
 }
 
+/// Where an Avro or Protobuf decoder gets its writer schema: exactly one of
+/// `schema.registry = 'http://...'` and `schema = '<the schema text>'`.
+#[derive(Debug)]
+pub enum SchemaSource<'a> {
+    Registry(Arc<SchemaRegistry>),
+    Inline(&'a str),
+}
+
+impl<'a> SchemaSource<'a> {
+    /// From a format's options. `encode` and `inline_form` name the encoding and the form of an
+    /// inline schema, for the error when neither is given.
+    pub fn from_options(options: &'a SourceOptions, encode: &str, inline_form: &str) -> Result<Self, ConnectorError> {
+        match (SchemaRegistry::from_options(options)?, options.get("schema")) {
+            (Some(registry), None) => Ok(SchemaSource::Registry(Arc::new(registry))),
+            (None, Some(text)) => Ok(SchemaSource::Inline(text)),
+            (Some(_), Some(_)) => Err(invalid("schema", "give either schema.registry or an inline schema, not both")),
+            (None, None) => Err(invalid(
+                "schema.registry",
+                format!("ENCODE {encode} needs the writer schema: schema.registry = 'http://...' or schema = '{inline_form}'"),
+            )),
+        }
+    }
+}
+
 /// Parsed schemas by id, filled from a registry before a chunk is decoded: what the Avro and
 /// Protobuf decoders share. An id the registry does not have (or whose schema does not parse)
 /// is remembered as an error; an unreachable registry is not, so the next chunk asks again.
