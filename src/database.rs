@@ -224,6 +224,9 @@ pub fn table_schema_from_catalog(object: &CatalogObject) -> Result<(SchemaRef, O
 /// The Arrow type Weir stores a column of the given Postgres type as. The names are those
 /// [`pg_type_name`] produces, so the mapping round-trips through the catalog.
 pub fn arrow_type_for_pg_name(name: &str) -> Result<DataType> {
+    if name.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("struct<")) {
+        return struct_type(name);
+    }
     let lower = name.to_ascii_lowercase();
     // `character varying(20)`, `character(1)`: the length limit does not change the storage.
     let lower = match lower.split_once('(') {
@@ -261,6 +264,23 @@ pub fn arrow_type_for_pg_name(name: &str) -> Result<DataType> {
     })
 }
 
+/// A `struct<name type, ...>` type name as an Arrow struct (field names keep their case).
+fn struct_type(name: &str) -> Result<DataType> {
+    let parsed = weir_sql::parse_type_name(name).map_err(|e| WeirError::new(crate::error::SqlState::SyntaxError, e.message))?;
+    let weir_sql::sqlparser::ast::DataType::Struct(fields, _) = parsed else {
+        return Err(WeirError::internal(format!("\"{name}\" is not a struct type")));
+    };
+    let fields = fields
+        .iter()
+        .map(|f| {
+            let name = f.field_name.as_ref().map(crate::session::ident).unwrap_or_default();
+            let data_type = arrow_type_for_pg_name(&crate::session::pg_type_for_sql(&f.field_type)?)?;
+            Ok(Field::new(name, data_type, true))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(DataType::Struct(fields.into()))
+}
+
 /// The Postgres name of the type Weir stores for an Arrow type (the inverse of
 /// [`arrow_type_for_pg_name`] for the types a table can have).
 pub fn pg_type_name(data_type: &DataType) -> Option<String> {
@@ -279,6 +299,13 @@ pub fn pg_type_name(data_type: &DataType) -> Option<String> {
         DataType::Timestamp(_, Some(_)) => "timestamp with time zone".into(),
         DataType::Binary | DataType::LargeBinary => "bytea".into(),
         DataType::Interval(_) => "interval".into(),
+        DataType::Struct(fields) => {
+            let fields = fields
+                .iter()
+                .map(|f| Some(format!("{} {}", crate::pg_compat::quote_ident(f.name()), pg_type_name(f.data_type())?)))
+                .collect::<Option<Vec<_>>>()?;
+            format!("struct<{}>", fields.join(", "))
+        }
         _ => return None,
     })
 }

@@ -290,12 +290,12 @@ fn as_str(v: Option<&ScalarValue>) -> Option<String> {
 }
 
 impl PatchedTable {
-    /// User tables (with their catalog columns) and the `public` namespace's OID.
-    fn user_tables(&self) -> Vec<weir_catalog::CatalogObject> {
+    /// User relations (tables, sources, views), with their catalog columns.
+    fn user_relations(&self) -> Vec<weir_catalog::CatalogObject> {
         let catalog = self.catalog.read().unwrap_or_else(|p| p.into_inner());
         catalog
-            .objects_of_kind(ObjectKind::Table)
-            .filter(|o| o.schema == DEFAULT_SCHEMA)
+            .objects()
+            .filter(|o| o.kind.is_relation() && o.schema == DEFAULT_SCHEMA)
             .cloned()
             .collect()
     }
@@ -316,7 +316,7 @@ impl PatchedTable {
             .collect()
     }
 
-    /// (relname → (oid, relnamespace)) of user tables in the `public` namespace, from
+    /// (relname → (oid, relnamespace)) of user relations in the `public` namespace, from
     /// datafusion-pg-catalog's `pg_class` rows.
     fn table_oids(class_schema: &SchemaRef, class_rows: &[Row], names: &[String]) -> HashMap<String, (i64, i64)> {
         let mut out = HashMap::new();
@@ -330,7 +330,7 @@ impl PatchedTable {
                 continue;
             };
             // pg_catalog's own tables live in namespace 11.
-            if kind == "r" && ns != 11 && names.contains(&name) {
+            if matches!(kind.as_str(), "r" | "v" | "m") && ns != 11 && names.contains(&name) {
                 out.insert(name, (oid, ns));
             }
         }
@@ -384,7 +384,7 @@ impl PatchedTable {
                 }
             }
         }
-        let users = self.user_tables();
+        let users = self.user_relations();
         if let Patch::Database = self.kind {
             rows.retain(|r| as_str(get(&schema, r, "datname")).is_none_or(|d| d == crate::database::DATABASE_NAME));
             return Ok(vec![batch_of(&schema, &rows)?]);

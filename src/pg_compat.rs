@@ -150,6 +150,10 @@ pub fn quote_ident(name: &str) -> String {
 /// The OID of a built-in type name, for `to_regtype` (NULL when unknown, as in Postgres).
 pub fn type_oid(name: &str) -> Option<i32> {
     let n = name.trim().to_ascii_lowercase();
+    // A STRUCT column is an anonymous composite value: a `record`, as for `ROW(...)`.
+    if n.starts_with("struct<") {
+        return Some(2249);
+    }
     let (base, array) = match n.strip_suffix("[]") {
         Some(b) => (b.trim().to_string(), true),
         None => match n.strip_prefix('_') {
@@ -493,6 +497,11 @@ fn expr_name(e: &sqlparser::ast::Expr) -> String {
             _ => cast_type_name(data_type),
         },
         Expr::Nested(inner) => expr_name(inner),
+        // `(s).field` is named after the field (as Postgres does); `a[1]` after the array.
+        Expr::CompoundFieldAccess { root, access_chain } => match access_chain.last() {
+            Some(sqlparser::ast::AccessExpr::Dot(Expr::Identifier(i))) => crate::session::ident(i),
+            _ => expr_name(root),
+        },
         Expr::Case { .. } => "case".into(),
         Expr::Extract { .. } => "extract".into(),
         Expr::Exists { .. } => "exists".into(),

@@ -158,6 +158,34 @@ pub fn rewrite_text_casts(stmt: &mut sqlparser::ast::Statement) {
     });
 }
 
+/// `(composite).field`, Postgres's access to a field of a composite (STRUCT) value, reaches
+/// DataFusion as a dot access by identifier, which it plans only after a plain column name
+/// (`s.field`); written as `(s)['field']` it plans for any expression. Unquoted field names fold
+/// to lower case, as identifiers do.
+pub fn rewrite_field_access<V: sqlparser::ast::VisitMut>(node: &mut V) {
+    use std::ops::ControlFlow;
+
+    use sqlparser::ast::{AccessExpr, Expr, Subscript, Value};
+    let _ = sqlparser::ast::visit_expressions_mut(node, |e| {
+        if let Expr::CompoundFieldAccess { root, access_chain } = e
+            && !matches!(root.as_ref(), Expr::Identifier(_))
+        {
+            for access in access_chain.iter_mut() {
+                if let AccessExpr::Dot(Expr::Identifier(field)) = access {
+                    let name = match field.quote_style {
+                        Some(_) => field.value.clone(),
+                        None => field.value.to_lowercase(),
+                    };
+                    *access = AccessExpr::Subscript(Subscript::Index {
+                        index: Expr::Value(Value::SingleQuotedString(name).into()),
+                    });
+                }
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
 /// Rewrites client queries that DataFusion cannot run as written into equivalent ones, the way
 /// datafusion-postgres keeps a list of known client queries. Each entry names the client.
 pub fn rewrite_client_sql<'a>(sql: &'a str, settings: &Settings, user: &str) -> std::borrow::Cow<'a, str> {

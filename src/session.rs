@@ -174,6 +174,7 @@ impl Session {
         crate::pg_rewrite::aggregate_scalar_subqueries(&mut stmt);
         crate::pg_rewrite::rewrite_text_casts(&mut stmt);
         crate::pg_rewrite::rewrite_generate_subscripts(&mut stmt);
+        crate::pg_rewrite::rewrite_field_access(&mut stmt);
         Some(stmt)
     }
 
@@ -997,6 +998,21 @@ pub fn pg_type_for_sql(t: &ast::DataType) -> Result<String> {
         D::Uuid => "uuid".into(),
         D::Custom(name, _) if name.to_string().eq_ignore_ascii_case("timestamptz") => {
             "timestamp with time zone".into()
+        }
+        D::Struct(fields, _) => {
+            let mut names = Vec::with_capacity(fields.len());
+            let mut parts = Vec::with_capacity(fields.len());
+            for f in fields {
+                let Some(name) = f.field_name.as_ref().map(ident) else {
+                    return Err(WeirError::new(SqlState::SyntaxError, "every STRUCT field needs a name"));
+                };
+                if names.contains(&name) {
+                    return Err(WeirError::new(SqlState::DuplicateObject, format!("STRUCT field \"{name}\" specified more than once")));
+                }
+                parts.push(format!("{} {}", crate::pg_compat::quote_ident(&name), pg_type_for_sql(&f.field_type)?));
+                names.push(name);
+            }
+            format!("struct<{}>", parts.join(", "))
         }
         other => {
             return Err(WeirError::new(

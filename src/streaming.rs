@@ -410,6 +410,7 @@ pub struct ViewShape {
 pub async fn plan_view(db: &Database, ctx: &SessionContext, stmt: &CreateMaterializedView) -> Result<(StreamPlan, SchemaRef)> {
     let mut query = stmt.query.as_ref().clone();
     weir_sql::streaming::rewrite_windows(&mut query)?;
+    crate::pg_rewrite::rewrite_field_access(&mut query);
     let state = ctx.state();
     let plan = state
         .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(ast::Statement::Query(Box::new(query)))))

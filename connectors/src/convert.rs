@@ -8,13 +8,13 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, RecordBatch, TimestampMicrosecondArray, new_null_array,
+    Array, ArrayRef, AsArray, RecordBatch, StructArray, TimestampMicrosecondArray, new_null_array,
 };
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
 use datafusion::arrow::datatypes::{Int64Type, SchemaRef};
 use datafusion::arrow::buffer::ScalarBuffer;
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
 use datafusion::arrow::error::ArrowError;
 
 use crate::json::parse_event_time;
@@ -88,45 +88,62 @@ pub fn integer_range(declared: &DataType) -> Option<(i64, i64)> {
 /// writer schema lacks is NULL), cast to the declared type. A value that does not fit fails.
 pub fn conform_by_name(decoded: &RecordBatch, output: &SchemaRef) -> Result<RecordBatch, String> {
     let rows = decoded.num_rows();
-    let strict = CastOptions { safe: false, ..CastOptions::default() };
     let columns = output
         .fields()
         .iter()
-        .map(|field| {
-            let Some(column) = decoded.column_by_name(field.name()) else {
-                return Ok(new_null_array(field.data_type(), rows));
-            };
-            if column.data_type() == field.data_type() {
-                return Ok(column.clone());
-            }
-            let fits = |e: &dyn std::fmt::Display| format!("field \"{}\" does not fit column type {}: {e}", field.name(), field.data_type());
-            match (column.data_type(), field.data_type()) {
-                // An event time sent as a plain number is epoch milliseconds (as in JSON), not
-                // the column's own unit.
-                (DataType::Int64 | DataType::Int32, DataType::Timestamp(..)) => {
-                    let millis = cast_with_options(column, &DataType::Int64, &strict).map_err(|e| fits(&e))?;
-                    let micros: TimestampMicrosecondArray = millis
-                        .as_primitive::<Int64Type>()
-                        .iter()
-                        .map(|m| m.map(|m| m.checked_mul(1000).ok_or("timestamp out of range")).transpose())
-                        .collect::<Result<_, _>>()
-                        .map_err(|e| fits(&e))?;
-                    cast_with_options(&micros, field.data_type(), &strict).map_err(|e| fits(&e))
-                }
-                (DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8, DataType::Timestamp(..)) => {
-                    let text = cast_with_options(column, &DataType::Utf8, &strict).map_err(|e| fits(&e))?;
-                    let micros: TimestampMicrosecondArray = text
-                        .as_string::<i32>()
-                        .iter()
-                        .map(|v| v.map(|v| parse_event_time(v, field.name())).transpose())
-                        .collect::<Result<_, _>>()?;
-                    cast_with_options(&micros, field.data_type(), &strict).map_err(|e| fits(&e))
-                }
-                _ => cast_with_options(column, field.data_type(), &strict).map_err(|e| fits(&e)),
-            }
+        .map(|field| match decoded.column_by_name(field.name()) {
+            Some(column) => conform(column, field),
+            None => Ok(new_null_array(field.data_type(), rows)),
         })
         .collect::<Result<Vec<ArrayRef>, String>>()?;
     RecordBatch::try_new(output.clone(), columns).map_err(|e| e.to_string())
+}
+
+/// One decoded column as the declared `field`. Structs are matched field by field, by name, at
+/// any depth.
+pub fn conform(column: &ArrayRef, field: &Field) -> Result<ArrayRef, String> {
+    if column.data_type() == field.data_type() {
+        return Ok(column.clone());
+    }
+    let strict = CastOptions { safe: false, ..CastOptions::default() };
+    let fits = |e: &dyn std::fmt::Display| format!("field \"{}\" does not fit column type {}: {e}", field.name(), field.data_type());
+    match (column.data_type(), field.data_type()) {
+        (DataType::Struct(_), DataType::Struct(declared)) => {
+            let decoded = column.as_struct();
+            let children = declared
+                .iter()
+                .map(|f| match decoded.column_by_name(f.name()) {
+                    Some(child) => conform(child, f),
+                    None => Ok(new_null_array(f.data_type(), decoded.len())),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let array = StructArray::try_new(declared.clone(), children, decoded.nulls().cloned()).map_err(|e| fits(&e))?;
+            Ok(Arc::new(array))
+        }
+        (_, DataType::Struct(_)) => Err(fits(&format!("a {} is not a record", column.data_type()))),
+        // An event time sent as a plain number is epoch milliseconds (as in JSON), not the
+        // column's own unit.
+        (DataType::Int64 | DataType::Int32, DataType::Timestamp(..)) => {
+            let millis = cast_with_options(column, &DataType::Int64, &strict).map_err(|e| fits(&e))?;
+            let micros: TimestampMicrosecondArray = millis
+                .as_primitive::<Int64Type>()
+                .iter()
+                .map(|m| m.map(|m| m.checked_mul(1000).ok_or("timestamp out of range")).transpose())
+                .collect::<Result<_, _>>()
+                .map_err(|e| fits(&e))?;
+            cast_with_options(&micros, field.data_type(), &strict).map_err(|e| fits(&e))
+        }
+        (DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8, DataType::Timestamp(..)) => {
+            let text = cast_with_options(column, &DataType::Utf8, &strict).map_err(|e| fits(&e))?;
+            let micros: TimestampMicrosecondArray = text
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.map(|v| parse_event_time(v, field.name())).transpose())
+                .collect::<Result<_, _>>()?;
+            cast_with_options(&micros, field.data_type(), &strict).map_err(|e| fits(&e))
+        }
+        _ => cast_with_options(column, field.data_type(), &strict).map_err(|e| fits(&e)),
+    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringBuilder, TimestampMicrosecondArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, RecordBatch, StringBuilder, StructArray, TimestampMicrosecondArray,
+};
 use serde_json::value::RawValue;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::compute::kernels::cast_utils::string_to_timestamp_nanos;
@@ -28,7 +30,7 @@ use datafusion::arrow::json::ReaderBuilder;
 #[derive(Debug, Clone)]
 pub struct JsonDecoder {
     output: SchemaRef,
-    /// `output` with timestamp columns as text.
+    /// `output` with timestamps as text (see [`timestamps_as_text`]).
     decode_schema: SchemaRef,
     timestamp_columns: Vec<usize>,
     /// Columns that hold raw JSON text: (index in `output`, field name).
@@ -37,24 +39,10 @@ pub struct JsonDecoder {
 
 impl JsonDecoder {
     pub fn new(output: SchemaRef) -> Self {
-        let timestamp_columns: Vec<usize> = output
-            .fields()
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| matches!(f.data_type(), DataType::Timestamp(..)))
-            .map(|(i, _)| i)
-            .collect();
-        let fields: Vec<Field> = output
-            .fields()
-            .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                if timestamp_columns.contains(&i) {
-                    Field::new(f.name(), DataType::Utf8, true)
-                } else {
-                    f.as_ref().clone().with_nullable(true)
-                }
-            })
+        let fields: Vec<Field> =
+            output.fields().iter().map(|f| Field::new(f.name(), timestamps_as_text(f.data_type()), true)).collect();
+        let timestamp_columns: Vec<usize> = (0..fields.len())
+            .filter(|&i| fields[i].data_type() != output.field(i).data_type())
             .collect();
         JsonDecoder { output, decode_schema: Arc::new(Schema::new(fields)), timestamp_columns, json_columns: Vec::new() }
     }
@@ -117,7 +105,7 @@ impl JsonDecoder {
             }
         }
         for &i in &self.timestamp_columns {
-            columns[i] = event_times(columns[i].as_ref(), self.output.field(i))?;
+            columns[i] = timestamps_from_text(&columns[i], self.output.field(i))?;
         }
         RecordBatch::try_new(self.output.clone(), columns).map_err(|e| e.to_string())
     }
@@ -139,6 +127,35 @@ impl JsonDecoder {
             }
         }
         Ok(self.json_columns.iter().zip(builders).map(|((i, _), mut b)| (*i, Arc::new(b.finish()) as ArrayRef)).collect())
+    }
+}
+
+/// A column type with every timestamp in it (in a struct too) as text: arrow-json then hands
+/// over the value as sent, and [`timestamps_from_text`] reads it.
+fn timestamps_as_text(data_type: &DataType) -> DataType {
+    match data_type {
+        DataType::Timestamp(..) => DataType::Utf8,
+        DataType::Struct(fields) => DataType::Struct(
+            fields.iter().map(|f| Field::new(f.name(), timestamps_as_text(f.data_type()), true)).collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// A column decoded with [`timestamps_as_text`] as its declared type.
+fn timestamps_from_text(array: &ArrayRef, field: &Field) -> Result<ArrayRef, String> {
+    match field.data_type() {
+        DataType::Timestamp(..) => event_times(array.as_ref(), field),
+        DataType::Struct(fields) => {
+            let decoded = array.as_struct();
+            let columns = fields
+                .iter()
+                .zip(decoded.columns())
+                .map(|(f, c)| timestamps_from_text(c, f))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Arc::new(StructArray::try_new(fields.clone(), columns, decoded.nulls().cloned()).map_err(|e| e.to_string())?))
+        }
+        _ => Ok(array.clone()),
     }
 }
 
@@ -220,6 +237,30 @@ mod tests {
         assert_eq!(ids.iter().collect::<Vec<_>>(), [Some(1), Some(2), Some(3), None, Some(5)]);
         let names = rows.column(1).as_any().downcast_ref::<StringArray>().unwrap();
         assert_eq!(names.iter().collect::<Vec<_>>(), [Some("a"), None, Some("c"), Some("d"), None]);
+    }
+
+    #[test]
+    fn nested_objects_fill_struct_columns() {
+        let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()));
+        let geo = DataType::Struct(vec![Field::new("lat", DataType::Float64, true), Field::new("seen", ts, true)].into());
+        let user = DataType::Struct(vec![Field::new("name", DataType::Utf8, true), Field::new("geo", geo, true)].into());
+        let d = JsonDecoder::new(Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true), Field::new("user", user, true)])));
+        let rows = d
+            .decode(&[
+                br#"{"id": 1, "user": {"name": "a", "geo": {"lat": 1.5, "seen": 1767225600250}, "extra": 1}}"#,
+                br#"{"id": 2, "user": {"geo": {"seen": "2026-01-01T00:00:00.250Z"}}}"#,
+                br#"{"id": 3, "user": null}"#,
+                br#"{"id": 4}"#,
+            ])
+            .unwrap();
+        let user = rows.column(1).as_struct();
+        assert_eq!(user.column(0).as_string::<i32>().iter().collect::<Vec<_>>(), [Some("a"), None, None, None]);
+        let geo = user.column(1).as_struct();
+        let seen = geo.column(1).as_primitive::<TimestampMicrosecondType>();
+        assert_eq!((seen.value(0), seen.value(1)), (1_767_225_600_250_000, 1_767_225_600_250_000));
+        assert!(user.is_null(2) && user.is_null(3) && !user.is_null(1));
+        assert!(d.decode(&[br#"{"id": 5, "user": {"geo": {"seen": "soon"}}}"#]).unwrap_err().contains("seen"));
+        assert!(d.decode(&[br#"{"id": 6, "user": "not an object"}"#]).is_err());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `ENCODE PROTOBUF`: Protobuf messages decoded with prost-reflect (dynamic messages from a
-//! descriptor that protox compiles from `.proto` text), their top-level scalar fields matched to
-//! the declared columns by name.
+//! descriptor that protox compiles from `.proto` text), their fields matched to the declared
+//! columns by name (a nested message to a `STRUCT` column, field by field).
 //!
 //! * `schema.registry = 'http://...'`: the Confluent wire format (a zero byte, the 4-byte schema
 //!   id, the message indexes, the body). The schema is the registry's `.proto` text; the
@@ -11,19 +11,21 @@
 //! Field values: proto3 scalars without presence read as their default (as Protobuf defines
 //! them); fields with presence (`optional`, proto2) that are unset are NULL; enums are their
 //! value's name; `google.protobuf.Timestamp` is a timestamp; an integer into a `TIMESTAMP`
-//! column is epoch milliseconds. Repeated, map and other message fields are not read (declaring
-//! a column for one is an error at `CREATE`).
+//! column is epoch milliseconds; an unset message field is a NULL struct. Repeated and map
+//! fields are not read (declaring a column for one is an error at `CREATE`).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StructArray, new_null_array};
+use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::concat_batches;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use datafusion::common::ScalarValue;
 use prost_reflect::{DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage, Value};
 use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
 
-use crate::convert::conform_by_name;
+use crate::convert::conform;
 use crate::error::ConnectorError;
 use crate::options::invalid;
 use crate::registry::{RegisteredSchema, SchemaCache, SchemaSource, confluent_schema_id};
@@ -99,7 +101,7 @@ impl ProtobufDecoder {
             SchemaSource::Inline(text) => {
                 let schema = ProtoSchema::compile(text).map_err(|e| invalid("schema", e))?;
                 let descriptor = schema.by_name(message).map_err(|e| invalid("message", e))?;
-                check_columns(&descriptor, &output).map_err(|e| invalid("schema", e))?;
+                check_columns(&descriptor, output.fields()).map_err(|e| invalid("schema", e))?;
                 WriterSchema::Inline(descriptor)
             }
         };
@@ -152,30 +154,60 @@ impl ProtobufDecoder {
     /// Messages of one type as the declared columns.
     fn to_batch(&self, messages: &[DynamicMessage]) -> Result<RecordBatch, String> {
         let descriptor = messages[0].descriptor();
-        let mut fields = Vec::new();
-        let mut columns: Vec<ArrayRef> = Vec::new();
-        for out in self.output.fields() {
-            let Some(field) = descriptor.get_field_by_name(out.name()) else { continue };
-            let Some(data_type) = natural_type(&field) else {
-                return Err(format!("field \"{}\" is a repeated, map or message field, which a column cannot hold", field.name()));
-            };
-            let values: Vec<ScalarValue> = messages.iter().map(|m| scalar(m, &field)).collect();
-            let array = if values.is_empty() {
-                datafusion::arrow::array::new_empty_array(&data_type)
-            } else {
-                ScalarValue::iter_to_array(values).map_err(|e| e.to_string())?
-            };
-            fields.push(Field::new(out.name(), array.data_type().clone(), true));
-            columns.push(array);
-        }
-        let decoded = RecordBatch::try_new_with_options(
-            Arc::new(Schema::new(fields)),
-            columns,
-            &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(messages.len())),
-        )
-        .map_err(|e| e.to_string())?;
-        conform_by_name(&decoded, &self.output)
+        let messages: Vec<Option<&DynamicMessage>> = messages.iter().map(Some).collect();
+        let columns = self
+            .output
+            .fields()
+            .iter()
+            .map(|out| match descriptor.get_field_by_name(out.name()) {
+                Some(field) => field_array(&messages, &field, out),
+                None => Ok(new_null_array(out.data_type(), messages.len())),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        RecordBatch::try_new(self.output.clone(), columns).map_err(|e| e.to_string())
     }
+}
+
+/// One field of `messages` as the declared column (or struct field) `declared`. `None` stands
+/// for an unset parent message: its fields are NULL too.
+fn field_array(messages: &[Option<&DynamicMessage>], field: &FieldDescriptor, declared: &Field) -> Result<ArrayRef, String> {
+    if let Kind::Message(nested) = field.kind()
+        && !is_timestamp(&nested)
+        && !field.is_list()
+        && !field.is_map()
+    {
+        let DataType::Struct(children) = declared.data_type() else {
+            return Err(format!("field \"{}\" is a message, which only a STRUCT column can hold", field.name()));
+        };
+        let values: Vec<Option<&DynamicMessage>> = messages
+            .iter()
+            .map(|m| match m.filter(|m| m.has_field(field)).map(|m| m.get_field(field)) {
+                Some(Cow::Borrowed(Value::Message(value))) => Some(value),
+                _ => None,
+            })
+            .collect();
+        let arrays = children
+            .iter()
+            .map(|child| match nested.get_field_by_name(child.name()) {
+                Some(f) => field_array(&values, &f, child),
+                None => Ok(new_null_array(child.data_type(), values.len())),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let present: NullBuffer = values.iter().map(Option::is_some).collect::<Vec<_>>().into();
+        return Ok(Arc::new(StructArray::try_new(children.clone(), arrays, Some(present)).map_err(|e| e.to_string())?));
+    }
+    let Some(data_type) = natural_type(field) else {
+        return Err(format!("field \"{}\" is a repeated or map field, which a column cannot hold", field.name()));
+    };
+    let unset = ScalarValue::try_from(&data_type).map_err(|e| e.to_string())?;
+    let values: Vec<ScalarValue> =
+        messages.iter().map(|m| m.map_or_else(|| unset.clone(), |m| scalar(m, field))).collect();
+    let array = if values.is_empty() {
+        datafusion::arrow::array::new_empty_array(&data_type)
+    } else {
+        ScalarValue::iter_to_array(values).map_err(|e| e.to_string())?
+    };
+    conform(&array, declared)
 }
 
 fn proto_schema(schema: &RegisteredSchema) -> Result<ProtoSchema, String> {
@@ -268,38 +300,63 @@ fn scalar(message: &DynamicMessage, field: &FieldDescriptor) -> ScalarValue {
 }
 
 /// Declared columns that name a field a column cannot hold are an error at `CREATE`.
-fn check_columns(descriptor: &MessageDescriptor, output: &SchemaRef) -> Result<(), String> {
-    for out in output.fields() {
-        if let Some(field) = descriptor.get_field_by_name(out.name())
-            && natural_type(&field).is_none()
-        {
+fn check_columns(descriptor: &MessageDescriptor, output: &Fields) -> Result<(), String> {
+    for out in output {
+        let Some(field) = descriptor.get_field_by_name(out.name()) else { continue };
+        if field.is_list() || field.is_map() {
             return Err(format!(
-                "column \"{}\" names a repeated, map or message field of {}, which is not supported",
+                "column \"{}\" names a repeated or map field of {}, which is not supported",
                 out.name(),
                 descriptor.full_name()
             ));
+        }
+        match (field.kind(), out.data_type()) {
+            (Kind::Message(nested), DataType::Struct(children)) if !is_timestamp(&nested) => check_columns(&nested, children)?,
+            (Kind::Message(nested), _) if !is_timestamp(&nested) => {
+                return Err(format!(
+                    "column \"{}\" names the message field {}.{}, which needs a STRUCT column",
+                    out.name(),
+                    descriptor.full_name(),
+                    field.name()
+                ));
+            }
+            _ => {}
         }
     }
     Ok(())
 }
 
-/// The columns a message type gives a source declared without any: its scalar fields.
+/// The columns a message type gives a source declared without any: its fields, nested messages
+/// as structs. Repeated and map fields have no column type yet and are left out, as are
+/// messages nested deeper than [`MAX_NESTING`] (a recursive message type).
 pub fn declared_columns(text: &str, message: Option<&str>) -> Result<SchemaRef, String> {
     let schema = ProtoSchema::compile(text)?;
     let descriptor = schema.by_name(message)?;
-    let fields: Vec<Field> = descriptor
+    Ok(Arc::new(Schema::new(message_fields(&descriptor, 0))))
+}
+
+const MAX_NESTING: usize = 8;
+
+fn message_fields(descriptor: &MessageDescriptor, depth: usize) -> Vec<Field> {
+    descriptor
         .fields()
         .filter_map(|f| {
-            let data_type = match natural_type(&f)? {
-                DataType::UInt32 => DataType::Int64,
-                DataType::UInt64 => DataType::Decimal128(20, 0),
-                DataType::Float32 => DataType::Float32,
-                other => other,
+            let data_type = match (f.kind(), natural_type(&f)) {
+                (_, Some(DataType::UInt32)) => DataType::Int64,
+                (_, Some(DataType::UInt64)) => DataType::Decimal128(20, 0),
+                (_, Some(other)) => other,
+                (Kind::Message(nested), None) if !f.is_list() && !f.is_map() && depth < MAX_NESTING => {
+                    let fields = message_fields(&nested, depth + 1);
+                    if fields.is_empty() {
+                        return None;
+                    }
+                    DataType::Struct(fields.into())
+                }
+                _ => return None,
             };
             Some(Field::new(f.name(), data_type, true))
         })
-        .collect();
-    Ok(Arc::new(Schema::new(fields)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -322,7 +379,8 @@ mod tests {
             optional string message = 4;
             Kind kind = 5;
             repeated string tags = 6;
-            message Nested { int64 n = 1; }
+            message Nested { int64 n = 1; Nested next = 2; google.protobuf.Timestamp at = 3; }
+            Nested nested = 7;
         }"#;
 
     fn chat(schema: &ProtoSchema, stream: &str, user: i64, seconds: i64, text: Option<&str>) -> Vec<u8> {
@@ -374,9 +432,46 @@ mod tests {
         let tags = Arc::new(Schema::new(vec![Field::new("tags", DataType::Utf8, true)]));
         let err = ProtobufDecoder::new(tags, SchemaSource::Inline(CHAT), Some("weir.test.Chat")).unwrap_err().to_string();
         assert!(err.contains("repeated"), "{err}");
+        let scalar = Arc::new(Schema::new(vec![Field::new("nested", DataType::Int64, true)]));
+        let err = ProtobufDecoder::new(scalar, SchemaSource::Inline(CHAT), Some("weir.test.Chat")).unwrap_err().to_string();
+        assert!(err.contains("STRUCT"), "{err}");
         let columns = declared_columns(CHAT, Some("weir.test.Chat")).unwrap();
         let names: Vec<&str> = columns.fields().iter().map(|f| f.name().as_str()).collect();
-        assert_eq!(names, ["stream_id", "user_id", "ts", "message", "kind"]);
+        assert_eq!(names, ["stream_id", "user_id", "ts", "message", "kind", "nested"]);
+        // The recursive `next` field stops at MAX_NESTING levels.
+        let mut depth = 0;
+        let mut t = columns.field(5).data_type().clone();
+        while let DataType::Struct(f) = t {
+            depth += 1;
+            t = f.find("next").map(|(_, f)| f.data_type().clone()).unwrap_or(DataType::Null);
+        }
+        assert_eq!(depth, MAX_NESTING);
+    }
+
+    #[test]
+    fn nested_messages_fill_struct_columns() {
+        let schema = ProtoSchema::compile(CHAT).unwrap();
+        let chat = schema.by_name(Some("weir.test.Chat")).unwrap();
+        let nested = schema.by_name(Some("weir.test.Chat.Nested")).unwrap();
+        let mut inner = DynamicMessage::new(nested.clone());
+        inner.set_field_by_name("n", Value::I64(2));
+        let mut outer = DynamicMessage::new(nested);
+        outer.set_field_by_name("n", Value::I64(1));
+        outer.set_field_by_name("next", Value::Message(inner));
+        let mut with = DynamicMessage::new(chat.clone());
+        with.set_field_by_name("nested", Value::Message(outer));
+        let without = DynamicMessage::new(chat);
+        let next = DataType::Struct(vec![Field::new("n", DataType::Int32, true), Field::new("gone", DataType::Utf8, true)].into());
+        let declared = DataType::Struct(vec![Field::new("next", next, true), Field::new("n", DataType::Int64, true)].into());
+        let output = Arc::new(Schema::new(vec![Field::new("nested", declared, true)]));
+        let decoder = ProtobufDecoder::new(output, SchemaSource::Inline(CHAT), Some("weir.test.Chat")).unwrap();
+        let batch = decoder.decode(&[&with.encode_to_vec(), &without.encode_to_vec()]).unwrap();
+        let nested = batch.column(0).as_struct();
+        assert!(nested.is_valid(0) && nested.is_null(1), "an unset message is a NULL struct");
+        assert_eq!(nested.column(1).as_primitive::<Int64Type>().value(0), 1);
+        let next = nested.column(0).as_struct();
+        assert_eq!(next.column(0).as_primitive::<datafusion::arrow::datatypes::Int32Type>().value(0), 2);
+        assert!(next.column(1).is_null(0) && next.is_null(1));
     }
 
     #[test]

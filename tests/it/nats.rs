@@ -418,3 +418,88 @@ async fn nested_json_lands_in_a_jsonb_column_and_views_read_it_with_arrows() {
         rows.iter().map(|r| ((r.get(0), r.get(1)), r.get(2))).collect();
     assert_eq!(got, expected);
 }
+
+/// Nested JSON objects fill STRUCT columns (to any depth, timestamps inside included); views
+/// read their fields with Postgres's `(col).field` and with `col.field`, and clients get whole
+/// structs as records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_json_fills_struct_columns_and_views_read_their_fields() {
+    let Some((url, token)) = nats() else { return };
+    let js = jetstream(&url, &token).await;
+    let stream = unique_name("struct");
+    create_stream(&js, &stream).await;
+    let (messages, events) = chat_events(23, 60, 0);
+    /// (country, os) → (rows, newest `seen` in epoch milliseconds).
+    type ByClient = std::collections::BTreeMap<(Option<String>, Option<String>), (i64, Option<i64>)>;
+    let mut expected = ByClient::new();
+    let with_user: Vec<(i32, String)> = messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, (p, json))| {
+            let (country, os) = (["de", "us", "br"][i % 3], ["ios", "android"][i % 2]);
+            let seen = 1_767_225_600_000i64 + i as i64;
+            let (user, key, seen) = match i {
+                i if i % 15 == 0 => (String::new(), (None, None), None),
+                i if i % 10 == 0 => (r#", "user": {"country": null}"#.to_string(), (None, None), None),
+                i if i % 7 == 0 => (format!(r#", "user": {{"country": "{country}"}}"#), (Some(country.to_string()), None), None),
+                _ => (
+                    format!(r#", "user": {{"country": "{country}", "client": {{"os": "{os}", "seen": {seen}, "v": [1]}}}}"#),
+                    (Some(country.to_string()), Some(os.to_string())),
+                    Some(seen),
+                ),
+            };
+            let entry = expected.entry(key).or_insert((0, None));
+            entry.0 += 1;
+            entry.1 = entry.1.max(seen);
+            (p, format!("{}{user}}}", json.trim_end_matches('}')))
+        })
+        .collect();
+    publish(&js, &interleaved(&stream, with_user, 60)).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE chat (stream_id VARCHAR, user_id BIGINT, ts TIMESTAMP, \
+                 \"user\" STRUCT<country TEXT, client STRUCT<os TEXT, seen TIMESTAMPTZ>>, \
+                 WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) \
+             WITH (connector = 'nats', nats.server_url = '{url}', nats.token = '{token}', nats.stream = '{stream}') \
+             FORMAT PLAIN ENCODE JSON; \
+             {CHAT_VIEW}; \
+             CREATE MATERIALIZED VIEW by_client AS \
+                 SELECT (\"user\").country, \"user\".client.os, count(*) AS n, \
+                        max((\"user\").client.seen) AS last_seen \
+                 FROM chat GROUP BY 1, 2; \
+             CREATE MATERIALIZED VIEW clients AS SELECT user_id, (\"user\").client FROM chat"
+        ))
+        .await
+        .unwrap();
+    wait_for(&client, "chat", events.len() as i64, 0).await;
+    assert_eq!(view_rows(&client).await, oracle(&events).await);
+    let rows = client
+        .query("SELECT country, os, n, round(extract(epoch FROM last_seen) * 1000)::bigint FROM by_client", &[])
+        .await
+        .unwrap();
+    let got: ByClient = rows.iter().map(|r| ((r.get(0), r.get(1)), (r.get(2), r.get(3)))).collect();
+    assert_eq!(got, expected);
+
+    // Whole structs reach clients as Postgres records, in text.
+    let text = client
+        .simple_query("SELECT client FROM clients WHERE client IS NOT NULL LIMIT 1")
+        .await
+        .unwrap();
+    let value = text
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .expect("a row");
+    assert!(
+        value.starts_with("(ios,\"2026-01-01 00:00:00") || value.starts_with("(android,\"2026-01-01 00:00:00"),
+        "{value}"
+    );
+    let described = client.prepare("SELECT client FROM clients").await.unwrap();
+    assert_eq!(described.columns()[0].type_().oid(), 2249, "a struct column is a record");
+}
