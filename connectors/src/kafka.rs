@@ -35,6 +35,7 @@ use rdkafka::ClientContext;
 use tokio::sync::mpsc;
 
 use crate::error::ConnectorError;
+use crate::kafka_queue::{MessageQueue, Received};
 use crate::payload::PayloadDecoder;
 use crate::options::{Startup, check_known, invalid, parse_count, parse_validate};
 use crate::records::{DecodedRecords, decode_lenient, payload_prefix};
@@ -399,6 +400,18 @@ struct FetchJob {
     stop: Arc<AtomicBool>,
 }
 
+/// The reading thread's state between polls.
+struct Reading {
+    /// Per partition, the messages waiting to be decoded.
+    chunks: Vec<Chunk>,
+    /// Per partition, whether a replay read it to its stop.
+    ended: Vec<bool>,
+    /// Messages waiting in all chunks.
+    buffered: usize,
+    /// When the oldest waiting message arrived.
+    oldest: Option<Instant>,
+}
+
 /// Messages of one partition waiting to be decoded together.
 #[derive(Default)]
 struct Chunk {
@@ -540,6 +553,16 @@ impl FetchJob {
                 assigned.push((p, start));
             }
         }
+        let Some(mut queue) = MessageQueue::new(&consumer) else {
+            tracing::error!(topic = %shared.topic, "librdkafka could not make a message queue");
+            return;
+        };
+        for &(p, _) in &assigned {
+            if let Err(e) = queue.forward_partition(&shared.topic, p as i32) {
+                tracing::error!(topic = %shared.topic, partition = p, error = %e, "cannot read the partition");
+                return;
+            }
+        }
         if self.retry("assigning partitions", || self.assign(&consumer, &assigned)).is_none() {
             return;
         }
@@ -548,91 +571,116 @@ impl FetchJob {
             // they still do.
             shared.status.set_state("running");
         }
-        self.poll_loop(&consumer, ended);
+        self.poll_loop(&consumer, &mut queue, ended);
     }
 
-    fn poll_loop(&self, consumer: &BaseConsumer<KafkaContext>, mut ended: Vec<bool>) {
-        let mut chunks: Vec<Chunk> = (0..ended.len()).map(|_| Chunk::default()).collect();
-        let mut buffered = 0usize;
-        let mut oldest: Option<Instant> = None;
+    fn poll_loop(&self, consumer: &BaseConsumer<KafkaContext>, queue: &mut MessageQueue, ended: Vec<bool>) {
+        let mut reading = Reading { chunks: (0..ended.len()).map(|_| Chunk::default()).collect(), ended, buffered: 0, oldest: None };
         let mut next_partition_check = Instant::now() + PARTITION_CHECK_INTERVAL;
         // Reading the clock is not free (in a VM it was 14% of this thread's time when done per
-        // message, by us and by librdkafka for a poll with a timeout), so the time-based work
-        // (commits, new partitions, flushing an old chunk) runs when librdkafka's queue is
-        // empty, and every CLOCK_EVERY messages while it is not.
-        let mut since_clock = 0usize;
+        // message, by us and by librdkafka), so the time-based work (commits, the consumer
+        // queue's statistics and errors, new partitions, flushing an old chunk) runs when no
+        // message is waiting, and every CLOCK_EVERY messages while they keep coming.
+        let mut since_clock = CLOCK_EVERY;
+        let mut idle = false;
         while self.alive() {
-            if self.stops.is_some() && ended.iter().all(|e| *e) {
+            if self.stops.is_some() && reading.ended.iter().all(|e| *e) {
                 return;
             }
-            // A zero timeout makes librdkafka skip its clock; wait only when nothing is queued.
-            let mut polled = consumer.poll(Duration::ZERO);
-            since_clock += 1;
-            if polled.is_none() || since_clock >= CLOCK_EVERY {
+            if idle || since_clock >= CLOCK_EVERY {
                 since_clock = 0;
                 self.serve_commits(consumer);
+                if !self.serve_consumer_queue(consumer, &mut reading) {
+                    return;
+                }
                 let now = Instant::now();
                 if self.stops.is_none() && now >= next_partition_check {
                     next_partition_check = now + PARTITION_CHECK_INTERVAL;
-                    if !self.pick_up_new_partitions(consumer, &mut ended, &mut chunks) {
+                    if !self.pick_up_new_partitions(consumer, queue, &mut reading) {
                         return;
                     }
                 }
-                if oldest.is_some_and(|t| now.duration_since(t) >= CHUNK_MAX_AGE) {
-                    if !self.flush(&mut chunks) {
-                        return;
-                    }
-                    buffered = 0;
-                    oldest = None;
-                }
-                if polled.is_none() {
-                    polled = consumer.poll(Duration::from_millis(CHUNK_MAX_AGE.as_millis() as u64));
+                if reading.oldest.is_some_and(|t| now.duration_since(t) >= CHUNK_MAX_AGE) && !self.flush(&mut reading) {
+                    return;
                 }
             }
-            match polled {
-                Some(Ok(message)) => {
-                    let Ok(p) = usize::try_from(message.partition()) else { continue };
-                    if p >= chunks.len() || ended[p] {
-                        continue;
-                    }
-                    let offset = message.offset();
-                    if let Some(stop) = self.stops.as_ref().and_then(|s| s.get(p))
-                        && offset >= *stop
-                    {
-                        continue;
-                    }
-                    let chunk = &mut chunks[p];
-                    chunk.payloads.extend_from_slice(message.payload().unwrap_or_default());
-                    chunk.ends.push(chunk.payloads.len());
-                    chunk.offsets.push(offset);
-                    chunk.keys.push(message.key().map(<[u8]>::to_vec));
-                    chunk.timestamps.push(match message.timestamp() {
-                        Timestamp::NotAvailable => None,
-                        Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => Some(t),
-                    });
-                    buffered += 1;
-                    oldest.get_or_insert_with(Instant::now);
-                    let reached_stop = self.stops.as_ref().and_then(|s| s.get(p)).is_some_and(|&stop| offset + 1 >= stop);
-                    if buffered >= self.shared.batch_rows || reached_stop {
-                        if !self.flush(&mut chunks) {
-                            return;
-                        }
-                        buffered = 0;
-                        oldest = None;
-                    }
-                    if reached_stop {
-                        ended[p] = true;
-                        if !self.send(Fetched::PartitionEnd { partition: p }) {
-                            return;
-                        }
-                    }
+            // Wait for messages only when none were waiting last time.
+            let messages = queue.take(if idle { CHUNK_MAX_AGE } else { Duration::ZERO });
+            idle = messages.is_empty();
+            since_clock += messages.len();
+            for i in 0..messages.len() {
+                if !self.accept(messages.get(i), &mut reading) {
+                    return;
                 }
-                Some(Err(e)) => {
-                    tracing::warn!(topic = %self.shared.topic, error = %e, "Kafka fetch error");
-                }
-                None => {}
             }
         }
+    }
+
+    /// Takes one message into its partition's chunk, decoding and sending chunks when they are
+    /// full or a replay reached its stop. False when the source is gone.
+    fn accept(&self, message: Received<'_>, reading: &mut Reading) -> bool {
+        if let Some(error) = message.error {
+            tracing::warn!(topic = %self.shared.topic, partition = message.partition, %error, "Kafka fetch error");
+            return true;
+        }
+        let Ok(p) = usize::try_from(message.partition) else { return true };
+        if p >= reading.chunks.len() || reading.ended[p] {
+            return true;
+        }
+        let offset = message.offset;
+        if let Some(stop) = self.stops.as_ref().and_then(|s| s.get(p))
+            && offset >= *stop
+        {
+            return true;
+        }
+        let chunk = &mut reading.chunks[p];
+        chunk.payloads.extend_from_slice(message.payload);
+        chunk.ends.push(chunk.payloads.len());
+        chunk.offsets.push(offset);
+        chunk.keys.push(message.key.map(<[u8]>::to_vec));
+        chunk.timestamps.push(message.timestamp);
+        reading.buffered += 1;
+        reading.oldest.get_or_insert_with(Instant::now);
+        let reached_stop = self.stops.as_ref().and_then(|s| s.get(p)).is_some_and(|&stop| offset + 1 >= stop);
+        if (reading.buffered >= self.shared.batch_rows || reached_stop) && !self.flush(reading) {
+            return false;
+        }
+        if reached_stop {
+            reading.ended[p] = true;
+            if !self.send(Fetched::PartitionEnd { partition: p }) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Serves the consumer's own queue: librdkafka's statistics (the status), errors and commit
+    /// replies. Messages arrive there only for a partition not forwarded to the message queue,
+    /// which should not happen; they are taken all the same.
+    fn serve_consumer_queue(&self, consumer: &BaseConsumer<KafkaContext>, reading: &mut Reading) -> bool {
+        for _ in 0..64 {
+            match consumer.poll(Duration::ZERO) {
+                Some(Ok(message)) => {
+                    let received = Received {
+                        partition: message.partition(),
+                        offset: message.offset(),
+                        payload: message.payload().unwrap_or_default(),
+                        key: message.key(),
+                        timestamp: match message.timestamp() {
+                            Timestamp::NotAvailable => None,
+                            Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => Some(t),
+                        },
+                        error: None,
+                    };
+                    if !self.accept(received, reading) {
+                        return false;
+                    }
+                }
+                Some(Err(e)) => tracing::warn!(topic = %self.shared.topic, error = %e, "Kafka error"),
+                None => break,
+            }
+        }
+        true
     }
 
     fn serve_commits(&self, consumer: &BaseConsumer<KafkaContext>) {
@@ -655,7 +703,7 @@ impl FetchJob {
     }
 
     /// Starts reading partitions added to the topic since the last check, from their beginning.
-    fn pick_up_new_partitions(&self, consumer: &BaseConsumer<KafkaContext>, ended: &mut Vec<bool>, chunks: &mut Vec<Chunk>) -> bool {
+    fn pick_up_new_partitions(&self, consumer: &BaseConsumer<KafkaContext>, queue: &mut MessageQueue, reading: &mut Reading) -> bool {
         let shared = &self.shared;
         let count = match topic_partitions(consumer, &shared.topic, &shared.brokers, REQUEST_TIMEOUT) {
             Ok(count) => count,
@@ -664,7 +712,7 @@ impl FetchJob {
                 return true;
             }
         };
-        for p in ended.len()..count {
+        for p in reading.ended.len()..count {
             // New partitions hold only messages produced after they appeared: read them all.
             let start = match self.start_offset(consumer, p, Startup::Earliest) {
                 Ok(start) => start,
@@ -673,13 +721,17 @@ impl FetchJob {
                     return true;
                 }
             };
+            if let Err(e) = queue.forward_partition(&shared.topic, p as i32) {
+                tracing::warn!(topic = %shared.topic, partition = p, error = %e, "new partition not started yet");
+                return true;
+            }
             if let Err(e) = self.assign(consumer, &[(p, start)]) {
                 tracing::warn!(topic = %shared.topic, partition = p, error = %e, "new partition not started yet");
                 return true;
             }
             tracing::info!(topic = %shared.topic, partition = p, start, "reading a new partition");
-            ended.push(false);
-            chunks.push(Chunk::default());
+            reading.ended.push(false);
+            reading.chunks.push(Chunk::default());
             if !self.send(Fetched::NewPartition { partition: p, start }) {
                 return false;
             }
@@ -688,8 +740,10 @@ impl FetchJob {
     }
 
     /// Decodes and sends every partition's waiting messages.
-    fn flush(&self, chunks: &mut [Chunk]) -> bool {
-        for (partition, chunk) in chunks.iter_mut().enumerate() {
+    fn flush(&self, reading: &mut Reading) -> bool {
+        reading.buffered = 0;
+        reading.oldest = None;
+        for (partition, chunk) in reading.chunks.iter_mut().enumerate() {
             if chunk.len() == 0 {
                 continue;
             }

@@ -17,7 +17,8 @@
 //!   after each epoch.
 //! * [`sink`] - the [`Sink`] trait; delivery is per epoch so that a re-sent epoch is idempotent.
 //! * [`error`] - [`ConnectorError`].
-//! * Internal: `partitions` (the generators' per-partition offsets, bounds and round-robin),
+//! * Internal: `kafka_queue` (the Kafka source's messages taken from librdkafka in batches),
+//!   `partitions` (the generators' per-partition offsets, bounds and round-robin),
 //!   `rate` (pacing to rows per second), `convert` (generated arrays to the declared column
 //!   types), `options` (typed option values with errors naming the option) and `records`
 //!   (decoding a chunk of records, falling back to one at a time to single out bad ones).
@@ -48,6 +49,7 @@ pub mod sink;
 pub mod source;
 
 mod convert;
+mod kafka_queue;
 mod options;
 mod records;
 mod partitions;
