@@ -324,6 +324,23 @@ impl Coordinator {
         self.lock().views.get(&id).map(|v| v.stats.clone())
     }
 
+    /// Subscribes `subscriber` (a sink) to a running view's changes: its contents when it joins
+    /// (at the view's next epoch boundary) on the first receiver, every later message (changes,
+    /// watermarks, barriers) on the second. Both are bounded: a subscriber that stops reading
+    /// holds the view back.
+    pub fn subscribe(&self, view: ObjectId, subscriber: ObjectId) -> Result<(mpsc::Receiver<Message>, mpsc::Receiver<Message>)> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let not_running = || WeirError::new(SqlState::ObjectNotInPrerequisiteState, "the materialized view is not running");
+        let runtime = state.views.get(&view).ok_or_else(not_running)?;
+        let (backfill_tx, backfill_rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let (live_tx, live_rx) = mpsc::channel(CHANNEL_CAPACITY);
+        runtime
+            .subscriptions
+            .send(Subscription { view: subscriber, backfill: backfill_tx, live: live_tx })
+            .map_err(|_| not_running())?;
+        Ok((backfill_rx, live_rx))
+    }
+
     pub fn view_shape(&self, id: ObjectId) -> Option<crate::streaming::ViewShape> {
         self.lock().views.get(&id).map(|v| v.shape.clone())
     }

@@ -41,6 +41,8 @@ pub struct Database {
     pub storage: Arc<Storage>,
     /// The running dataflow: sources, table feeds, view jobs, epochs.
     pub coordinator: Arc<crate::coordinator::Coordinator>,
+    /// The running sinks.
+    pub sinks: Arc<crate::sinks::Sinks>,
     pub metrics: Arc<Metrics>,
     pub cancel: Arc<crate::server::cancel::CancelRegistry>,
     base: SessionContext,
@@ -99,6 +101,7 @@ impl Database {
             catalog: catalog.clone(),
             storage: storage.clone(),
             coordinator: coordinator.clone(),
+            sinks: Arc::new(crate::sinks::Sinks::default()),
             metrics,
             cancel: Arc::new(crate::server::cancel::CancelRegistry::default()),
             base,
@@ -113,7 +116,7 @@ impl Database {
         datafusion::catalog::CatalogProvider::register_schema(
             &weir,
             crate::weir_catalog::SCHEMA_NAME,
-            Arc::new(crate::weir_catalog::WeirCatalogSchema::new(db.catalog.clone(), db.coordinator.clone())),
+            Arc::new(crate::weir_catalog::WeirCatalogSchema::new(db.catalog.clone(), db.coordinator.clone(), db.sinks.clone())),
         )?;
         db.base.register_catalog(DATABASE_NAME, Arc::new(weir));
         datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog(

@@ -37,6 +37,7 @@
 //!   running dataflow; [`coordinator`] - barriers, epochs, publishing view versions, FLUSH;
 //!   [`dataflow`] - the incremental engine (readers, jobs, operators, view contents). See
 //!   `docs/dataflow.md`. [`weir_catalog`] - the `weir_catalog` system tables (sources, views).
+//! * [`sinks`] - `CREATE SINK`: a view's changes delivered epoch by epoch (`docs/sinks.md`).
 //!
 //! Sibling crates: `weir-sql` (statements), `weir-catalog` (objects and persistence),
 //! `weir-connectors` (source and sink traits).
@@ -58,6 +59,7 @@ pub mod produce_chat;
 pub mod server;
 pub mod session;
 pub mod settings;
+pub mod sinks;
 pub mod storage;
 pub mod streaming;
 pub mod text_format;

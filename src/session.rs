@@ -272,8 +272,12 @@ impl Session {
             Statement::Drop { kind, names, if_exists, cascade } => {
                 self.drop_objects(catalog_kind(*kind), names, *if_exists, *cascade).await
             }
-            other @ (Statement::CreateSink(_) | Statement::Subscribe(_)) => Err(WeirError::not_supported(other.kind_name())
-                .with_hint("Sinks and SUBSCRIBE are not implemented yet.")),
+            Statement::CreateSink(stmt) => {
+                crate::sinks::create_sink(&self.db, stmt, &self.user).await?;
+                Ok(Outcome::Command(Tag::new("CREATE SINK")))
+            }
+            other @ Statement::Subscribe(_) => Err(WeirError::not_supported(other.kind_name())
+                .with_hint("SUBSCRIBE is not implemented yet.")),
         }
     }
 
@@ -651,6 +655,7 @@ impl Session {
                     }
                     CatalogKind::Source => self.db.coordinator.drop_input(o.id),
                     CatalogKind::MaterializedView => self.db.coordinator.drop_view(o.id),
+                    CatalogKind::Sink => self.db.sinks.stop(o.id),
                     _ => {}
                 }
                 if let TxnState::Open(t) = &mut self.txn {

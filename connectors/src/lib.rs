@@ -16,6 +16,8 @@
 //! * [`nats`] - `connector = 'nats'`: a JetStream stream through a durable pull consumer, acked
 //!   after each epoch.
 //! * [`sink`] - the [`Sink`] trait; delivery is per epoch so that a re-sent epoch is idempotent.
+//! * [`clickhouse`] - `connector = 'clickhouse'`: a view's changes into a ClickHouse table, one
+//!   insert per epoch, marked with the epoch so that none is written twice.
 //! * [`error`] - [`ConnectorError`].
 //! * Internal: `kafka_queue` (the Kafka source's messages taken from librdkafka in batches),
 //!   `partitions` (the generators' per-partition offsets, bounds and round-robin),
@@ -35,6 +37,7 @@
 //! columns of a source declared without any.
 
 pub mod avro;
+pub mod clickhouse;
 pub mod datagen;
 pub mod error;
 pub mod file;

@@ -5,6 +5,9 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::error::ConnectorError;
 
+/// The column of a change batch that holds each row's signed multiplicity.
+pub const DIFF_COLUMN: &str = "weir_diff";
+
 /// Delivers a view's changes epoch by epoch. A batch carries the view's columns plus the signed
 /// `weir_diff` column. `write_epoch` may be called again for an epoch after a crash, so an
 /// implementation must make a re-sent epoch replace itself rather than duplicate rows.

@@ -1,6 +1,7 @@
 //! Integration tests: a real `weir serve` process driven by real clients. One test binary (so
 //! DataFusion is linked once), one module per area.
 
+mod clickhouse;
 mod formats;
 mod chat;
 mod common;

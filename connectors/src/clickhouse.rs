@@ -1,0 +1,415 @@
+//! `connector = 'clickhouse'`: a view's changes written to a ClickHouse table over HTTP (the
+//! `clickhouse` crate), one `INSERT ... FORMAT JSONEachRow` per epoch.
+//!
+//! Every row written carries its epoch in an epoch column (`clickhouse.epoch.column`, default
+//! `weir_epoch`, a `UInt64` the table must have). That column is how the sink never writes an
+//! epoch twice (docs/sinks.md): an epoch's rows go in one insert, which ClickHouse applies as
+//! one block (all or nothing, up to `max_insert_block_size` rows); after a failed attempt the
+//! sink asks whether rows of the epoch are there before sending it again.
+//!
+//! * `type = 'append-only'`: the view's inserted rows (an append-only view: EOWC windows,
+//!   sources without aggregation); a retraction fails the sink.
+//! * `type = 'upsert'` with `primary_key = 'a,b'`: per key, the newest row, or a delete marker
+//!   (`clickhouse.delete.column`, default `weir_deleted`, `UInt8` 1) when the key left the view;
+//!   for a `ReplacingMergeTree(<epoch column>)` table ordered by the key, so that `FINAL` reads
+//!   (filtering the delete column) equal the view.
+//!
+//! Epoch numbers restart with the server until checkpoints exist, so the sink numbers the epochs
+//! it writes from the largest epoch already in the table: versions only grow.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt8Array, UInt32Array, UInt64Array};
+use datafusion::arrow::compute::{cast, take};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::json::LineDelimitedWriter;
+use datafusion::arrow::row::{RowConverter, SortField};
+
+use crate::error::ConnectorError;
+use crate::options::{check_known, invalid, without_credentials};
+use crate::sink::{DIFF_COLUMN, Sink};
+use crate::source::SourceOptions;
+
+const CONNECTOR: &str = "ClickHouse";
+
+#[derive(Debug, Clone, PartialEq)]
+enum Mode {
+    AppendOnly,
+    /// Indexes of the key columns in the view.
+    Upsert { key: Vec<usize> },
+}
+
+pub struct ClickHouseSink {
+    client: clickhouse::Client,
+    url: String,
+    /// `database`.`table`, quoted.
+    table: String,
+    view: SchemaRef,
+    mode: Mode,
+    epoch_column: String,
+    delete_column: String,
+    /// Added to the engine's epoch numbers (see the module comment).
+    epoch_base: u64,
+    /// An epoch whose insert failed: before sending it again, look whether it landed.
+    unsure: Option<u64>,
+}
+
+impl std::fmt::Debug for ClickHouseSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseSink").field("url", &self.url).field("table", &self.table).field("mode", &self.mode).finish()
+    }
+}
+
+/// Backquoted ClickHouse identifier.
+fn quote(name: &str) -> String {
+    format!("`{}`", name.replace('\\', "\\\\").replace('`', "\\`"))
+}
+
+/// A ClickHouse string literal.
+fn literal(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+fn unavailable(url: &str, e: impl std::fmt::Display) -> ConnectorError {
+    ConnectorError::Unavailable { connector: CONNECTOR, reason: format!("{}: {e}", without_credentials(url)) }
+}
+
+impl ClickHouseSink {
+    /// A sink of a view with columns `view` (without the diff column); `append_only` says
+    /// whether the view only ever inserts. Checks the options, the server and the table.
+    pub async fn new(view: SchemaRef, options: &SourceOptions, append_only: bool) -> Result<Self, ConnectorError> {
+        check_known(options, "clickhouse", |k| {
+            Ok(matches!(
+                k,
+                "clickhouse.url"
+                    | "clickhouse.user"
+                    | "clickhouse.password"
+                    | "clickhouse.database"
+                    | "clickhouse.table"
+                    | "clickhouse.epoch.column"
+                    | "clickhouse.delete.column"
+                    | "type"
+                    | "primary_key"
+                    | "sink.max_pending_rows"
+            ))
+        })?;
+        let required = |k: &str| options.get(k).cloned().ok_or_else(|| invalid(k, "is required"));
+        let url = required("clickhouse.url")?;
+        let table_name = required("clickhouse.table")?;
+        let database = options.get("clickhouse.database").cloned().unwrap_or_else(|| "default".into());
+        let epoch_column = options.get("clickhouse.epoch.column").cloned().unwrap_or_else(|| "weir_epoch".into());
+        let delete_column = options.get("clickhouse.delete.column").cloned().unwrap_or_else(|| "weir_deleted".into());
+        let mode = match options.get("type").map(|t| t.to_ascii_lowercase()).as_deref() {
+            Some("append-only") => Mode::AppendOnly,
+            None if append_only => Mode::AppendOnly,
+            Some("upsert") | None => {
+                let key = options.get("primary_key").ok_or_else(|| {
+                    invalid("primary_key", "an upsert sink needs the view's key (primary_key = 'col, ...')")
+                })?;
+                let key = key
+                    .split(',')
+                    .map(|c| {
+                        let c = c.trim();
+                        view.index_of(c).map_err(|_| invalid("primary_key", format!("the view has no column \"{c}\"")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Mode::Upsert { key }
+            }
+            Some(other) => return Err(invalid("type", format!("\"{other}\" is not 'append-only' or 'upsert'"))),
+        };
+        if mode == Mode::AppendOnly && !append_only {
+            return Err(invalid("type", "the view can update and delete rows; use type = 'upsert' with primary_key"));
+        }
+        let mut client = clickhouse::Client::default()
+            .with_url(&url)
+            .with_user(options.get("clickhouse.user").cloned().unwrap_or_else(|| "default".into()))
+            .with_database(&database);
+        if let Some(password) = options.get("clickhouse.password") {
+            client = client.with_password(password);
+        }
+        let mut sink = ClickHouseSink {
+            client,
+            url,
+            table: format!("{}.{}", quote(&database), quote(&table_name)),
+            view,
+            mode,
+            epoch_column,
+            delete_column,
+            epoch_base: 0,
+            unsure: None,
+        };
+        sink.check_table(&database, &table_name).await?;
+        sink.epoch_base = sink.last_delivered_epoch().await?.unwrap_or(0);
+        Ok(sink)
+    }
+
+    async fn text(&self, sql: &str) -> Result<String, ConnectorError> {
+        let mut cursor = self.client.query(sql).fetch_bytes("TabSeparated").map_err(|e| unavailable(&self.url, e))?;
+        let bytes = cursor.collect().await.map_err(|e| unavailable(&self.url, e))?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// The table must exist and have a column for every view column, the epoch column and, for
+    /// upserts, the delete column.
+    async fn check_table(&self, database: &str, table: &str) -> Result<(), ConnectorError> {
+        let columns = self
+            .text(&format!(
+                "SELECT name, type FROM system.columns WHERE database = {} AND table = {}",
+                literal(database),
+                literal(table)
+            ))
+            .await?;
+        let columns: HashMap<&str, &str> = columns.lines().filter_map(|l| l.split_once('\t')).collect();
+        if columns.is_empty() {
+            return Err(invalid("clickhouse.table", format!("ClickHouse has no table {database}.{table}")));
+        }
+        let mut needed: Vec<&str> = self.view.fields().iter().map(|f| f.name().as_str()).collect();
+        needed.push(&self.epoch_column);
+        if matches!(self.mode, Mode::Upsert { .. }) {
+            needed.push(&self.delete_column);
+        }
+        for name in needed {
+            if !columns.contains_key(name) {
+                return Err(invalid(
+                    "clickhouse.table",
+                    format!("table {database}.{table} has no column \"{name}\" (it needs the view's columns, {} and{})", self.epoch_column, match self.mode {
+                        Mode::Upsert { .. } => format!(" {} for upserts", self.delete_column),
+                        Mode::AppendOnly => String::new(),
+                    }),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The rows to write for one epoch, in the view's columns plus the epoch (and delete) column.
+    fn rows(&self, epoch: u64, changes: &[RecordBatch]) -> Result<Option<RecordBatch>, ConnectorError> {
+        let mut pieces = Vec::new();
+        let mut deleted: Vec<u8> = Vec::new();
+        match &self.mode {
+            Mode::AppendOnly => {
+                for batch in changes {
+                    let diffs = diff_column(batch)?;
+                    let mut indexes = Vec::new();
+                    for (i, d) in diffs.iter().enumerate() {
+                        let d = d.unwrap_or(0);
+                        if d < 0 {
+                            return Err(invalid("type", "the view retracted a row, which an append-only sink cannot write"));
+                        }
+                        indexes.extend(std::iter::repeat_n(i as u32, d as usize));
+                    }
+                    pieces.push(take_rows(batch, self.view.fields().len(), &indexes)?);
+                }
+            }
+            Mode::Upsert { key } => {
+                let (rows, gone) = self.newest_per_key(key, changes)?;
+                for (batch, indexes, is_gone) in [(&rows, (0..rows.num_rows() as u32).collect::<Vec<_>>(), false), (&gone, (0..gone.num_rows() as u32).collect(), true)] {
+                    deleted.extend(std::iter::repeat_n(u8::from(is_gone), indexes.len()));
+                    pieces.push(take_rows(batch, self.view.fields().len(), &indexes)?);
+                }
+            }
+        }
+        let total: usize = pieces.iter().map(|p| p.num_rows()).sum();
+        if total == 0 {
+            return Ok(None);
+        }
+        let rows = datafusion::arrow::compute::concat_batches(&self.view, &pieces)?;
+        // Timestamps are sent with an explicit UTC offset (read with best_effort parsing), so
+        // the server's time zone does not shift them.
+        let mut fields: Vec<Field> = Vec::new();
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        for (field, column) in self.view.fields().iter().zip(rows.columns()) {
+            let column = match field.data_type() {
+                DataType::Timestamp(_, None) => cast(column, &DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())))?,
+                _ => column.clone(),
+            };
+            fields.push(Field::new(field.name(), column.data_type().clone(), true));
+            columns.push(column);
+        }
+        fields.push(Field::new(&self.epoch_column, DataType::UInt64, false));
+        columns.push(Arc::new(UInt64Array::from_value(epoch, total)));
+        if matches!(self.mode, Mode::Upsert { .. }) {
+            fields.push(Field::new(&self.delete_column, DataType::UInt8, false));
+            columns.push(Arc::new(UInt8Array::from(deleted)));
+        }
+        Ok(Some(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?))
+    }
+
+    /// An upsert epoch's outcome: per key whose row changed, the row it has now, and the keys
+    /// that left the view, as one of their old rows.
+    fn newest_per_key(&self, key: &[usize], changes: &[RecordBatch]) -> Result<(RecordBatch, RecordBatch), ConnectorError> {
+        let width = self.view.fields().len();
+        let key_fields: Vec<SortField> = key.iter().map(|&i| SortField::new(self.view.field(i).data_type().clone())).collect();
+        let all_fields: Vec<SortField> = self.view.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect();
+        let keys = RowConverter::new(key_fields)?;
+        let whole = RowConverter::new(all_fields)?;
+        let view_rows = changes.iter().map(|b| take_rows(b, width, &(0..b.num_rows() as u32).collect::<Vec<_>>())).collect::<Result<Vec<_>, _>>()?;
+        let all = datafusion::arrow::compute::concat_batches(&self.view, &view_rows)?;
+        let diffs: Vec<i64> = changes.iter().map(diff_column).collect::<Result<Vec<_>, _>>()?.iter().flat_map(|d| d.iter().map(|v| v.unwrap_or(0))).collect();
+        let key_rows = keys.convert_columns(&key.iter().map(|&i| all.column(i).clone()).collect::<Vec<_>>())?;
+        let full_rows = whole.convert_columns(all.columns())?;
+        // Net count of each distinct row, and where it was last seen.
+        let mut net: HashMap<&[u8], (i64, usize)> = HashMap::new();
+        for (i, d) in diffs.iter().enumerate() {
+            let entry = net.entry(full_rows.row(i).data()).or_insert((0, i));
+            entry.0 += d;
+            entry.1 = i;
+        }
+        // Per key: the newest row with a positive net count (the key's row now), else a row with
+        // a negative one (the key left); rows that net to zero changed nothing.
+        let mut per_key: HashMap<&[u8], (Option<usize>, Option<usize>)> = HashMap::new();
+        for i in 0..all.num_rows() {
+            let (count, last) = net[full_rows.row(i).data()];
+            let entry = per_key.entry(key_rows.row(i).data()).or_insert((None, None));
+            if count > 0 && entry.0.is_none_or(|seen| seen < last) {
+                entry.0 = Some(last);
+            } else if count < 0 {
+                entry.1 = Some(last);
+            }
+        }
+        let mut present = Vec::new();
+        let mut gone = Vec::new();
+        for value in per_key.values() {
+            match *value {
+                (Some(i), _) => present.push(i as u32),
+                (None, Some(i)) => gone.push(i as u32),
+                (None, None) => {}
+            }
+        }
+        present.sort_unstable();
+        gone.sort_unstable();
+        let pick = |indexes: &[u32]| -> Result<RecordBatch, ConnectorError> {
+            let indexes = UInt32Array::from(indexes.to_vec());
+            let columns = all.columns().iter().map(|c| take(c, &indexes, None)).collect::<Result<Vec<_>, _>>()?;
+            Ok(RecordBatch::try_new(self.view.clone(), columns)?)
+        };
+        Ok((pick(&present)?, pick(&gone)?))
+    }
+
+    async fn epoch_is_written(&self, epoch: u64) -> Result<bool, ConnectorError> {
+        let count = self.text(&format!("SELECT count() FROM {} WHERE {} = {epoch}", self.table, quote(&self.epoch_column))).await?;
+        Ok(count.trim().parse::<u64>().unwrap_or(0) > 0)
+    }
+}
+
+/// The signed diff column of a change batch.
+fn diff_column(batch: &RecordBatch) -> Result<&datafusion::arrow::array::Int64Array, ConnectorError> {
+    batch
+        .column_by_name(DIFF_COLUMN)
+        .and_then(|c| c.as_primitive_opt::<Int64Type>())
+        .ok_or_else(|| ConnectorError::Arrow(datafusion::arrow::error::ArrowError::SchemaError(format!("a change batch needs a {DIFF_COLUMN} column"))))
+}
+
+/// The first `width` columns (the view's) of `batch` at `indexes`.
+fn take_rows(batch: &RecordBatch, width: usize, indexes: &[u32]) -> Result<RecordBatch, ConnectorError> {
+    let indexes = UInt32Array::from(indexes.to_vec());
+    let columns = batch.columns()[..width].iter().map(|c| take(c, &indexes, None)).collect::<Result<Vec<_>, _>>()?;
+    let fields: Vec<Field> = batch.schema().fields()[..width].iter().map(|f| f.as_ref().clone()).collect();
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+}
+
+#[async_trait]
+impl Sink for ClickHouseSink {
+    async fn write_epoch(&mut self, epoch: u64, changes: &[RecordBatch]) -> Result<(), ConnectorError> {
+        let epoch = self.epoch_base + epoch;
+        let Some(rows) = self.rows(epoch, changes)? else { return Ok(()) };
+        if self.unsure == Some(epoch) && self.epoch_is_written(epoch).await? {
+            self.unsure = None;
+            return Ok(());
+        }
+        let mut body = Vec::new();
+        {
+            let mut writer = LineDelimitedWriter::new(&mut body);
+            writer.write(&rows)?;
+            writer.finish()?;
+        }
+        let columns: Vec<String> = rows.schema().fields().iter().map(|f| quote(f.name())).collect();
+        let sql = format!("INSERT INTO {} ({}) FORMAT JSONEachRow", self.table, columns.join(", "));
+        self.unsure = Some(epoch);
+        let mut insert = self.client.insert_formatted_with(sql).with_setting("date_time_input_format", "best_effort");
+        insert.send(Bytes::from(body)).await.map_err(|e| unavailable(&self.url, e))?;
+        insert.end().await.map_err(|e| unavailable(&self.url, e))?;
+        self.unsure = None;
+        Ok(())
+    }
+
+    async fn last_delivered_epoch(&mut self) -> Result<Option<u64>, ConnectorError> {
+        let max = self.text(&format!("SELECT max({}) FROM {}", quote(&self.epoch_column), self.table)).await?;
+        Ok(max.trim().parse::<u64>().ok().filter(|e| *e > 0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Int64Array, StringArray};
+
+    use super::*;
+
+    fn changes(names: &[&str], values: &[i64], diffs: &[i64]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, true),
+            Field::new("v", DataType::Int64, true),
+            Field::new(DIFF_COLUMN, DataType::Int64, false),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(names.to_vec())),
+                Arc::new(Int64Array::from(values.to_vec())),
+                Arc::new(Int64Array::from(diffs.to_vec())),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn sink(mode: Mode) -> ClickHouseSink {
+        let view = Arc::new(Schema::new(vec![Field::new("k", DataType::Utf8, true), Field::new("v", DataType::Int64, true)]));
+        ClickHouseSink {
+            client: clickhouse::Client::default(),
+            url: String::new(),
+            table: "`t`".into(),
+            view,
+            mode,
+            epoch_column: "weir_epoch".into(),
+            delete_column: "weir_deleted".into(),
+            epoch_base: 0,
+            unsure: None,
+        }
+    }
+
+    #[test]
+    fn upserts_keep_the_newest_row_per_key_and_mark_keys_that_left() {
+        let s = sink(Mode::Upsert { key: vec![0] });
+        // a: 1 -> 2 -> 3 within the epoch; b: retracted; c: new; d: retracted and put back.
+        let epoch = [
+            changes(&["a", "a", "b", "c"], &[1, 2, 5, 7], &[-1, 1, -1, 1]),
+            changes(&["a", "a", "d", "d"], &[2, 3, 4, 4], &[-1, 1, -1, 1]),
+        ];
+        let rows = s.rows(9, &epoch).unwrap().unwrap();
+        let mut got: Vec<(String, i64, u64, u8)> = (0..rows.num_rows())
+            .map(|i| {
+                (
+                    rows.column(0).as_string::<i32>().value(i).to_string(),
+                    rows.column(1).as_primitive::<Int64Type>().value(i),
+                    rows.column(2).as_primitive::<datafusion::arrow::datatypes::UInt64Type>().value(i),
+                    rows.column(3).as_primitive::<datafusion::arrow::datatypes::UInt8Type>().value(i),
+                )
+            })
+            .collect();
+        got.sort();
+        assert_eq!(got, [("a".into(), 3, 9, 0), ("b".into(), 5, 9, 1), ("c".into(), 7, 9, 0)], "d did not change");
+    }
+
+    #[test]
+    fn append_only_repeats_multiplicities_and_refuses_retractions() {
+        let s = sink(Mode::AppendOnly);
+        let rows = s.rows(3, &[changes(&["a", "b"], &[1, 2], &[2, 1])]).unwrap().unwrap();
+        assert_eq!(rows.num_rows(), 3);
+        assert_eq!(rows.num_columns(), 3, "view columns and the epoch");
+        assert!(s.rows(3, &[changes(&["a"], &[1], &[-1])]).is_err());
+        assert!(s.rows(3, &[changes(&[], &[], &[])]).unwrap().is_none(), "an empty epoch writes nothing");
+    }
+}

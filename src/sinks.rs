@@ -1,0 +1,275 @@
+//! Sinks: a materialized view's changes delivered to an external system, epoch by epoch
+//! (docs/sinks.md).
+//!
+//! A sink subscribes to its view like a downstream view does: it joins at an epoch boundary
+//! with the view's contents as its first changes, then receives every epoch's changes and the
+//! barrier that ends it. Two tasks run per sink:
+//!
+//! * the *receiver* gathers an epoch's changes and queues the epoch when its barrier arrives;
+//!   the queue holds at most `sink.max_pending_rows` rows, past which the receiver waits, and
+//!   so does the view (back-pressure, never loss);
+//! * the *deliverer* writes queued epochs in order, retrying a failed one with backoff until it
+//!   is written (`status` says `retrying: <error>` meanwhile); an error the target will not get
+//!   over (a rejected change) makes the sink `failed`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use tokio::sync::{Semaphore, mpsc};
+use weir_catalog::{CatalogObject, NewObject, ObjectId, ObjectKind};
+use weir_connectors::sink::DIFF_COLUMN;
+use weir_connectors::{ConnectorError, Sink};
+use weir_sql::{CreateSink, SinkInput, Statement};
+
+use crate::database::{Database, table_schema};
+use crate::dataflow::Message;
+use crate::error::{Result, SqlState, WeirError};
+use crate::session::object_name;
+use crate::streaming::options_map;
+
+/// Live figures of a sink, read by `weir_catalog.sinks`.
+#[derive(Debug)]
+pub struct SinkStats {
+    pub view: ObjectId,
+    pub status: Mutex<String>,
+    pub rows_delivered: AtomicU64,
+    pub epochs_delivered: AtomicU64,
+    pub last_epoch: AtomicU64,
+    pub retries: AtomicU64,
+    /// Rows received but not yet delivered.
+    pub pending_rows: AtomicU64,
+}
+
+impl SinkStats {
+    fn set_status(&self, status: impl Into<String>) {
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = status.into();
+    }
+
+    pub fn status(&self) -> String {
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+struct SinkRuntime {
+    stats: Arc<SinkStats>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// The running sinks.
+#[derive(Default)]
+pub struct Sinks {
+    running: Mutex<HashMap<ObjectId, SinkRuntime>>,
+}
+
+impl Sinks {
+    pub fn stats(&self) -> Vec<(ObjectId, Arc<SinkStats>)> {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.iter().map(|(id, r)| (*id, r.stats.clone())).collect()
+    }
+
+    /// Stops a sink's tasks (DROP SINK, or its view dropped).
+    pub fn stop(&self, id: ObjectId) {
+        if let Some(runtime) = self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&id) {
+            for task in runtime.tasks {
+                task.abort();
+            }
+        }
+    }
+}
+
+const DEFAULT_MAX_PENDING_ROWS: usize = 1_000_000;
+
+/// The view a sink reads, and the connector writing to the target (checked against it).
+async fn instantiate(db: &Database, stmt: &CreateSink) -> Result<(CatalogObject, Box<dyn Sink>, usize)> {
+    let view = match &stmt.input {
+        SinkInput::Object(name) => {
+            let (schema, name) = object_name(name)?;
+            db.read_catalog().find_kind(ObjectKind::MaterializedView, &schema, &name)?.clone()
+        }
+        SinkInput::Query(_) => {
+            return Err(WeirError::not_supported("CREATE SINK ... AS SELECT")
+                .with_hint("Create a materialized view of the query and CREATE SINK ... FROM it."));
+        }
+    };
+    let options = options_map(&stmt.with);
+    let max_pending = match options.get("sink.max_pending_rows") {
+        None => DEFAULT_MAX_PENDING_ROWS,
+        Some(v) => v.parse::<usize>().ok().filter(|n| *n > 0 && *n <= Semaphore::MAX_PERMITS).ok_or_else(|| {
+            WeirError::new(SqlState::InvalidParameterValue, format!("invalid value \"{v}\" for option \"sink.max_pending_rows\": must be a positive row count"))
+        })?,
+    };
+    let schema = Arc::new(table_schema(&view.columns)?);
+    let append_only = db.coordinator.view_shape(view.id).is_some_and(|s| s.append_only);
+    let sink: Box<dyn Sink> = match options.get("connector").map(|c| c.to_ascii_lowercase()).as_deref() {
+        Some("clickhouse") => Box::new(weir_connectors::clickhouse::ClickHouseSink::new(schema, &options, append_only).await?),
+        Some(other) => {
+            return Err(WeirError::not_supported(format!("sink connector '{other}'")).with_hint("Sinks: connector = 'clickhouse'."));
+        }
+        None => {
+            return Err(WeirError::new(SqlState::InvalidParameterValue, "a sink needs a connector")
+                .with_hint("Add WITH (connector = 'clickhouse', ...)."));
+        }
+    };
+    Ok((view, sink, max_pending))
+}
+
+pub async fn create_sink(db: &Arc<Database>, stmt: &CreateSink, owner: &str) -> Result<()> {
+    let (schema_name, name) = object_name(&stmt.name)?;
+    let _ddl = db.ddl_lock.lock().await;
+    if stmt.if_not_exists && db.read_catalog().find(ObjectKind::Sink, &schema_name, &name).is_some() {
+        return Ok(());
+    }
+    let (view, sink, max_pending) = instantiate(db, stmt).await?;
+    let object = db.write_catalog().create(NewObject {
+        kind: ObjectKind::Sink,
+        schema: schema_name,
+        name,
+        owner: owner.to_string(),
+        definition: Statement::CreateSink(Box::new(stmt.clone())).to_string(),
+        columns: vec![],
+        primary_key: vec![],
+        depends_on: vec![view.id],
+    })?;
+    if let Err(e) = run(db, object.id, &view, sink, max_pending) {
+        let _ = db.write_catalog().drop_object(object.id, false);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Starts a sink from its stored definition (server start). A target that cannot be reached
+/// now does not stop the server: the sink is shown as failed with the reason.
+pub async fn start_sink(db: &Arc<Database>, object: &CatalogObject) -> Result<()> {
+    let stmt = match weir_sql::parse(&object.definition)?.pop().map(|p| p.statement) {
+        Some(Statement::CreateSink(s)) => s,
+        _ => return Err(WeirError::internal(format!("stored definition of sink {} is not CREATE SINK", object.name))),
+    };
+    match instantiate(db, &stmt).await {
+        Ok((view, sink, max_pending)) => run(db, object.id, &view, sink, max_pending),
+        Err(e) => {
+            tracing::error!(sink = %object.name, error = %e, "sink not started");
+            let view = object.depends_on.first().copied().unwrap_or_default();
+            let stats = new_stats(view);
+            stats.set_status(format!("failed: {e}"));
+            db.sinks.running.lock().unwrap_or_else(|p| p.into_inner()).insert(object.id, SinkRuntime { stats, tasks: vec![] });
+            Ok(())
+        }
+    }
+}
+
+fn new_stats(view: ObjectId) -> Arc<SinkStats> {
+    Arc::new(SinkStats {
+        view,
+        status: Mutex::new("starting".into()),
+        rows_delivered: AtomicU64::new(0),
+        epochs_delivered: AtomicU64::new(0),
+        last_epoch: AtomicU64::new(0),
+        retries: AtomicU64::new(0),
+        pending_rows: AtomicU64::new(0),
+    })
+}
+
+fn run(db: &Arc<Database>, id: ObjectId, view: &CatalogObject, sink: Box<dyn Sink>, max_pending: usize) -> Result<()> {
+    let (backfill, live) = db.coordinator.subscribe(view.id, id)?;
+    let stats = new_stats(view.id);
+    stats.set_status("running");
+    let permits = Arc::new(Semaphore::new(max_pending));
+    let (epochs_tx, epochs_rx) = mpsc::unbounded_channel();
+    let receiver = tokio::spawn(receive(backfill, live, epochs_tx, permits.clone(), max_pending, stats.clone()));
+    let deliverer = tokio::spawn(deliver(sink, epochs_rx, permits, stats.clone()));
+    db.sinks.running.lock().unwrap_or_else(|p| p.into_inner()).insert(id, SinkRuntime { stats, tasks: vec![receiver, deliverer] });
+    Ok(())
+}
+
+/// One epoch's changes, ready to write, and the queue room they hold.
+struct PendingEpoch {
+    epoch: u64,
+    changes: Vec<RecordBatch>,
+    rows: usize,
+    permits: u32,
+}
+
+/// A change batch as sinks take it: the view's columns, then `weir_diff`.
+fn with_diffs(changes: &crate::dataflow::Changes) -> std::result::Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+    let mut fields: Vec<Field> = changes.rows.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(DIFF_COLUMN, DataType::Int64, false));
+    let mut columns: Vec<ArrayRef> = changes.rows.columns().to_vec();
+    columns.push(Arc::new(changes.diffs.clone()));
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
+
+async fn receive(
+    mut backfill: mpsc::Receiver<Message>,
+    mut live: mpsc::Receiver<Message>,
+    epochs: mpsc::UnboundedSender<PendingEpoch>,
+    permits: Arc<Semaphore>,
+    max_pending: usize,
+    stats: Arc<SinkStats>,
+) {
+    fn take(m: Message, changes: &mut Vec<RecordBatch>, rows: &mut usize) {
+        if let Message::Data(c) = m {
+            match with_diffs(&c) {
+                Ok(batch) => {
+                    *rows += batch.num_rows();
+                    changes.push(batch);
+                }
+                Err(e) => tracing::error!(error = %e, "sink: a change batch could not be taken"),
+            }
+        }
+    }
+    let mut changes = Vec::new();
+    let mut rows = 0usize;
+    // The view's contents when the sink joined belong to the first epoch it receives.
+    while let Some(m) = backfill.recv().await {
+        take(m, &mut changes, &mut rows);
+    }
+    while let Some(m) = live.recv().await {
+        let Message::Barrier(epoch) = m else {
+            take(m, &mut changes, &mut rows);
+            continue;
+        };
+        // An epoch larger than the whole queue takes all of it.
+        let wanted = u32::try_from(rows.min(max_pending)).unwrap_or(u32::MAX);
+        let Ok(held) = permits.clone().acquire_many_owned(wanted).await else { return };
+        held.forget();
+        stats.pending_rows.fetch_add(rows as u64, Ordering::Relaxed);
+        let pending = PendingEpoch { epoch, changes: std::mem::take(&mut changes), rows, permits: wanted };
+        rows = 0;
+        if epochs.send(pending).is_err() {
+            return;
+        }
+    }
+}
+
+async fn deliver(mut sink: Box<dyn Sink>, mut epochs: mpsc::UnboundedReceiver<PendingEpoch>, permits: Arc<Semaphore>, stats: Arc<SinkStats>) {
+    while let Some(pending) = epochs.recv().await {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match sink.write_epoch(pending.epoch, &pending.changes).await {
+                Ok(()) => break,
+                Err(e @ ConnectorError::Unavailable { .. }) => {
+                    stats.retries.fetch_add(1, Ordering::Relaxed);
+                    stats.set_status(format!("retrying: {e}"));
+                    tracing::warn!(epoch = pending.epoch, error = %e, "sink: delivery failed, retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    tracing::error!(epoch = pending.epoch, error = %e, "sink failed");
+                    stats.set_status(format!("failed: {e}"));
+                    return;
+                }
+            }
+        }
+        permits.add_permits(pending.permits as usize);
+        stats.pending_rows.fetch_sub(pending.rows as u64, Ordering::Relaxed);
+        stats.rows_delivered.fetch_add(pending.rows as u64, Ordering::Relaxed);
+        stats.epochs_delivered.fetch_add(1, Ordering::Relaxed);
+        stats.last_epoch.store(pending.epoch, Ordering::Relaxed);
+        stats.set_status("running");
+    }
+}

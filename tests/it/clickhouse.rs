@@ -1,0 +1,279 @@
+//! ClickHouse sinks against a real `clickhouse-server` (`tests/services.sh` starts it and sets
+//! `WEIR_CLICKHOUSE_URL`): views fed by SQL inserts, sunk to ClickHouse tables that must then
+//! read back (with `FINAL` for upserts) exactly as the view's rows, no row missing or doubled.
+
+use std::time::{Duration, Instant};
+
+use crate::chat::unique_name;
+use crate::common::Server;
+
+fn clickhouse() -> Option<String> {
+    match std::env::var("WEIR_CLICKHOUSE_URL") {
+        Ok(url) => Some(url),
+        Err(_) => {
+            assert!(std::env::var_os("CI").is_none(), "CI must run the ClickHouse tests: start a server with tests/services.sh");
+            eprintln!("skipped: WEIR_CLICKHOUSE_URL is not set (run tests/run.sh, or source tests/services.sh and start_clickhouse)");
+            None
+        }
+    }
+}
+
+/// Runs a statement on ClickHouse and returns its TabSeparated output.
+async fn ch(url: &str, sql: &str) -> String {
+    let client = clickhouse::Client::default().with_url(url);
+    let mut cursor = client.query(sql).fetch_bytes("TabSeparated").unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let bytes = cursor.collect().await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// Rows of TabSeparated text, sorted.
+fn sorted_lines(text: &str) -> Vec<String> {
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
+/// The view's rows as TabSeparated-like lines, sorted.
+async fn view_lines(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    let rows = client.simple_query(sql).await.unwrap();
+    let mut lines: Vec<String> = rows
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).unwrap_or("\\N").to_string()).collect::<Vec<_>>().join("\t"))
+            }
+            _ => None,
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Waits until ClickHouse's answer to `ch_sql` equals the view's answer to `view_sql`.
+async fn wait_equal(client: &tokio_postgres::Client, url: &str, view_sql: &str, ch_sql: &str) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        client.batch_execute("FLUSH").await.unwrap();
+        let view = view_lines(client, view_sql).await;
+        let target = sorted_lines(&ch(url, ch_sql).await);
+        if view == target {
+            return view;
+        }
+        assert!(Instant::now() < deadline, "ClickHouse has\n{target:#?}\nthe view has\n{view:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// An EMIT ON WINDOW CLOSE view (append-only) into a plain MergeTree table: every closed window
+/// once, with the epoch column marking each epoch's rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_only_windows_land_once_in_a_merge_tree() {
+    let Some(url) = clickhouse() else { return };
+    let table = unique_name("windows");
+    ch(&url, &format!(
+        "CREATE TABLE {table} (k String, window_start DateTime, n Int64, s Int64, weir_epoch UInt64) \
+         ENGINE = MergeTree ORDER BY (k, window_start)"
+    ))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE ev (k TEXT, v BIGINT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) APPEND ONLY; \
+             CREATE MATERIALIZED VIEW w AS SELECT k, window_start, count(*) AS n, sum(v) AS s \
+                 FROM TUMBLE(ev, ts, INTERVAL '10' SECOND) GROUP BY k, window_start EMIT ON WINDOW CLOSE; \
+             CREATE SINK w_out FROM w WITH (connector = 'clickhouse', clickhouse.url = '{url}', clickhouse.table = '{table}')"
+        ))
+        .await
+        .unwrap();
+    // Several epochs of events over 100 s of event time, each batch closing earlier windows.
+    let mut expected_rows = 0;
+    for batch in 0..10i64 {
+        let values: Vec<String> = (0..30i64)
+            .map(|i| {
+                let second = batch * 10 + i % 10;
+                format!("('{}', {}, TIMESTAMP '2026-01-01 00:00:00' + INTERVAL '{second}' SECOND)", ["a", "b", "c"][(i % 3) as usize], i + batch)
+            })
+            .collect();
+        client.batch_execute(&format!("INSERT INTO ev VALUES {}", values.join(", "))).await.unwrap();
+        client.batch_execute("FLUSH").await.unwrap();
+        expected_rows += 3;
+    }
+    // Close the last window.
+    client.batch_execute("INSERT INTO ev VALUES ('z', 0, TIMESTAMP '2026-01-01 01:00:00')").await.unwrap();
+    let rows = wait_equal(
+        &client,
+        &url,
+        "SELECT k, window_start::text, n, s FROM w",
+        &format!("SELECT k, window_start, n, s FROM {table}"),
+    )
+    .await;
+    assert_eq!(rows.len(), expected_rows, "every window of the 100 s, and no more");
+    // The rows came in more than one epoch, each marked with its own.
+    let epochs: usize = ch(&url, &format!("SELECT uniqExact(weir_epoch) FROM {table}")).await.trim().parse().unwrap();
+    assert!(epochs > 1, "{epochs} epochs");
+    let sinks = client.query("SELECT name FROM weir_catalog.sinks", &[]).await;
+    assert!(sinks.is_ok_and(|r| r.len() == 1));
+}
+
+/// A GROUP BY view with updates and deletes into a ReplacingMergeTree(weir_epoch): `FINAL`
+/// without the delete-marked keys equals the view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upserts_and_deletes_read_back_with_final() {
+    let Some(url) = clickhouse() else { return };
+    let table = unique_name("totals");
+    ch(&url, &format!(
+        "CREATE TABLE {table} (k String, n Int64, s Int64, weir_epoch UInt64, weir_deleted UInt8) \
+         ENGINE = ReplacingMergeTree(weir_epoch) ORDER BY k"
+    ))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE t (id INT PRIMARY KEY, k TEXT, v BIGINT); \
+             CREATE MATERIALIZED VIEW totals AS SELECT k, count(*) AS n, sum(v) AS s FROM t GROUP BY k; \
+             CREATE SINK totals_out FROM totals WITH (connector = 'clickhouse', clickhouse.url = '{url}', \
+                 clickhouse.table = '{table}', type = 'upsert', primary_key = 'k')"
+        ))
+        .await
+        .unwrap();
+    let view_sql = "SELECT k, n, s FROM totals";
+    let ch_sql = format!("SELECT k, n, s FROM {table} FINAL WHERE weir_deleted = 0");
+    for round in 0..8 {
+        let values: Vec<String> = (0..20).map(|i| {
+            let id = round * 20 + i;
+            format!("({id}, 'k{}', {})", (id * 13) % 9, id * 3)
+        }).collect();
+        client.batch_execute(&format!("INSERT INTO t VALUES {}", values.join(", "))).await.unwrap();
+        client.batch_execute(&format!("UPDATE t SET v = v + 1 WHERE id % 5 = {}", round % 5)).await.unwrap();
+        client.batch_execute(&format!("DELETE FROM t WHERE id % 11 = {}", round % 11)).await.unwrap();
+        if round == 7 {
+            // A whole key leaves the view.
+            client.batch_execute("DELETE FROM t WHERE k = 'k4'").await.unwrap();
+        }
+        client.batch_execute("FLUSH").await.unwrap();
+    }
+    let rows = wait_equal(&client, &url, view_sql, &ch_sql).await;
+    assert!(!rows.is_empty());
+    let deleted = ch(&url, &format!("SELECT count() FROM {table} FINAL WHERE weir_deleted = 1 AND k = 'k4'")).await;
+    assert_eq!(deleted.trim(), "1", "k4 is marked deleted");
+}
+
+/// Bad sink definitions are errors at CREATE, naming what is wrong; the server goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_sinks_are_errors_at_create() {
+    let Some(url) = clickhouse() else { return };
+    let table = unique_name("narrow");
+    ch(&url, &format!("CREATE TABLE {table} (k String, weir_epoch UInt64) ENGINE = MergeTree ORDER BY k")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (id INT PRIMARY KEY, k TEXT, v BIGINT); \
+             CREATE MATERIALIZED VIEW totals AS SELECT k, count(*) AS n FROM t GROUP BY k",
+        )
+        .await
+        .unwrap();
+    let create = |with: String| {
+        let client = &client;
+        async move {
+            let sql = format!("CREATE SINK s FROM totals WITH (connector = 'clickhouse', {with})");
+            let e = client.batch_execute(&sql).await.expect_err(&sql);
+            let e = e.as_db_error().expect("a database error").clone();
+            (e.code().code().to_string(), e.message().to_string())
+        }
+    };
+    let (code, message) = create(format!("clickhouse.url = '{url}', clickhouse.table = 'nope', primary_key = 'k'")).await;
+    assert!(message.contains("no table"), "{code} {message}");
+    let (_, message) = create(format!("clickhouse.url = '{url}', clickhouse.table = '{table}', primary_key = 'k'")).await;
+    assert!(message.contains("no column \"n\""), "{message}");
+    let (_, message) = create(format!("clickhouse.url = '{url}', clickhouse.table = '{table}'")).await;
+    assert!(message.contains("primary_key"), "{message}");
+    let (_, message) = create(format!("clickhouse.url = '{url}', clickhouse.table = '{table}', type = 'append-only'")).await;
+    assert!(message.contains("upsert"), "{message}");
+    let (code, message) =
+        create("clickhouse.url = 'http://127.0.0.1:1', clickhouse.table = 't', clickhouse.password = 'hunter2', primary_key = 'k'".into()).await;
+    assert_eq!(code, "08001", "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+    assert_eq!(client.query("SELECT count(*) FROM totals", &[]).await.unwrap().len(), 1, "the server goes on");
+}
+
+/// The ClickHouse server `tests/services.sh` started (its config file), killed and started again.
+fn restart_clickhouse(down_for: Duration) {
+    let config = std::env::var("WEIR_CLICKHOUSE_CONFIG").expect("WEIR_CLICKHOUSE_CONFIG");
+    let pattern = format!("--config-file={config}");
+    let killed = std::process::Command::new("pkill").args(["-9", "-f", "--", &pattern]).status().expect("pkill");
+    assert!(killed.success(), "no ClickHouse server with {pattern}");
+    std::thread::sleep(down_for);
+    // In the background of a shell that exits at once: the server outlives this test, and
+    // tests/services.sh's stop_services stops it by its config file.
+    let started = std::process::Command::new("sh")
+        .args(["-c", &format!("clickhouse-server '{pattern}' >/dev/null 2>&1 &")])
+        .status()
+        .expect("start clickhouse-server");
+    assert!(started.success());
+}
+
+/// ClickHouse killed mid-stream and back seconds later: the view keeps running, the sink says it
+/// is retrying, and afterwards the table holds every window exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clickhouse_outage_loses_and_doubles_nothing() {
+    let Some(url) = clickhouse() else { return };
+    let table = unique_name("outage");
+    ch(&url, &format!(
+        "CREATE TABLE {table} (k String, window_start DateTime, n Int64, weir_epoch UInt64) ENGINE = MergeTree ORDER BY (k, window_start)"
+    ))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE ev (k TEXT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) APPEND ONLY; \
+             CREATE MATERIALIZED VIEW w AS SELECT k, window_start, count(*) AS n \
+                 FROM TUMBLE(ev, ts, INTERVAL '10' SECOND) GROUP BY k, window_start EMIT ON WINDOW CLOSE; \
+             CREATE SINK w_out FROM w WITH (connector = 'clickhouse', clickhouse.url = '{url}', clickhouse.table = '{table}')"
+        ))
+        .await
+        .unwrap();
+    let round = |r: i64| {
+        let values: Vec<String> = (0..20i64)
+            .map(|i| format!("('{}', TIMESTAMP '2026-01-01 00:00:00' + INTERVAL '{}' SECOND)", ["a", "b"][(i % 2) as usize], r * 10 + i % 10))
+            .collect();
+        format!("INSERT INTO ev VALUES {}", values.join(", "))
+    };
+    for r in 0..5 {
+        client.batch_execute(&round(r)).await.unwrap();
+        client.batch_execute("FLUSH").await.unwrap();
+    }
+    let down = std::thread::spawn(|| restart_clickhouse(Duration::from_secs(4)));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for r in 5..15 {
+        client.batch_execute(&round(r)).await.unwrap();
+        // The view goes on while the sink cannot write.
+        client.batch_execute("FLUSH").await.unwrap();
+    }
+    let status: String = client.query_one("SELECT status FROM weir_catalog.sinks", &[]).await.unwrap().get(0);
+    assert!(status.starts_with("retrying"), "{status}");
+    down.join().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while clickhouse::Client::default().with_url(&url).query("SELECT 1").execute().await.is_err() {
+        assert!(Instant::now() < deadline, "ClickHouse did not come back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    client.batch_execute("INSERT INTO ev VALUES ('z', TIMESTAMP '2026-01-01 01:00:00')").await.unwrap();
+    let rows = wait_equal(
+        &client,
+        &url,
+        "SELECT k, window_start::text, n FROM w",
+        &format!("SELECT k, window_start, n FROM {table}"),
+    )
+    .await;
+    assert_eq!(rows.len(), 30, "15 windows of two keys, each once");
+    let retries: i64 = client.query_one("SELECT retries FROM weir_catalog.sinks", &[]).await.unwrap().get(0);
+    assert!(retries > 0);
+}
