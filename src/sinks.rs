@@ -10,7 +10,7 @@
 //!   so does the view (back-pressure, never loss);
 //! * the *deliverer* writes queued epochs in order, retrying a failed one with backoff until it
 //!   is written (`status` says `retrying: <error>` meanwhile); an error the target will not get
-//!   over (a rejected change) makes the sink `failed`.
+//!   over (a rejected change) makes the sink `failed`, and it lets go of its view.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -261,6 +261,9 @@ async fn deliver(mut sink: Box<dyn Sink>, mut epochs: mpsc::UnboundedReceiver<Pe
                 Err(e) => {
                     tracing::error!(epoch = pending.epoch, error = %e, "sink failed");
                     stats.set_status(format!("failed: {e}"));
+                    // The receiver stops and lets go of the view, which must not wait for a
+                    // sink that will never write again.
+                    permits.close();
                     return;
                 }
             }
