@@ -142,23 +142,49 @@ pub async fn create_sink(db: &Arc<Database>, stmt: &CreateSink, owner: &str) -> 
 }
 
 /// Starts a sink from its stored definition (server start). A target that cannot be reached
-/// now does not stop the server: the sink is shown as failed with the reason.
+/// now does not stop the server: the sink is retried in the background (status `retrying`);
+/// any other problem shows it as failed with the reason.
 pub async fn start_sink(db: &Arc<Database>, object: &CatalogObject) -> Result<()> {
     let stmt = match weir_sql::parse(&object.definition)?.pop().map(|p| p.statement) {
         Some(Statement::CreateSink(s)) => s,
         _ => return Err(WeirError::internal(format!("stored definition of sink {} is not CREATE SINK", object.name))),
     };
-    match instantiate(db, &stmt).await {
-        Ok((view, sink, max_pending)) => run(db, object.id, &view, sink, max_pending),
-        Err(e) => {
-            tracing::error!(sink = %object.name, error = %e, "sink not started");
-            let view = object.depends_on.first().copied().unwrap_or_default();
-            let stats = new_stats(view);
-            stats.set_status(format!("failed: {e}"));
-            db.sinks.running.lock().unwrap_or_else(|p| p.into_inner()).insert(object.id, SinkRuntime { stats, tasks: vec![] });
-            Ok(())
-        }
+    let error = match instantiate(db, &stmt).await {
+        Ok((view, sink, max_pending)) => return run(db, object.id, &view, sink, max_pending),
+        Err(e) => e,
+    };
+    tracing::error!(sink = %object.name, error = %error, state = error.state.code(), "sink not started");
+    let stats = new_stats(object.depends_on.first().copied().unwrap_or_default());
+    let mut tasks = Vec::new();
+    if error.state == SqlState::UnableToConnect {
+        stats.set_status(format!("retrying: {}", error.message));
+        let (db, id, stats) = (db.clone(), object.id, stats.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut backoff = Duration::from_secs(1);
+            loop {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                stats.retries.fetch_add(1, Ordering::Relaxed);
+                match instantiate(&db, &stmt).await {
+                    Ok((view, sink, max_pending)) => {
+                        if let Err(e) = run(&db, id, &view, sink, max_pending) {
+                            stats.set_status(format!("failed: {}", e.message));
+                        }
+                        return;
+                    }
+                    Err(e) if e.state == SqlState::UnableToConnect => stats.set_status(format!("retrying: {}", e.message)),
+                    Err(e) => {
+                        stats.set_status(format!("failed: {}", e.message));
+                        return;
+                    }
+                }
+            }
+        }));
+    } else {
+        stats.set_status(format!("failed: {}", error.message));
     }
+    db.sinks.running.lock().unwrap_or_else(|p| p.into_inner()).insert(object.id, SinkRuntime { stats, tasks });
+    Ok(())
 }
 
 fn new_stats(view: ObjectId) -> Arc<SinkStats> {

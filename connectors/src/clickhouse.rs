@@ -55,6 +55,10 @@ pub struct ClickHouseSink {
     epoch_base: u64,
     /// An epoch whose insert failed: before sending it again, look whether it landed.
     unsure: Option<u64>,
+    /// Upserts: the first epoch written is the view's whole contents (the sink just joined it),
+    /// so keys the table holds that are not in it left the view meanwhile (while Weir was down,
+    /// until checkpoints) and get delete markers.
+    reconcile: bool,
 }
 
 impl std::fmt::Debug for ClickHouseSink {
@@ -130,6 +134,7 @@ impl ClickHouseSink {
         if let Some(password) = options.get("clickhouse.password") {
             client = client.with_password(password);
         }
+        let reconcile = matches!(mode, Mode::Upsert { .. });
         let mut sink = ClickHouseSink {
             client,
             url,
@@ -140,6 +145,7 @@ impl ClickHouseSink {
             delete_column,
             epoch_base: 0,
             unsure: None,
+            reconcile,
         };
         sink.check_table(&database, &table_name).await?;
         sink.epoch_base = sink.last_delivered_epoch().await?.unwrap_or(0);
@@ -289,6 +295,31 @@ impl ClickHouseSink {
         Ok((pick(&present)?, pick(&gone)?))
     }
 
+    /// The rows the table shows now (`FINAL`, without deleted keys), as retractions: prepended
+    /// to the first epoch's changes, a key the view still has with the same row nets to
+    /// nothing, a changed row is upserted, and a key the view lost gets a delete marker.
+    async fn table_rows_as_retractions(&self) -> Result<RecordBatch, ConnectorError> {
+        let columns: Vec<String> = self.view.fields().iter().map(|f| quote(f.name())).collect();
+        let sql = format!(
+            "SELECT {} FROM {} FINAL WHERE {} = 0 FORMAT JSONEachRow",
+            columns.join(", "),
+            self.table,
+            quote(&self.delete_column)
+        );
+        let mut cursor = self.client.query(&sql).fetch_bytes("JSONEachRow").map_err(|e| unavailable(&self.url, e))?;
+        let bytes = cursor.collect().await.map_err(|e| unavailable(&self.url, e))?;
+        let fields: Vec<Field> = self.view.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
+        let schema = Arc::new(Schema::new(fields));
+        let mut decoder = datafusion::arrow::json::ReaderBuilder::new(schema.clone()).build_decoder()?;
+        decoder.decode(&bytes)?;
+        let rows = decoder.flush()?.unwrap_or_else(|| RecordBatch::new_empty(schema));
+        let mut fields: Vec<Field> = rows.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new(DIFF_COLUMN, DataType::Int64, false));
+        let mut columns = rows.columns().to_vec();
+        columns.push(Arc::new(datafusion::arrow::array::Int64Array::from_value(-1, rows.num_rows())));
+        Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+    }
+
     async fn epoch_is_written(&self, epoch: u64) -> Result<bool, ConnectorError> {
         let count = self.text(&format!("SELECT count() FROM {} WHERE {} = {epoch}", self.table, quote(&self.epoch_column))).await?;
         Ok(count.trim().parse::<u64>().unwrap_or(0) > 0)
@@ -315,11 +346,24 @@ fn take_rows(batch: &RecordBatch, width: usize, indexes: &[u32]) -> Result<Recor
 impl Sink for ClickHouseSink {
     async fn write_epoch(&mut self, epoch: u64, changes: &[RecordBatch]) -> Result<(), ConnectorError> {
         let epoch = self.epoch_base + epoch;
-        let Some(rows) = self.rows(epoch, changes)? else { return Ok(()) };
         if self.unsure == Some(epoch) && self.epoch_is_written(epoch).await? {
             self.unsure = None;
+            self.reconcile = false;
             return Ok(());
         }
+        let reconciled;
+        let changes = if self.reconcile {
+            let mut all = vec![self.table_rows_as_retractions().await?];
+            all.extend(changes.iter().cloned());
+            reconciled = all;
+            &reconciled[..]
+        } else {
+            changes
+        };
+        let Some(rows) = self.rows(epoch, changes)? else {
+            self.reconcile = false;
+            return Ok(());
+        };
         let mut body = Vec::new();
         {
             let mut writer = LineDelimitedWriter::new(&mut body);
@@ -333,6 +377,7 @@ impl Sink for ClickHouseSink {
         insert.send(Bytes::from(body)).await.map_err(|e| unavailable(&self.url, e))?;
         insert.end().await.map_err(|e| unavailable(&self.url, e))?;
         self.unsure = None;
+        self.reconcile = false;
         Ok(())
     }
 
@@ -377,6 +422,7 @@ mod tests {
             delete_column: "weir_deleted".into(),
             epoch_base: 0,
             unsure: None,
+            reconcile: false,
         }
     }
 

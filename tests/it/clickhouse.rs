@@ -202,20 +202,29 @@ async fn bad_sinks_are_errors_at_create() {
     assert_eq!(client.query("SELECT count(*) FROM totals", &[]).await.unwrap().len(), 1, "the server goes on");
 }
 
-/// The ClickHouse server `tests/services.sh` started (its config file), killed and started again.
-fn restart_clickhouse(down_for: Duration) {
-    let config = std::env::var("WEIR_CLICKHOUSE_CONFIG").expect("WEIR_CLICKHOUSE_CONFIG");
-    let pattern = format!("--config-file={config}");
-    let killed = std::process::Command::new("pkill").args(["-9", "-f", "--", &pattern]).status().expect("pkill");
-    assert!(killed.success(), "no ClickHouse server with {pattern}");
-    std::thread::sleep(down_for);
-    // In the background of a shell that exits at once: the server outlives this test, and
-    // tests/services.sh's stop_services stops it by its config file.
+/// The `--config-file=` argument of the ClickHouse server `tests/services.sh` started.
+fn clickhouse_config_arg() -> String {
+    format!("--config-file={}", std::env::var("WEIR_CLICKHOUSE_CONFIG").expect("WEIR_CLICKHOUSE_CONFIG"))
+}
+
+fn kill_clickhouse() {
+    let killed = std::process::Command::new("pkill").args(["-9", "-f", "--", &clickhouse_config_arg()]).status().expect("pkill");
+    assert!(killed.success(), "no ClickHouse server with {}", clickhouse_config_arg());
+}
+
+/// Starts the server again, in the background of a shell that exits at once: it outlives the
+/// test, and tests/services.sh's stop_services stops it by its config file.
+async fn start_clickhouse_again(url: &str) {
     let started = std::process::Command::new("sh")
-        .args(["-c", &format!("clickhouse-server '{pattern}' >/dev/null 2>&1 &")])
+        .args(["-c", &format!("clickhouse-server '{}' >/dev/null 2>&1 &", clickhouse_config_arg())])
         .status()
         .expect("start clickhouse-server");
     assert!(started.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while clickhouse::Client::default().with_url(url).query("SELECT 1").execute().await.is_err() {
+        assert!(Instant::now() < deadline, "ClickHouse did not come back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// ClickHouse killed mid-stream and back seconds later: the view keeps running, the sink says it
@@ -250,21 +259,16 @@ async fn a_clickhouse_outage_loses_and_doubles_nothing() {
         client.batch_execute(&round(r)).await.unwrap();
         client.batch_execute("FLUSH").await.unwrap();
     }
-    let down = std::thread::spawn(|| restart_clickhouse(Duration::from_secs(4)));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    kill_clickhouse();
     for r in 5..15 {
         client.batch_execute(&round(r)).await.unwrap();
         // The view goes on while the sink cannot write.
         client.batch_execute("FLUSH").await.unwrap();
     }
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let status: String = client.query_one("SELECT status FROM weir_catalog.sinks", &[]).await.unwrap().get(0);
     assert!(status.starts_with("retrying"), "{status}");
-    down.join().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while clickhouse::Client::default().with_url(&url).query("SELECT 1").execute().await.is_err() {
-        assert!(Instant::now() < deadline, "ClickHouse did not come back");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    start_clickhouse_again(&url).await;
     client.batch_execute("INSERT INTO ev VALUES ('z', TIMESTAMP '2026-01-01 01:00:00')").await.unwrap();
     let rows = wait_equal(
         &client,
@@ -276,4 +280,43 @@ async fn a_clickhouse_outage_loses_and_doubles_nothing() {
     assert_eq!(rows.len(), 30, "15 windows of two keys, each once");
     let retries: i64 = client.query_one("SELECT retries FROM weir_catalog.sinks", &[]).await.unwrap().get(0);
     assert!(retries > 0);
+}
+
+/// Weir restarted while ClickHouse is down: the sink waits for it (status `retrying`) instead of
+/// failing, and once ClickHouse is back the upsert table equals the rebuilt view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_whose_target_is_down_at_start_waits_for_it() {
+    let Some(url) = clickhouse() else { return };
+    let table = unique_name("later");
+    ch(&url, &format!(
+        "CREATE TABLE {table} (k String, n Int64, weir_epoch UInt64, weir_deleted UInt8) ENGINE = ReplacingMergeTree(weir_epoch) ORDER BY k"
+    ))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data);
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE t (id INT PRIMARY KEY, k TEXT); \
+             CREATE MATERIALIZED VIEW counts AS SELECT k, count(*) AS n FROM t GROUP BY k; \
+             CREATE SINK counts_out FROM counts WITH (connector = 'clickhouse', clickhouse.url = '{url}', \
+                 clickhouse.table = '{table}', type = 'upsert', primary_key = 'k'); \
+             INSERT INTO t VALUES (1, 'a'), (2, 'a'), (3, 'b')"
+        ))
+        .await
+        .unwrap();
+    let ch_sql = format!("SELECT k, n FROM {table} FINAL WHERE weir_deleted = 0");
+    wait_equal(&client, &url, "SELECT k, n FROM counts", &ch_sql).await;
+    drop(client);
+    server.kill_9();
+    kill_clickhouse();
+    let server = Server::start(&data);
+    let client = server.connect().await;
+    client.batch_execute("INSERT INTO t VALUES (4, 'c'); DELETE FROM t WHERE k = 'b'").await.unwrap();
+    let status: String = client.query_one("SELECT status FROM weir_catalog.sinks", &[]).await.unwrap().get(0);
+    assert!(status.starts_with("retrying"), "{status}");
+    start_clickhouse_again(&url).await;
+    let rows = wait_equal(&client, &url, "SELECT k, n FROM counts", &ch_sql).await;
+    assert_eq!(rows, ["a\t2", "c\t1"]);
 }
