@@ -131,7 +131,7 @@ pub fn conform(column: &ArrayRef, field: &Field) -> Result<ArrayRef, String> {
                 .map(|m| m.map(|m| m.checked_mul(1000).ok_or("timestamp out of range")).transpose())
                 .collect::<Result<_, _>>()
                 .map_err(|e| fits(&e))?;
-            cast_with_options(&micros, field.data_type(), &strict).map_err(|e| fits(&e))
+            utc_micros_as(micros, field.data_type()).map_err(|e| fits(&e))
         }
         (DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8, DataType::Timestamp(..)) => {
             let text = cast_with_options(column, &DataType::Utf8, &strict).map_err(|e| fits(&e))?;
@@ -140,10 +140,21 @@ pub fn conform(column: &ArrayRef, field: &Field) -> Result<ArrayRef, String> {
                 .iter()
                 .map(|v| v.map(|v| parse_event_time(v, field.name())).transpose())
                 .collect::<Result<_, _>>()?;
-            cast_with_options(&micros, field.data_type(), &strict).map_err(|e| fits(&e))
+            utc_micros_as(micros, field.data_type()).map_err(|e| fits(&e))
         }
         _ => cast_with_options(column, field.data_type(), &strict).map_err(|e| fits(&e)),
     }
+}
+
+/// UTC instants in microseconds as the declared timestamp type: the declared time zone is
+/// attached as it is (the instants do not move), other units are cast.
+fn utc_micros_as(micros: TimestampMicrosecondArray, declared: &DataType) -> Result<ArrayRef, ArrowError> {
+    let tz = match declared {
+        DataType::Timestamp(_, tz) => tz.clone(),
+        _ => None,
+    };
+    let array: ArrayRef = Arc::new(micros.with_timezone_opt(tz));
+    to_declared(array, declared)
 }
 
 #[cfg(test)]

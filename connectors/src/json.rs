@@ -16,14 +16,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, RecordBatch, StringBuilder, StructArray, TimestampMicrosecondArray,
-};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringBuilder};
 use serde_json::value::RawValue;
-use datafusion::arrow::compute::cast;
 use datafusion::arrow::compute::kernels::cast_utils::string_to_timestamp_nanos;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::json::ReaderBuilder;
+
+use crate::convert::conform;
 
 
 /// Decodes JSON records into batches of a fixed schema.
@@ -105,7 +104,7 @@ impl JsonDecoder {
             }
         }
         for &i in &self.timestamp_columns {
-            columns[i] = timestamps_from_text(&columns[i], self.output.field(i))?;
+            columns[i] = conform(&columns[i], self.output.field(i))?;
         }
         RecordBatch::try_new(self.output.clone(), columns).map_err(|e| e.to_string())
     }
@@ -131,7 +130,7 @@ impl JsonDecoder {
 }
 
 /// A column type with every timestamp in it (in a struct too) as text: arrow-json then hands
-/// over the value as sent, and [`timestamps_from_text`] reads it.
+/// over the value as sent, and [`conform`] reads it (as Avro's and Protobuf's text times).
 fn timestamps_as_text(data_type: &DataType) -> DataType {
     match data_type {
         DataType::Timestamp(..) => DataType::Utf8,
@@ -140,41 +139,6 @@ fn timestamps_as_text(data_type: &DataType) -> DataType {
         ),
         other => other.clone(),
     }
-}
-
-/// A column decoded with [`timestamps_as_text`] as its declared type.
-fn timestamps_from_text(array: &ArrayRef, field: &Field) -> Result<ArrayRef, String> {
-    match field.data_type() {
-        DataType::Timestamp(..) => event_times(array.as_ref(), field),
-        DataType::Struct(fields) => {
-            let decoded = array.as_struct();
-            let columns = fields
-                .iter()
-                .zip(decoded.columns())
-                .map(|(f, c)| timestamps_from_text(c, f))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Arc::new(StructArray::try_new(fields.clone(), columns, decoded.nulls().cloned()).map_err(|e| e.to_string())?))
-        }
-        _ => Ok(array.clone()),
-    }
-}
-
-/// Text timestamps (RFC 3339, or epoch milliseconds) as the column's timestamp type.
-fn event_times(text: &dyn Array, field: &Field) -> Result<ArrayRef, String> {
-    let text = text.as_string::<i32>();
-    let mut micros = Vec::with_capacity(text.len());
-    for value in text.iter() {
-        micros.push(value.map(|v| parse_event_time(v, field.name())).transpose()?);
-    }
-    let tz = match field.data_type() {
-        DataType::Timestamp(_, tz) => tz.clone(),
-        _ => None,
-    };
-    let array: ArrayRef = Arc::new(TimestampMicrosecondArray::from(micros).with_timezone_opt(tz));
-    if matches!(field.data_type(), DataType::Timestamp(TimeUnit::Microsecond, _)) {
-        return Ok(array);
-    }
-    cast(&array, field.data_type()).map_err(|e| e.to_string())
 }
 
 /// One event time in microseconds: epoch milliseconds (integer or decimal) or an RFC 3339 /
@@ -202,7 +166,8 @@ pub fn parse_event_time(value: &str, column: &str) -> Result<i64, String> {
 
 #[cfg(test)]
 mod tests {
-    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::array::{Array, AsArray, Int64Array, StringArray};
+    use datafusion::arrow::datatypes::TimeUnit;
     use datafusion::arrow::datatypes::TimestampMicrosecondType;
 
     use super::*;
