@@ -23,7 +23,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt8Array, UInt32Array, UInt64Array};
-use datafusion::arrow::compute::{cast, take};
+use datafusion::arrow::compute::{cast, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::json::LineDelimitedWriter;
 use datafusion::arrow::row::{RowConverter, SortField};
@@ -207,15 +207,15 @@ impl ClickHouseSink {
                         }
                         indexes.extend(std::iter::repeat_n(i as u32, d as usize));
                     }
-                    pieces.push(take_rows(batch, self.view.fields().len(), &indexes)?);
+                    pieces.push(take_record_batch(&self.view_columns(batch)?, &UInt32Array::from(indexes))?);
                 }
             }
             Mode::Upsert { key } => {
                 let (rows, gone) = self.newest_per_key(key, changes)?;
-                for (batch, indexes, is_gone) in [(&rows, (0..rows.num_rows() as u32).collect::<Vec<_>>(), false), (&gone, (0..gone.num_rows() as u32).collect(), true)] {
-                    deleted.extend(std::iter::repeat_n(u8::from(is_gone), indexes.len()));
-                    pieces.push(take_rows(batch, self.view.fields().len(), &indexes)?);
-                }
+                deleted.extend(std::iter::repeat_n(0, rows.num_rows()));
+                deleted.extend(std::iter::repeat_n(1, gone.num_rows()));
+                pieces.push(rows);
+                pieces.push(gone);
             }
         }
         let total: usize = pieces.iter().map(|p| p.num_rows()).sum();
@@ -247,12 +247,11 @@ impl ClickHouseSink {
     /// An upsert epoch's outcome: per key whose row changed, the row it has now, and the keys
     /// that left the view, as one of their old rows.
     fn newest_per_key(&self, key: &[usize], changes: &[RecordBatch]) -> Result<(RecordBatch, RecordBatch), ConnectorError> {
-        let width = self.view.fields().len();
         let key_fields: Vec<SortField> = key.iter().map(|&i| SortField::new(self.view.field(i).data_type().clone())).collect();
         let all_fields: Vec<SortField> = self.view.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect();
         let keys = RowConverter::new(key_fields)?;
         let whole = RowConverter::new(all_fields)?;
-        let view_rows = changes.iter().map(|b| take_rows(b, width, &(0..b.num_rows() as u32).collect::<Vec<_>>())).collect::<Result<Vec<_>, _>>()?;
+        let view_rows = changes.iter().map(|b| self.view_columns(b)).collect::<Result<Vec<_>, _>>()?;
         let all = datafusion::arrow::compute::concat_batches(&self.view, &view_rows)?;
         let diffs: Vec<i64> = changes.iter().map(diff_column).collect::<Result<Vec<_>, _>>()?.iter().flat_map(|d| d.iter().map(|v| v.unwrap_or(0))).collect();
         let key_rows = keys.convert_columns(&key.iter().map(|&i| all.column(i).clone()).collect::<Vec<_>>())?;
@@ -287,12 +286,7 @@ impl ClickHouseSink {
         }
         present.sort_unstable();
         gone.sort_unstable();
-        let pick = |indexes: &[u32]| -> Result<RecordBatch, ConnectorError> {
-            let indexes = UInt32Array::from(indexes.to_vec());
-            let columns = all.columns().iter().map(|c| take(c, &indexes, None)).collect::<Result<Vec<_>, _>>()?;
-            Ok(RecordBatch::try_new(self.view.clone(), columns)?)
-        };
-        Ok((pick(&present)?, pick(&gone)?))
+        Ok((take_record_batch(&all, &UInt32Array::from(present))?, take_record_batch(&all, &UInt32Array::from(gone))?))
     }
 
     /// The rows the table shows now (`FINAL`, without deleted keys), as retractions: prepended
@@ -320,6 +314,11 @@ impl ClickHouseSink {
         Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
     }
 
+    /// A change batch without its diff column.
+    fn view_columns(&self, batch: &RecordBatch) -> Result<RecordBatch, ConnectorError> {
+        Ok(batch.project(&(0..self.view.fields().len()).collect::<Vec<_>>())?)
+    }
+
     async fn epoch_is_written(&self, epoch: u64) -> Result<bool, ConnectorError> {
         let count = self.text(&format!("SELECT count() FROM {} WHERE {} = {epoch}", self.table, quote(&self.epoch_column))).await?;
         Ok(count.trim().parse::<u64>().unwrap_or(0) > 0)
@@ -332,14 +331,6 @@ fn diff_column(batch: &RecordBatch) -> Result<&datafusion::arrow::array::Int64Ar
         .column_by_name(DIFF_COLUMN)
         .and_then(|c| c.as_primitive_opt::<Int64Type>())
         .ok_or_else(|| ConnectorError::Arrow(datafusion::arrow::error::ArrowError::SchemaError(format!("a change batch needs a {DIFF_COLUMN} column"))))
-}
-
-/// The first `width` columns (the view's) of `batch` at `indexes`.
-fn take_rows(batch: &RecordBatch, width: usize, indexes: &[u32]) -> Result<RecordBatch, ConnectorError> {
-    let indexes = UInt32Array::from(indexes.to_vec());
-    let columns = batch.columns()[..width].iter().map(|c| take(c, &indexes, None)).collect::<Result<Vec<_>, _>>()?;
-    let fields: Vec<Field> = batch.schema().fields()[..width].iter().map(|f| f.as_ref().clone()).collect();
-    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
 }
 
 #[async_trait]
