@@ -59,6 +59,17 @@ struct ViewRuntime {
     task: tokio::task::JoinHandle<()>,
 }
 
+impl ViewRuntime {
+    /// Asks the view job for its contents, then its changes, on two new bounded channels (it
+    /// answers at its next epoch boundary); `None` when the job is gone.
+    fn subscribe(&self, subscriber: ObjectId) -> Option<(mpsc::Receiver<Message>, mpsc::Receiver<Message>)> {
+        let (backfill_tx, backfill_rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let (live_tx, live_rx) = mpsc::channel(CHANNEL_CAPACITY);
+        self.subscriptions.send(Subscription { view: subscriber, backfill: backfill_tx, live: live_tx }).ok()?;
+        Some((backfill_rx, live_rx))
+    }
+}
+
 #[derive(Default)]
 struct Pending {
     expected: HashSet<ObjectId>,
@@ -331,14 +342,7 @@ impl Coordinator {
     pub fn subscribe(&self, view: ObjectId, subscriber: ObjectId) -> Result<(mpsc::Receiver<Message>, mpsc::Receiver<Message>)> {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let not_running = || WeirError::new(SqlState::ObjectNotInPrerequisiteState, "the materialized view is not running");
-        let runtime = state.views.get(&view).ok_or_else(not_running)?;
-        let (backfill_tx, backfill_rx) = mpsc::channel(CHANNEL_CAPACITY);
-        let (live_tx, live_rx) = mpsc::channel(CHANNEL_CAPACITY);
-        runtime
-            .subscriptions
-            .send(Subscription { view: subscriber, backfill: backfill_tx, live: live_tx })
-            .map_err(|_| not_running())?;
-        Ok((backfill_rx, live_rx))
+        state.views.get(&view).and_then(|runtime| runtime.subscribe(subscriber)).ok_or_else(not_running)
     }
 
     pub fn view_shape(&self, id: ObjectId) -> Option<crate::streaming::ViewShape> {
@@ -412,18 +416,18 @@ impl Coordinator {
                     job_input
                 }
                 InputKind::MaterializedView => {
-                    let (job_input, live_tx, backfill_tx) = bounded_input(relation);
                     let upstream = state.views.get(&relation).ok_or_else(|| {
                         WeirError::new(
                             SqlState::ObjectNotInPrerequisiteState,
                             format!("materialized view \"{}\" is not running", input.name),
                         )
                     })?;
-                    upstream
-                        .subscriptions
-                        .send(Subscription { view: id, backfill: backfill_tx, live: live_tx })
-                        .map_err(|_| missing(&input.name))?;
-                    job_input
+                    let (backfill, live) = upstream.subscribe(id).ok_or_else(|| missing(&input.name))?;
+                    JobInput {
+                        relation,
+                        backfill: Some(InputReceiver::Bounded(backfill)),
+                        live: InputReceiver::Bounded(live),
+                    }
                 }
             };
             inputs.push(job_input);
