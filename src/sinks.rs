@@ -106,8 +106,9 @@ async fn instantiate(db: &Database, stmt: &CreateSink) -> Result<(CatalogObject,
     let append_only = db.coordinator.view_shape(view.id).is_some_and(|s| s.append_only);
     let sink: Box<dyn Sink> = match options.get("connector").map(|c| c.to_ascii_lowercase()).as_deref() {
         Some("clickhouse") => Box::new(weir_connectors::clickhouse::ClickHouseSink::new(schema, &options, append_only).await?),
+        Some("questdb") => Box::new(weir_connectors::questdb::QuestDbSink::new(schema, &options, append_only).await?),
         Some(other) => {
-            return Err(WeirError::not_supported(format!("sink connector '{other}'")).with_hint("Sinks: connector = 'clickhouse'."));
+            return Err(WeirError::not_supported(format!("sink connector '{other}'")).with_hint("Sinks: connector = 'clickhouse' or 'questdb'."));
         }
         None => {
             return Err(WeirError::new(SqlState::InvalidParameterValue, "a sink needs a connector")

@@ -4,7 +4,7 @@
 # replay of the sqllogictest files on a real PostgreSQL 15 (their expected values are Postgres's),
 # then the benchmark scripts at a tiny size.
 # Installs what it needs, starts the services the connector tests use (tests/services.sh: a
-# Kafka broker, NATS with JetStream, ClickHouse) and stops them on exit; prints how long each stage took.
+# Kafka broker, NATS with JetStream, ClickHouse, InfluxDB) and stops them on exit; prints how long each stage took.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -57,6 +57,7 @@ stage "client setup (venv, psql, pgJDBC)" tests/clients/setup.sh
 stage "services: Kafka" start_kafka
 stage "services: NATS" start_nats
 stage "services: ClickHouse" start_clickhouse
+stage "services: InfluxDB" start_influxdb
 stage "rust tests" rust_tests
 stage "client tests" client_tests
 stage "slt expectations on PostgreSQL 15" slt_on_postgres

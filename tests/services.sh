@@ -10,6 +10,7 @@
 # the tests that need them skip with a printed reason: WEIR_KAFKA_BROKER=mesh).
 # ClickHouse: Debian's clickhouse-server with its own config (start_clickhouse).
 # NATS: Debian's nats-server (installed with apt when missing) with JetStream and token auth.
+# InfluxDB 1.x: Debian's influxdb, the line-protocol judge of the QuestDB sink (start_influxdb).
 set -euo pipefail
 
 WEIR_TOOLS="${WEIR_TOOLS:-$HOME/.cache/weir-tools}"
@@ -128,6 +129,50 @@ XML
     wait_port "$http" 60
     export WEIR_CLICKHOUSE_URL="http://127.0.0.1:$http" WEIR_CLICKHOUSE_CONFIG="$dir/config.xml"
     echo "clickhouse: $(curl -s "$WEIR_CLICKHOUSE_URL/?query=SELECT%20version()") on $WEIR_CLICKHOUSE_URL (log $dir/server.log)"
+}
+
+# InfluxDB 1.x: Debian's influxdb (installed with apt when missing), the judge of the QuestDB sink's
+# line protocol (QuestDB itself has no package here). HTTP on a free port, no auth, database
+# `weir` created; its RPC (bind-address) port is free too, so two runs do not collide.
+start_influxdb() {
+    local http rpc dir
+    if ! command -v influxd >/dev/null 2>&1; then
+        local sudo=""
+        if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends influxdb >/dev/null 2>&1 \
+            || { $sudo apt-get update -qq >/dev/null; DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends influxdb >/dev/null; }
+    fi
+    http=$(free_port)
+    rpc=$(free_port)
+    dir="$services_dir/influxdb"
+    mkdir -p "$dir"
+    cat >"$dir/influxdb.conf" <<TOML
+reporting-disabled = true
+bind-address = "127.0.0.1:$rpc"
+[meta]
+  dir = "$dir/meta"
+[data]
+  dir = "$dir/data"
+  wal-dir = "$dir/wal"
+  query-log-enabled = false
+[monitor]
+  store-enabled = false
+[http]
+  bind-address = "127.0.0.1:$http"
+  log-enabled = false
+[logging]
+  level = "warn"
+TOML
+    influxd run -config "$dir/influxdb.conf" >"$dir/server.log" 2>&1 &
+    service_pids+=($!)
+    wait_port "$http" 60
+    export WEIR_INFLUXDB_URL="http://127.0.0.1:$http"
+    local start=$SECONDS
+    until curl -sf -XPOST "$WEIR_INFLUXDB_URL/query" --data-urlencode 'q=CREATE DATABASE weir' >/dev/null; do
+        if (( SECONDS - start > 30 )); then echo "InfluxDB did not create database weir" >&2; return 1; fi
+        sleep 0.2
+    done
+    echo "influxdb: $(influxd version | awk '{print $2}') on $WEIR_INFLUXDB_URL, database weir (log $dir/server.log)"
 }
 
 stop_services() {

@@ -22,25 +22,17 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt8Array, UInt32Array, UInt64Array};
-use datafusion::arrow::compute::{cast, take_record_batch};
-use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, UInt8Array, UInt64Array};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::json::LineDelimitedWriter;
-use datafusion::arrow::row::{RowConverter, SortField};
 
 use crate::error::ConnectorError;
 use crate::options::{check_known, invalid, without_credentials};
-use crate::sink::{DIFF_COLUMN, Sink};
+use crate::sink::{DIFF_COLUMN, Sink, SinkMode, inserted_rows, newest_per_key};
 use crate::source::SourceOptions;
 
 const CONNECTOR: &str = "ClickHouse";
-
-#[derive(Debug, Clone, PartialEq)]
-enum Mode {
-    AppendOnly,
-    /// Indexes of the key columns in the view.
-    Upsert { key: Vec<usize> },
-}
 
 pub struct ClickHouseSink {
     client: clickhouse::Client,
@@ -48,7 +40,7 @@ pub struct ClickHouseSink {
     /// `database`.`table`, quoted.
     table: String,
     view: SchemaRef,
-    mode: Mode,
+    mode: SinkMode,
     epoch_column: String,
     delete_column: String,
     /// Added to the engine's epoch numbers (see the module comment).
@@ -106,27 +98,7 @@ impl ClickHouseSink {
         let database = options.get("clickhouse.database").cloned().unwrap_or_else(|| "default".into());
         let epoch_column = options.get("clickhouse.epoch.column").cloned().unwrap_or_else(|| "weir_epoch".into());
         let delete_column = options.get("clickhouse.delete.column").cloned().unwrap_or_else(|| "weir_deleted".into());
-        let mode = match options.get("type").map(|t| t.to_ascii_lowercase()).as_deref() {
-            Some("append-only") => Mode::AppendOnly,
-            None if append_only => Mode::AppendOnly,
-            Some("upsert") | None => {
-                let key = options.get("primary_key").ok_or_else(|| {
-                    invalid("primary_key", "an upsert sink needs the view's key (primary_key = 'col, ...')")
-                })?;
-                let key = key
-                    .split(',')
-                    .map(|c| {
-                        let c = c.trim();
-                        view.index_of(c).map_err(|_| invalid("primary_key", format!("the view has no column \"{c}\"")))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                Mode::Upsert { key }
-            }
-            Some(other) => return Err(invalid("type", format!("\"{other}\" is not 'append-only' or 'upsert'"))),
-        };
-        if mode == Mode::AppendOnly && !append_only {
-            return Err(invalid("type", "the view can update and delete rows; use type = 'upsert' with primary_key"));
-        }
+        let mode = SinkMode::from_options(&view, options, append_only)?;
         let mut client = clickhouse::Client::default()
             .with_url(&url)
             .with_user(options.get("clickhouse.user").cloned().unwrap_or_else(|| "default".into()))
@@ -134,7 +106,7 @@ impl ClickHouseSink {
         if let Some(password) = options.get("clickhouse.password") {
             client = client.with_password(password);
         }
-        let reconcile = matches!(mode, Mode::Upsert { .. });
+        let reconcile = matches!(mode, SinkMode::Upsert { .. });
         let mut sink = ClickHouseSink {
             client,
             url,
@@ -174,7 +146,7 @@ impl ClickHouseSink {
         }
         let mut needed: Vec<&str> = self.view.fields().iter().map(|f| f.name().as_str()).collect();
         needed.push(&self.epoch_column);
-        if matches!(self.mode, Mode::Upsert { .. }) {
+        if matches!(self.mode, SinkMode::Upsert { .. }) {
             needed.push(&self.delete_column);
         }
         for name in needed {
@@ -182,8 +154,8 @@ impl ClickHouseSink {
                 return Err(invalid(
                     "clickhouse.table",
                     format!("table {database}.{table} has no column \"{name}\" (it needs the view's columns, {} and{})", self.epoch_column, match self.mode {
-                        Mode::Upsert { .. } => format!(" {} for upserts", self.delete_column),
-                        Mode::AppendOnly => String::new(),
+                        SinkMode::Upsert { .. } => format!(" {} for upserts", self.delete_column),
+                        SinkMode::AppendOnly => String::new(),
                     }),
                 ));
             }
@@ -196,22 +168,9 @@ impl ClickHouseSink {
         let mut pieces = Vec::new();
         let mut deleted: Vec<u8> = Vec::new();
         match &self.mode {
-            Mode::AppendOnly => {
-                for batch in changes {
-                    let diffs = diff_column(batch)?;
-                    let mut indexes = Vec::new();
-                    for (i, d) in diffs.iter().enumerate() {
-                        let d = d.unwrap_or(0);
-                        if d < 0 {
-                            return Err(invalid("type", "the view retracted a row, which an append-only sink cannot write"));
-                        }
-                        indexes.extend(std::iter::repeat_n(i as u32, d as usize));
-                    }
-                    pieces.push(take_record_batch(&self.view_columns(batch)?, &UInt32Array::from(indexes))?);
-                }
-            }
-            Mode::Upsert { key } => {
-                let (rows, gone) = self.newest_per_key(key, changes)?;
+            SinkMode::AppendOnly => pieces.push(inserted_rows(&self.view, changes)?),
+            SinkMode::Upsert { key } => {
+                let (rows, gone) = newest_per_key(&self.view, key, changes)?;
                 deleted.extend(std::iter::repeat_n(0, rows.num_rows()));
                 deleted.extend(std::iter::repeat_n(1, gone.num_rows()));
                 pieces.push(rows);
@@ -237,56 +196,11 @@ impl ClickHouseSink {
         }
         fields.push(Field::new(&self.epoch_column, DataType::UInt64, false));
         columns.push(Arc::new(UInt64Array::from_value(epoch, total)));
-        if matches!(self.mode, Mode::Upsert { .. }) {
+        if matches!(self.mode, SinkMode::Upsert { .. }) {
             fields.push(Field::new(&self.delete_column, DataType::UInt8, false));
             columns.push(Arc::new(UInt8Array::from(deleted)));
         }
         Ok(Some(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?))
-    }
-
-    /// An upsert epoch's outcome: per key whose row changed, the row it has now, and the keys
-    /// that left the view, as one of their old rows.
-    fn newest_per_key(&self, key: &[usize], changes: &[RecordBatch]) -> Result<(RecordBatch, RecordBatch), ConnectorError> {
-        let key_fields: Vec<SortField> = key.iter().map(|&i| SortField::new(self.view.field(i).data_type().clone())).collect();
-        let all_fields: Vec<SortField> = self.view.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect();
-        let keys = RowConverter::new(key_fields)?;
-        let whole = RowConverter::new(all_fields)?;
-        let view_rows = changes.iter().map(|b| self.view_columns(b)).collect::<Result<Vec<_>, _>>()?;
-        let all = datafusion::arrow::compute::concat_batches(&self.view, &view_rows)?;
-        let diffs: Vec<i64> = changes.iter().map(diff_column).collect::<Result<Vec<_>, _>>()?.iter().flat_map(|d| d.iter().map(|v| v.unwrap_or(0))).collect();
-        let key_rows = keys.convert_columns(&key.iter().map(|&i| all.column(i).clone()).collect::<Vec<_>>())?;
-        let full_rows = whole.convert_columns(all.columns())?;
-        // Net count of each distinct row, and where it was last seen.
-        let mut net: HashMap<&[u8], (i64, usize)> = HashMap::new();
-        for (i, d) in diffs.iter().enumerate() {
-            let entry = net.entry(full_rows.row(i).data()).or_insert((0, i));
-            entry.0 += d;
-            entry.1 = i;
-        }
-        // Per key: the newest row with a positive net count (the key's row now), else a row with
-        // a negative one (the key left); rows that net to zero changed nothing.
-        let mut per_key: HashMap<&[u8], (Option<usize>, Option<usize>)> = HashMap::new();
-        for i in 0..all.num_rows() {
-            let (count, last) = net[full_rows.row(i).data()];
-            let entry = per_key.entry(key_rows.row(i).data()).or_insert((None, None));
-            if count > 0 && entry.0.is_none_or(|seen| seen < last) {
-                entry.0 = Some(last);
-            } else if count < 0 {
-                entry.1 = Some(last);
-            }
-        }
-        let mut present = Vec::new();
-        let mut gone = Vec::new();
-        for value in per_key.values() {
-            match *value {
-                (Some(i), _) => present.push(i as u32),
-                (None, Some(i)) => gone.push(i as u32),
-                (None, None) => {}
-            }
-        }
-        present.sort_unstable();
-        gone.sort_unstable();
-        Ok((take_record_batch(&all, &UInt32Array::from(present))?, take_record_batch(&all, &UInt32Array::from(gone))?))
     }
 
     /// The rows the table shows now (`FINAL`, without deleted keys), as retractions: prepended
@@ -314,23 +228,10 @@ impl ClickHouseSink {
         Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
     }
 
-    /// A change batch without its diff column.
-    fn view_columns(&self, batch: &RecordBatch) -> Result<RecordBatch, ConnectorError> {
-        Ok(batch.project(&(0..self.view.fields().len()).collect::<Vec<_>>())?)
-    }
-
     async fn epoch_is_written(&self, epoch: u64) -> Result<bool, ConnectorError> {
         let count = self.text(&format!("SELECT count() FROM {} WHERE {} = {epoch}", self.table, quote(&self.epoch_column))).await?;
         Ok(count.trim().parse::<u64>().unwrap_or(0) > 0)
     }
-}
-
-/// The signed diff column of a change batch.
-fn diff_column(batch: &RecordBatch) -> Result<&datafusion::arrow::array::Int64Array, ConnectorError> {
-    batch
-        .column_by_name(DIFF_COLUMN)
-        .and_then(|c| c.as_primitive_opt::<Int64Type>())
-        .ok_or_else(|| ConnectorError::Arrow(datafusion::arrow::error::ArrowError::SchemaError(format!("a change batch needs a {DIFF_COLUMN} column"))))
 }
 
 #[async_trait]
@@ -380,7 +281,8 @@ impl Sink for ClickHouseSink {
 
 #[cfg(test)]
 mod tests {
-    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::array::{AsArray, Int64Array, StringArray};
+    use datafusion::arrow::datatypes::Int64Type;
 
     use super::*;
 
@@ -401,7 +303,7 @@ mod tests {
         .unwrap()
     }
 
-    fn sink(mode: Mode) -> ClickHouseSink {
+    fn sink(mode: SinkMode) -> ClickHouseSink {
         let view = Arc::new(Schema::new(vec![Field::new("k", DataType::Utf8, true), Field::new("v", DataType::Int64, true)]));
         ClickHouseSink {
             client: clickhouse::Client::default(),
@@ -419,7 +321,7 @@ mod tests {
 
     #[test]
     fn upserts_keep_the_newest_row_per_key_and_mark_keys_that_left() {
-        let s = sink(Mode::Upsert { key: vec![0] });
+        let s = sink(SinkMode::Upsert { key: vec![0] });
         // a: 1 -> 2 -> 3 within the epoch; b: retracted; c: new; d: retracted and put back.
         let epoch = [
             changes(&["a", "a", "b", "c"], &[1, 2, 5, 7], &[-1, 1, -1, 1]),
@@ -442,7 +344,7 @@ mod tests {
 
     #[test]
     fn append_only_repeats_multiplicities_and_refuses_retractions() {
-        let s = sink(Mode::AppendOnly);
+        let s = sink(SinkMode::AppendOnly);
         let rows = s.rows(3, &[changes(&["a", "b"], &[1, 2], &[2, 1])]).unwrap().unwrap();
         assert_eq!(rows.num_rows(), 3);
         assert_eq!(rows.num_columns(), 3, "view columns and the epoch");

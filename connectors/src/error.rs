@@ -14,6 +14,10 @@ pub enum ConnectorError {
     /// The external system could not be reached or refused the request; retried by the caller.
     #[error("{connector} is unavailable: {reason}")]
     Unavailable { connector: &'static str, reason: String },
+    /// The external system refused the data, or the data cannot be written there; retrying
+    /// would not help, so the sink fails with this reason.
+    #[error("{reason}")]
+    Rejected { reason: String },
     #[error(transparent)]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
 }

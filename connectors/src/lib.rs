@@ -15,9 +15,13 @@
 //!   offsets owned by Weir and committed to the consumer group after each epoch.
 //! * [`nats`] - `connector = 'nats'`: a JetStream stream through a durable pull consumer, acked
 //!   after each epoch.
-//! * [`sink`] - the [`Sink`] trait; delivery is per epoch so that a re-sent epoch is idempotent.
+//! * [`sink`] - the [`Sink`] trait (delivery is per epoch so that a re-sent epoch is idempotent),
+//!   and the append-only and upsert shapes of an epoch's changes that every sink writes.
 //! * [`clickhouse`] - `connector = 'clickhouse'`: a view's changes into a ClickHouse table, one
 //!   insert per epoch, marked with the epoch so that none is written twice.
+//! * [`questdb`] - `connector = 'questdb'`: a view's changes as InfluxDB line protocol rows
+//!   (the `questdb-rs` client, HTTP or TCP), requests of `sink.batch.rows` resumed where they
+//!   failed.
 //! * [`error`] - [`ConnectorError`].
 //! * Internal: `kafka_queue` (the Kafka source's messages taken from librdkafka in batches),
 //!   `partitions` (the generators' per-partition offsets, bounds and round-robin),
@@ -47,6 +51,7 @@ pub mod nats;
 pub mod nexmark;
 pub mod payload;
 pub mod protobuf;
+pub mod questdb;
 pub mod registry;
 pub mod sink;
 pub mod source;

@@ -11,6 +11,7 @@ mod kafka;
 mod nats;
 mod oracle;
 mod protocol;
+mod questdb;
 mod restart;
 mod slt;
 mod streaming;
