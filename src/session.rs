@@ -273,7 +273,8 @@ impl Session {
                 self.drop_objects(catalog_kind(*kind), names, *if_exists, *cascade).await
             }
             Statement::CreateSink(stmt) => {
-                crate::sinks::create_sink(&self.db, stmt, &self.user).await?;
+                let ctx = self.statement_context();
+                crate::sinks::create_sink(&self.db, &ctx, stmt, &self.user).await?;
                 Ok(Outcome::Command(Tag::new("CREATE SINK")))
             }
             other @ Statement::Subscribe(_) => Err(WeirError::not_supported(other.kind_name())
@@ -655,7 +656,11 @@ impl Session {
                     }
                     CatalogKind::Source => self.db.coordinator.drop_input(o.id),
                     CatalogKind::MaterializedView => self.db.coordinator.drop_view(o.id),
-                    CatalogKind::Sink => self.db.sinks.stop(o.id),
+                    CatalogKind::Sink => {
+                        self.db.sinks.stop(o.id);
+                        // A sink with its own query has a view job under its id.
+                        self.db.coordinator.drop_view(o.id);
+                    }
                     _ => {}
                 }
                 if let TxnState::Open(t) = &mut self.txn {
@@ -723,10 +728,33 @@ impl Session {
     }
 
     fn show_objects(&self, kind: ObjectKind) -> Result<Outcome> {
+        if kind == ObjectKind::Sink {
+            return self.show_sinks();
+        }
         let kind = catalog_kind(kind);
         let names: Vec<String> =
             self.db.read_catalog().objects_of_kind(kind).map(|o| o.name.clone()).collect();
         rows_outcome(&["name"], vec![names], "SHOW")
+    }
+
+    /// `SHOW SINKS`: each sink with its view, connector and status (the figures are in
+    /// `weir_catalog.sinks`).
+    fn show_sinks(&self) -> Result<Outcome> {
+        let catalog = self.db.read_catalog();
+        let stats = self.db.sinks.stats();
+        let mut sinks: Vec<_> = catalog.objects_of_kind(weir_catalog::ObjectKind::Sink).collect();
+        sinks.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut columns = vec![Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+        for sink in sinks {
+            let stat = stats.iter().find(|(id, _)| *id == sink.id).map(|(_, s)| s);
+            columns[0].push(sink.name.clone());
+            // Empty for a sink of its own query.
+            let view = sink.depends_on.first().and_then(|v| catalog.get(*v)).filter(|v| v.kind == weir_catalog::ObjectKind::MaterializedView);
+            columns[1].push(view.map(|v| v.name.clone()).unwrap_or_default());
+            columns[2].push(stat.map(|s| s.connector.clone()).unwrap_or_default());
+            columns[3].push(stat.map(|s| s.status()).unwrap_or_else(|| "stopped".into()));
+        }
+        rows_outcome(&["name", "view", "connector", "status"], columns, "SHOW")
     }
 
     /// `DESCRIBE relation`: its columns with Postgres type names, nullability, and for a

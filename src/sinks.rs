@@ -23,9 +23,12 @@ use tokio::sync::{Semaphore, mpsc};
 use weir_catalog::{CatalogObject, NewObject, ObjectId, ObjectKind};
 use weir_connectors::sink::DIFF_COLUMN;
 use weir_connectors::{ConnectorError, Sink};
-use weir_sql::{CreateSink, SinkInput, Statement};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::prelude::SessionContext;
+use weir_sql::streaming::StreamPlan;
+use weir_sql::{CreateMaterializedView, CreateSink, SinkInput, Statement};
 
-use crate::database::{Database, table_schema};
+use crate::database::{Database, catalog_columns, table_schema};
 use crate::dataflow::Message;
 use crate::error::{Result, SqlState, WeirError};
 use crate::session::object_name;
@@ -35,13 +38,21 @@ use crate::streaming::options_map;
 #[derive(Debug)]
 pub struct SinkStats {
     pub view: ObjectId,
+    /// The `connector` option, as written.
+    pub connector: String,
     pub status: Mutex<String>,
     pub rows_delivered: AtomicU64,
+    /// Inserts or requests sent for delivered epochs.
+    pub batches: AtomicU64,
     pub epochs_delivered: AtomicU64,
     pub last_epoch: AtomicU64,
     pub retries: AtomicU64,
     /// Rows received but not yet delivered.
     pub pending_rows: AtomicU64,
+    /// Epochs received but not yet delivered.
+    pub pending_epochs: AtomicU64,
+    /// When the oldest epoch not yet delivered was complete (Unix µs; 0 when none waits).
+    oldest_pending_micros: AtomicU64,
 }
 
 impl SinkStats {
@@ -52,6 +63,19 @@ impl SinkStats {
     pub fn status(&self) -> String {
         self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
+
+    /// How long the oldest epoch not yet delivered has waited, in milliseconds: how far the
+    /// target is behind the view (0 when it has everything).
+    pub fn lag_ms(&self) -> u64 {
+        match self.oldest_pending_micros.load(Ordering::Relaxed) {
+            0 => 0,
+            since => now_micros().saturating_sub(since) / 1000,
+        }
+    }
+}
+
+fn now_micros() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
 struct SinkRuntime {
@@ -83,18 +107,42 @@ impl Sinks {
 
 const DEFAULT_MAX_PENDING_ROWS: usize = 1_000_000;
 
-/// The view a sink reads, and the connector writing to the target (checked against it).
-async fn instantiate(db: &Database, stmt: &CreateSink) -> Result<(CatalogObject, Box<dyn Sink>, usize)> {
-    let view = match &stmt.input {
-        SinkInput::Object(name) => {
-            let (schema, name) = object_name(name)?;
-            db.read_catalog().find_kind(ObjectKind::MaterializedView, &schema, &name)?.clone()
-        }
-        SinkInput::Query(_) => {
-            return Err(WeirError::not_supported("CREATE SINK ... AS SELECT")
-                .with_hint("Create a materialized view of the query and CREATE SINK ... FROM it."));
-        }
+/// What a sink reads: a materialized view, or (`AS query`) a view job of its own that runs
+/// under the sink's id and is seen nowhere else.
+#[derive(Clone)]
+struct Upstream {
+    id: ObjectId,
+    schema: SchemaRef,
+    append_only: bool,
+}
+
+/// A sink's own query, planned as a view.
+async fn plan_query(db: &Database, ctx: &SessionContext, stmt: &CreateSink) -> Result<Option<(StreamPlan, SchemaRef)>> {
+    let SinkInput::Query { query, emit_on_window_close } = &stmt.input else { return Ok(None) };
+    let view = CreateMaterializedView {
+        if_not_exists: false,
+        name: stmt.name.clone(),
+        with: vec![],
+        query: query.clone(),
+        emit_on_window_close: *emit_on_window_close,
     };
+    Ok(Some(crate::streaming::plan_view(db, ctx, &view).await?))
+}
+
+/// The materialized view a `CREATE SINK ... FROM view` reads.
+fn named_view(db: &Database, name: &sqlparser::ast::ObjectName) -> Result<(CatalogObject, Upstream)> {
+    let (schema, name) = object_name(name)?;
+    let view = db.read_catalog().find_kind(ObjectKind::MaterializedView, &schema, &name)?.clone();
+    let upstream = Upstream {
+        id: view.id,
+        schema: Arc::new(table_schema(&view.columns)?),
+        append_only: db.coordinator.view_shape(view.id).is_some_and(|s| s.append_only),
+    };
+    Ok((view, upstream))
+}
+
+/// The connector writing to the target, checked against it and against the rows it will get.
+async fn connect(stmt: &CreateSink, upstream: &Upstream) -> Result<(Box<dyn Sink>, usize)> {
     let options = options_map(&stmt.with);
     let max_pending = match options.get("sink.max_pending_rows") {
         None => DEFAULT_MAX_PENDING_ROWS,
@@ -102,8 +150,7 @@ async fn instantiate(db: &Database, stmt: &CreateSink) -> Result<(CatalogObject,
             WeirError::new(SqlState::InvalidParameterValue, format!("invalid value \"{v}\" for option \"sink.max_pending_rows\": must be a positive row count"))
         })?,
     };
-    let schema = Arc::new(table_schema(&view.columns)?);
-    let append_only = db.coordinator.view_shape(view.id).is_some_and(|s| s.append_only);
+    let (schema, append_only) = (upstream.schema.clone(), upstream.append_only);
     let sink: Box<dyn Sink> = match options.get("connector").map(|c| c.to_ascii_lowercase()).as_deref() {
         Some("clickhouse") => Box::new(weir_connectors::clickhouse::ClickHouseSink::new(schema, &options, append_only).await?),
         Some("questdb") => Box::new(weir_connectors::questdb::QuestDbSink::new(schema, &options, append_only).await?),
@@ -115,94 +162,144 @@ async fn instantiate(db: &Database, stmt: &CreateSink) -> Result<(CatalogObject,
                 .with_hint("Add WITH (connector = 'clickhouse', ...)."));
         }
     };
-    Ok((view, sink, max_pending))
+    Ok((sink, max_pending))
 }
 
-pub async fn create_sink(db: &Arc<Database>, stmt: &CreateSink, owner: &str) -> Result<()> {
+pub async fn create_sink(db: &Arc<Database>, ctx: &SessionContext, stmt: &CreateSink, owner: &str) -> Result<()> {
     let (schema_name, name) = object_name(&stmt.name)?;
     let _ddl = db.ddl_lock.lock().await;
     if stmt.if_not_exists && db.read_catalog().find(ObjectKind::Sink, &schema_name, &name).is_some() {
         return Ok(());
     }
-    let (view, sink, max_pending) = instantiate(db, stmt).await?;
+    let query = plan_query(db, ctx, stmt).await?;
+    // The id of a query's own view job is the sink's, known once the sink is in the catalog.
+    let (mut upstream, depends_on, columns) = match (&stmt.input, &query) {
+        (SinkInput::Object(name), _) => {
+            let (view, upstream) = named_view(db, name)?;
+            (upstream, vec![view.id], vec![])
+        }
+        (SinkInput::Query { .. }, Some((plan, schema))) => (
+            Upstream { id: ObjectId::default(), schema: schema.clone(), append_only: plan.root().append_only },
+            plan.inputs().iter().map(|i| i.id).collect(),
+            catalog_columns(schema)?,
+        ),
+        (SinkInput::Query { .. }, None) => return Err(WeirError::internal("a sink query was not planned")),
+    };
+    let (sink, max_pending) = connect(stmt, &upstream).await?;
     let object = db.write_catalog().create(NewObject {
         kind: ObjectKind::Sink,
         schema: schema_name,
         name,
         owner: owner.to_string(),
         definition: Statement::CreateSink(Box::new(stmt.clone())).to_string(),
-        columns: vec![],
+        columns,
         primary_key: vec![],
-        depends_on: vec![view.id],
+        depends_on,
     })?;
-    if let Err(e) = run(db, object.id, &view, sink, max_pending) {
+    let started = match query {
+        Some((plan, schema)) => {
+            upstream.id = object.id;
+            crate::streaming::start_view(db, object.id, &plan, schema)
+        }
+        None => Ok(()),
+    };
+    if let Err(e) = started.and_then(|()| run(db, object.id, stmt, &upstream, sink, max_pending)) {
+        db.coordinator.drop_view(object.id);
         let _ = db.write_catalog().drop_object(object.id, false);
         return Err(e);
     }
     Ok(())
 }
 
-/// Starts a sink from its stored definition (server start). A target that cannot be reached
-/// now does not stop the server: the sink is retried in the background (status `retrying`);
-/// any other problem shows it as failed with the reason.
-pub async fn start_sink(db: &Arc<Database>, object: &CatalogObject) -> Result<()> {
+/// Starts a sink from its stored definition (server start), and its query's view job if it has
+/// one. A target that cannot be reached now does not stop the server: the sink is retried in
+/// the background (status `retrying`); any other problem shows it as failed with the reason.
+pub async fn start_sink(db: &Arc<Database>, ctx: &SessionContext, object: &CatalogObject) -> Result<()> {
     let stmt = match weir_sql::parse(&object.definition)?.pop().map(|p| p.statement) {
         Some(Statement::CreateSink(s)) => s,
         _ => return Err(WeirError::internal(format!("stored definition of sink {} is not CREATE SINK", object.name))),
     };
-    let error = match instantiate(db, &stmt).await {
-        Ok((view, sink, max_pending)) => return run(db, object.id, &view, sink, max_pending),
+    let upstream = match (&stmt.input, plan_query(db, ctx, &stmt).await?) {
+        (SinkInput::Object(name), _) => named_view(db, name).map(|(_, upstream)| upstream),
+        (_, Some((plan, schema))) => {
+            let append_only = plan.root().append_only;
+            crate::streaming::start_view(db, object.id, &plan, schema.clone())?;
+            Ok(Upstream { id: object.id, schema, append_only })
+        }
+        (_, None) => Err(WeirError::internal("a sink query was not planned")),
+    };
+    let error = match upstream {
+        Ok(upstream) => match connect(&stmt, &upstream).await {
+            Ok((sink, max_pending)) => return run(db, object.id, &stmt, &upstream, sink, max_pending),
+            Err(e) if e.state == SqlState::UnableToConnect => {
+                retry_in_background(db, object, stmt, upstream, e);
+                return Ok(());
+            }
+            Err(e) => e,
+        },
         Err(e) => e,
     };
     tracing::error!(sink = %object.name, error = %error, state = error.state.code(), "sink not started");
-    let stats = new_stats(object.depends_on.first().copied().unwrap_or_default());
-    let mut tasks = Vec::new();
-    if error.state == SqlState::UnableToConnect {
-        stats.set_status(format!("retrying: {}", error.message));
-        let (db, id, stats) = (db.clone(), object.id, stats.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut backoff = Duration::from_secs(1);
-            loop {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-                stats.retries.fetch_add(1, Ordering::Relaxed);
-                match instantiate(&db, &stmt).await {
-                    Ok((view, sink, max_pending)) => {
-                        if let Err(e) = run(&db, id, &view, sink, max_pending) {
-                            stats.set_status(format!("failed: {}", e.message));
-                        }
-                        return;
-                    }
-                    Err(e) if e.state == SqlState::UnableToConnect => stats.set_status(format!("retrying: {}", e.message)),
-                    Err(e) => {
-                        stats.set_status(format!("failed: {}", e.message));
-                        return;
-                    }
-                }
-            }
-        }));
-    } else {
-        stats.set_status(format!("failed: {}", error.message));
-    }
-    db.sinks.running.lock().unwrap_or_else(|p| p.into_inner()).insert(object.id, SinkRuntime { stats, tasks });
+    let stats = new_stats(object.depends_on.first().copied().unwrap_or_default(), connector_name(&stmt));
+    stats.set_status(format!("failed: {}", error.message));
+    db.sinks.running.lock().unwrap_or_else(|p| p.into_inner()).insert(object.id, SinkRuntime { stats, tasks: vec![] });
     Ok(())
 }
 
-fn new_stats(view: ObjectId) -> Arc<SinkStats> {
+/// A sink whose target could not be reached at server start: connects again with backoff (up
+/// to 30 s) until it can, then runs.
+fn retry_in_background(db: &Arc<Database>, object: &CatalogObject, stmt: Box<CreateSink>, upstream: Upstream, error: WeirError) {
+    tracing::warn!(sink = %object.name, error = %error, "sink target unreachable; retrying in the background");
+    let stats = new_stats(upstream.id, connector_name(&stmt));
+    stats.set_status(format!("retrying: {}", error.message));
+    let (task_db, id, task_stats) = (db.clone(), object.id, stats.clone());
+    let task = tokio::spawn(async move {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+            task_stats.retries.fetch_add(1, Ordering::Relaxed);
+            match connect(&stmt, &upstream).await {
+                Ok((sink, max_pending)) => {
+                    if let Err(e) = run(&task_db, id, &stmt, &upstream, sink, max_pending) {
+                        task_stats.set_status(format!("failed: {}", e.message));
+                    }
+                    return;
+                }
+                Err(e) if e.state == SqlState::UnableToConnect => task_stats.set_status(format!("retrying: {}", e.message)),
+                Err(e) => {
+                    task_stats.set_status(format!("failed: {}", e.message));
+                    return;
+                }
+            }
+        }
+    });
+    db.sinks.running.lock().unwrap_or_else(|p| p.into_inner()).insert(object.id, SinkRuntime { stats, tasks: vec![task] });
+}
+
+fn new_stats(view: ObjectId, connector: String) -> Arc<SinkStats> {
     Arc::new(SinkStats {
         view,
+        connector,
         status: Mutex::new("starting".into()),
         rows_delivered: AtomicU64::new(0),
+        batches: AtomicU64::new(0),
         epochs_delivered: AtomicU64::new(0),
         last_epoch: AtomicU64::new(0),
         retries: AtomicU64::new(0),
         pending_rows: AtomicU64::new(0),
+        pending_epochs: AtomicU64::new(0),
+        oldest_pending_micros: AtomicU64::new(0),
     })
 }
 
-fn run(db: &Arc<Database>, id: ObjectId, view: &CatalogObject, sink: Box<dyn Sink>, max_pending: usize) -> Result<()> {
-    let (backfill, live) = db.coordinator.subscribe(view.id, id)?;
-    let stats = new_stats(view.id);
+fn connector_name(stmt: &CreateSink) -> String {
+    options_map(&stmt.with).get("connector").cloned().unwrap_or_default()
+}
+
+fn run(db: &Arc<Database>, id: ObjectId, stmt: &CreateSink, upstream: &Upstream, sink: Box<dyn Sink>, max_pending: usize) -> Result<()> {
+    let (backfill, live) = db.coordinator.subscribe(upstream.id, id)?;
+    let stats = new_stats(upstream.id, connector_name(stmt));
     stats.set_status("running");
     let permits = Arc::new(Semaphore::new(max_pending));
     let (epochs_tx, epochs_rx) = mpsc::unbounded_channel();
@@ -218,6 +315,8 @@ struct PendingEpoch {
     changes: Vec<RecordBatch>,
     rows: usize,
     permits: u32,
+    /// When its barrier arrived (Unix µs).
+    complete_micros: u64,
 }
 
 /// A change batch as sinks take it: the view's columns, then `weir_diff`.
@@ -264,7 +363,8 @@ async fn receive(
         let Ok(held) = permits.clone().acquire_many_owned(wanted).await else { return };
         held.forget();
         stats.pending_rows.fetch_add(rows as u64, Ordering::Relaxed);
-        let pending = PendingEpoch { epoch, changes: std::mem::take(&mut changes), rows, permits: wanted };
+        stats.pending_epochs.fetch_add(1, Ordering::Relaxed);
+        let pending = PendingEpoch { epoch, changes: std::mem::take(&mut changes), rows, permits: wanted, complete_micros: now_micros() };
         rows = 0;
         if epochs.send(pending).is_err() {
             return;
@@ -274,10 +374,14 @@ async fn receive(
 
 async fn deliver(mut sink: Box<dyn Sink>, mut epochs: mpsc::UnboundedReceiver<PendingEpoch>, permits: Arc<Semaphore>, stats: Arc<SinkStats>) {
     while let Some(pending) = epochs.recv().await {
+        stats.oldest_pending_micros.store(pending.complete_micros, Ordering::Relaxed);
         let mut backoff = Duration::from_millis(100);
         loop {
             match sink.write_epoch(pending.epoch, &pending.changes).await {
-                Ok(()) => break,
+                Ok(batches) => {
+                    stats.batches.fetch_add(batches, Ordering::Relaxed);
+                    break;
+                }
                 Err(e @ ConnectorError::Unavailable { .. }) => {
                     stats.retries.fetch_add(1, Ordering::Relaxed);
                     stats.set_status(format!("retrying: {e}"));
@@ -297,6 +401,10 @@ async fn deliver(mut sink: Box<dyn Sink>, mut epochs: mpsc::UnboundedReceiver<Pe
         }
         permits.add_permits(pending.permits as usize);
         stats.pending_rows.fetch_sub(pending.rows as u64, Ordering::Relaxed);
+        stats.pending_epochs.fetch_sub(1, Ordering::Relaxed);
+        if epochs.is_empty() {
+            stats.oldest_pending_micros.store(0, Ordering::Relaxed);
+        }
         stats.rows_delivered.fetch_add(pending.rows as u64, Ordering::Relaxed);
         stats.epochs_delivered.fetch_add(1, Ordering::Relaxed);
         stats.last_epoch.store(pending.epoch, Ordering::Relaxed);

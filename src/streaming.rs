@@ -471,7 +471,7 @@ pub async fn create_materialized_view(
     db.coordinator.flush().await
 }
 
-fn start_view(db: &Arc<Database>, id: ObjectId, plan: &StreamPlan, schema: SchemaRef) -> Result<()> {
+pub fn start_view(db: &Arc<Database>, id: ObjectId, plan: &StreamPlan, schema: SchemaRef) -> Result<()> {
     let root = plan.root();
     let shape = ViewShape { close_offsets: root.close_offsets.clone(), append_only: root.append_only };
     db.coordinator.create_view(id, plan, &db.storage, schema, shape)
@@ -504,7 +504,7 @@ pub async fn start_all(db: &Arc<Database>) -> Result<()> {
                 let (plan, schema) = plan_view(db, &ctx, &stmt).await?;
                 start_view(db, object.id, &plan, schema)?;
             }
-            ObjectKind::Sink => crate::sinks::start_sink(db, &object).await?,
+            ObjectKind::Sink => crate::sinks::start_sink(db, &ctx, &object).await?,
             _ => {}
         }
     }

@@ -12,9 +12,10 @@
 //!   view reported, its output watermark, whether it runs or failed (with the error), and its
 //!   freshness lag (how long ago the inputs it reflects were read).
 //!
-//! * `weir_catalog.sinks` - one row per sink: its view, status (`running`, `retrying: <error>`,
-//!   `failed: <error>`), change rows and epochs delivered, the last epoch delivered, retries and
-//!   rows waiting to be written.
+//! * `weir_catalog.sinks` - one row per sink: its view, connector, status (`running`,
+//!   `retrying: <error>`, `failed: <error>`), change rows, batches and epochs delivered, the last
+//!   epoch delivered, retries, rows and epochs waiting to be written, and the lag (how long the
+//!   oldest waiting epoch has waited).
 //!
 //! * `weir_catalog.late_events` - the late rows kept by sources with
 //!   `watermark.late_events = 'dead_letter'` (newest 10,000 per source), with the reason.
@@ -204,12 +205,16 @@ impl SystemTableProvider {
             SystemTable::Sinks => Schema::new(vec![
                 Field::new("name", DataType::Utf8, false),
                 Field::new("view", DataType::Utf8, true),
+                Field::new("connector", DataType::Utf8, false),
                 Field::new("status", DataType::Utf8, false),
                 Field::new("rows_delivered", DataType::Int64, false),
+                Field::new("batches", DataType::Int64, false),
                 Field::new("epochs_delivered", DataType::Int64, false),
                 Field::new("last_epoch", DataType::Int64, false),
                 Field::new("retries", DataType::Int64, false),
                 Field::new("pending_rows", DataType::Int64, false),
+                Field::new("pending_epochs", DataType::Int64, false),
+                Field::new("lag_ms", DataType::Int64, false),
             ]),
             SystemTable::LateEvents => Schema::new(vec![
                 Field::new("source", DataType::Utf8, false),
@@ -257,13 +262,20 @@ impl SystemTableProvider {
                 };
                 vec![
                     Arc::new(StringArray::from_iter_values(sinks.iter().map(|(o, _)| o.name.as_str()))),
-                    Arc::new(StringArray::from_iter(sinks.iter().map(|(_, s)| catalog.get(s.view).map(|v| v.name.clone())))),
+                    // NULL for a sink of its own query.
+                    Arc::new(StringArray::from_iter(
+                        sinks.iter().map(|(_, s)| catalog.get(s.view).filter(|v| v.kind == ObjectKind::MaterializedView).map(|v| v.name.clone())),
+                    )),
+                    Arc::new(StringArray::from_iter_values(sinks.iter().map(|(_, s)| s.connector.as_str()))),
                     Arc::new(StringArray::from_iter_values(sinks.iter().map(|(_, s)| s.status()))),
                     count(|s| &s.rows_delivered),
+                    count(|s| &s.batches),
                     count(|s| &s.epochs_delivered),
                     count(|s| &s.last_epoch),
                     count(|s| &s.retries),
                     count(|s| &s.pending_rows),
+                    count(|s| &s.pending_epochs),
+                    Arc::new(Int64Array::from_iter_values(sinks.iter().map(|(_, s)| s.lag_ms() as i64))),
                 ]
             }
             SystemTable::MaterializedViews => {

@@ -236,12 +236,12 @@ impl ClickHouseSink {
 
 #[async_trait]
 impl Sink for ClickHouseSink {
-    async fn write_epoch(&mut self, epoch: u64, changes: &[RecordBatch]) -> Result<(), ConnectorError> {
+    async fn write_epoch(&mut self, epoch: u64, changes: &[RecordBatch]) -> Result<u64, ConnectorError> {
         let epoch = self.epoch_base + epoch;
         if self.unsure == Some(epoch) && self.epoch_is_written(epoch).await? {
             self.unsure = None;
             self.reconcile = false;
-            return Ok(());
+            return Ok(0);
         }
         let reconciled;
         let changes = if self.reconcile {
@@ -254,7 +254,7 @@ impl Sink for ClickHouseSink {
         };
         let Some(rows) = self.rows(epoch, changes)? else {
             self.reconcile = false;
-            return Ok(());
+            return Ok(0);
         };
         let mut body = Vec::new();
         {
@@ -270,7 +270,7 @@ impl Sink for ClickHouseSink {
         insert.end().await.map_err(|e| unavailable(&self.url, e))?;
         self.unsure = None;
         self.reconcile = false;
-        Ok(())
+        Ok(1)
     }
 
     async fn last_delivered_epoch(&mut self) -> Result<Option<u64>, ConnectorError> {

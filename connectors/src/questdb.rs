@@ -363,8 +363,9 @@ impl QuestDbSink {
 
 #[async_trait]
 impl Sink for QuestDbSink {
-    async fn write_epoch(&mut self, epoch: u64, changes: &[RecordBatch]) -> Result<(), ConnectorError> {
+    async fn write_epoch(&mut self, epoch: u64, changes: &[RecordBatch]) -> Result<u64, ConnectorError> {
         let (rows, deleted) = self.epoch_rows(changes)?;
+        let mut sent = 0;
         let mut done = match self.progress {
             Some((e, done)) if e == epoch => done,
             _ => 0,
@@ -375,11 +376,12 @@ impl Sink for QuestDbSink {
             self.progress = Some((epoch, done));
             if buffer.row_count() > 0 {
                 self.send(buffer).await?;
+                sent += 1;
             }
             done += len;
         }
         self.progress = None;
-        Ok(())
+        Ok(sent)
     }
 
     /// ILP cannot read anything back.

@@ -24,7 +24,8 @@ pub const DIFF_COLUMN: &str = "weir_diff";
 /// implementation must make a re-sent epoch replace itself rather than duplicate rows.
 #[async_trait]
 pub trait Sink: Send {
-    async fn write_epoch(&mut self, epoch: u64, changes: &[RecordBatch]) -> Result<(), ConnectorError>;
+    /// Writes one epoch's changes; returns how many batches (inserts, requests) it sent.
+    async fn write_epoch(&mut self, epoch: u64, changes: &[RecordBatch]) -> Result<u64, ConnectorError>;
 
     /// The last epoch known to be fully delivered, read from the external system when it can
     /// tell (used on recovery).

@@ -466,16 +466,20 @@ fn parse_create_materialized_view(p: &mut Parser) -> Result<CreateMaterializedVi
     let with = parse_with_options(p)?;
     p.expect_keyword(Keyword::AS)?;
     let query = p.parse_query()?;
-    let emit_on_window_close = if word(p, 0).as_deref() == Some("EMIT") {
-        p.next_token();
-        p.expect_keyword(Keyword::ON)?;
-        p.expect_keyword(Keyword::WINDOW)?;
-        p.expect_keyword(Keyword::CLOSE)?;
-        true
-    } else {
-        false
-    };
+    let emit_on_window_close = parse_emit_on_window_close(p)?;
     Ok(CreateMaterializedView { if_not_exists, name, with, query, emit_on_window_close })
+}
+
+/// An optional `EMIT ON WINDOW CLOSE` after a view's or sink's query.
+fn parse_emit_on_window_close(p: &mut Parser) -> Result<bool, ParserError> {
+    if word(p, 0).as_deref() != Some("EMIT") {
+        return Ok(false);
+    }
+    p.next_token();
+    p.expect_keyword(Keyword::ON)?;
+    p.expect_keyword(Keyword::WINDOW)?;
+    p.expect_keyword(Keyword::CLOSE)?;
+    Ok(true)
 }
 
 fn parse_create_sink(p: &mut Parser) -> Result<CreateSink, ParserError> {
@@ -487,7 +491,8 @@ fn parse_create_sink(p: &mut Parser) -> Result<CreateSink, ParserError> {
         SinkInput::Object(p.parse_object_name(false)?)
     } else {
         p.expect_keyword(Keyword::AS)?;
-        SinkInput::Query(p.parse_query()?)
+        let query = p.parse_query()?;
+        SinkInput::Query { query, emit_on_window_close: parse_emit_on_window_close(p)? }
     };
     let with = parse_with_options(p)?;
     let format = parse_format_encode(p)?;

@@ -330,10 +330,12 @@ impl CreateMaterializedView {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SinkInput {
     Object(ObjectName),
-    Query(Box<Query>),
+    /// `AS query [EMIT ON WINDOW CLOSE]`: the sink maintains the query like a view of its own.
+    Query { query: Box<Query>, emit_on_window_close: bool },
 }
 
-/// `CREATE SINK [IF NOT EXISTS] name FROM object | AS query WITH (...) [FORMAT ... ENCODE ...]`.
+/// `CREATE SINK [IF NOT EXISTS] name FROM object | AS query [EMIT ON WINDOW CLOSE] WITH (...)
+/// [FORMAT ... ENCODE ...]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CreateSink {
     pub if_not_exists: bool,
@@ -352,7 +354,12 @@ impl CreateSink {
         write!(f, "{}", self.name)?;
         match &self.input {
             SinkInput::Object(o) => write!(f, " FROM {o}")?,
-            SinkInput::Query(q) => write!(f, " AS {q}")?,
+            SinkInput::Query { query, emit_on_window_close } => {
+                write!(f, " AS {query}")?;
+                if *emit_on_window_close {
+                    write!(f, " EMIT ON WINDOW CLOSE")?;
+                }
+            }
         }
         fmt_with_options(f, &self.with, redact)?;
         if let Some(fe) = &self.format {

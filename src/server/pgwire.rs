@@ -651,6 +651,7 @@ impl QueryParser for WeirQueryParser {
 fn static_result_schema(statement: &Statement) -> Option<Schema> {
     let text = |names: &[&str]| Schema::new(names.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect::<Vec<_>>());
     match statement {
+        Statement::ShowObjects(weir_sql::ObjectKind::Sink) => Some(text(&["name", "view", "connector", "status"])),
         Statement::ShowObjects(_) => Some(text(&["name"])),
         Statement::ShowCreate { .. } => Some(text(&["name", "create_sql"])),
         Statement::Standard(s) => match s.as_ref() {

@@ -241,14 +241,14 @@ const WINDOWS_DDL: &str = "CREATE TABLE ev (k TEXT, v BIGINT, ts TIMESTAMP, WATE
 const WINDOWS_VIEW: &str = "SELECT window_start, k, n, s, mean, hot, label FROM w";
 const WINDOWS_COLUMNS: &[&str] = &["time", "k", "n", "s", "mean", "hot", "label"];
 
-/// Ten batches of events over 100 s of event time, each closing earlier windows; returns how
-/// many windows they close.
+/// Batches of 30 events in event-time order (none late), each batch 10 s of event time and
+/// closing the windows before it; returns how many windows (3 keys each) they fill.
 async fn insert_windows(client: &tokio_postgres::Client, batches: std::ops::Range<i64>) -> usize {
     let mut windows = 0;
     for batch in batches {
         let values: Vec<String> = (0..30i64)
             .map(|i| {
-                let second = batch * 10 + i % 10;
+                let second = batch * 10 + i / 3;
                 format!("('{}', {}, TIMESTAMP '2026-01-01 00:00:00' + INTERVAL '{second}' SECOND)", ["a", "b", "c"][(i % 3) as usize], i + batch)
             })
             .collect();
@@ -423,4 +423,67 @@ async fn bad_questdb_sinks_are_refused_at_create() {
     let shown = client.simple_query("SHOW SINKS").await.unwrap();
     assert!(shown.iter().all(|m| !matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))), "no sink was created");
     assert_eq!(client.query("SELECT count(*) FROM w", &[]).await.unwrap().len(), 1, "the server goes on");
+}
+
+/// `CREATE SINK ... AS SELECT ... EMIT ON WINDOW CLOSE`: the sink maintains its own query (no
+/// view in the catalog) and InfluxDB ends up with what a batch run of that query returns.
+/// `SHOW SINKS` and `SHOW CREATE SINK` (secrets redacted) describe it; DROP SINK stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_of_its_own_query_equals_the_batch_query() {
+    let Some(influx) = influxdb() else { return };
+    let received = Received::new(&influx);
+    let addr = http_proxy(received.clone()).await;
+    let table = unique_name("own_query");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let client = server.connect().await;
+    client.batch_execute(WINDOWS_DDL).await.unwrap();
+    let query = "SELECT window_start, k, count(*) AS n, sum(v) AS s FROM TUMBLE(ev, ts, INTERVAL '10' SECOND) GROUP BY k, window_start";
+    client
+        .batch_execute(&format!(
+            "CREATE SINK q AS {query} EMIT ON WINDOW CLOSE WITH (connector = 'questdb', questdb.addr = '{addr}', \
+                 questdb.table = '{table}', questdb.designated_timestamp = 'window_start', questdb.symbols = 'k', \
+                 questdb.username = 'weir', questdb.password = 'hunter2')"
+        ))
+        .await
+        .unwrap();
+    insert_windows(&client, 0..10).await;
+    client.batch_execute("INSERT INTO ev VALUES ('z', 0, TIMESTAMP '2026-01-01 01:00:00')").await.unwrap();
+    // The batch answer (DataFusion over the same events, windows by date_bin), less the windows
+    // the watermark has not closed.
+    let closed = "SELECT date_bin(INTERVAL '10 seconds', ts, TIMESTAMP '1970-01-01 00:00:00') AS window_start, k, count(*) AS n, sum(v) AS s \
+                  FROM ev WHERE ts < TIMESTAMP '2026-01-01 00:59:50' GROUP BY 1, 2";
+    let rows = wait_equal(&client, &influx, closed, &table, &["time", "k", "n", "s"], |_| true).await;
+    assert_eq!(rows.len(), 30);
+    received.assert_no_errors();
+
+    let shown = client.simple_query("SHOW SINKS").await.unwrap();
+    let row = shown.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => Some((0..4).map(|i| r.get(i).unwrap_or("").to_string()).collect::<Vec<_>>()),
+        _ => None,
+    });
+    assert_eq!(row, Some(vec!["q".into(), "".into(), "questdb".into(), "running".into()]));
+    let create: String = client.query_one("SHOW CREATE SINK q", &[]).await.unwrap().get(1);
+    assert!(create.contains("EMIT ON WINDOW CLOSE") && !create.contains("hunter2"), "{create}");
+    let views: i64 = client.query_one("SELECT count(*) FROM weir_catalog.materialized_views", &[]).await.unwrap().get(0);
+    assert_eq!(views, 1, "only w: the sink's query is not a view of the catalog");
+
+    // After a restart the sink's query runs again from the stored definition (the windows it
+    // sends again replace themselves: same tags and timestamp) and follows new events.
+    server.terminate();
+    let server = Server::start(&dir.path().join("data"));
+    let client = server.connect().await;
+    let values: Vec<String> = (0..30).map(|i| format!("('{}', {i}, TIMESTAMP '2026-01-01 02:00:00' + INTERVAL '{}' SECOND)", ["a", "b", "c"][i % 3], i / 3)).collect();
+    client.batch_execute(&format!("INSERT INTO ev VALUES {}, ('z', 0, TIMESTAMP '2026-01-01 03:00:00')", values.join(", "))).await.unwrap();
+    let closed = closed.replace("00:59:50", "02:59:50");
+    let rows = wait_equal(&client, &influx, &closed, &table, &["time", "k", "n", "s"], |_| true).await;
+    assert_eq!(rows.len(), 34, "the 30 windows, (01:00, z) and the 3 new ones");
+    received.assert_no_errors();
+
+    client.batch_execute("DROP SINK q").await.unwrap();
+    let before = received.line_count();
+    client.batch_execute("INSERT INTO ev VALUES ('y', 0, TIMESTAMP '2026-01-01 04:00:00')").await.unwrap();
+    client.batch_execute("FLUSH").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(received.line_count(), before, "a dropped sink sends nothing");
 }
