@@ -1,11 +1,12 @@
 //! `connector = 'clickhouse'`: a view's changes written to a ClickHouse table over HTTP (the
-//! `clickhouse` crate), one `INSERT ... FORMAT JSONEachRow` per epoch.
+//! `clickhouse` crate), as `INSERT ... FORMAT JSONEachRow` of at most `sink.batch.rows` rows.
 //!
 //! Every row written carries its epoch in an epoch column (`clickhouse.epoch.column`, default
 //! `weir_epoch`, a `UInt64` the table must have). That column is how the sink never writes an
-//! epoch twice (docs/sinks.md): an epoch's rows go in one insert, which ClickHouse applies as
-//! one block (all or nothing, up to `max_insert_block_size` rows); after a failed attempt the
-//! sink asks whether rows of the epoch are there before sending it again.
+//! epoch twice (docs/sinks.md): ClickHouse applies an insert of up to `max_insert_block_size`
+//! rows as one block (all or nothing), an epoch's inserts go one after the other, so after a
+//! failed attempt the rows of the epoch in the table are a prefix of its rows: the sink counts
+//! them and sends the rest.
 //!
 //! * `type = 'append-only'`: the view's inserted rows (an append-only view: EOWC windows,
 //!   sources without aggregation); a retraction fails the sink.
@@ -17,7 +18,6 @@
 //! Epoch numbers restart with the server until checkpoints exist, so the sink numbers the epochs
 //! it writes from the largest epoch already in the table: versions only grow.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -28,7 +28,8 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use datafusion::arrow::json::LineDelimitedWriter;
 
 use crate::error::ConnectorError;
-use crate::options::{check_known, invalid, without_credentials};
+use crate::clickhouse_table::{TableInfo, TableSpec};
+use crate::options::{check_known, invalid, parse_count, without_credentials};
 use crate::sink::{DIFF_COLUMN, Sink, SinkMode, inserted_rows, newest_per_key};
 use crate::source::SourceOptions;
 
@@ -51,12 +52,41 @@ pub struct ClickHouseSink {
     /// so keys the table holds that are not in it left the view meanwhile (while Weir was down,
     /// until checkpoints) and get delete markers.
     reconcile: bool,
+    /// Rows per insert.
+    batch_rows: usize,
+    /// The rows of the epoch being written, kept for its retries: they must be the same rows in
+    /// the same order for the count of those already written to say which are left.
+    prepared: Option<(u64, RecordBatch)>,
 }
+
+/// ClickHouse applies an insert of up to this many rows (`max_insert_block_size`'s default) as
+/// one block.
+const MAX_BATCH_ROWS: usize = 1_048_576;
 
 impl std::fmt::Debug for ClickHouseSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClickHouseSink").field("url", &self.url).field("table", &self.table).field("mode", &self.mode).finish()
     }
+}
+
+/// A TabSeparated field's text (ClickHouse escapes tabs, newlines and backslashes).
+fn unescape_tsv(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut chars = field.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('t') => out.push('\t'),
+            Some('n') => out.push('\n'),
+            Some('0') => out.push('\0'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
 }
 
 /// Backquoted ClickHouse identifier.
@@ -87,8 +117,10 @@ impl ClickHouseSink {
                     | "clickhouse.table"
                     | "clickhouse.epoch.column"
                     | "clickhouse.delete.column"
+                    | "clickhouse.create_table"
                     | "type"
                     | "primary_key"
+                    | "sink.batch.rows"
                     | "sink.max_pending_rows"
             ))
         })?;
@@ -99,6 +131,12 @@ impl ClickHouseSink {
         let epoch_column = options.get("clickhouse.epoch.column").cloned().unwrap_or_else(|| "weir_epoch".into());
         let delete_column = options.get("clickhouse.delete.column").cloned().unwrap_or_else(|| "weir_deleted".into());
         let mode = SinkMode::from_options(&view, options, append_only)?;
+        let batch_rows = parse_count(options, "sink.batch.rows", MAX_BATCH_ROWS, MAX_BATCH_ROWS)?;
+        let create_table = match options.get("clickhouse.create_table").map(|v| v.to_ascii_lowercase()).as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => return Err(invalid("clickhouse.create_table", format!("\"{other}\" is not 'true' or 'false'"))),
+        };
         let mut client = clickhouse::Client::default()
             .with_url(&url)
             .with_user(options.get("clickhouse.user").cloned().unwrap_or_else(|| "default".into()))
@@ -118,8 +156,10 @@ impl ClickHouseSink {
             epoch_base: 0,
             unsure: None,
             reconcile,
+            batch_rows,
+            prepared: None,
         };
-        sink.check_table(&database, &table_name).await?;
+        sink.check_table(&database, &table_name, create_table).await?;
         sink.epoch_base = sink.last_delivered_epoch().await?.unwrap_or(0);
         Ok(sink)
     }
@@ -130,37 +170,51 @@ impl ClickHouseSink {
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
-    /// The table must exist and have a column for every view column, the epoch column and, for
-    /// upserts, the delete column.
-    async fn check_table(&self, database: &str, table: &str) -> Result<(), ConnectorError> {
+    /// The table as ClickHouse describes it, if it exists.
+    async fn table_info(&self, database: &str, table: &str) -> Result<Option<TableInfo>, ConnectorError> {
+        let filter = format!("database = {} AND name = {}", literal(database), literal(table));
+        let text = self.text(&format!("SELECT engine, engine_full, sorting_key FROM system.tables WHERE {filter}")).await?;
+        let Some(line) = text.lines().next() else { return Ok(None) };
+        let mut parts = line.split('\t').map(unescape_tsv);
+        let (engine, engine_full, sorting_key) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
         let columns = self
-            .text(&format!(
-                "SELECT name, type FROM system.columns WHERE database = {} AND table = {}",
-                literal(database),
-                literal(table)
-            ))
-            .await?;
-        let columns: HashMap<&str, &str> = columns.lines().filter_map(|l| l.split_once('\t')).collect();
-        if columns.is_empty() {
-            return Err(invalid("clickhouse.table", format!("ClickHouse has no table {database}.{table}")));
-        }
-        let mut needed: Vec<&str> = self.view.fields().iter().map(|f| f.name().as_str()).collect();
-        needed.push(&self.epoch_column);
-        if matches!(self.mode, SinkMode::Upsert { .. }) {
-            needed.push(&self.delete_column);
-        }
-        for name in needed {
-            if !columns.contains_key(name) {
+            .text(&format!("SELECT name, type FROM system.columns WHERE database = {} AND table = {}", literal(database), literal(table)))
+            .await?
+            .lines()
+            .filter_map(|l| l.split_once('\t').map(|(n, t)| (unescape_tsv(n), unescape_tsv(t))))
+            .collect();
+        Ok(Some(TableInfo { columns, engine, engine_full, sorting_key }))
+    }
+
+    /// The table must fit the view and the sink's mode (clickhouse_table); with
+    /// `clickhouse.create_table = 'true'` a missing one is created.
+    async fn check_table(&self, database: &str, table: &str, create: bool) -> Result<(), ConnectorError> {
+        let spec = TableSpec {
+            database,
+            table,
+            view: &self.view,
+            mode: &self.mode,
+            epoch_column: &self.epoch_column,
+            delete_column: &self.delete_column,
+        };
+        let info = match self.table_info(database, table).await? {
+            Some(info) => info,
+            None if create => {
+                // DateTime64 exists from ClickHouse 20.1 on.
+                let version = self.text("SELECT version()").await?;
+                let major: u32 = version.trim().split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
+                let sql = spec.create_table_sql(major >= 20)?;
+                self.client.query(&sql).execute().await.map_err(|e| ConnectorError::Rejected { reason: format!("{CONNECTOR}: {sql}: {e}") })?;
+                self.table_info(database, table).await?.ok_or_else(|| invalid("clickhouse.table", format!("table {database}.{table} was not created")))?
+            }
+            None => {
                 return Err(invalid(
                     "clickhouse.table",
-                    format!("table {database}.{table} has no column \"{name}\" (it needs the view's columns, {} and{})", self.epoch_column, match self.mode {
-                        SinkMode::Upsert { .. } => format!(" {} for upserts", self.delete_column),
-                        SinkMode::AppendOnly => String::new(),
-                    }),
+                    format!("ClickHouse has no table {database}.{table} (create it, or set clickhouse.create_table = 'true')"),
                 ));
             }
-        }
-        Ok(())
+        };
+        spec.check(&info)
     }
 
     /// The rows to write for one epoch, in the view's columns plus the epoch (and delete) column.
@@ -228,9 +282,10 @@ impl ClickHouseSink {
         Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
     }
 
-    async fn epoch_is_written(&self, epoch: u64) -> Result<bool, ConnectorError> {
+    /// How many rows of `epoch` the table holds.
+    async fn rows_written(&self, epoch: u64) -> Result<usize, ConnectorError> {
         let count = self.text(&format!("SELECT count() FROM {} WHERE {} = {epoch}", self.table, quote(&self.epoch_column))).await?;
-        Ok(count.trim().parse::<u64>().unwrap_or(0) > 0)
+        count.trim().parse::<usize>().map_err(|_| unavailable(&self.url, format!("count() answered {count:?}")))
     }
 }
 
@@ -238,39 +293,56 @@ impl ClickHouseSink {
 impl Sink for ClickHouseSink {
     async fn write_epoch(&mut self, epoch: u64, changes: &[RecordBatch]) -> Result<u64, ConnectorError> {
         let epoch = self.epoch_base + epoch;
-        if self.unsure == Some(epoch) && self.epoch_is_written(epoch).await? {
-            self.unsure = None;
-            self.reconcile = false;
-            return Ok(0);
-        }
-        let reconciled;
-        let changes = if self.reconcile {
-            let mut all = vec![self.table_rows_as_retractions().await?];
-            all.extend(changes.iter().cloned());
-            reconciled = all;
-            &reconciled[..]
-        } else {
-            changes
+        let rows = match self.prepared.take() {
+            Some((e, rows)) if e == epoch => rows,
+            _ => {
+                let reconciled;
+                let changes = if self.reconcile {
+                    let mut all = vec![self.table_rows_as_retractions().await?];
+                    all.extend(changes.iter().cloned());
+                    reconciled = all;
+                    &reconciled[..]
+                } else {
+                    changes
+                };
+                match self.rows(epoch, changes)? {
+                    Some(rows) => rows,
+                    None => {
+                        self.reconcile = false;
+                        return Ok(0);
+                    }
+                }
+            }
         };
-        let Some(rows) = self.rows(epoch, changes)? else {
-            self.reconcile = false;
-            return Ok(0);
+        // After a failed insert, the epoch's rows already in the table are a prefix of `rows`
+        // (inserts are atomic and sent in order): skip them.
+        let mut done = match self.unsure {
+            Some(e) if e == epoch => self.rows_written(epoch).await?.min(rows.num_rows()),
+            _ => 0,
         };
-        let mut body = Vec::new();
-        {
-            let mut writer = LineDelimitedWriter::new(&mut body);
-            writer.write(&rows)?;
-            writer.finish()?;
-        }
         let columns: Vec<String> = rows.schema().fields().iter().map(|f| quote(f.name())).collect();
         let sql = format!("INSERT INTO {} ({}) FORMAT JSONEachRow", self.table, columns.join(", "));
-        self.unsure = Some(epoch);
-        let mut insert = self.client.insert_formatted_with(sql).with_setting("date_time_input_format", "best_effort");
-        insert.send(Bytes::from(body)).await.map_err(|e| unavailable(&self.url, e))?;
-        insert.end().await.map_err(|e| unavailable(&self.url, e))?;
+        let mut sent = 0;
+        while done < rows.num_rows() {
+            let batch = rows.slice(done, self.batch_rows.min(rows.num_rows() - done));
+            let mut body = Vec::new();
+            {
+                let mut writer = LineDelimitedWriter::new(&mut body);
+                writer.write(&batch)?;
+                writer.finish()?;
+            }
+            self.unsure = Some(epoch);
+            self.prepared = Some((epoch, rows.clone()));
+            let mut insert = self.client.insert_formatted_with(sql.clone()).with_setting("date_time_input_format", "best_effort");
+            insert.send(Bytes::from(body)).await.map_err(|e| unavailable(&self.url, e))?;
+            insert.end().await.map_err(|e| unavailable(&self.url, e))?;
+            done += batch.num_rows();
+            sent += 1;
+        }
         self.unsure = None;
+        self.prepared = None;
         self.reconcile = false;
-        Ok(1)
+        Ok(sent)
     }
 
     async fn last_delivered_epoch(&mut self) -> Result<Option<u64>, ConnectorError> {
@@ -316,6 +388,8 @@ mod tests {
             epoch_base: 0,
             unsure: None,
             reconcile: false,
+            batch_rows: MAX_BATCH_ROWS,
+            prepared: None,
         }
     }
 

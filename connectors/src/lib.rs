@@ -17,8 +17,9 @@
 //!   after each epoch.
 //! * [`sink`] - the [`Sink`] trait (delivery is per epoch so that a re-sent epoch is idempotent),
 //!   and the append-only and upsert shapes of an epoch's changes that every sink writes.
-//! * [`clickhouse`] - `connector = 'clickhouse'`: a view's changes into a ClickHouse table, one
-//!   insert per epoch, marked with the epoch so that none is written twice.
+//! * [`clickhouse`] - `connector = 'clickhouse'`: a view's changes into a ClickHouse table, in
+//!   inserts of `sink.batch.rows`, marked with the epoch so that none is written twice;
+//!   `clickhouse_table` checks the table against the view (types, engine, sort key) or creates it.
 //! * [`questdb`] - `connector = 'questdb'`: a view's changes as InfluxDB line protocol rows
 //!   (the `questdb-rs` client, HTTP or TCP), requests of `sink.batch.rows` resumed where they
 //!   failed.
@@ -42,6 +43,7 @@
 
 pub mod avro;
 pub mod clickhouse;
+mod clickhouse_table;
 pub mod datagen;
 pub mod error;
 pub mod file;

@@ -195,6 +195,23 @@ async fn bad_sinks_are_errors_at_create() {
     assert!(message.contains("primary_key"), "{message}");
     let (_, message) = create(format!("clickhouse.url = '{url}', clickhouse.table = '{table}', type = 'append-only'")).await;
     assert!(message.contains("upsert"), "{message}");
+    // Tables that cannot hold the view's values, or would not make upserts replace rows.
+    let narrow = unique_name("int32");
+    ch(&url, &format!("CREATE TABLE {narrow} (k String, n Int32, weir_epoch UInt64, weir_deleted UInt8) ENGINE = ReplacingMergeTree(weir_epoch) ORDER BY k")).await;
+    let (code, message) = create(format!("clickhouse.url = '{url}', clickhouse.table = '{narrow}', primary_key = 'k'")).await;
+    assert_eq!(code, "22023", "{message}");
+    assert!(message.contains("column \"n\" is Int32, which cannot hold"), "{message}");
+    let collapsing = unique_name("collapsing");
+    ch(&url, &format!(
+        "CREATE TABLE {collapsing} (k String, n Int64, weir_epoch UInt64, weir_deleted UInt8, sign Int8) ENGINE = CollapsingMergeTree(sign) ORDER BY k"
+    ))
+    .await;
+    let (_, message) = create(format!("clickhouse.url = '{url}', clickhouse.table = '{collapsing}', primary_key = 'k'")).await;
+    assert!(message.contains("needs ReplacingMergeTree(weir_epoch)"), "{message}");
+    let sorted = unique_name("sorted");
+    ch(&url, &format!("CREATE TABLE {sorted} (k String, n Int64, weir_epoch UInt64, weir_deleted UInt8) ENGINE = ReplacingMergeTree(weir_epoch) ORDER BY n")).await;
+    let (_, message) = create(format!("clickhouse.url = '{url}', clickhouse.table = '{sorted}', primary_key = 'k'")).await;
+    assert!(message.contains("sorted by"), "{message}");
     let (code, message) =
         create("clickhouse.url = 'http://127.0.0.1:1', clickhouse.table = 't', clickhouse.password = 'hunter2', primary_key = 'k'".into()).await;
     assert_eq!(code, "08001", "{message}");
@@ -245,7 +262,8 @@ async fn a_clickhouse_outage_loses_and_doubles_nothing() {
             "CREATE TABLE ev (k TEXT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) APPEND ONLY; \
              CREATE MATERIALIZED VIEW w AS SELECT k, window_start, count(*) AS n \
                  FROM TUMBLE(ev, ts, INTERVAL '10' SECOND) GROUP BY k, window_start EMIT ON WINDOW CLOSE; \
-             CREATE SINK w_out FROM w WITH (connector = 'clickhouse', clickhouse.url = '{url}', clickhouse.table = '{table}')"
+             CREATE SINK w_out FROM w WITH (connector = 'clickhouse', clickhouse.url = '{url}', clickhouse.table = '{table}', \
+                 sink.batch.rows = '1')"
         ))
         .await
         .unwrap();
@@ -278,6 +296,8 @@ async fn a_clickhouse_outage_loses_and_doubles_nothing() {
     )
     .await;
     assert_eq!(rows.len(), 30, "15 windows of two keys, each once");
+    let batches: i64 = client.query_one("SELECT batches FROM weir_catalog.sinks", &[]).await.unwrap().get(0);
+    assert_eq!(batches, 30, "one insert per row (sink.batch.rows = 1)");
     let retries: i64 = client.query_one("SELECT retries FROM weir_catalog.sinks", &[]).await.unwrap().get(0);
     assert!(retries > 0);
 }
@@ -319,4 +339,62 @@ async fn a_sink_whose_target_is_down_at_start_waits_for_it() {
     start_clickhouse_again(&url).await;
     let rows = wait_equal(&client, &url, "SELECT k, n FROM counts", &ch_sql).await;
     assert_eq!(rows, ["a\t2", "c\t1"]);
+}
+
+/// `clickhouse.create_table = 'true'` creates the tables the sinks need (an upsert
+/// ReplacingMergeTree ordered by the key, an append-only MergeTree), and epochs are written in
+/// inserts of at most `sink.batch.rows` rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn created_tables_take_the_views_rows_in_batches() {
+    let Some(url) = clickhouse() else { return };
+    let (totals, windows) = (unique_name("created_totals"), unique_name("created_windows"));
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE t (id INT PRIMARY KEY, k TEXT, v BIGINT, ts TIMESTAMP, ok BOOLEAN); \
+             CREATE MATERIALIZED VIEW totals AS SELECT k, count(*) AS n, sum(v) AS s, max(ts) AS last, bool_and(ok) AS all_ok FROM t GROUP BY k; \
+             CREATE SINK totals_out FROM totals WITH (connector = 'clickhouse', clickhouse.url = '{url}', clickhouse.table = '{totals}', \
+                 clickhouse.create_table = 'true', type = 'upsert', primary_key = 'k', sink.batch.rows = '2'); \
+             CREATE TABLE ev (k TEXT, ts TIMESTAMP, WATERMARK FOR ts AS ts) APPEND ONLY; \
+             CREATE SINK windows_out AS SELECT k, window_start, count(*) AS n FROM TUMBLE(ev, ts, INTERVAL '10' SECOND) \
+                 GROUP BY k, window_start EMIT ON WINDOW CLOSE \
+                 WITH (connector = 'clickhouse', clickhouse.url = '{url}', clickhouse.table = '{windows}', clickhouse.create_table = 'true', \
+                 sink.batch.rows = '2')"
+        ))
+        .await
+        .unwrap();
+    let engines = ch(&url, &format!("SELECT name, engine FROM system.tables WHERE name IN ('{totals}', '{windows}') ORDER BY engine")).await;
+    assert_eq!(sorted_lines(&engines), sorted_lines(&format!("{windows}\tMergeTree\n{totals}\tReplacingMergeTree\n")));
+    let values: Vec<String> = (0..40)
+        .map(|i| format!("({i}, 'k{}', {i}, TIMESTAMP '2026-01-01 00:00:00' + INTERVAL '{i}' SECOND, {})", i % 7, i % 5 != 0))
+        .collect();
+    client.batch_execute(&format!("INSERT INTO t VALUES {}", values.join(", "))).await.unwrap();
+    client.batch_execute("UPDATE t SET v = v + 100 WHERE id % 3 = 0; DELETE FROM t WHERE k = 'k6'").await.unwrap();
+    let rows = wait_equal(
+        &client,
+        &url,
+        "SELECT k, n, s, last::text, CASE WHEN all_ok THEN 1 ELSE 0 END FROM totals",
+        &format!("SELECT k, n, s, last, all_ok FROM {totals} FINAL WHERE weir_deleted = 0"),
+    )
+    .await;
+    assert_eq!(rows.len(), 6, "k0..k5; k6 left the view");
+    let events: Vec<String> = (0..60).map(|i| format!("('{}', TIMESTAMP '2026-01-01 00:00:00' + INTERVAL '{i}' SECOND)", ["a", "b", "c"][i % 3])).collect();
+    client.batch_execute(&format!("INSERT INTO ev VALUES {}, ('z', TIMESTAMP '2026-01-01 01:00:00')", events.join(", "))).await.unwrap();
+    // The batch answer: the closed 10 s windows of the events.
+    let rows = wait_equal(
+        &client,
+        &url,
+        "SELECT k, date_bin(INTERVAL '10 seconds', ts, TIMESTAMP '1970-01-01 00:00:00')::text AS w, count(*) FROM ev \
+         WHERE ts < TIMESTAMP '2026-01-01 01:00:00' GROUP BY 1, 2",
+        &format!("SELECT k, window_start, n FROM {windows}"),
+    )
+    .await;
+    assert_eq!(rows.len(), 18, "6 windows of 3 keys");
+    let figures = client.query("SELECT rows_delivered, batches, epochs_delivered FROM weir_catalog.sinks ORDER BY name", &[]).await.unwrap();
+    for row in figures {
+        let (rows, batches): (i64, i64) = (row.get(0), row.get(1));
+        assert!(batches >= rows.div_euclid(2), "{batches} inserts for {rows} changes in inserts of 2");
+    }
 }
