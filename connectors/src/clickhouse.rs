@@ -30,7 +30,7 @@ use datafusion::arrow::json::LineDelimitedWriter;
 use crate::error::ConnectorError;
 use crate::clickhouse_table::{TableInfo, TableSpec};
 use crate::options::{check_known, invalid, parse_count, without_credentials};
-use crate::sink::{DIFF_COLUMN, Sink, SinkMode, inserted_rows, newest_per_key};
+use crate::sink::{DIFF_COLUMN, Sink, SinkMode, inserted_rows, net_inserted_rows, newest_per_key};
 use crate::source::SourceOptions;
 
 const CONNECTOR: &str = "ClickHouse";
@@ -144,7 +144,6 @@ impl ClickHouseSink {
         if let Some(password) = options.get("clickhouse.password") {
             client = client.with_password(password);
         }
-        let reconcile = matches!(mode, SinkMode::Upsert { .. });
         let mut sink = ClickHouseSink {
             client,
             url,
@@ -155,12 +154,15 @@ impl ClickHouseSink {
             delete_column,
             epoch_base: 0,
             unsure: None,
-            reconcile,
+            reconcile: false,
             batch_rows,
             prepared: None,
         };
         sink.check_table(&database, &table_name, create_table).await?;
         sink.epoch_base = sink.last_delivered_epoch().await?.unwrap_or(0);
+        // A table this sink (or an earlier run of it) wrote to: the first epoch, the view's
+        // whole contents, is written as its difference from what the table holds.
+        sink.reconcile = sink.epoch_base > 0;
         Ok(sink)
     }
 
@@ -222,6 +224,8 @@ impl ClickHouseSink {
         let mut pieces = Vec::new();
         let mut deleted: Vec<u8> = Vec::new();
         match &self.mode {
+            // Joining again, the first epoch starts with the table's rows as retractions.
+            SinkMode::AppendOnly if self.reconcile => pieces.push(net_inserted_rows(&self.view, changes)?),
             SinkMode::AppendOnly => pieces.push(inserted_rows(&self.view, changes)?),
             SinkMode::Upsert { key } => {
                 let (rows, gone) = newest_per_key(&self.view, key, changes)?;
@@ -257,27 +261,38 @@ impl ClickHouseSink {
         Ok(Some(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?))
     }
 
-    /// The rows the table shows now (`FINAL`, without deleted keys), as retractions: prepended
-    /// to the first epoch's changes, a key the view still has with the same row nets to
-    /// nothing, a changed row is upserted, and a key the view lost gets a delete marker.
+    /// The rows the table holds (for upserts its live rows: `FINAL`, without deleted keys), as
+    /// retractions: prepended to the first epoch's changes, a row the view still has nets to
+    /// nothing, so only what changed while the sink was away is written (for upserts a key the
+    /// view lost gets a delete marker).
     async fn table_rows_as_retractions(&self) -> Result<RecordBatch, ConnectorError> {
         let columns: Vec<String> = self.view.fields().iter().map(|f| quote(f.name())).collect();
-        let sql = format!(
-            "SELECT {} FROM {} FINAL WHERE {} = 0 FORMAT JSONEachRow",
-            columns.join(", "),
-            self.table,
-            quote(&self.delete_column)
-        );
+        let sql = match self.mode {
+            SinkMode::Upsert { .. } => format!("SELECT {} FROM {} FINAL WHERE {} = 0", columns.join(", "), self.table, quote(&self.delete_column)),
+            SinkMode::AppendOnly => format!("SELECT {} FROM {}", columns.join(", "), self.table),
+        };
         let mut cursor = self.client.query(&sql).fetch_bytes("JSONEachRow").map_err(|e| unavailable(&self.url, e))?;
         let bytes = cursor.collect().await.map_err(|e| unavailable(&self.url, e))?;
-        let fields: Vec<Field> = self.view.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
+        // Booleans are stored as UInt8 (0/1 in JSON); everything else reads back as written.
+        let stored = |t: &DataType| if *t == DataType::Boolean { DataType::UInt8 } else { t.clone() };
+        let fields: Vec<Field> = self.view.fields().iter().map(|f| Field::new(f.name(), stored(f.data_type()), true)).collect();
         let schema = Arc::new(Schema::new(fields));
         let mut decoder = datafusion::arrow::json::ReaderBuilder::new(schema.clone()).build_decoder()?;
-        decoder.decode(&bytes)?;
-        let rows = decoder.flush()?.unwrap_or_else(|| RecordBatch::new_empty(schema));
-        let mut fields: Vec<Field> = rows.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut batches = Vec::new();
+        let mut offset = 0;
+        while offset < bytes.len() {
+            let read = decoder.decode(&bytes[offset..])?;
+            offset += read;
+            if let Some(batch) = decoder.flush()? {
+                batches.push(batch);
+            } else if read == 0 {
+                break;
+            }
+        }
+        let rows = datafusion::arrow::compute::concat_batches(&schema, &batches)?;
+        let mut fields: Vec<Field> = self.view.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
+        let mut columns = rows.columns().iter().zip(self.view.fields()).map(|(c, f)| cast(c, f.data_type())).collect::<Result<Vec<_>, _>>()?;
         fields.push(Field::new(DIFF_COLUMN, DataType::Int64, false));
-        let mut columns = rows.columns().to_vec();
         columns.push(Arc::new(datafusion::arrow::array::Int64Array::from_value(-1, rows.num_rows())));
         Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
     }

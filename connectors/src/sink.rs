@@ -110,6 +110,29 @@ pub fn inserted_rows(view: &SchemaRef, changes: &[RecordBatch]) -> Result<Record
     Ok(concat_batches(view, &pieces)?)
 }
 
+/// Changes netted per distinct row: each row inserted more often than retracted, as many times
+/// as the difference, in the order rows were first seen; rows retracted more often than
+/// inserted are left out. An append-only sink that joins its view again (a restart) retracts
+/// the rows its target already has this way, and writes only the rest.
+pub fn net_inserted_rows(view: &SchemaRef, changes: &[RecordBatch]) -> Result<RecordBatch, ConnectorError> {
+    let whole = RowConverter::new(view.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect())?;
+    let view_rows = changes.iter().map(|b| view_columns(view, b)).collect::<Result<Vec<_>, _>>()?;
+    let all = concat_batches(view, &view_rows)?;
+    let rows = whole.convert_columns(all.columns())?;
+    let mut net: HashMap<&[u8], (i64, usize)> = HashMap::new();
+    let mut i = 0;
+    for batch in changes {
+        for d in diff_column(batch)?.values() {
+            net.entry(rows.row(i).data()).or_insert((0, i)).0 += d;
+            i += 1;
+        }
+    }
+    let mut kept: Vec<(usize, i64)> = net.into_values().filter(|(count, _)| *count > 0).map(|(count, first)| (first, count)).collect();
+    kept.sort_unstable();
+    let indexes: Vec<u32> = kept.iter().flat_map(|&(first, count)| std::iter::repeat_n(first as u32, count as usize)).collect();
+    Ok(take_record_batch(&all, &UInt32Array::from(indexes))?)
+}
+
 /// An upsert epoch's outcome, in the view's columns: per key whose row changed, the row it has
 /// now; and the keys that left the view, each as one of its old rows.
 pub fn newest_per_key(view: &SchemaRef, key: &[usize], changes: &[RecordBatch]) -> Result<(RecordBatch, RecordBatch), ConnectorError> {
@@ -156,4 +179,30 @@ pub fn newest_per_key(view: &SchemaRef, key: &[usize], changes: &[RecordBatch]) 
     present.sort_unstable();
     gone.sort_unstable();
     Ok((take_record_batch(&all, &UInt32Array::from(present))?, take_record_batch(&all, &UInt32Array::from(gone))?))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::StringArray;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn changes(keys: &[&str], diffs: &[i64]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Utf8, true), Field::new(DIFF_COLUMN, DataType::Int64, false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(keys.to_vec())), Arc::new(Int64Array::from(diffs.to_vec()))]).unwrap()
+    }
+
+    #[test]
+    fn net_inserted_rows_subtract_what_the_target_has() {
+        let view = Arc::new(Schema::new(vec![Field::new("k", DataType::Utf8, true)]));
+        // The target has a, b, b and x; the view has a, b, b, b, c.
+        let target = changes(&["a", "b", "b", "x"], &[-1, -1, -1, -1]);
+        let contents = changes(&["c", "a", "b", "b"], &[1, 1, 2, 1]);
+        let rows = net_inserted_rows(&view, &[target, contents]).unwrap();
+        let keys: Vec<&str> = rows.column(0).as_string::<i32>().iter().map(|k| k.unwrap()).collect();
+        assert_eq!(keys, ["b", "c"], "one more b, and c; x is not the sink's to remove");
+    }
 }
