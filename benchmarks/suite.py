@@ -20,6 +20,12 @@ Workloads (--workloads, default all but `memory`):
                                               view, next to decoding the same messages alone
                                               (`weir bench-json-decode`); needs a broker:
                                               --kafka-brokers or $WEIR_KAFKA_BROKERS
+  sink-clickhouse                             Nexmark bids through a sink of its own query into a
+                                              ClickHouse table Weir creates; rows/s delivered (needs
+                                              --clickhouse-url or $WEIR_CLICKHOUSE_URL)
+  sink-ilp-http sink-ilp-tcp                  the same bids through the QuestDB sink (ILP over HTTP or
+                                              TCP) into a receiver in this script that counts lines:
+                                              Weir's side of the delivery, not a database's
   freshness                                   q5 core at a fixed rate, freshness percentiles
   memory                                      q5 rate-limited for --memory-seconds, RSS over time
 
@@ -34,14 +40,18 @@ Usage:
 
 import argparse
 import datetime
+import http.server
 import json
 import os
 import platform
 import re
+import socketserver
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 
 import psycopg
 
@@ -426,6 +436,154 @@ def kafka_json_workload(args):
         weir.close()
 
 
+class LineCounter:
+    """A line-protocol endpoint that only counts lines: over TCP (QuestDB's 9009 protocol), or
+    over HTTP (`POST /write`, answered 204; `/settings` answered 404, so the client speaks ILP
+    v1 as it would to an older QuestDB)."""
+
+    def __init__(self, protocol):
+        self.lines = 0
+        self.requests = 0
+        self.lock = threading.Lock()
+        counter = self
+
+        class Tcp(socketserver.BaseRequestHandler):
+            def handle(self):
+                while True:
+                    data = self.request.recv(1 << 20)
+                    if not data:
+                        return
+                    with counter.lock:
+                        counter.lines += data.count(b"\n")
+
+        class Http(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_POST(self):
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    body = b""
+                    while True:
+                        size = int(self.rfile.readline().strip(), 16)
+                        if size == 0:
+                            self.rfile.readline()
+                            break
+                        body += self.rfile.read(size)
+                        self.rfile.readline()
+                else:
+                    body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with counter.lock:
+                    counter.lines += body.count(b"\n")
+                    counter.requests += 1
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        if protocol == "tcp":
+            self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Tcp)
+        else:
+            self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Http)
+        self.server.daemon_threads = True
+        self.addr = "%s:%d" % self.server.server_address
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def clickhouse_query(url, sql):
+    # POST: ClickHouse runs GET requests read-only.
+    with urllib.request.urlopen(url + "/", data=sql.encode(), timeout=60) as r:
+        return r.read().decode()
+
+
+SINK_QUERY = "SELECT auction, bidder, price, date_time FROM bid"
+
+
+def sink_workload(args, target):
+    """Nexmark bids through `CREATE SINK ... AS SELECT` (every bid a row, append-only) to a
+    target: rows/s from the sink's creation to the last row delivered, rows per CPU-second of
+    the server (generating, the view and the sink's encoding and sending), peak RSS, and the
+    sink's lag (how long the oldest undelivered epoch waited) sampled while it runs."""
+    events = args.sink_rows * 50 // 46
+    rows = nexmark_bids(events)
+    batch = args.sink_batch_rows
+    counter = None
+    table = f"bench_bids_{os.getpid()}_{int(time.time())}"
+    if target == "clickhouse":
+        url = args.clickhouse_url or os.environ.get("WEIR_CLICKHOUSE_URL")
+        if not url:
+            print("sink-clickhouse: skipped: no ClickHouse (--clickhouse-url or WEIR_CLICKHOUSE_URL; "
+                  "`source tests/services.sh && start_clickhouse` starts one)", file=sys.stderr)
+            return None
+        options = (f"connector = 'clickhouse', clickhouse.url = '{url}', clickhouse.table = '{table}', "
+                   f"clickhouse.create_table = 'true'")
+    else:
+        protocol = target.rsplit("-", 1)[1]
+        counter = LineCounter(protocol)
+        options = (f"connector = 'questdb', questdb.protocol = '{protocol}', questdb.addr = '{counter.addr}', "
+                   f"questdb.table = '{table}', questdb.designated_timestamp = 'date_time'")
+    weir = Weir(args.weir)
+    try:
+        cpu0, _, _ = weir.stats()
+        t0 = time.monotonic()
+        weir.conn.execute(gen_bid_source(events))
+        weir.conn.execute(f"CREATE SINK s AS {SINK_QUERY} WITH ({options}, sink.batch.rows = '{batch}')")
+        # Done when the target has every row (the sink counts change rows, and identical bids
+        # are one change of multiplicity 2); then a moment more to see that no row follows.
+        def landed():
+            if target == "clickhouse":
+                return int(clickhouse_query(url, f"SELECT count() FROM {table}").strip())
+            return counter.lines
+        lags = []
+        deadline = time.monotonic() + 3600
+        while True:
+            lag, status = weir.conn.execute("SELECT lag_ms, status FROM weir_catalog.sinks WHERE name = 's'").fetchone()
+            lags.append(lag)
+            arrived = landed()
+            if arrived >= rows:
+                break
+            if status.startswith("failed") or time.monotonic() > deadline:
+                fail(f"sink-{target}", f"{arrived} of {rows} rows arrived, status {status}")
+            time.sleep(0.05)
+        wall = time.monotonic() - t0
+        cpu1, hwm, _ = weir.stats()
+        batches = weir.one("SELECT batches FROM weir_catalog.sinks WHERE name = 's'")
+        time.sleep(1)
+        arrived = landed()
+        if target == "clickhouse":
+            clickhouse_query(url, f"DROP TABLE {table}")
+        if arrived != rows:
+            fail(f"sink-{target}", f"{arrived} rows arrived, {rows} expected")
+        return {
+            "workload": f"sink-{target}",
+            "events": rows,
+            "counted": "rows",
+            "wall_s": round(wall, 3),
+            "cpu_s": round(cpu1 - cpu0, 3),
+            "per_s": round(rows / wall),
+            "per_cpu_s": round(rows / max(cpu1 - cpu0, 1e-9)),
+            "peak_rss_mb": round(hwm / 2**20, 1),
+            "state_mb": round(weir.one("SELECT coalesce(sum(state_bytes), 0) FROM weir_catalog.materialized_views") / 2**20, 2),
+            "batch_rows": batch,
+            "batches": batches,
+            "lag_p50_ms": round(percentile(lags, 50), 1),
+            "lag_p99_ms": round(percentile(lags, 99), 1),
+        }
+    finally:
+        weir.close()
+        if counter:
+            counter.close()
+
+
 def percentile(values, p):
     values = sorted(values)
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
@@ -516,11 +674,14 @@ def main():
     ap.add_argument("--chat-rows", type=int, default=5_000_000)
     ap.add_argument("--kafka-rows", type=int, default=2_000_000, help="messages for kafka-json")
     ap.add_argument("--kafka-brokers", default=None, help="broker for kafka-json (default: $WEIR_KAFKA_BROKERS)")
+    ap.add_argument("--sink-rows", type=int, default=2_000_000, help="rows for the sink workloads")
+    ap.add_argument("--sink-batch-rows", type=int, default=100_000, help="sink.batch.rows of the sink workloads")
+    ap.add_argument("--clickhouse-url", default=None, help="ClickHouse for sink-clickhouse (default: $WEIR_CLICKHOUSE_URL)")
     ap.add_argument("--freshness-rate", type=int, default=100_000)
     ap.add_argument("--freshness-seconds", type=int, default=30)
     ap.add_argument("--memory-seconds", type=int, default=600)
     ap.add_argument("--data", default=os.path.expanduser("~/.cache/weir-bench-data"), help="where the bid files go")
-    ap.add_argument("--workloads", default="gen-q0,gen-q1,gen-q2,gen-q5,gen-q7,gen-q8,file-tumble,file-hop,file-q7,chat,kafka-json,freshness")
+    ap.add_argument("--workloads", default="gen-q0,gen-q1,gen-q2,gen-q5,gen-q7,gen-q8,file-tumble,file-hop,file-q7,chat,kafka-json,sink-clickhouse,sink-ilp-http,sink-ilp-tcp,freshness")
     ap.add_argument("--peers", action="store_true", help="run the peers on the file workloads")
     ap.add_argument("--parallelism", default="1,2", help="peer parallelism levels")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks that everything works")
@@ -529,6 +690,7 @@ def main():
     args = ap.parse_args()
     if args.smoke:
         args.events, args.small_events, args.chat_rows, args.kafka_rows = 20_000, 20_000, 50_000, 20_000
+        args.sink_rows, args.sink_batch_rows = 20_000, 5_000
         args.freshness_seconds, args.freshness_rate = 3, 2_000
 
     workloads = args.workloads.split(",")
@@ -559,6 +721,11 @@ def main():
             results.append(chat_workload(args))
         elif w == "kafka-json":
             result = kafka_json_workload(args)
+            if result is None:
+                continue
+            results.append(result)
+        elif w.startswith("sink-"):
+            result = sink_workload(args, w[5:])
             if result is None:
                 continue
             results.append(result)
@@ -600,6 +767,12 @@ def main():
             ratio = round(w["per_s"] / rate, 2) if rate else "-"
             lines.append(f"| {p['workload']} | {p['engine']} {p.get('version', '')} | {p.get('mode')} | {p.get('input')} | "
                          f"{p['parallelism']} | {job:.2f} | {fmt(rate)} | {ratio} | {p['agrees']} |")
+    for r in results:
+        if "batch_rows" in r:
+            lines.append("")
+            lines.append(f"{r['workload']}: {fmt(r['per_s'])} rows/s delivered ({fmt(r['per_cpu_s'])} per CPU-second of Weir), "
+                         f"in {r['batches']} batches of up to {fmt(r['batch_rows'])} rows; sink lag p50 {r['lag_p50_ms']} ms, "
+                         f"p99 {r['lag_p99_ms']} ms; peak RSS {r['peak_rss_mb']} MB")
     for r in results:
         if "decode_only_per_s" in r:
             lines.append("")

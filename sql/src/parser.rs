@@ -491,12 +491,49 @@ fn parse_create_sink(p: &mut Parser) -> Result<CreateSink, ParserError> {
         SinkInput::Object(p.parse_object_name(false)?)
     } else {
         p.expect_keyword(Keyword::AS)?;
-        let query = p.parse_query()?;
+        let query = parse_sink_query(p)?;
         SinkInput::Query { query, emit_on_window_close: parse_emit_on_window_close(p)? }
     };
     let with = parse_with_options(p)?;
     let format = parse_format_encode(p)?;
     Ok(CreateSink { if_not_exists, name, input, with, format })
+}
+
+/// A sink's query, which ends before `EMIT ON WINDOW CLOSE` or the sink's `WITH (...)` options.
+/// sqlparser would read `FROM t WITH (...)` as MSSQL table hints of `t` and `FROM t EMIT` as an
+/// alias, so the query is parsed from the tokens up to the first `EMIT ON` or else the last
+/// `WITH (` outside parentheses (a CTE's `WITH` is followed by a name, not `(`).
+fn parse_sink_query(p: &mut Parser) -> Result<Box<ast::Query>, ParserError> {
+    let mut tokens = Vec::new();
+    let (mut options_at, mut emit_at) = (None, None);
+    let mut depth = 0usize;
+    loop {
+        let token = p.peek_nth_token_ref(tokens.len()).clone();
+        let next = &p.peek_nth_token_ref(tokens.len() + 1).token;
+        match &token.token {
+            Token::EOF | Token::SemiColon => break,
+            Token::LParen => depth += 1,
+            Token::RParen => depth = depth.saturating_sub(1),
+            Token::Word(w) if depth == 0 && w.keyword == Keyword::WITH && *next == Token::LParen => options_at = Some(tokens.len()),
+            Token::Word(w) if depth == 0 && w.value.eq_ignore_ascii_case("EMIT") && matches!(next, Token::Word(n) if n.keyword == Keyword::ON) => {
+                emit_at = emit_at.or(Some(tokens.len()));
+            }
+            _ => {}
+        }
+        tokens.push(token);
+    }
+    let Some(end) = emit_at.or(options_at) else { return p.parse_query() };
+    tokens.truncate(end);
+    let mut query_parser = Parser::new(&PostgreSqlDialect {}).with_tokens_with_locations(tokens);
+    let query = query_parser.parse_query()?;
+    let rest = query_parser.peek_token();
+    if rest.token != Token::EOF {
+        return Err(ParserError::ParserError(format!("syntax error at or near \"{}\"", rest.token)));
+    }
+    for _ in 0..end {
+        p.next_token();
+    }
+    Ok(query)
 }
 
 fn parse_subscribe(p: &mut Parser) -> Result<Subscribe, ParserError> {
@@ -556,6 +593,10 @@ mod tests {
             "CREATE SINK s FROM m WITH (connector = 'clickhouse', clickhouse.password = 'pw')",
         );
         round_trips("CREATE SINK s AS SELECT 1 WITH (connector = 'questdb')");
+        // The options are the sink's, not table hints of the query's last table.
+        round_trips("CREATE SINK s AS SELECT a FROM t WITH (connector = 'questdb')");
+        round_trips("CREATE SINK s AS WITH x AS (SELECT a FROM t) SELECT a FROM x WITH (connector = 'questdb')");
+        round_trips("CREATE SINK s AS SELECT a, window_start FROM TUMBLE(t, ts, INTERVAL '1' MINUTE) EMIT ON WINDOW CLOSE WITH (connector = 'questdb')");
         round_trips("SUBSCRIBE TO m WITH (snapshot = false)");
         round_trips("SUBSCRIBE (SELECT * FROM m)");
         round_trips("FLUSH");
