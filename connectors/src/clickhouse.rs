@@ -69,26 +69,6 @@ impl std::fmt::Debug for ClickHouseSink {
     }
 }
 
-/// A TabSeparated field's text (ClickHouse escapes tabs, newlines and backslashes).
-fn unescape_tsv(field: &str) -> String {
-    let mut out = String::with_capacity(field.len());
-    let mut chars = field.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('t') => out.push('\t'),
-            Some('n') => out.push('\n'),
-            Some('0') => out.push('\0'),
-            Some(other) => out.push(other),
-            None => out.push('\\'),
-        }
-    }
-    out
-}
-
 /// Backquoted ClickHouse identifier.
 fn quote(name: &str) -> String {
     format!("`{}`", name.replace('\\', "\\\\").replace('`', "\\`"))
@@ -172,19 +152,36 @@ impl ClickHouseSink {
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
+    /// Rows of a query's JSONEachRow answer.
+    async fn json_rows<T: serde::de::DeserializeOwned>(&self, sql: &str) -> Result<Vec<T>, ConnectorError> {
+        let mut cursor = self.client.query(sql).fetch_bytes("JSONEachRow").map_err(|e| unavailable(&self.url, e))?;
+        let bytes = cursor.collect().await.map_err(|e| unavailable(&self.url, e))?;
+        bytes
+            .split(|b| *b == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(|line| serde_json::from_slice(line).map_err(|e| unavailable(&self.url, format!("unexpected answer to {sql}: {e}"))))
+            .collect()
+    }
+
     /// The table as ClickHouse describes it, if it exists.
     async fn table_info(&self, database: &str, table: &str) -> Result<Option<TableInfo>, ConnectorError> {
+        #[derive(serde::Deserialize)]
+        struct Table {
+            engine: String,
+            engine_full: String,
+            sorting_key: String,
+        }
+        #[derive(serde::Deserialize)]
+        struct Column {
+            name: String,
+            r#type: String,
+        }
         let filter = format!("database = {} AND name = {}", literal(database), literal(table));
-        let text = self.text(&format!("SELECT engine, engine_full, sorting_key FROM system.tables WHERE {filter}")).await?;
-        let Some(line) = text.lines().next() else { return Ok(None) };
-        let mut parts = line.split('\t').map(unescape_tsv);
-        let (engine, engine_full, sorting_key) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
-        let columns = self
-            .text(&format!("SELECT name, type FROM system.columns WHERE database = {} AND table = {}", literal(database), literal(table)))
-            .await?
-            .lines()
-            .filter_map(|l| l.split_once('\t').map(|(n, t)| (unescape_tsv(n), unescape_tsv(t))))
-            .collect();
+        let tables: Vec<Table> = self.json_rows(&format!("SELECT engine, engine_full, sorting_key FROM system.tables WHERE {filter}")).await?;
+        let Some(Table { engine, engine_full, sorting_key }) = tables.into_iter().next() else { return Ok(None) };
+        let filter = format!("database = {} AND table = {}", literal(database), literal(table));
+        let columns: Vec<Column> = self.json_rows(&format!("SELECT name, type FROM system.columns WHERE {filter}")).await?;
+        let columns = columns.into_iter().map(|c| (c.name, c.r#type)).collect();
         Ok(Some(TableInfo { columns, engine, engine_full, sorting_key }))
     }
 

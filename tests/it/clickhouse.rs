@@ -228,6 +228,13 @@ async fn bad_sinks_are_errors_at_create() {
     ch(&url, &format!("CREATE TABLE {sorted} (k String, n Int64, weir_epoch UInt64, weir_deleted UInt8) ENGINE = ReplacingMergeTree(weir_epoch) ORDER BY n")).await;
     let (_, message) = create(format!("clickhouse.url = '{url}', clickhouse.table = '{sorted}', primary_key = 'k'")).await;
     assert!(message.contains("sorted by"), "{message}");
+    // Wrong credentials: 08001, as postgres_fdw reports a failed login, with ClickHouse's
+    // reason and without the password.
+    let (code, message) =
+        create(format!("clickhouse.url = '{url}', clickhouse.table = '{table}', clickhouse.password = 'not-the-password', primary_key = 'k'")).await;
+    assert_eq!(code, "08001", "{message}");
+    assert!(message.contains("Wrong password") || message.contains("Authentication failed"), "{message}");
+    assert!(!message.contains("not-the-password"), "{message}");
     let (code, message) =
         create("clickhouse.url = 'http://127.0.0.1:1', clickhouse.table = 't', clickhouse.password = 'hunter2', primary_key = 'k'".into()).await;
     assert_eq!(code, "08001", "{message}");

@@ -259,14 +259,20 @@ async fn insert_windows(client: &tokio_postgres::Client, batches: std::ops::Rang
     windows
 }
 
-/// An EMIT ON WINDOW CLOSE view over ILP/HTTP, in requests of at most 4 rows: every window
-/// once, with the designated timestamp, a symbol and a field of each type.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_append_only_windows_arrive_once_with_their_types() {
-    let Some(influx) = influxdb() else { return };
-    let received = Received::new(&influx);
+/// A server with the windows view (`WINDOWS_DDL`) sunk over ILP/HTTP through a proxy to
+/// InfluxDB, with the given extra sink options.
+struct WindowsSink {
+    received: Arc<Received>,
+    table: String,
+    client: tokio_postgres::Client,
+    _server: Server,
+    _dir: tempfile::TempDir,
+}
+
+async fn windows_sink(influx: &str, prefix: &str, extra: &str) -> WindowsSink {
+    let received = Received::new(influx);
     let addr = http_proxy(received.clone()).await;
-    let table = unique_name("windows");
+    let table = unique_name(prefix);
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"));
     let client = server.connect().await;
@@ -274,13 +280,23 @@ async fn http_append_only_windows_arrive_once_with_their_types() {
     client
         .batch_execute(&format!(
             "CREATE SINK w_out FROM w WITH (connector = 'questdb', questdb.addr = '{addr}', questdb.table = '{table}', \
-                 questdb.designated_timestamp = 'window_start', questdb.symbols = 'k', sink.batch.rows = '4')"
+                 questdb.designated_timestamp = 'window_start', questdb.symbols = 'k'{extra})"
         ))
         .await
         .unwrap();
-    let windows = insert_windows(&client, 0..10).await;
+    WindowsSink { received, table, client, _server: server, _dir: dir }
+}
+
+/// An EMIT ON WINDOW CLOSE view over ILP/HTTP, in requests of at most 4 rows: every window
+/// once, with the designated timestamp, a symbol and a field of each type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_append_only_windows_arrive_once_with_their_types() {
+    let Some(influx) = influxdb() else { return };
+    let sink = windows_sink(&influx, "windows", ", sink.batch.rows = '4'").await;
+    let (received, table, client) = (&sink.received, &sink.table, &sink.client);
+    let windows = insert_windows(client, 0..10).await;
     client.batch_execute("INSERT INTO ev VALUES ('z', 0, TIMESTAMP '2026-01-01 01:00:00')").await.unwrap();
-    let rows = wait_equal(&client, &influx, WINDOWS_VIEW, &table, WINDOWS_COLUMNS, |_| true).await;
+    let rows = wait_equal(client, &influx, WINDOWS_VIEW, table, WINDOWS_COLUMNS, |_| true).await;
     assert_eq!(rows.len(), windows, "every window of the 100 s, and no more");
     received.assert_no_errors();
     assert_eq!(received.line_count(), windows, "each window was sent once");
@@ -345,23 +361,11 @@ async fn tcp_upserts_replace_points_and_mark_deleted_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_outage_loses_and_doubles_nothing() {
     let Some(influx) = influxdb() else { return };
-    let received = Received::new(&influx);
-    let addr = http_proxy(received.clone()).await;
-    let table = unique_name("outage");
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"));
-    let client = server.connect().await;
-    client.batch_execute(WINDOWS_DDL).await.unwrap();
-    client
-        .batch_execute(&format!(
-            "CREATE SINK w_out FROM w WITH (connector = 'questdb', questdb.addr = '{addr}', questdb.table = '{table}', \
-                 questdb.designated_timestamp = 'window_start', questdb.symbols = 'k')"
-        ))
-        .await
-        .unwrap();
-    let mut windows = insert_windows(&client, 0..3).await;
+    let sink = windows_sink(&influx, "outage", "").await;
+    let (received, table, client) = (&sink.received, &sink.table, &sink.client);
+    let mut windows = insert_windows(client, 0..3).await;
     received.down.store(true, Ordering::SeqCst);
-    windows += insert_windows(&client, 3..7).await;
+    windows += insert_windows(client, 3..7).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let status: String = client.query_one("SELECT status FROM weir_catalog.sinks", &[]).await.unwrap().get(0);
@@ -373,12 +377,12 @@ async fn an_http_outage_loses_and_doubles_nothing() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    windows += insert_windows(&client, 7..10).await;
+    windows += insert_windows(client, 7..10).await;
     let count: i64 = client.query_one("SELECT count(*) FROM w", &[]).await.unwrap().get(0);
     assert!(count > 0, "the view kept running");
     received.down.store(false, Ordering::SeqCst);
     client.batch_execute("INSERT INTO ev VALUES ('z', 0, TIMESTAMP '2026-01-01 01:00:00')").await.unwrap();
-    let rows = wait_equal(&client, &influx, WINDOWS_VIEW, &table, WINDOWS_COLUMNS, |_| true).await;
+    let rows = wait_equal(client, &influx, WINDOWS_VIEW, table, WINDOWS_COLUMNS, |_| true).await;
     assert_eq!(rows.len(), windows);
     received.assert_no_errors();
     assert_eq!(received.line_count(), windows, "no window was written twice");
