@@ -28,7 +28,7 @@ use weir_catalog::ObjectId;
 use weir_connectors::Source;
 use weir_sql::streaming::{InputKind, StreamPlan};
 
-use crate::dataflow::job::{CHANNEL_CAPACITY, InputReceiver, JobInput, Report, Subscription, ViewJob, ViewStats};
+use crate::dataflow::job::{Backfill, CHANNEL_CAPACITY, InputReceiver, JobInput, Report, Subscription, ViewJob, ViewStats};
 use crate::dataflow::operators;
 use crate::dataflow::reader::{Reader, ReaderControl, SourceStats};
 use crate::dataflow::view_data::ViewData;
@@ -65,9 +65,19 @@ impl ViewRuntime {
     fn subscribe(&self, subscriber: ObjectId) -> Option<(mpsc::Receiver<Message>, mpsc::Receiver<Message>)> {
         let (backfill_tx, backfill_rx) = mpsc::channel(CHANNEL_CAPACITY);
         let (live_tx, live_rx) = mpsc::channel(CHANNEL_CAPACITY);
-        self.subscriptions.send(Subscription { view: subscriber, backfill: backfill_tx, live: live_tx }).ok()?;
+        let subscription = Subscription { view: subscriber, backfill: Backfill::Messages(backfill_tx), live: live_tx, overflowed: None };
+        self.subscriptions.send(subscription).ok()?;
         Some((backfill_rx, live_rx))
     }
+}
+
+/// A change feed of a view that never holds the view back (SUBSCRIBE): the view's data when
+/// the feed joined, then every later message through a buffer of `capacity` messages. When the
+/// buffer is full the view drops the feed (its receiver ends) and sets `overflowed`.
+pub struct ChangeFeed {
+    pub snapshot: tokio::sync::oneshot::Receiver<crate::dataflow::view_data::ViewData>,
+    pub live: mpsc::Receiver<Message>,
+    pub overflowed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Default)]
@@ -343,6 +353,19 @@ impl Coordinator {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let not_running = || WeirError::new(SqlState::ObjectNotInPrerequisiteState, "the materialized view is not running");
         state.views.get(&view).and_then(|runtime| runtime.subscribe(subscriber)).ok_or_else(not_running)
+    }
+
+    /// A change feed of a running view (SUBSCRIBE); it joins at the view's next epoch boundary.
+    pub fn change_feed(&self, view: ObjectId, capacity: usize) -> Result<ChangeFeed> {
+        let (snapshot_tx, snapshot) = tokio::sync::oneshot::channel();
+        let (live_tx, live) = mpsc::channel(capacity.max(1));
+        let overflowed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let subscription =
+            Subscription { view, backfill: Backfill::Snapshot(snapshot_tx), live: live_tx, overflowed: Some(overflowed.clone()) };
+        let state = self.lock();
+        let runtime = state.views.get(&view).ok_or_else(|| WeirError::new(SqlState::ObjectNotInPrerequisiteState, "the materialized view is not running"))?;
+        runtime.subscriptions.send(subscription).map_err(|_| WeirError::new(SqlState::ObjectNotInPrerequisiteState, "the materialized view is not running"))?;
+        Ok(ChangeFeed { snapshot, live, overflowed })
     }
 
     pub fn view_shape(&self, id: ObjectId) -> Option<crate::streaming::ViewShape> {

@@ -38,6 +38,8 @@
 //!   [`dataflow`] - the incremental engine (readers, jobs, operators, view contents). See
 //!   `docs/dataflow.md`. [`weir_catalog`] - the `weir_catalog` system tables (sources, views).
 //! * [`sinks`] - `CREATE SINK`: a view's changes delivered epoch by epoch (`docs/sinks.md`).
+//! * [`subscribe`] - `SUBSCRIBE`: a view's changes as a stream of rows for a client, never
+//!   holding the view back.
 //!
 //! Sibling crates: `weir-sql` (statements), `weir-catalog` (objects and persistence),
 //! `weir-connectors` (source and sink traits).
@@ -62,5 +64,6 @@ pub mod settings;
 pub mod sinks;
 pub mod storage;
 pub mod streaming;
+pub mod subscribe;
 pub mod text_format;
 pub mod weir_catalog;

@@ -56,6 +56,9 @@ pub enum Outcome {
     CopyIn { columns: usize, format: CopyFormat },
     /// `COPY ... TO STDOUT`: rows already encoded, one CopyData message per row.
     CopyOut { columns: usize, format: CopyFormat, rows: Vec<Vec<u8>> },
+    /// `COPY (SUBSCRIBE ...) TO STDOUT`: encoded rows as they come, a batch at a time, until
+    /// the client cancels or the subscription fails.
+    CopyOutStream { columns: usize, format: CopyFormat, rows: futures::stream::BoxStream<'static, Result<Vec<Vec<u8>>>> },
     /// A `SET` whose new value must be reported to the client as ParameterStatus.
     SetReported { name: String, value: String },
 }
@@ -277,8 +280,28 @@ impl Session {
                 crate::sinks::create_sink(&self.db, &ctx, stmt, &self.user).await?;
                 Ok(Outcome::Command(Tag::new("CREATE SINK")))
             }
-            other @ Statement::Subscribe(_) => Err(WeirError::not_supported(other.kind_name())
-                .with_hint("SUBSCRIBE is not implemented yet.")),
+            Statement::CopySubscribe { subscribe, copy } => {
+                let sqlparser::ast::Statement::Copy { options, legacy_options, .. } = copy.as_ref() else {
+                    return Err(WeirError::internal("COPY (SUBSCRIBE ...) without its COPY"));
+                };
+                let format = CopyFormat::from_options(options, legacy_options)?;
+                let ctx = self.statement_context();
+                let (schema, stream) = crate::subscribe::subscribe(&self.db, &ctx, subscribe).await?;
+                let settings = self.settings.clone();
+                let mut row_format = format.clone();
+                // A CSV header once, before the first rows.
+                let rows = stream.map(move |batch| {
+                    let rows = crate::copy::encode_rows(&[batch?], &row_format, &settings);
+                    row_format.header = false;
+                    rows
+                });
+                Ok(Outcome::CopyOutStream { columns: schema.fields().len(), format, rows: Box::pin(rows) })
+            }
+            Statement::Subscribe(stmt) => {
+                let ctx = self.statement_context();
+                let (schema, stream) = crate::subscribe::subscribe(&self.db, &ctx, stmt).await?;
+                Ok(Outcome::Rows { schema, stream, tag: "SUBSCRIBE" })
+            }
         }
     }
 

@@ -133,6 +133,7 @@ fn parse_one(p: &mut Parser) -> Result<Statement, ParserError> {
             parse_create_materialized_view(p).map(|s| Statement::ExplainCreateMaterializedView(Box::new(s)))
         }
         (Some("SUBSCRIBE"), _) => parse_subscribe(p).map(|s| Statement::Subscribe(Box::new(s))),
+        (Some("COPY"), _) if p.peek_nth_token_ref(1).token == Token::LParen && word(p, 2).as_deref() == Some("SUBSCRIBE") => parse_copy_subscribe(p),
         (Some("FLUSH"), _) if matches!(p.peek_tokens::<2>()[1], Token::SemiColon | Token::EOF) => {
             p.next_token();
             Ok(Statement::Flush)
@@ -536,6 +537,26 @@ fn parse_sink_query(p: &mut Parser) -> Result<Box<ast::Query>, ParserError> {
     Ok(query)
 }
 
+/// `COPY (SUBSCRIBE ...) TO STDOUT [WITH (...)]`. What follows the subscription is parsed by
+/// sqlparser as the rest of `COPY (SELECT 1) ...`, so COPY's options are read as usual.
+fn parse_copy_subscribe(p: &mut Parser) -> Result<Statement, ParserError> {
+    p.expect_keyword(Keyword::COPY)?;
+    p.expect_token(&Token::LParen)?;
+    let subscribe = parse_subscribe(p)?;
+    p.expect_token(&Token::RParen)?;
+    let mut rest = Vec::new();
+    while !matches!(p.peek_token_ref().token, Token::EOF | Token::SemiColon) {
+        rest.push(p.next_token().token.to_string());
+    }
+    let sql = format!("COPY (SELECT 1) {}", rest.join(" "));
+    let copy = Parser::new(&PostgreSqlDialect {}).try_with_sql(&sql)?.parse_statement()?;
+    match &copy {
+        ast::Statement::Copy { to: true, target: ast::CopyTarget::Stdout, .. } => {}
+        _ => return Err(ParserError::ParserError("COPY (SUBSCRIBE ...) must be TO STDOUT".into())),
+    }
+    Ok(Statement::CopySubscribe { subscribe: Box::new(subscribe), copy: Box::new(copy) })
+}
+
 fn parse_subscribe(p: &mut Parser) -> Result<Subscribe, ParserError> {
     expect_word(p, "SUBSCRIBE")?;
     let _ = p.parse_keyword(Keyword::TO);
@@ -593,6 +614,8 @@ mod tests {
             "CREATE SINK s FROM m WITH (connector = 'clickhouse', clickhouse.password = 'pw')",
         );
         round_trips("CREATE SINK s AS SELECT 1 WITH (connector = 'questdb')");
+        round_trips("COPY (SUBSCRIBE v WITH (progress = true)) TO STDOUT");
+        round_trips("COPY (SUBSCRIBE (SELECT a FROM t)) TO STDOUT WITH (FORMAT csv)");
         // The options are the sink's, not table hints of the query's last table.
         round_trips("CREATE SINK s AS SELECT a FROM t WITH (connector = 'questdb')");
         round_trips("CREATE SINK s AS WITH x AS (SELECT a FROM t) SELECT a FROM x WITH (connector = 'questdb')");

@@ -63,6 +63,9 @@ pub enum Statement {
     CreateMaterializedView(Box<CreateMaterializedView>),
     CreateSink(Box<CreateSink>),
     Subscribe(Box<Subscribe>),
+    /// `COPY (SUBSCRIBE ...) TO STDOUT [WITH (...)]`: the subscription streamed as COPY data.
+    /// `copy` is the statement with `(SELECT 1)` in place of the subscription, for its options.
+    CopySubscribe { subscribe: Box<Subscribe>, copy: Box<ast::Statement> },
     /// `FLUSH`: wait until everything accepted so far is reflected in every view.
     Flush,
     /// `SHOW TABLES | SOURCES | MATERIALIZED VIEWS | VIEWS | SINKS`.
@@ -85,6 +88,7 @@ impl Statement {
             Statement::CreateMaterializedView(_) => "CREATE MATERIALIZED VIEW",
             Statement::CreateSink(_) => "CREATE SINK",
             Statement::Subscribe(_) => "SUBSCRIBE",
+            Statement::CopySubscribe { .. } => "COPY",
             Statement::Flush => "FLUSH",
             Statement::ShowObjects(_) => "SHOW",
             Statement::ShowCreate { .. } => "SHOW CREATE",
@@ -113,6 +117,13 @@ impl Statement {
             Statement::CreateMaterializedView(s) => s.fmt_sql(f, redact),
             Statement::CreateSink(s) => s.fmt_sql(f, redact),
             Statement::Subscribe(s) => s.fmt_sql(f, redact),
+            Statement::CopySubscribe { subscribe, copy } => {
+                let copy = copy.to_string();
+                let rest = copy.split_once("(SELECT 1)").map(|(_, rest)| rest).unwrap_or("");
+                write!(f, "COPY (")?;
+                subscribe.fmt_sql(f, redact)?;
+                write!(f, "){rest}")
+            }
             Statement::Flush => write!(f, "FLUSH"),
             Statement::ShowObjects(kind) => write!(f, "SHOW {}", kind.plural_sql_name()),
             Statement::ShowCreate { kind, name } => write!(f, "SHOW CREATE {kind} {name}"),

@@ -8,7 +8,7 @@
 //! reports an immutable version of its contents to the coordinator.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::task::Poll;
 
 use tokio::sync::mpsc;
@@ -44,12 +44,30 @@ pub struct JobInput {
     pub live: InputReceiver,
 }
 
-/// A downstream view's request to read this view: its backfill gets the current contents,
-/// its live channel everything after.
+/// A request to read this view (a downstream view, a sink, a SUBSCRIBE): its backfill gets the
+/// current contents, its live channel everything after.
 pub struct Subscription {
     pub view: ObjectId,
-    pub backfill: mpsc::Sender<Message>,
+    pub backfill: Backfill,
     pub live: mpsc::Sender<Message>,
+    /// `None`: the view waits for room in `live` (back-pressure: downstream views, sinks).
+    /// `Some(flag)`: the subscriber must never hold the view back (SUBSCRIBE); when `live` is
+    /// full it is dropped and the flag set, so that it can tell the client why it ended.
+    pub overflowed: Option<Arc<AtomicBool>>,
+}
+
+/// How a subscriber gets the view's contents when it joins.
+pub enum Backfill {
+    /// As change messages, sent before the live ones, waiting for room.
+    Messages(mpsc::Sender<Message>),
+    /// As the view's data itself (a persistent map: cloning it is cheap), never waiting.
+    Snapshot(tokio::sync::oneshot::Sender<ViewData>),
+}
+
+/// A subscriber the view sends its changes to.
+struct Downstream {
+    live: mpsc::Sender<Message>,
+    overflowed: Option<Arc<AtomicBool>>,
 }
 
 /// What a job tells the coordinator.
@@ -75,7 +93,7 @@ pub struct ViewJob {
     pub reports: mpsc::UnboundedSender<Report>,
     pub subscriptions: mpsc::UnboundedReceiver<Subscription>,
     pub stats: Arc<ViewStats>,
-    downstream: Vec<(ObjectId, mpsc::Sender<Message>)>,
+    downstream: Vec<Downstream>,
     outbox: Vec<Message>,
     /// Per input: the leaves of the operator tree that read its relation (two for a self-join).
     leaves: Vec<Vec<usize>>,
@@ -244,16 +262,23 @@ impl ViewJob {
         // the contents as of the previous epoch, this epoch's changes reach them live.
         while let Ok(sub) = self.subscriptions.try_recv() {
             self.flush_outbox().await;
-            for changes in self.data.as_changes()? {
-                if sub.backfill.send(Message::Data(Arc::new(changes))).await.is_err() {
-                    break;
+            match sub.backfill {
+                Backfill::Messages(backfill) => {
+                    for changes in self.data.as_changes()? {
+                        if backfill.send(Message::Data(Arc::new(changes))).await.is_err() {
+                            break;
+                        }
+                    }
+                    let w = self.stats.watermark.load(Ordering::Relaxed);
+                    if w > EventTime::MIN {
+                        let _ = backfill.send(Message::Watermark(w)).await;
+                    }
+                }
+                Backfill::Snapshot(snapshot) => {
+                    let _ = snapshot.send(self.data.clone());
                 }
             }
-            let w = self.stats.watermark.load(Ordering::Relaxed);
-            if w > EventTime::MIN {
-                let _ = sub.backfill.send(Message::Watermark(w)).await;
-            }
-            self.downstream.push((sub.view, sub.live));
+            self.downstream.push(Downstream { live: sub.live, overflowed: sub.overflowed });
         }
         for node in 0..self.tree.operators.len() {
             let mut out = Vec::new();
@@ -279,9 +304,20 @@ impl ViewJob {
         }
         let messages = std::mem::take(&mut self.outbox);
         let mut closed = Vec::new();
-        for (i, (_, tx)) in self.downstream.iter().enumerate() {
+        for (i, d) in self.downstream.iter().enumerate() {
             for m in &messages {
-                if tx.send(m.clone()).await.is_err() {
+                let sent = match &d.overflowed {
+                    None => d.live.send(m.clone()).await.is_ok(),
+                    Some(flag) => match d.live.try_send(m.clone()) {
+                        Ok(()) => true,
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            flag.store(true, Ordering::Relaxed);
+                            false
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => false,
+                    },
+                };
+                if !sent {
                     closed.push(i);
                     break;
                 }

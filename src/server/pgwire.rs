@@ -271,6 +271,64 @@ where
     }
 }
 
+/// Sends a never-ending COPY TO: CopyOutResponse, then each batch of rows as CopyData, flushed
+/// at once (a subscriber waits for them). It ends only with an error: the subscription failed,
+/// or the client canceled (CancelRequest, `pg_cancel_backend`) or `statement_timeout` passed
+/// (57014). The error is returned for the caller to send.
+async fn send_copy_out_stream<C>(
+    client: &mut C,
+    columns: usize,
+    format: &crate::copy::CopyFormat,
+    mut rows: futures::stream::BoxStream<'static, Result<Vec<Vec<u8>>, WeirError>>,
+    timeout: Option<std::time::Duration>,
+    listen_for_cancel: bool,
+) -> PgWireResult<WeirError>
+where
+    C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    let mut cancel = match client.session_extensions().get::<Arc<ConnectionHandle>>() {
+        Some(h) if listen_for_cancel => Some(h.start_query().await),
+        _ => None,
+    };
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let header = pgwire::messages::copy::CopyOutResponse::new(format.wire_format(), columns as i16, vec![format.wire_format() as i16; columns]);
+    client.send(PgWireBackendMessage::CopyOutResponse(header)).await?;
+    loop {
+        let timed_out = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let canceled = async {
+            match cancel.as_mut() {
+                Some(rx) => match rx.await {
+                    Ok(()) => {}
+                    // Replaced by a newer statement's listener: nothing cancels this one.
+                    Err(_) => std::future::pending().await,
+                },
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            next = rows.next() => match next {
+                Some(Ok(batch)) => {
+                    for row in batch {
+                        client.feed(PgWireBackendMessage::CopyData(CopyData::new(row.into()))).await?;
+                    }
+                    client.flush().await?;
+                }
+                Some(Err(e)) => return Ok(e),
+                None => return Ok(WeirError::internal("the subscription ended")),
+            },
+            () = canceled => return Ok(WeirError::canceled("user request")),
+            () = timed_out => return Ok(WeirError::canceled("statement timeout")),
+        }
+    }
+}
+
 /// Pulls the first batch inside the cancellable region: blocking operators (aggregates,
 /// sorts) do their work before the first batch, so cancel and timeouts cover it.
 async fn prefetch(mut stream: SendableRecordBatchStream) -> Result<(Option<RecordBatch>, SendableRecordBatchStream), WeirError> {
@@ -425,6 +483,7 @@ fn into_response(ready: Ready, format: &Format, session: &Session) -> PgWireResu
                 (Response::CopyOut(CopyResponse::new(format.wire_format(), columns, stream::iter(data))), None)
             }
             Outcome::SetReported { name, value } => (Response::Execution(Tag::new("SET")), Some((name, value))),
+            Outcome::CopyOutStream { .. } => return Err(WeirError::internal("a COPY stream reached into_response").into()),
         },
     })
 }
@@ -508,6 +567,20 @@ impl SimpleQueryHandler for WeirQueryHandler {
                     failed = true;
                     break;
                 }
+            };
+            let ready = match ready {
+                Ready::Other(Outcome::CopyOutStream { columns, format, rows }) => {
+                    // Streams until the client cancels or the subscription fails; either ends
+                    // the statement with an ErrorResponse, as Postgres ends a failed COPY TO.
+                    let e = send_copy_out_stream(client, columns, &format, rows, timeout, true).await?;
+                    session.on_error();
+                    self.db.metrics.statement(kind, false);
+                    self.db.metrics.error(e.state.code());
+                    client.feed(PgWireBackendMessage::ErrorResponse(ErrorInfo::from(e).into())).await?;
+                    failed = true;
+                    break;
+                }
+                ready => ready,
             };
             self.db.metrics.statement(kind, true);
             if let Statement::Standard(s) = &p.statement
@@ -766,6 +839,14 @@ impl ExtendedQueryHandler for WeirQueryHandler {
                 .await
         };
         match ready {
+            Ok(Ready::Other(Outcome::CopyOutStream { columns, format, rows })) => {
+                // pgwire listens for a cancel around Execute itself.
+                let e = send_copy_out_stream(client, columns, &format, rows, timeout, false).await?;
+                session.on_error();
+                self.db.metrics.statement(kind, false);
+                self.db.metrics.error(e.state.code());
+                Err(e.into())
+            }
             Ok(ready) => {
                 self.db.metrics.statement(kind, true);
                 if let Statement::Standard(s) = &prepared.parsed.statement

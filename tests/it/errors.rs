@@ -36,7 +36,9 @@ async fn each_sqlstate_comes_from_a_real_statement() {
     assert_eq!(code_of(&c, "INSERT INTO e (n) VALUES (5)").await.0, "23502");
     assert_eq!(code_of(&c, "CREATE SOURCE s (a INT) WITH (connector = 'datagen', watermark.late_events = 'keep')").await.0, "22023");
     assert_eq!(code_of(&c, "CREATE MATERIALIZED VIEW v AS SELECT 1").await.0, "0A000");
-    assert_eq!(code_of(&c, "SUBSCRIBE e").await.0, "0A000");
+    assert_eq!(code_of(&c, "SUBSCRIBE nope").await.0, "42P01");
+    assert_eq!(code_of(&c, "SUBSCRIBE e WITH (colour = 'red')").await.0, "22023");
+    assert_eq!(code_of(&c, "COPY (SUBSCRIBE e WITH (snapshot = 'maybe')) TO STDOUT").await.0, "22023");
 
     // 42804: a WHERE clause that is not boolean.
     assert_eq!(code_of(&c, "SELECT * FROM e WHERE n").await.0, "42804");

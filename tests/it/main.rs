@@ -15,3 +15,4 @@ mod questdb;
 mod restart;
 mod slt;
 mod streaming;
+mod subscribe;
