@@ -17,6 +17,7 @@
 //!   and inserts their new versions. These signed row batches are the same "changes" the
 //!   streaming engine will consume.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
@@ -97,11 +98,13 @@ pub struct Session {
     txn: TxnState,
     /// An active `COPY ... FROM STDIN`.
     pub copy_in: Option<CopyIn>,
+    /// Cursors of the transaction block (`DECLARE ... CURSOR FOR SUBSCRIBE`), closed with it.
+    cursors: HashMap<String, crate::subscribe::SubscribeCursor>,
 }
 
 impl Session {
     pub fn new(db: Arc<Database>, backend_pid: i32, user: String) -> Self {
-        Session { db, settings: Settings::default(), backend_pid, user, txn: TxnState::Idle, copy_in: None }
+        Session { db, settings: Settings::default(), backend_pid, user, txn: TxnState::Idle, copy_in: None, cursors: HashMap::new() }
     }
 
     pub fn db(&self) -> &Arc<Database> {
@@ -297,6 +300,34 @@ impl Session {
                 });
                 Ok(Outcome::CopyOutStream { columns: schema.fields().len(), format, rows: Box::pin(rows) })
             }
+            Statement::DeclareSubscribe { name, subscribe } => {
+                if !self.in_block() {
+                    return Err(WeirError::new(SqlState::NoActiveSqlTransaction, "DECLARE CURSOR can only be used in transaction blocks"));
+                }
+                if self.cursors.contains_key(&name.value) {
+                    return Err(WeirError::new(SqlState::DuplicateCursor, format!("cursor \"{}\" already exists", name.value)));
+                }
+                let ctx = self.statement_context();
+                let cursor = crate::subscribe::SubscribeCursor::declare(&self.db, &ctx, subscribe).await?;
+                self.cursors.insert(name.value.clone(), cursor);
+                Ok(Outcome::Command(Tag::new("DECLARE CURSOR")))
+            }
+            Statement::Fetch { cursor, count, with } => {
+                let timeout = crate::subscribe::fetch_timeout(with)?;
+                let Some(c) = self.cursors.get_mut(&cursor.value) else {
+                    return Err(WeirError::new(SqlState::InvalidCursorName, format!("cursor \"{}\" does not exist", cursor.value)));
+                };
+                match c.fetch(count.unwrap_or(u64::MAX), timeout).await {
+                    Ok((schema, batch)) => {
+                        let stream = datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema.clone(), futures::stream::iter([Ok(batch)]));
+                        Ok(Outcome::Rows { schema, stream: Box::pin(stream), tag: "FETCH" })
+                    }
+                    Err(e) => {
+                        self.cursors.remove(&cursor.value);
+                        Err(e)
+                    }
+                }
+            }
             Statement::Subscribe(stmt) => {
                 let ctx = self.statement_context();
                 let (schema, stream) = crate::subscribe::subscribe(&self.db, &ctx, stmt).await?;
@@ -336,18 +367,34 @@ impl Session {
                 }
                 Ok(Outcome::TransactionStart)
             }
-            S::Commit { .. } => match std::mem::replace(&mut self.txn, TxnState::Idle) {
-                TxnState::Open(t) => {
-                    self.commit_changes(t.changes).await?;
-                    Ok(Outcome::TransactionEnd("COMMIT"))
+            S::Commit { .. } => {
+                // Cursors end with their transaction block.
+                self.cursors.clear();
+                match std::mem::replace(&mut self.txn, TxnState::Idle) {
+                    TxnState::Open(t) => {
+                        self.commit_changes(t.changes).await?;
+                        Ok(Outcome::TransactionEnd("COMMIT"))
+                    }
+                    TxnState::Failed => Ok(Outcome::TransactionEnd("ROLLBACK")),
+                    TxnState::Idle => Ok(Outcome::TransactionEnd("COMMIT")),
                 }
-                TxnState::Failed => Ok(Outcome::TransactionEnd("ROLLBACK")),
-                TxnState::Idle => Ok(Outcome::TransactionEnd("COMMIT")),
-            },
+            }
             S::Rollback { savepoint: Some(name), .. } => self.rollback_to_savepoint(&name.value),
             S::Rollback { .. } => {
                 self.txn = TxnState::Idle;
+                self.cursors.clear();
                 Ok(Outcome::TransactionEnd("ROLLBACK"))
+            }
+            S::Close { cursor } => {
+                match cursor {
+                    ast::CloseCursor::All => self.cursors.clear(),
+                    ast::CloseCursor::Specific { name } => {
+                        if self.cursors.remove(&name.value).is_none() {
+                            return Err(WeirError::new(SqlState::InvalidCursorName, format!("cursor \"{}\" does not exist", name.value)));
+                        }
+                    }
+                }
+                Ok(Outcome::Command(Tag::new("CLOSE CURSOR")))
             }
             S::Savepoint { name } => match &mut self.txn {
                 TxnState::Open(t) => {

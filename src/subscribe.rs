@@ -96,6 +96,14 @@ fn output_schema(columns: &Schema, progress: bool) -> SchemaRef {
 /// Starts a subscription; the stream ends only with an error (the subscriber fell behind, the
 /// view was dropped) or when the client stops reading.
 pub async fn subscribe(db: &Arc<Database>, ctx: &SessionContext, stmt: &Subscribe) -> Result<(SchemaRef, SendableRecordBatchStream)> {
+    let (schema, rx) = subscribe_channel(db, ctx, stmt).await?;
+    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    Ok((schema.clone(), Box::pin(RecordBatchStreamAdapter::new(schema, stream))))
+}
+
+/// A subscription's batches on a channel (what a cursor keeps: a receiver, unlike a stream,
+/// can be shared with the session).
+pub async fn subscribe_channel(db: &Arc<Database>, ctx: &SessionContext, stmt: &Subscribe) -> Result<(SchemaRef, Receiver)> {
     let options = options(stmt)?;
     let view_query = |query| CreateMaterializedView {
         if_not_exists: false,
@@ -142,8 +150,7 @@ pub async fn subscribe(db: &Arc<Database>, ctx: &SessionContext, stmt: &Subscrib
     let schema = output_schema(&columns, options.progress);
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(run(feed, schema.clone(), options, tx, own_job));
-    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-    Ok((schema.clone(), Box::pin(RecordBatchStreamAdapter::new(schema, stream))))
+    Ok((schema, rx))
 }
 
 /// Rows of `changes` at `epoch`.
@@ -164,7 +171,77 @@ fn progress_row(schema: &SchemaRef, epoch: u64) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
+/// `FETCH ... WITH (timeout = '1s')`: how long FETCH waits for a first row (None: until one
+/// comes or the statement is canceled).
+pub fn fetch_timeout(with: &[weir_sql::WithOption]) -> Result<Option<std::time::Duration>> {
+    let options = options_map(with);
+    for key in options.keys() {
+        if key != "timeout" {
+            return Err(WeirError::new(SqlState::InvalidParameterValue, format!("unknown FETCH option \"{key}\"")).with_hint("FETCH takes WITH (timeout = '1s')."));
+        }
+    }
+    options.get("timeout").map(|t| crate::streaming::parse_duration("timeout", t)).transpose()
+}
+
+/// A cursor over a subscription (`DECLARE c CURSOR FOR SUBSCRIBE ...`): batches the
+/// subscription produced and FETCH has not returned yet.
+pub struct SubscribeCursor {
+    schema: SchemaRef,
+    batches: Receiver,
+    pending: std::collections::VecDeque<RecordBatch>,
+}
+
+impl SubscribeCursor {
+    pub async fn declare(db: &Arc<Database>, ctx: &SessionContext, stmt: &Subscribe) -> Result<Self> {
+        let (schema, batches) = subscribe_channel(db, ctx, stmt).await?;
+        Ok(SubscribeCursor { schema, batches, pending: Default::default() })
+    }
+
+    /// Up to `count` rows: waits until at least one is there (at most `timeout`, after which it
+    /// returns none), then takes what is ready without waiting more.
+    pub async fn fetch(&mut self, count: u64, timeout: Option<std::time::Duration>) -> Result<(SchemaRef, RecordBatch)> {
+        if self.pending.is_empty() {
+            let next = match timeout {
+                Some(t) => tokio::time::timeout(t, self.batches.recv()).await.ok(),
+                None => Some(self.batches.recv().await),
+            };
+            match next {
+                Some(Some(batch)) => self.pending.push_back(batch?),
+                Some(None) => return Err(WeirError::new(SqlState::ObjectNotInPrerequisiteState, "the subscription ended")),
+                None => {}
+            }
+        }
+        let mut wanted = usize::try_from(count).unwrap_or(usize::MAX);
+        let ready: usize = self.pending.iter().map(|b| b.num_rows()).sum();
+        // Take what else is ready now, without waiting.
+        let mut more = ready < wanted;
+        while more {
+            match self.batches.try_recv() {
+                Ok(batch) => {
+                    let batch = batch?;
+                    more = self.pending.iter().map(|b| b.num_rows()).sum::<usize>() + batch.num_rows() < wanted;
+                    self.pending.push_back(batch);
+                }
+                _ => more = false,
+            }
+        }
+        let mut out = Vec::new();
+        while wanted > 0 {
+            let Some(batch) = self.pending.pop_front() else { break };
+            if batch.num_rows() > wanted {
+                out.push(batch.slice(0, wanted));
+                self.pending.push_front(batch.slice(wanted, batch.num_rows() - wanted));
+                break;
+            }
+            wanted -= batch.num_rows();
+            out.push(batch);
+        }
+        Ok((self.schema.clone(), datafusion::arrow::compute::concat_batches(&self.schema, &out)?))
+    }
+}
+
 type Sender = mpsc::Sender<datafusion::error::Result<RecordBatch>>;
+type Receiver = mpsc::Receiver<datafusion::error::Result<RecordBatch>>;
 
 /// Turns the feed into rows, epoch by epoch, until the client goes away or the feed ends.
 async fn run(mut feed: ChangeFeed, schema: SchemaRef, options: Options, tx: Sender, _own_job: Option<OwnJob>) {
@@ -176,7 +253,11 @@ async fn run(mut feed: ChangeFeed, schema: SchemaRef, options: Options, tx: Send
     let mut pending: Vec<Arc<Changes>> = Vec::new();
     let mut first = true;
     loop {
-        let message = feed.live.recv().await;
+        // A client that went away ends the subscription even while nothing is sent to it.
+        let message = tokio::select! {
+            m = feed.live.recv() => m,
+            () = tx.closed() => return,
+        };
         match message {
             Some(Message::Data(changes)) => pending.push(changes),
             Some(Message::Watermark(_)) => {}

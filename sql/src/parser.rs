@@ -133,6 +133,8 @@ fn parse_one(p: &mut Parser) -> Result<Statement, ParserError> {
             parse_create_materialized_view(p).map(|s| Statement::ExplainCreateMaterializedView(Box::new(s)))
         }
         (Some("SUBSCRIBE"), _) => parse_subscribe(p).map(|s| Statement::Subscribe(Box::new(s))),
+        (Some("DECLARE"), _) if declares_subscribe(p) => parse_declare_subscribe(p),
+        (Some("FETCH"), _) => parse_fetch(p),
         (Some("COPY"), _) if p.peek_nth_token_ref(1).token == Token::LParen && word(p, 2).as_deref() == Some("SUBSCRIBE") => parse_copy_subscribe(p),
         (Some("FLUSH"), _) if matches!(p.peek_tokens::<2>()[1], Token::SemiColon | Token::EOF) => {
             p.next_token();
@@ -537,6 +539,57 @@ fn parse_sink_query(p: &mut Parser) -> Result<Box<ast::Query>, ParserError> {
     Ok(query)
 }
 
+/// Whether a DECLARE is `DECLARE name ... CURSOR ... FOR SUBSCRIBE`.
+fn declares_subscribe(p: &Parser) -> bool {
+    let mut i = 1;
+    loop {
+        match &p.peek_nth_token_ref(i).token {
+            Token::EOF | Token::SemiColon => return false,
+            Token::Word(w) if w.keyword == Keyword::FOR => {
+                return matches!(&p.peek_nth_token_ref(i + 1).token, Token::Word(s) if s.value.eq_ignore_ascii_case("SUBSCRIBE"));
+            }
+            _ => i += 1,
+        }
+    }
+}
+
+/// `DECLARE name [NO SCROLL] CURSOR [WITHOUT HOLD] FOR SUBSCRIBE ...`.
+fn parse_declare_subscribe(p: &mut Parser) -> Result<Statement, ParserError> {
+    p.expect_keyword(Keyword::DECLARE)?;
+    let name = p.parse_identifier()?;
+    while !p.parse_keyword(Keyword::FOR) {
+        let token = p.next_token();
+        if let Token::Word(w) = &token.token
+            && w.keyword == Keyword::WITH
+            && word(p, 0).as_deref() == Some("HOLD")
+        {
+            return Err(ParserError::ParserError("a cursor FOR SUBSCRIBE cannot be WITH HOLD".into()));
+        }
+    }
+    let subscribe = parse_subscribe(p)?;
+    Ok(Statement::DeclareSubscribe { name, subscribe: Box::new(subscribe) })
+}
+
+/// `FETCH [FORWARD] [n | ALL] [FROM | IN] cursor [WITH (timeout = '1s')]`; without a count, one
+/// row.
+fn parse_fetch(p: &mut Parser) -> Result<Statement, ParserError> {
+    p.expect_keyword(Keyword::FETCH)?;
+    let _ = p.parse_keyword(Keyword::FORWARD) || p.parse_keyword(Keyword::NEXT);
+    let count = if p.parse_keyword(Keyword::ALL) {
+        None
+    } else if let Token::Number(n, _) = &p.peek_token_ref().token {
+        let n = n.parse::<u64>().map_err(|_| ParserError::ParserError(format!("invalid FETCH count {n}")))?;
+        p.next_token();
+        Some(n)
+    } else {
+        Some(1)
+    };
+    let _ = p.parse_keyword(Keyword::FROM) || p.parse_keyword(Keyword::IN);
+    let cursor = p.parse_identifier()?;
+    let with = parse_with_options(p)?;
+    Ok(Statement::Fetch { cursor, count, with })
+}
+
 /// `COPY (SUBSCRIBE ...) TO STDOUT [WITH (...)]`. What follows the subscription is parsed by
 /// sqlparser as the rest of `COPY (SELECT 1) ...`, so COPY's options are read as usual.
 fn parse_copy_subscribe(p: &mut Parser) -> Result<Statement, ParserError> {
@@ -615,6 +668,10 @@ mod tests {
         );
         round_trips("CREATE SINK s AS SELECT 1 WITH (connector = 'questdb')");
         round_trips("COPY (SUBSCRIBE v WITH (progress = true)) TO STDOUT");
+        round_trips("DECLARE c CURSOR FOR SUBSCRIBE v WITH (snapshot = false)");
+        round_trips("FETCH 10 c WITH (timeout = '1s')");
+        round_trips("FETCH ALL FROM c");
+        assert_eq!(one("FETCH c"), one("FETCH 1 c"));
         round_trips("COPY (SUBSCRIBE (SELECT a FROM t)) TO STDOUT WITH (FORMAT csv)");
         // The options are the sink's, not table hints of the query's last table.
         round_trips("CREATE SINK s AS SELECT a FROM t WITH (connector = 'questdb')");

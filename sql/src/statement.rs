@@ -66,6 +66,11 @@ pub enum Statement {
     /// `COPY (SUBSCRIBE ...) TO STDOUT [WITH (...)]`: the subscription streamed as COPY data.
     /// `copy` is the statement with `(SELECT 1)` in place of the subscription, for its options.
     CopySubscribe { subscribe: Box<Subscribe>, copy: Box<ast::Statement> },
+    /// `DECLARE name CURSOR FOR SUBSCRIBE ...` (in a transaction block), read with FETCH.
+    DeclareSubscribe { name: Ident, subscribe: Box<Subscribe> },
+    /// `FETCH [FORWARD] [n | ALL] [FROM | IN] cursor [WITH (timeout = '1s')]` (Materialize's
+    /// FETCH: it waits until at least one row is there, or until the timeout).
+    Fetch { cursor: Ident, count: Option<u64>, with: Vec<WithOption> },
     /// `FLUSH`: wait until everything accepted so far is reflected in every view.
     Flush,
     /// `SHOW TABLES | SOURCES | MATERIALIZED VIEWS | VIEWS | SINKS`.
@@ -89,6 +94,8 @@ impl Statement {
             Statement::CreateSink(_) => "CREATE SINK",
             Statement::Subscribe(_) => "SUBSCRIBE",
             Statement::CopySubscribe { .. } => "COPY",
+            Statement::DeclareSubscribe { .. } => "DECLARE CURSOR",
+            Statement::Fetch { .. } => "FETCH",
             Statement::Flush => "FLUSH",
             Statement::ShowObjects(_) => "SHOW",
             Statement::ShowCreate { .. } => "SHOW CREATE",
@@ -123,6 +130,17 @@ impl Statement {
                 write!(f, "COPY (")?;
                 subscribe.fmt_sql(f, redact)?;
                 write!(f, "){rest}")
+            }
+            Statement::DeclareSubscribe { name, subscribe } => {
+                write!(f, "DECLARE {name} CURSOR FOR ")?;
+                subscribe.fmt_sql(f, redact)
+            }
+            Statement::Fetch { cursor, count, with } => {
+                match count {
+                    Some(n) => write!(f, "FETCH {n} {cursor}")?,
+                    None => write!(f, "FETCH ALL {cursor}")?,
+                }
+                fmt_with_options(f, with, redact)
             }
             Statement::Flush => write!(f, "FLUSH"),
             Statement::ShowObjects(kind) => write!(f, "SHOW {}", kind.plural_sql_name()),

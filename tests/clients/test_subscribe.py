@@ -83,3 +83,35 @@ def test_psycopg_copy_subscribe_reads_rows_as_they_come(weir, unique_name):
     assert sorted((r[1], r[2], r[3]) for r in seen[:2]) == [("1", "a", "10"), ("1", "b", "5")]
     assert (seen[2][1], seen[2][2], seen[2][3]) == ("-1", "a", "10")
     assert int(seen[2][0]) > int(seen[0][0]), "the delete is of a later epoch"
+
+
+def test_psycopg_declare_cursor_for_subscribe_and_fetch(weir, unique_name):
+    """Materialize's cursor interface: DECLARE in a transaction block, FETCH waits for rows,
+    FETCH ... WITH (timeout) may return none."""
+    name = unique_name("cur")
+    setup_view(weir, name)
+    with psycopg.connect(weir.conninfo()) as conn, psycopg.connect(weir.conninfo(), autocommit=True) as writer:
+        cur = conn.cursor()
+        cur.execute(f"DECLARE c CURSOR FOR SUBSCRIBE {name}")
+        cur.execute("FETCH ALL c")
+        snapshot = cur.fetchall()
+        assert [d.name for d in cur.description] == ["weir_epoch", "weir_diff", "k", "s"]
+        assert sorted((r[1], r[2], r[3]) for r in snapshot) == [(1, "a", 10), (1, "b", 5)]
+        started = time.monotonic()
+        cur.execute("FETCH ALL c WITH (timeout = '500ms')")
+        assert cur.fetchall() == [], "nothing changed"
+        assert time.monotonic() - started >= 0.4, "FETCH waited for the timeout"
+        writer.execute(f"UPDATE {name}_t SET v = 20 WHERE id = 1")
+        changes = []
+        while len(changes) < 2:
+            cur.execute("FETCH 10 c")  # waits for the update
+            changes += cur.fetchall()
+        assert sorted((r[1], r[2], r[3]) for r in changes) == [(-1, "a", 10), (1, "a", 20)]
+        assert changes[0][0] > snapshot[0][0], "a later epoch"
+        cur.execute("CLOSE c")
+        with pytest.raises(psycopg.errors.InvalidCursorName):
+            cur.execute("FETCH 1 c")
+        conn.rollback()
+    with psycopg.connect(weir.conninfo(), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.NoActiveSqlTransaction):
+            conn.execute(f"DECLARE c CURSOR FOR SUBSCRIBE {name}")
