@@ -558,6 +558,14 @@ impl SimpleQueryHandler for WeirQueryHandler {
                 cancellable(client, true, timeout, async { run_and_prefetch(s.execute(p).await).await }).await
             };
             let ready = match ready {
+                // Streams until the client cancels or the subscription fails; either ends the
+                // statement with an ErrorResponse, as Postgres ends a failed COPY TO.
+                Ok(Ready::Other(Outcome::CopyOutStream { columns, format, rows })) => {
+                    Err(send_copy_out_stream(client, columns, &format, rows, timeout, true).await?)
+                }
+                other => other,
+            };
+            let ready = match ready {
                 Ok(r) => r,
                 Err(e) => {
                     session.on_error();
@@ -567,20 +575,6 @@ impl SimpleQueryHandler for WeirQueryHandler {
                     failed = true;
                     break;
                 }
-            };
-            let ready = match ready {
-                Ready::Other(Outcome::CopyOutStream { columns, format, rows }) => {
-                    // Streams until the client cancels or the subscription fails; either ends
-                    // the statement with an ErrorResponse, as Postgres ends a failed COPY TO.
-                    let e = send_copy_out_stream(client, columns, &format, rows, timeout, true).await?;
-                    session.on_error();
-                    self.db.metrics.statement(kind, false);
-                    self.db.metrics.error(e.state.code());
-                    client.feed(PgWireBackendMessage::ErrorResponse(ErrorInfo::from(e).into())).await?;
-                    failed = true;
-                    break;
-                }
-                ready => ready,
             };
             self.db.metrics.statement(kind, true);
             if let Statement::Standard(s) = &p.statement

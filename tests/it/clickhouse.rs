@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::chat::unique_name;
-use crate::common::Server;
+use crate::common::{Server, text_rows};
 
 fn clickhouse() -> Option<String> {
     match std::env::var("WEIR_CLICKHOUSE_URL") {
@@ -35,16 +35,7 @@ fn sorted_lines(text: &str) -> Vec<String> {
 
 /// The view's rows as TabSeparated-like lines, sorted.
 async fn view_lines(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
-    let rows = client.simple_query(sql).await.unwrap();
-    let mut lines: Vec<String> = rows
-        .iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => {
-                Some((0..r.len()).map(|i| r.get(i).unwrap_or("\\N").to_string()).collect::<Vec<_>>().join("\t"))
-            }
-            _ => None,
-        })
-        .collect();
+    let mut lines: Vec<String> = text_rows(client, sql).await.iter().map(|r| r.join("\t")).collect();
     lines.sort();
     lines
 }

@@ -107,3 +107,18 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// The rows of a simple query as text fields, NULL as `\N` (COPY's text form), in the order the
+/// server sent them.
+pub async fn text_rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<String>> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some((0..r.len()).map(|i| r.get(i).unwrap_or("\\N").to_string()).collect()),
+            _ => None,
+        })
+        .collect()
+}

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::chat::unique_name;
-use crate::common::Server;
+use crate::common::{Server, text_rows};
 
 fn influxdb() -> Option<String> {
     match std::env::var("WEIR_INFLUXDB_URL") {
@@ -169,25 +169,18 @@ fn nanos(text: &str) -> i64 {
 
 /// The view's rows, the timestamp column (first) as nanoseconds and numbers through f64.
 async fn view_rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<String>> {
-    let mut rows: Vec<Vec<String>> = client
-        .simple_query(sql)
+    let mut rows: Vec<Vec<String>> = text_rows(client, sql)
         .await
-        .unwrap()
         .iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
-                (0..r.len())
-                    .map(|i| {
-                        let text = r.get(i).unwrap_or("NULL");
-                        if i == 0 {
-                            nanos(text).to_string()
-                        } else {
-                            text.parse::<f64>().map(|f| format!("{f}")).unwrap_or_else(|_| text.to_string())
-                        }
-                    })
-                    .collect(),
-            ),
-            _ => None,
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .map(|(i, text)| match text.as_str() {
+                    "\\N" => "NULL".to_string(),
+                    _ if i == 0 => nanos(text).to_string(),
+                    _ => text.parse::<f64>().map(|f| format!("{f}")).unwrap_or_else(|_| text.clone()),
+                })
+                .collect()
         })
         .collect();
     rows.sort();

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tokio::io::AsyncReadExt;
 
-use crate::common::Server;
+use crate::common::{Server, text_rows};
 
 /// A COPY-out stream of a subscription, split into rows of text fields.
 struct Feed {
@@ -45,16 +45,7 @@ impl Feed {
 
 /// The view's rows, sorted, as COPY text fields.
 async fn view_rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<String>> {
-    let mut rows: Vec<Vec<String>> = client
-        .simple_query(sql)
-        .await
-        .unwrap()
-        .iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => Some((0..r.len()).map(|i| r.get(i).unwrap_or("\\N").to_string()).collect()),
-            _ => None,
-        })
-        .collect();
+    let mut rows = text_rows(client, sql).await;
     rows.sort();
     rows
 }
