@@ -28,7 +28,7 @@ use weir_catalog::ObjectId;
 use weir_connectors::Source;
 use weir_sql::streaming::{InputKind, StreamPlan};
 
-use crate::dataflow::job::{Backfill, CHANNEL_CAPACITY, InputReceiver, JobInput, Report, Subscription, ViewJob, ViewStats};
+use crate::dataflow::job::{Backfill, CHANNEL_CAPACITY, Contents, InputReceiver, JobInput, Report, Subscription, ViewJob, ViewStats};
 use crate::dataflow::operators;
 use crate::dataflow::reader::{Reader, ReaderControl, SourceStats};
 use crate::dataflow::view_data::ViewData;
@@ -385,6 +385,7 @@ impl Coordinator {
         storage: &Storage,
         schema: datafusion::arrow::datatypes::SchemaRef,
         shape: crate::streaming::ViewShape,
+        contents: Contents,
     ) -> Result<()> {
         let mut tree = operators::build(plan)?;
         // The view's rows carry its catalog column names.
@@ -457,7 +458,7 @@ impl Coordinator {
         }
         let (subscriptions, sub_rx) = mpsc::unbounded_channel();
         let stats = Arc::new(ViewStats::default());
-        let job = ViewJob::new(id, tree, inputs, self.reports.clone(), sub_rx, stats.clone())?;
+        let job = ViewJob::new(id, tree, inputs, self.reports.clone(), sub_rx, stats.clone(), contents)?;
         let task = tokio::spawn(job.run());
         state.views.insert(id, ViewRuntime { shape, subscriptions, stats, task });
         Ok(())

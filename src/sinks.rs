@@ -199,7 +199,7 @@ pub async fn create_sink(db: &Arc<Database>, ctx: &SessionContext, stmt: &Create
     let started = match query {
         Some((plan, schema)) => {
             upstream.id = object.id;
-            crate::streaming::start_view(db, object.id, &plan, schema)
+            crate::streaming::start_view(db, object.id, &plan, schema, crate::streaming::Contents::UntilSubscribed)
         }
         None => Ok(()),
     };
@@ -223,7 +223,7 @@ pub async fn start_sink(db: &Arc<Database>, ctx: &SessionContext, object: &Catal
         (SinkInput::Object(name), _) => named_view(db, name).map(|(_, upstream)| upstream),
         (_, Some((plan, schema))) => {
             let append_only = plan.root().append_only;
-            crate::streaming::start_view(db, object.id, &plan, schema.clone())?;
+            crate::streaming::start_view(db, object.id, &plan, schema.clone(), crate::streaming::Contents::UntilSubscribed)?;
             Ok(Upstream { id: object.id, schema, append_only })
         }
         (_, None) => Err(WeirError::internal("a sink query was not planned")),

@@ -26,6 +26,7 @@ use weir_sql::{CreateMaterializedView, CreateSource, Statement};
 
 use crate::database::{DEFAULT_SCHEMA, Database, catalog_columns, table_schema};
 use crate::dataflow::dead_letter::LateEvents;
+pub use crate::dataflow::job::Contents;
 use crate::dataflow::watermark::{WatermarkSpec, WatermarkTracker};
 use crate::error::{Result, SqlState, WeirError};
 use crate::session::{ident, object_name, pg_type_for_sql};
@@ -462,7 +463,7 @@ pub async fn create_materialized_view(
             primary_key: vec![],
             depends_on,
         })?;
-        if let Err(e) = start_view(db, object.id, &plan, schema) {
+        if let Err(e) = start_view(db, object.id, &plan, schema, Contents::Kept) {
             let _ = db.write_catalog().drop_object(object.id, false);
             return Err(e);
         }
@@ -471,10 +472,12 @@ pub async fn create_materialized_view(
     db.coordinator.flush().await
 }
 
-pub fn start_view(db: &Arc<Database>, id: ObjectId, plan: &StreamPlan, schema: SchemaRef) -> Result<()> {
+/// Starts a view job: a materialized view's (`Contents::Kept`), or the one reader's own job of a
+/// sink or a subscription (`Contents::UntilSubscribed`).
+pub fn start_view(db: &Arc<Database>, id: ObjectId, plan: &StreamPlan, schema: SchemaRef, contents: Contents) -> Result<()> {
     let root = plan.root();
     let shape = ViewShape { close_offsets: root.close_offsets.clone(), append_only: root.append_only };
-    db.coordinator.create_view(id, plan, &db.storage, schema, shape)
+    db.coordinator.create_view(id, plan, &db.storage, schema, shape, contents)
 }
 
 pub async fn explain_materialized_view(db: &Arc<Database>, ctx: &SessionContext, stmt: &CreateMaterializedView) -> Result<String> {
@@ -502,7 +505,7 @@ pub async fn start_all(db: &Arc<Database>) -> Result<()> {
                     _ => return Err(WeirError::internal(format!("stored definition of {} does not parse", object.name))),
                 };
                 let (plan, schema) = plan_view(db, &ctx, &stmt).await?;
-                start_view(db, object.id, &plan, schema)?;
+                start_view(db, object.id, &plan, schema, Contents::Kept)?;
             }
             ObjectKind::Sink => crate::sinks::start_sink(db, &ctx, &object).await?,
             _ => {}

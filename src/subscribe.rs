@@ -142,7 +142,7 @@ pub async fn subscribe_channel(db: &Arc<Database>, ctx: &SessionContext, stmt: &
             };
             let (plan, schema) = crate::streaming::plan_view(db, ctx, &view_query(query)).await?;
             let id = NEXT_JOB_ID.fetch_add(1, Ordering::Relaxed);
-            crate::streaming::start_view(db, id, &plan, schema.clone())?;
+            crate::streaming::start_view(db, id, &plan, schema.clone(), crate::streaming::Contents::UntilSubscribed)?;
             (id, schema, Some(OwnJob { db: db.clone(), id }))
         }
     };

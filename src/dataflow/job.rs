@@ -64,6 +64,17 @@ pub enum Backfill {
     Snapshot(tokio::sync::oneshot::Sender<ViewData>),
 }
 
+/// Whether a view job keeps its contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contents {
+    /// A materialized view: queries read its contents, and any later reader joins with them.
+    Kept,
+    /// The job of one reader (a sink's or a SUBSCRIBE's own query): the contents are kept until
+    /// that reader joined with them, then the job only forwards changes. An append-only sink
+    /// of an unbounded stream would otherwise hold every row it ever sent.
+    UntilSubscribed,
+}
+
 /// A subscriber the view sends its changes to.
 struct Downstream {
     live: mpsc::Sender<Message>,
@@ -93,6 +104,9 @@ pub struct ViewJob {
     pub reports: mpsc::UnboundedSender<Report>,
     pub subscriptions: mpsc::UnboundedReceiver<Subscription>,
     pub stats: Arc<ViewStats>,
+    contents: Contents,
+    /// Set once `Contents::UntilSubscribed` contents were handed over and dropped.
+    contents_dropped: bool,
     downstream: Vec<Downstream>,
     outbox: Vec<Message>,
     /// Per input: the leaves of the operator tree that read its relation (two for a self-join).
@@ -107,6 +121,7 @@ impl ViewJob {
         reports: mpsc::UnboundedSender<Report>,
         subscriptions: mpsc::UnboundedReceiver<Subscription>,
         stats: Arc<ViewStats>,
+        contents: Contents,
     ) -> Result<Self> {
         let data = ViewData::new(tree.output_schema.clone())?;
         stats.watermark.store(EventTime::MIN, Ordering::Relaxed);
@@ -122,6 +137,8 @@ impl ViewJob {
             reports,
             subscriptions,
             stats,
+            contents,
+            contents_dropped: false,
             downstream: Vec::new(),
             outbox: Vec::new(),
             leaves,
@@ -229,7 +246,9 @@ impl ViewJob {
             }
             None => {
                 for c in out {
-                    self.data.apply(&c)?;
+                    if !self.contents_dropped {
+                        self.data.apply(&c)?;
+                    }
                     if !self.downstream.is_empty() {
                         self.outbox.push(Message::Data(Arc::new(c)));
                     }
@@ -279,6 +298,10 @@ impl ViewJob {
                 }
             }
             self.downstream.push(Downstream { live: sub.live, overflowed: sub.overflowed });
+            if self.contents == Contents::UntilSubscribed && !self.contents_dropped {
+                self.data = ViewData::new(self.tree.output_schema.clone())?;
+                self.contents_dropped = true;
+            }
         }
         for node in 0..self.tree.operators.len() {
             let mut out = Vec::new();

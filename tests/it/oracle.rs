@@ -319,7 +319,7 @@ async fn check(sql: &str, emit_on_window_close: bool, window_end_column: Option<
     if reads_dim {
         inputs.push(JobInput { relation: 2, backfill: None, live: InputReceiver::Unbounded(dim_rx) });
     }
-    let job = ViewJob::new(7, tree, inputs, reports_tx, subs_rx, Arc::new(ViewStats::default())).unwrap();
+    let job = ViewJob::new(7, tree, inputs, reports_tx, subs_rx, Arc::new(ViewStats::default()), weir::dataflow::job::Contents::Kept).unwrap();
     let task = tokio::spawn(job.run());
     let mut table: Vec<DimRow> = Vec::new();
     let mut next_op = 0usize;
