@@ -105,8 +105,6 @@ impl Sinks {
     }
 }
 
-const DEFAULT_MAX_PENDING_ROWS: usize = 1_000_000;
-
 /// What a sink reads: a materialized view, or (`AS query`) a view job of its own that runs
 /// under the sink's id and is seen nowhere else.
 #[derive(Clone)]
@@ -144,12 +142,7 @@ fn named_view(db: &Database, name: &sqlparser::ast::ObjectName) -> Result<(Catal
 /// The connector writing to the target, checked against it and against the rows it will get.
 async fn connect(stmt: &CreateSink, upstream: &Upstream) -> Result<(Box<dyn Sink>, usize)> {
     let options = options_map(&stmt.with);
-    let max_pending = match options.get("sink.max_pending_rows") {
-        None => DEFAULT_MAX_PENDING_ROWS,
-        Some(v) => v.parse::<usize>().ok().filter(|n| *n > 0 && *n <= Semaphore::MAX_PERMITS).ok_or_else(|| {
-            WeirError::new(SqlState::InvalidParameterValue, format!("invalid value \"{v}\" for option \"sink.max_pending_rows\": must be a positive row count"))
-        })?,
-    };
+    let max_pending = weir_connectors::sink::max_pending_rows(&options)?;
     let (schema, append_only) = (upstream.schema.clone(), upstream.append_only);
     let sink: Box<dyn Sink> = match options.get("connector").map(|c| c.to_ascii_lowercase()).as_deref() {
         Some("clickhouse") => Box::new(weir_connectors::clickhouse::ClickHouseSink::new(schema, &options, append_only).await?),

@@ -212,18 +212,13 @@ impl SubscribeCursor {
             }
         }
         let mut wanted = usize::try_from(count).unwrap_or(usize::MAX);
-        let ready: usize = self.pending.iter().map(|b| b.num_rows()).sum();
         // Take what else is ready now, without waiting.
-        let mut more = ready < wanted;
-        while more {
-            match self.batches.try_recv() {
-                Ok(batch) => {
-                    let batch = batch?;
-                    more = self.pending.iter().map(|b| b.num_rows()).sum::<usize>() + batch.num_rows() < wanted;
-                    self.pending.push_back(batch);
-                }
-                _ => more = false,
-            }
+        let mut ready: usize = self.pending.iter().map(|b| b.num_rows()).sum();
+        while ready < wanted {
+            let Ok(batch) = self.batches.try_recv() else { break };
+            let batch = batch?;
+            ready += batch.num_rows();
+            self.pending.push_back(batch);
         }
         let mut out = Vec::new();
         while wanted > 0 {

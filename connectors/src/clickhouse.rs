@@ -29,7 +29,7 @@ use datafusion::arrow::json::LineDelimitedWriter;
 
 use crate::error::ConnectorError;
 use crate::clickhouse_table::{TableInfo, TableSpec};
-use crate::options::{check_known, invalid, parse_count, without_credentials};
+use crate::options::{check_known, invalid, parse_bool, parse_count, without_credentials};
 use crate::sink::{DIFF_COLUMN, Sink, SinkMode, inserted_rows, net_inserted_rows, newest_per_key};
 use crate::source::SourceOptions;
 
@@ -112,11 +112,7 @@ impl ClickHouseSink {
         let delete_column = options.get("clickhouse.delete.column").cloned().unwrap_or_else(|| "weir_deleted".into());
         let mode = SinkMode::from_options(&view, options, append_only)?;
         let batch_rows = parse_count(options, "sink.batch.rows", MAX_BATCH_ROWS, MAX_BATCH_ROWS)?;
-        let create_table = match options.get("clickhouse.create_table").map(|v| v.to_ascii_lowercase()).as_deref() {
-            None | Some("false") => false,
-            Some("true") => true,
-            Some(other) => return Err(invalid("clickhouse.create_table", format!("\"{other}\" is not 'true' or 'false'"))),
-        };
+        let create_table = parse_bool(options, "clickhouse.create_table", false)?;
         let mut client = clickhouse::Client::default()
             .with_url(&url)
             .with_user(options.get("clickhouse.user").cloned().unwrap_or_else(|| "default".into()))

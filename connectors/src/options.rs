@@ -146,14 +146,20 @@ impl Startup {
     }
 }
 
+/// Option `key` as `'true'` or `'false'`, or `default` when it is absent.
+pub fn parse_bool(options: &SourceOptions, key: &str, default: bool) -> Result<bool, ConnectorError> {
+    match options.get(key).map(|v| v.to_ascii_lowercase()).as_deref() {
+        None => Ok(default),
+        Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(other) => Err(invalid(key, format!("\"{other}\" is not 'true' or 'false'"))),
+    }
+}
+
 /// `connector.validate = 'true' (default) | 'false'`: whether `CREATE SOURCE` checks that the
 /// broker answers.
 pub fn parse_validate(options: &SourceOptions) -> Result<bool, ConnectorError> {
-    match options.get("connector.validate").map(|v| v.to_ascii_lowercase()).as_deref() {
-        None | Some("true") => Ok(true),
-        Some("false") => Ok(false),
-        Some(other) => Err(invalid("connector.validate", format!("\"{other}\" is not 'true' or 'false'"))),
-    }
+    parse_bool(options, "connector.validate", true)
 }
 /// A URL (or comma-separated URLs) without any `user:password@`, for messages and logs:
 /// `nats://user:password@host:4222` -> `nats://host:4222`.

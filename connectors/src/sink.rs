@@ -13,7 +13,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
 
 use crate::error::ConnectorError;
-use crate::options::invalid;
+use crate::options::{invalid, parse_count};
 use crate::source::SourceOptions;
 
 /// The column of a change batch that holds each row's signed multiplicity.
@@ -70,6 +70,12 @@ impl SinkMode {
         }
         Ok(mode)
     }
+}
+
+/// `sink.max_pending_rows` (default 1,000,000): how many received rows a sink may hold before
+/// its view waits for it.
+pub fn max_pending_rows(options: &SourceOptions) -> Result<usize, ConnectorError> {
+    parse_count(options, "sink.max_pending_rows", 1_000_000, tokio::sync::Semaphore::MAX_PERMITS)
 }
 
 /// The signed diff column of a change batch.
