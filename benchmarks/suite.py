@@ -173,7 +173,8 @@ class Weir:
     def __init__(self, binary):
         self.dir = tempfile.TemporaryDirectory()
         self.proc = subprocess.Popen(
-            [binary, "serve", "--pg-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir", self.dir.name],
+            [binary, "serve", "--pg-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--flight-addr", "127.0.0.1:0",
+             "--data-dir", self.dir.name],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={**os.environ, "WEIR_LOG": "warn"},
         )
         line = self.proc.stdout.readline()

@@ -20,6 +20,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub pg_addr: String,
     pub http_addr: String,
+    /// Arrow Flight SQL address.
+    pub flight_addr: String,
     pub log_format: LogFormat,
     /// How long running statements may take to finish after SIGTERM.
     pub shutdown_grace_secs: u64,
@@ -34,6 +36,7 @@ impl Default for Config {
             // Loopback only unless configured otherwise: secure by default.
             pg_addr: "127.0.0.1:5433".to_string(),
             http_addr: "127.0.0.1:9095".to_string(),
+            flight_addr: "127.0.0.1:50051".to_string(),
             log_format: LogFormat::Human,
             shutdown_grace_secs: 10,
             barrier_interval_ms: 250,
@@ -48,6 +51,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     pg_addr: Option<String>,
     http_addr: Option<String>,
+    flight_addr: Option<String>,
     log_format: Option<LogFormat>,
     shutdown_grace_secs: Option<u64>,
     barrier_interval_ms: Option<u64>,
@@ -69,6 +73,9 @@ pub struct ServeArgs {
     /// HTTP address for /health, /ready and /metrics.
     #[arg(long, env = "WEIR_HTTP_ADDR")]
     pub http_addr: Option<String>,
+    /// Arrow Flight SQL address.
+    #[arg(long, env = "WEIR_FLIGHT_ADDR")]
+    pub flight_addr: Option<String>,
     /// Log format.
     #[arg(long, env = "WEIR_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -98,6 +105,9 @@ impl ServeArgs {
             if let Some(v) = f.http_addr {
                 config.http_addr = v;
             }
+            if let Some(v) = f.flight_addr {
+                config.flight_addr = v;
+            }
             if let Some(v) = f.log_format {
                 config.log_format = v;
             }
@@ -116,6 +126,9 @@ impl ServeArgs {
         }
         if let Some(v) = &self.http_addr {
             config.http_addr = v.clone();
+        }
+        if let Some(v) = &self.flight_addr {
+            config.flight_addr = v.clone();
         }
         if let Some(v) = self.log_format {
             config.log_format = v;

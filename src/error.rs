@@ -39,6 +39,8 @@ pub enum SqlState {
     ActiveSqlTransaction,
     NoActiveSqlTransaction,
     InvalidCursorName,
+    /// A prepared statement handle that does not exist.
+    InvalidSqlStatementName,
     DuplicateCursor,
     InvalidParameterValue,
     UndefinedParameter,
@@ -83,6 +85,7 @@ impl SqlState {
             SqlState::ActiveSqlTransaction => "25001",
             SqlState::NoActiveSqlTransaction => "25P01",
             SqlState::InvalidCursorName => "34000",
+            SqlState::InvalidSqlStatementName => "26000",
             SqlState::DuplicateCursor => "42P03",
             SqlState::InvalidParameterValue => "22023",
             SqlState::UndefinedParameter => "42P02",

@@ -995,6 +995,52 @@ fn rename_outcome(outcome: Outcome, parsed: &ParsedStatement) -> Outcome {
     }
 }
 
+/// The type of each `$n`: DataFusion's inference, and for a parameter it could not type, the
+/// type it is cast to (`$1::int`), which is what Postgres infers too.
+fn parameter_types_by_name(plan: &LogicalPlan) -> Result<HashMap<String, Option<DataType>>> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::Expr;
+    let mut types = plan.get_parameter_types()?;
+    if types.values().any(Option::is_none) {
+        let _ = plan.apply(|node| {
+            for expr in node.expressions() {
+                let _ = expr.apply(|e| {
+                    if let Expr::Cast(cast) = e
+                        && let Expr::Placeholder(ph) = cast.expr.as_ref()
+                        && let Some(slot @ None) = types.get_mut(&ph.id)
+                    {
+                        *slot = Some(cast.field.data_type().clone());
+                    }
+                    // A parameter passed straight to a function with one exact signature
+                    // (`pg_cancel_backend($1)`) has the signature's type.
+                    if let Expr::ScalarFunction(f) = e
+                        && let datafusion::logical_expr::TypeSignature::Exact(sig) = &f.func.signature().type_signature
+                    {
+                        for (arg, ty) in f.args.iter().zip(sig) {
+                            if let Expr::Placeholder(ph) = arg
+                                && let Some(slot @ None) = types.get_mut(&ph.id)
+                            {
+                                *slot = Some(ty.clone());
+                            }
+                        }
+                    }
+                    Ok(TreeNodeRecursion::Continue)
+                });
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+    }
+    Ok(types)
+}
+
+/// Parameter types by position: `$n` at index n-1. A statement may not mention every number
+/// (a rewrite can remove a subquery that held one): those positions are `None`.
+pub fn parameter_types(plan: &LogicalPlan) -> Result<Vec<(String, Option<DataType>)>> {
+    let types = parameter_types_by_name(plan)?;
+    let max = types.keys().filter_map(|k| k.trim_start_matches('$').parse::<usize>().ok()).max().unwrap_or(0);
+    Ok((1..=max).map(|n| (format!("${n}"), types.get(&format!("${n}")).cloned().flatten())).collect())
+}
+
 /// The value text of a `SET` argument: `'UTC'` → `UTC`, `on` → `on`, `5` → `5`.
 fn expr_setting_value(e: &ast::Expr) -> String {
     match e {

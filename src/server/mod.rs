@@ -1,4 +1,5 @@
-//! The network servers: Postgres wire ([`pgwire`]), HTTP ([`http`]), and what they share.
+//! The network servers: Postgres wire ([`pgwire`]), Arrow Flight SQL ([`flight`], with
+//! [`flight_metadata`]), HTTP ([`http`]), and what they share.
 //!
 //! [`run`] binds every listener, prints one ready line on stdout (tests and scripts wait for
 //! it), serves until SIGINT/SIGTERM, then stops accepting, lets running statements finish for
@@ -6,6 +7,8 @@
 //! commits fsync before they answer), so there is nothing else to flush on the way out.
 
 pub mod cancel;
+pub mod flight;
+pub mod flight_metadata;
 pub mod http;
 pub mod numeric;
 pub mod pgwire;
@@ -27,6 +30,7 @@ use crate::error::{Result, WeirError};
 pub struct BoundAddrs {
     pub pg: SocketAddr,
     pub http: SocketAddr,
+    pub flight: SocketAddr,
 }
 
 /// Opens the database, serves until `shutdown` fires, then drains connections.
@@ -53,16 +57,22 @@ pub async fn run_with_setup(
     }
     let pg_listener = bind(&config.pg_addr, "Postgres").await?;
     let http_listener = bind(&config.http_addr, "HTTP").await?;
-    let addrs = BoundAddrs { pg: pg_listener.local_addr()?, http: http_listener.local_addr()? };
+    let flight_listener = bind(&config.flight_addr, "Flight SQL").await?;
+    let addrs = BoundAddrs {
+        pg: pg_listener.local_addr()?,
+        http: http_listener.local_addr()?,
+        flight: flight_listener.local_addr()?,
+    };
     tracing::info!(
         pg = %addrs.pg,
         http = %addrs.http,
+        flight = %addrs.flight,
         data_dir = %config.data_dir.display(),
         startup_ms = started.elapsed().as_millis() as u64,
         "weir is ready"
     );
     // The one line on stdout: the contract with scripts and tests that start the server.
-    println!("weir ready pg={} http={}", addrs.pg, addrs.http);
+    println!("weir ready pg={} http={} flight={}", addrs.pg, addrs.http, addrs.flight);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -73,6 +83,11 @@ pub async fn run_with_setup(
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(http::serve(http_listener, db.clone(), async move {
         let _ = http_stop.wait_for(|s| *s).await;
+    }));
+
+    let mut flight_stop = stop_rx.clone();
+    let flight = tokio::spawn(flight::serve(flight_listener, db.clone(), async move {
+        let _ = flight_stop.wait_for(|s| *s).await;
     }));
 
     let handlers = Arc::new(pgwire::WeirPgHandlers::new(db.clone()));
@@ -119,6 +134,12 @@ pub async fn run_with_setup(
     // Every acknowledged commit is already in the fsynced WAL: closing sessions loses nothing
     // but their open, uncommitted blocks, as in Postgres.
     connections.shutdown().await;
+    // Flight streams that never end on their own (SUBSCRIBE) hold tonic's graceful shutdown
+    // open: after the grace period they are cut, as Postgres connections are.
+    let mut flight = flight;
+    if tokio::time::timeout(Duration::from_secs(1), &mut flight).await.is_err() {
+        flight.abort();
+    }
     let _ = http.await;
     tracing::info!("weir stopped");
     Ok(())

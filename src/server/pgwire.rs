@@ -689,8 +689,7 @@ impl QueryParser for WeirQueryParser {
 
     fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
         let Some(plan) = &stmt.plan else { return Ok(vec![]) };
-        let types = parameter_types(plan)?;
-        Ok(ordered_parameters(&types)
+        Ok(crate::session::parameter_types(plan)?
             .into_iter()
             .map(|(_, t)| {
                 t.and_then(|t| datafusion_postgres::arrow_pg::datatypes::into_pg_type(&t).ok())
@@ -739,51 +738,6 @@ fn static_result_schema(statement: &Statement) -> Option<Schema> {
         },
         _ => None,
     }
-}
-
-/// The type of each `$n`: DataFusion's inference, and for a parameter it could not type, the
-/// type it is cast to (`$1::int`), which is what Postgres infers too.
-fn parameter_types(plan: &datafusion::logical_expr::LogicalPlan) -> PgWireResult<HashMap<String, Option<DataType>>> {
-    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-    use datafusion::logical_expr::Expr;
-    let mut types = plan.get_parameter_types().map_err(WeirError::from)?;
-    if types.values().any(Option::is_none) {
-        let _ = plan.apply(|node| {
-            for expr in node.expressions() {
-                let _ = expr.apply(|e| {
-                    if let Expr::Cast(cast) = e
-                        && let Expr::Placeholder(ph) = cast.expr.as_ref()
-                        && let Some(slot @ None) = types.get_mut(&ph.id)
-                    {
-                        *slot = Some(cast.field.data_type().clone());
-                    }
-                    // A parameter passed straight to a function with one exact signature
-                    // (`pg_cancel_backend($1)`) has the signature's type.
-                    if let Expr::ScalarFunction(f) = e
-                        && let datafusion::logical_expr::TypeSignature::Exact(sig) = &f.func.signature().type_signature
-                    {
-                        for (arg, ty) in f.args.iter().zip(sig) {
-                            if let Expr::Placeholder(ph) = arg
-                                && let Some(slot @ None) = types.get_mut(&ph.id)
-                            {
-                                *slot = Some(ty.clone());
-                            }
-                        }
-                    }
-                    Ok(TreeNodeRecursion::Continue)
-                });
-            }
-            Ok(TreeNodeRecursion::Continue)
-        });
-    }
-    Ok(types)
-}
-
-/// Parameter types by position: `$n` at index n-1. A statement may not mention every number
-/// (a rewrite can remove a subquery that held one): those positions are `None`.
-fn ordered_parameters(types: &HashMap<String, Option<DataType>>) -> Vec<(String, Option<DataType>)> {
-    let max = types.keys().filter_map(|k| k.trim_start_matches('$').parse::<usize>().ok()).max().unwrap_or(0);
-    (1..=max).map(|n| (format!("${n}"), types.get(&format!("${n}")).cloned().flatten())).collect()
 }
 
 #[async_trait]
@@ -933,8 +887,7 @@ fn bind_parameters(portal: &Portal<Prepared>) -> PgWireResult<ParamValues> {
     let Some(plan) = &portal.statement.statement.plan else {
         return Ok(ParamValues::List(vec![]));
     };
-    let types = parameter_types(plan)?;
-    let ordered = ordered_parameters(&types);
+    let ordered = crate::session::parameter_types(plan)?;
     let inferred: Vec<Option<DataType>> = ordered.iter().map(|(_, t)| t.clone()).collect();
     let declared: Vec<Option<DataType>> = (0..inferred.len())
         .map(|i| match portal.statement.parameter_types.get(i) {

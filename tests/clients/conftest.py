@@ -32,7 +32,8 @@ from typing import NamedTuple, Optional
 import pytest
 
 READY_RE = re.compile(
-    r"^weir ready pg=(?P<pg_host>[0-9.]+):(?P<pg_port>\d+) http=(?P<http_host>[0-9.]+):(?P<http_port>\d+)$"
+    r"^weir ready pg=(?P<pg_host>[0-9.]+):(?P<pg_port>\d+) http=(?P<http_host>[0-9.]+):(?P<http_port>\d+)"
+    r" flight=(?P<flight_host>[0-9.]+):(?P<flight_port>\d+)$"
 )
 READY_TIMEOUT_S = float(os.environ.get("WEIR_READY_TIMEOUT", "60"))
 STOP_TIMEOUT_S = float(os.environ.get("WEIR_STOP_TIMEOUT", "30"))
@@ -43,11 +44,12 @@ DBNAME = "weir"
 
 
 class Server(NamedTuple):
-    """What the ``weir`` fixture yields: a 3-tuple (host, port, http_port) with helpers."""
+    """What the ``weir`` fixture yields: (host, port, http_port, flight_port) with helpers."""
 
     host: str
     port: int
     http_port: Optional[int]
+    flight_port: Optional[int] = None
 
     def conninfo(self, **extra: object) -> str:
         """libpq connection string (psycopg, psycopg2). sslmode=prefer: libpq sends an
@@ -62,6 +64,10 @@ class Server(NamedTuple):
         }
         params.update(extra)
         return " ".join(f"{k}={v}" for k, v in params.items())
+
+    def flight_uri(self) -> str:
+        """The Arrow Flight SQL endpoint (ADBC's ``uri``)."""
+        return f"grpc://{self.host}:{self.flight_port}"
 
     def url(self, scheme: str = "postgresql") -> str:
         return f"{scheme}://{USER}@{self.host}:{self.port}/{DBNAME}?sslmode=prefer&connect_timeout=10"
@@ -125,6 +131,7 @@ def _start(tmp_dir: Path) -> tuple[_Running, Server]:
         "--data-dir", str(data_dir),
         "--pg-addr", "127.0.0.1:0",
         "--http-addr", "127.0.0.1:0",
+        "--flight-addr", "127.0.0.1:0",
     ]
     env = dict(os.environ)
     env.setdefault("RUST_BACKTRACE", "1")
@@ -164,10 +171,10 @@ def _start(tmp_dir: Path) -> tuple[_Running, Server]:
     if not m:
         give_up(
             "the first stdout line is not the ready line "
-            f"'weir ready pg=127.0.0.1:<port> http=127.0.0.1:<port>': {first!r}"
+            f"'weir ready pg=127.0.0.1:<port> http=127.0.0.1:<port> flight=127.0.0.1:<port>': {first!r}"
         )
-    server = Server(m["pg_host"], int(m["pg_port"]), int(m["http_port"]))
-    if server.host != "127.0.0.1" or server.port == 0 or server.http_port == 0:
+    server = Server(m["pg_host"], int(m["pg_port"]), int(m["http_port"]), int(m["flight_port"]))
+    if server.host != "127.0.0.1" or server.port == 0 or server.http_port == 0 or server.flight_port == 0:
         give_up(f"ready line does not report the bound loopback ports: {first!r}")
     return running, server
 
@@ -211,7 +218,7 @@ def _stop(running: _Running) -> None:
 
 @pytest.fixture(scope="session")
 def weir(tmp_path_factory: pytest.TempPathFactory):
-    """The server: yields Server(host, port, http_port); stops it with SIGTERM at the end."""
+    """The server: yields Server(host, port, http_port, flight_port); stops it with SIGTERM at the end."""
     global _running
     external = os.environ.get("WEIR_TEST_EXTERNAL_PG")
     if external:

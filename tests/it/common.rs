@@ -12,13 +12,14 @@ pub struct Server {
     pub child: Child,
     pub pg: SocketAddr,
     pub http: SocketAddr,
+    pub flight: SocketAddr,
 }
 
 impl Server {
     /// Starts a server on 127.0.0.1:0 with the given data directory and waits for its ready line.
     pub fn start(data_dir: &Path) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(["serve", "--pg-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--pg-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--flight-addr", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .env("WEIR_LOG", "warn")
             .stdout(Stdio::piped())
@@ -38,6 +39,7 @@ impl Server {
         let line = rx.recv_timeout(Duration::from_secs(60)).expect("weir did not print its ready line");
         let mut pg = None;
         let mut http = None;
+        let mut flight = None;
         for part in line.split_whitespace() {
             if let Some(v) = part.strip_prefix("pg=") {
                 pg = v.parse().ok();
@@ -45,11 +47,15 @@ impl Server {
             if let Some(v) = part.strip_prefix("http=") {
                 http = v.parse().ok();
             }
+            if let Some(v) = part.strip_prefix("flight=") {
+                flight = v.parse().ok();
+            }
         }
         Server {
             child,
             pg: pg.expect("pg address in ready line"),
             http: http.expect("http address in ready line"),
+            flight: flight.expect("flight address in ready line"),
         }
     }
 
