@@ -570,10 +570,12 @@ fn parameter_values(prepared: &Prepared, row: Vec<ScalarValue>) -> Result<ParamV
     Ok(ParamValues::List(values))
 }
 
-/// The parameter rows a DoPut carries (the first message holds only the command).
+/// The parameter rows a DoPut carries. A message with only the command and no IPC data (what
+/// a client sends when the parameters were bound before) carries none.
 async fn parameter_rows(stream: PeekableFlightDataStream) -> Result<Vec<Vec<ScalarValue>>, Status> {
+    let data = stream.try_filter(|message| futures::future::ready(!message.data_header.is_empty()));
     let batches: Vec<RecordBatch> =
-        arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(stream.map_err(FlightError::from))
+        arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(data.map_err(FlightError::from))
             .try_collect()
             .await
             .map_err(|e| Status::invalid_argument(format!("cannot read the parameters: {e}")))?;

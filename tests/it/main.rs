@@ -7,6 +7,7 @@ mod chat;
 mod common;
 mod errors;
 mod files;
+mod flight;
 mod kafka;
 mod nats;
 mod oracle;
