@@ -26,6 +26,9 @@ Workloads (--workloads, default all but `memory`):
   sink-ilp-http sink-ilp-tcp                  the same bids through the QuestDB sink (ILP over HTTP or
                                               TCP) into a receiver in this script that counts lines:
                                               Weir's side of the delivery, not a database's
+  scan                                        a 1M-row view read whole over Arrow Flight SQL (ADBC)
+                                              and over pgwire (asyncpg, binary results): rows/s and
+                                              MB/s each
   freshness                                   q5 core at a fixed rate, freshness percentiles
   memory                                      q5 rate-limited for --memory-seconds, RSS over time
 
@@ -178,11 +181,12 @@ class Weir:
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={**os.environ, "WEIR_LOG": "warn"},
         )
         line = self.proc.stdout.readline()
-        m = re.search(r"pg=([\d.]+):(\d+)", line)
+        m = re.search(r"pg=([\d.]+):(\d+) .*flight=([\d.]+:\d+)", line)
         if not m:
             self.proc.kill()
             sys.exit(f"weir did not start: {line!r}")
-        self.conn = psycopg.connect(host=m.group(1), port=int(m.group(2)), user="weir", dbname="weir", autocommit=True)
+        self.pg_host, self.pg_port, self.flight_addr = m.group(1), int(m.group(2)), m.group(3)
+        self.conn = psycopg.connect(host=self.pg_host, port=self.pg_port, user="weir", dbname="weir", autocommit=True)
 
     def one(self, sql):
         return self.conn.execute(sql).fetchone()[0]
@@ -585,6 +589,127 @@ def sink_workload(args, target):
             counter.close()
 
 
+def pgwire_binary_scan(host, port, query):
+    """Reads a query's result over pgwire with binary result columns (extended protocol: Parse,
+    Bind with result format 1, Execute, Sync) from a raw socket, without decoding the rows: the
+    server's pgwire rate, not a client library's. Returns (rows, bytes received)."""
+    import socket
+    import struct
+
+    def message(kind, body):
+        return kind + struct.pack("!i", len(body) + 4) + body
+
+    sock = socket.create_connection((host, port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    startup = struct.pack("!i", 196608) + b"user\0weir\0database\0weir\0\0"
+    sock.sendall(struct.pack("!i", len(startup) + 4) + startup)
+    buf = b""
+    while not buf.endswith(b"Z\0\0\0\x05I"):  # ReadyForQuery after the startup
+        buf += sock.recv(65536)
+    q = query.encode() + b"\0"
+    sock.sendall(message(b"P", b"\0" + q + b"\0\0")
+                 + message(b"B", b"\0\0" + b"\0\0" + b"\0\0" + b"\0\x01\0\x01")
+                 + message(b"E", b"\0\0\0\0\0") + message(b"S", b""))
+    received, tail = 0, b""
+    while True:
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            raise RuntimeError("pgwire scan: the connection closed")
+        received += len(chunk)
+        tail = (tail + chunk)[-256:]
+        if tail.endswith(b"Z\0\0\0\x05I"):
+            break
+    sock.close()
+    m = re.search(rb"SELECT (\d+)\0", tail)
+    if not m:
+        raise RuntimeError(f"pgwire scan: no command tag in {tail!r}")
+    return int(m.group(1)), received
+
+
+def scan_workload(args):
+    """A view of `--scan-rows` Nexmark bids (every column, strings included) read whole, several
+    times, over Arrow Flight SQL (the ADBC driver into a pyarrow Table) and over pgwire with
+    binary results (a raw-socket reader that does not decode the rows, and asyncpg, which does,
+    into Python rows): rows/s, and MB/s of Arrow data (Flight) or of bytes on the wire (pgwire).
+    The best of `--scan-repeats` runs each."""
+    import asyncio
+
+    import adbc_driver_flightsql.dbapi as flight_sql
+    import asyncpg
+
+    rows = args.scan_rows
+    events = rows * 50 // 46 + 50
+    want = nexmark_bids(events)
+    weir = Weir(args.weir)
+    try:
+        weir.conn.execute(f"""CREATE SOURCE bid (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR,
+            url VARCHAR, date_time TIMESTAMP, extra VARCHAR,
+            WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND)
+            WITH (connector = 'nexmark', nexmark.table.type = 'Bid', nexmark.event.num = '{events}',
+                  nexmark.max.chunk.size = '8192', nexmark.base.time = '1700000000000',
+                  watermark.idle_timeout = '0')""")
+        weir.conn.execute("CREATE MATERIALIZED VIEW scan AS SELECT * FROM bid")
+        weir.wait_ended(["bid"])
+        if weir.one("SELECT count(*) FROM scan") != want:
+            fail("scan", f"the view has {weir.one('SELECT count(*) FROM scan')} rows, {want} expected")
+        query = "SELECT * FROM scan"
+
+        def best(read):
+            """(seconds, bytes, server CPU-seconds) of the fastest of the runs; every run must
+            return every row. Client and server share the machine's cores: the server's CPU
+            time per scan says what each protocol costs Weir, apart from the client's work."""
+            runs = []
+            for _ in range(args.scan_repeats):
+                cpu0, t0 = weir.stats()[0], time.monotonic()
+                n, size = read()
+                runs.append((time.monotonic() - t0, size, weir.stats()[0] - cpu0))
+                if n != want:
+                    fail("scan", f"a scan returned {n} rows, {want} expected")
+            return min(runs)
+
+        with flight_sql.connect(f"grpc://{weir.flight_addr}", autocommit=True) as conn:
+            def flight_read():
+                with conn.cursor() as cur:
+                    cur.execute(query)
+                    table = cur.fetch_arrow_table()
+                return table.num_rows, table.nbytes
+            f_wall, f_bytes, f_cpu = best(flight_read)
+
+        r_wall, r_bytes, r_cpu = best(lambda: pgwire_binary_scan(weir.pg_host, weir.pg_port, query))
+
+        async def asyncpg_read():
+            conn = await asyncpg.connect(host=weir.pg_host, port=weir.pg_port, user="weir", database="weir")
+            try:
+                return len(await conn.fetch(query)), 0
+            finally:
+                await conn.close()
+        a_wall, _, a_cpu = best(lambda: asyncio.run(asyncpg_read()))
+        _, hwm, _ = weir.stats()
+        mb = 2**20
+        return {
+            "workload": "scan",
+            "rows": want,
+            "flight_s": round(f_wall, 3),
+            "flight_rows_per_s": round(want / f_wall),
+            "flight_arrow_mb": round(f_bytes / mb, 1),
+            "flight_mb_per_s": round(f_bytes / mb / f_wall, 1),
+            "flight_server_cpu_s": round(f_cpu, 3),
+            "pgwire_raw_s": round(r_wall, 3),
+            "pgwire_raw_rows_per_s": round(want / r_wall),
+            "pgwire_wire_mb": round(r_bytes / mb, 1),
+            "pgwire_raw_mb_per_s": round(r_bytes / mb / r_wall, 1),
+            "pgwire_raw_server_cpu_s": round(r_cpu, 3),
+            "pgwire_asyncpg_s": round(a_wall, 3),
+            "pgwire_asyncpg_rows_per_s": round(want / a_wall),
+            "pgwire_asyncpg_server_cpu_s": round(a_cpu, 3),
+            # Against the faster pgwire reader: the server's pgwire rate, not asyncpg's decoding.
+            "flight_over_pgwire": round(min(r_wall, a_wall) / f_wall, 1),
+            "peak_rss_mb": round(hwm / mb, 1),
+        }
+    finally:
+        weir.close()
+
+
 def percentile(values, p):
     values = sorted(values)
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
@@ -678,11 +803,13 @@ def main():
     ap.add_argument("--sink-rows", type=int, default=2_000_000, help="rows for the sink workloads")
     ap.add_argument("--sink-batch-rows", type=int, default=100_000, help="sink.batch.rows of the sink workloads")
     ap.add_argument("--clickhouse-url", default=None, help="ClickHouse for sink-clickhouse (default: $WEIR_CLICKHOUSE_URL)")
+    ap.add_argument("--scan-rows", type=int, default=1_000_000, help="rows of the scan workload's view")
+    ap.add_argument("--scan-repeats", type=int, default=5, help="scans per protocol (the fastest counts)")
     ap.add_argument("--freshness-rate", type=int, default=100_000)
     ap.add_argument("--freshness-seconds", type=int, default=30)
     ap.add_argument("--memory-seconds", type=int, default=600)
     ap.add_argument("--data", default=os.path.expanduser("~/.cache/weir-bench-data"), help="where the bid files go")
-    ap.add_argument("--workloads", default="gen-q0,gen-q1,gen-q2,gen-q5,gen-q7,gen-q8,file-tumble,file-hop,file-q7,chat,kafka-json,sink-clickhouse,sink-ilp-http,sink-ilp-tcp,freshness")
+    ap.add_argument("--workloads", default="gen-q0,gen-q1,gen-q2,gen-q5,gen-q7,gen-q8,file-tumble,file-hop,file-q7,chat,kafka-json,sink-clickhouse,sink-ilp-http,sink-ilp-tcp,scan,freshness")
     ap.add_argument("--peers", action="store_true", help="run the peers on the file workloads")
     ap.add_argument("--parallelism", default="1,2", help="peer parallelism levels")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks that everything works")
@@ -692,6 +819,7 @@ def main():
     if args.smoke:
         args.events, args.small_events, args.chat_rows, args.kafka_rows = 20_000, 20_000, 50_000, 20_000
         args.sink_rows, args.sink_batch_rows = 20_000, 5_000
+        args.scan_rows, args.scan_repeats = 20_000, 1
         args.freshness_seconds, args.freshness_rate = 3, 2_000
 
     workloads = args.workloads.split(",")
@@ -730,6 +858,8 @@ def main():
             if result is None:
                 continue
             results.append(result)
+        elif w == "scan":
+            results.append(scan_workload(args))
         elif w == "freshness":
             results.append(freshness_workload(args))
         elif w == "memory":
@@ -774,6 +904,16 @@ def main():
             lines.append(f"{r['workload']}: {fmt(r['per_s'])} rows/s delivered ({fmt(r['per_cpu_s'])} per CPU-second of Weir), "
                          f"in {r['batches']} batches of up to {fmt(r['batch_rows'])} rows; sink lag p50 {r['lag_p50_ms']} ms, "
                          f"p99 {r['lag_p99_ms']} ms; peak RSS {r['peak_rss_mb']} MB")
+    for r in results:
+        if r.get("workload") == "scan":
+            lines.append("")
+            lines.append(f"scan of a {fmt(r['rows'])}-row view ({r['flight_arrow_mb']} MB as Arrow, {r['pgwire_wire_mb']} MB as "
+                         f"pgwire binary rows): Flight SQL (ADBC into pyarrow) {r['flight_s']} s, {fmt(r['flight_rows_per_s'])} rows/s, "
+                         f"{r['flight_mb_per_s']} MB/s; pgwire binary, raw reader {r['pgwire_raw_s']} s, "
+                         f"{fmt(r['pgwire_raw_rows_per_s'])} rows/s, {r['pgwire_raw_mb_per_s']} MB/s; asyncpg {r['pgwire_asyncpg_s']} s, "
+                         f"{fmt(r['pgwire_asyncpg_rows_per_s'])} rows/s; Flight {r['flight_over_pgwire']}x the faster pgwire reader. "
+                         f"Server CPU per scan: Flight {r['flight_server_cpu_s']} s, pgwire {r['pgwire_raw_server_cpu_s']} s (raw reader), "
+                         f"{r['pgwire_asyncpg_server_cpu_s']} s (asyncpg)")
     for r in results:
         if "decode_only_per_s" in r:
             lines.append("")

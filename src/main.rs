@@ -234,9 +234,11 @@ fn main() -> ExitCode {
             "weir demo: Nexmark sources (bid, auction) with views nexmark_q5, nexmark_q7, nexmark_q7_max; \
              a chat source with views chat_per_min, chat_active_60s and chat_zscore (after 11 minutes).\n\
              Connect with: psql -h {} -p {} -U weir weir\n\
+             or with Arrow Flight SQL (ADBC, pandas, polars): grpc://{}\n\
              Try: SELECT * FROM chat_per_min ORDER BY window_start DESC LIMIT 10;",
             config.pg_addr.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h),
             config.pg_addr.rsplit_once(':').map_or("5433", |(_, p)| p),
+            config.flight_addr,
         );
     }
     let result = runtime.block_on(weir::server::run_with_setup(Arc::new(config), setup, shutdown_signal()));

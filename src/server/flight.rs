@@ -77,7 +77,13 @@ pub async fn serve(
         .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE)
         .max_encoding_message_size(usize::MAX);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(incoming, shutdown).await
+    tonic::transport::Server::builder()
+        // HTTP/2 windows sized to the link (BDP estimation) instead of h2's fixed 64 KiB: a
+        // large DoPut is not throttled by window updates.
+        .http2_adaptive_window(Some(true))
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
 }
 
 /// The Flight SQL service: the database, and what outlives one request (tokens, results
