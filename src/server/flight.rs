@@ -230,6 +230,7 @@ impl WeirFlightSql {
         }
         let mut count = 0;
         for statement in &statements {
+            refuse_feed_in_update(statement)?;
             let outcome = self.execute(&mut session, statement, None).await?;
             count += affected_rows(outcome).await?;
         }
@@ -372,6 +373,7 @@ impl FlightSqlService for WeirFlightSql {
     ) -> Result<i64, Status> {
         let user = self.user(&request)?;
         let (prepared, bound) = self.prepared_statement(&query.prepared_statement_handle, &user).map_err(status)?;
+        refuse_feed_in_update(&prepared.parsed).map_err(status)?;
         let sent = parameter_rows(request.into_inner()).await?;
         let rows = if sent.is_empty() { bound } else { sent };
         let mut session = self.session(user);
@@ -535,6 +537,15 @@ fn flight_outcome(outcome: Outcome) -> Result<Outcome> {
         }
         other => Ok(other),
     }
+}
+
+/// An update answers a row count once it is done; a subscription is never done.
+fn refuse_feed_in_update(statement: &ParsedStatement) -> Result<()> {
+    if matches!(statement.statement, weir_sql::Statement::Subscribe(_)) {
+        return Err(WeirError::new(SqlState::WrongObjectType, "SUBSCRIBE cannot run as an update")
+            .with_hint("Run it as a query (GetFlightInfo, then DoGet): its result streams until the client closes it."));
+    }
+    Ok(())
 }
 
 /// The rows a command affected (from its tag), or the rows a query returned.

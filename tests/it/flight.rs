@@ -178,6 +178,9 @@ async fn flight_sql_answers_as_pgwire_does() {
     // Transactions need a session a Flight request does not have: refused, not ignored.
     let e = flight.execute_update("BEGIN".into(), None).await.unwrap_err();
     assert!(e.to_string().contains("0A000"), "{e}");
+    // A subscription never ends, so it cannot answer an update's row count.
+    let e = flight.execute_update("SUBSCRIBE t".into(), None).await.unwrap_err();
+    assert!(e.to_string().contains("42809"), "{e}");
     // The client goes on after errors; a token the server never issued is refused.
     assert_eq!(arrow_rows(&query(&mut flight, "SELECT id, name, amount, score FROM t WHERE id = 7").await)[0].1, None);
     flight.set_token("0123456789abcdef0123456789abcdef".into());
