@@ -51,6 +51,8 @@ pub enum SqlState {
     ObjectNotInPrerequisiteState,
     AdminShutdown,
     Internal,
+    /// Stored data that fails its checks (a checkpoint's manifest or part).
+    DataCorrupted,
     Io,
     /// An external system (a broker, an object store) could not be reached.
     UnableToConnect,
@@ -94,6 +96,7 @@ impl SqlState {
             SqlState::WrongObjectType => "42809",
             SqlState::InsufficientResources => "53000",
             SqlState::Internal => "XX000",
+            SqlState::DataCorrupted => "XX001",
             SqlState::Io => "58030",
         }
     }

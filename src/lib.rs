@@ -1,10 +1,12 @@
 //! # Weir: a SQL-first streaming database
 //!
 //! This crate is the server. Start reading at [`server::run`], which opens the [`database`] and
-//! serves the Postgres wire protocol and HTTP. A client's statement then travels:
+//! serves the Postgres wire protocol, Arrow Flight SQL and HTTP. A client's statement then
+//! travels:
 //!
 //! ```text
-//! server::pgwire  ── text ──►  weir_sql::parse  ──►  session::Session::execute
+//! server::pgwire,
+//! server::flight  ── text ──►  weir_sql::parse  ──►  session::Session::execute
 //!                                                     │  queries, DML: planned by DataFusion
 //!                                                     │  DDL: weir_catalog + storage
 //!                                                     ▼
@@ -20,6 +22,7 @@
 //! Modules:
 //! * [`config`] - `weir serve` flags, `weir.toml`, `WEIR_*` variables.
 //! * [`server`] - listeners, graceful shutdown; [`server::pgwire`] (protocol glue),
+//!   [`server::flight`] (Arrow Flight SQL, `docs/flight.md`),
 //!   [`server::http`] (`/health`, `/ready`, `/metrics`), [`server::cancel`].
 //! * [`session`] - one client session: statement dispatch, transactions, DDL, DML, COPY.
 //! * [`settings`] - session settings for `SET`/`SHOW`.
@@ -38,6 +41,8 @@
 //!   [`dataflow`] - the incremental engine (readers, jobs, operators, view contents). See
 //!   `docs/dataflow.md`. [`weir_catalog`] - the `weir_catalog` system tables (sources, views).
 //! * [`sinks`] - `CREATE SINK`: a view's changes delivered epoch by epoch (`docs/sinks.md`).
+//! * [`checkpoint`] - checkpoints of the dataflow and recovery (`docs/checkpoints.md`; so far
+//!   the store: parts, manifests, garbage collection over `object_store`).
 //! * [`subscribe`] - `SUBSCRIBE`: a view's changes as a stream of rows for a client, never
 //!   holding the view back.
 //!
@@ -45,6 +50,7 @@
 //! `weir-connectors` (source and sink traits).
 
 pub mod bench_decode;
+pub mod checkpoint;
 pub mod config;
 pub mod coordinator;
 pub mod copy;
