@@ -58,6 +58,7 @@ stage "services: Kafka" start_kafka
 stage "services: NATS" start_nats
 stage "services: ClickHouse" start_clickhouse
 stage "services: InfluxDB" start_influxdb
+stage "services: S3 (moto)" start_s3
 stage "rust tests" rust_tests
 stage "client tests" client_tests
 stage "slt expectations on PostgreSQL 15" slt_on_postgres

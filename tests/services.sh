@@ -11,6 +11,7 @@
 # ClickHouse: Debian's clickhouse-server with its own config (start_clickhouse).
 # NATS: Debian's nats-server (installed with apt when missing) with JetStream and token auth.
 # InfluxDB 1.x: Debian's influxdb, the line-protocol judge of the QuestDB sink (start_influxdb).
+# S3: moto's server from PyPI (in the test venv), in memory, with a bucket `weir-test` (start_s3).
 set -euo pipefail
 
 WEIR_TOOLS="${WEIR_TOOLS:-$HOME/.cache/weir-tools}"
@@ -173,6 +174,25 @@ TOML
         sleep 0.2
     done
     echo "influxdb: $(influxd version | awk '{print $2}') on $WEIR_INFLUXDB_URL, database weir (log $dir/server.log)"
+}
+
+# An S3-compatible server: moto (`moto[server]`, pip into the test venv when missing), path-style,
+# any credentials, region us-east-1, in memory. Creates the bucket `weir-test`.
+start_s3() {
+    local port dir venv="${WEIR_VENV:-$HOME/.cache/weir-venv}"
+    if [ ! -x "$venv/bin/moto_server" ]; then
+        [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+        "$venv/bin/pip" install -q --disable-pip-version-check "moto[server]==5.2.6" >/dev/null
+    fi
+    port=$(free_port)
+    dir="$services_dir/s3"
+    mkdir -p "$dir"
+    "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$dir/server.log" 2>&1 &
+    service_pids+=($!)
+    wait_port "$port" 60
+    export WEIR_S3_ENDPOINT="http://127.0.0.1:$port" WEIR_S3_BUCKET="weir-test"
+    curl -sf -X PUT "$WEIR_S3_ENDPOINT/$WEIR_S3_BUCKET" >/dev/null
+    echo "s3: moto $("$venv/bin/python" -c 'import moto; print(moto.__version__)') on $WEIR_S3_ENDPOINT, bucket $WEIR_S3_BUCKET (log $dir/server.log)"
 }
 
 stop_services() {

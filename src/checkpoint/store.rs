@@ -71,8 +71,16 @@ pub struct CheckpointStore {
 }
 
 impl CheckpointStore {
-    /// The store a `--state-store` URL names, or `<data_dir>/checkpoints` without one.
+    /// The store a `--state-store` URL names, or `<data_dir>/checkpoints` without one. S3
+    /// settings come from the `AWS_*` variables (`AWS_ENDPOINT`, `AWS_ALLOW_HTTP`, ...).
     pub fn open(url: Option<&str>, data_dir: &FsPath) -> Result<CheckpointStore> {
+        let env = std::env::vars().filter(|(k, _)| k.starts_with("AWS_")).map(|(k, v)| (k.to_ascii_lowercase(), v));
+        Self::open_with_options(url, data_dir, env.collect())
+    }
+
+    /// [`CheckpointStore::open`] with object_store's settings given (`aws_endpoint`,
+    /// `aws_access_key_id`, ...).
+    pub fn open_with_options(url: Option<&str>, data_dir: &FsPath, options: Vec<(String, String)>) -> Result<CheckpointStore> {
         let Some(url) = url.filter(|u| !u.is_empty()) else {
             let dir = data_dir.join("checkpoints");
             std::fs::create_dir_all(&dir)?;
@@ -85,8 +93,7 @@ impl CheckpointStore {
         if parsed.scheme() == "file" {
             return local(FsPath::new(parsed.path()));
         }
-        let (store, root) = object_store::parse_url_opts(&parsed, std::env::vars().filter(|(k, _)| k.starts_with("AWS_")).map(|(k, v)| (k.to_ascii_lowercase(), v)))
-            .map_err(store_error)?;
+        let (store, root) = object_store::parse_url_opts(&parsed, options).map_err(store_error)?;
         let mut location = parsed.clone();
         let _ = location.set_password(None);
         let _ = location.set_username("");
@@ -325,6 +332,31 @@ mod tests {
         assert_eq!(left, [28, 24, 8, 4], "16 (damaged), 12 and 20 (incomplete) are gone; 4 holds the base");
         assert!(store.read(&format!("{}/{MANIFEST}", epoch_dir(4))).await.is_err(), "4's manifest is gone");
         assert_eq!(store.checked_manifest(24).await.unwrap(), fourth);
+    }
+
+    /// Against an S3-compatible server (`tests/services.sh start_s3`: moto).
+    #[tokio::test]
+    async fn in_s3() {
+        let (Ok(endpoint), Ok(bucket)) = (std::env::var("WEIR_S3_ENDPOINT"), std::env::var("WEIR_S3_BUCKET")) else {
+            assert!(std::env::var_os("CI").is_none(), "CI must run the S3 checkpoint test: start moto with tests/services.sh");
+            eprintln!("skipped: WEIR_S3_ENDPOINT is not set (run tests/run.sh, or source tests/services.sh and start_s3)");
+            return;
+        };
+        let options = [
+            ("aws_endpoint", endpoint.as_str()),
+            ("aws_allow_http", "true"),
+            ("aws_virtual_hosted_style_request", "false"),
+            ("aws_region", "us-east-1"),
+            ("aws_access_key_id", "test"),
+            ("aws_secret_access_key", "test-secret"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let prefix = format!("checkpoints-{}", std::process::id());
+        let url = format!("s3://user:password@{bucket}/{prefix}");
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open_with_options(Some(&url), dir.path(), options.to_vec()).unwrap();
+        assert_eq!(store.location(), format!("s3://{bucket}/{prefix}"), "no credentials in the location");
+        the_store_falls_back_and_collects(store).await;
     }
 
     #[tokio::test]
