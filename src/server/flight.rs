@@ -175,6 +175,8 @@ impl WeirFlightSql {
     /// Runs one statement in `session`, counting it in the metrics as the Postgres wire does.
     async fn execute(&self, session: &mut Session, statement: &ParsedStatement, parameters: Option<(&Prepared, ParamValues)>) -> Result<Outcome> {
         let kind = statement.statement.kind_name();
+        // Running until it returns (a query's rows then run under its DoGet's own count).
+        let _running = self.db.statement_running();
         tracing::debug!(statement = %statement.statement.to_redacted_string(), "execute (flight)");
         let outcome = match parameters {
             Some((prepared, values)) => session.execute_prepared(prepared, &values).await,
@@ -204,7 +206,7 @@ impl WeirFlightSql {
                 (schema, Box::pin(empty) as SendableRecordBatchStream)
             }
         };
-        let handle = random_token();
+        let handle = random_token()?;
         let info = FlightInfo::new()
             .try_with_schema(&schema)?
             .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(
@@ -271,7 +273,7 @@ impl FlightSqlService for WeirFlightSql {
                 basic_credentials(basic)?.0
             }
         };
-        let token = random_token();
+        let token = random_token().map_err(status)?;
         {
             let mut tokens = lock(&self.tokens);
             tokens.retain(|_, t| t.issued.elapsed() < TOKEN_TTL);
@@ -410,7 +412,7 @@ impl FlightSqlService for WeirFlightSql {
             }
             None => (Schema::empty(), Schema::empty()),
         };
-        let handle = random_token();
+        let handle = random_token().map_err(status)?;
         {
             let mut statements = lock(&self.prepared);
             statements.retain(|_, p| p.last_used.elapsed() < PREPARED_TTL);
@@ -655,19 +657,12 @@ fn basic_credentials(encoded: &str) -> Result<(String, String), Status> {
     Ok((user.to_string(), password.to_string()))
 }
 
-/// 128 random bits, hex: bearer tokens, result tickets, prepared statement handles.
-fn random_token() -> String {
+/// 128 random bits from the OS, hex: bearer tokens, result tickets, prepared statement handles.
+/// Without the OS generator there is no token that cannot be guessed, so the request fails.
+fn random_token() -> Result<String> {
     let mut bytes = [0u8; 16];
-    // The OS generator does not fail on Linux once booted; a zero token would still be unique
-    // per use only by luck, so fall back to time and a counter rather than panic.
-    if getrandom::fill(&mut bytes).is_err() {
-        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
-        bytes[..8].copy_from_slice(&t.to_le_bytes());
-        bytes[8..].copy_from_slice(&n.to_le_bytes());
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    getrandom::fill(&mut bytes).map_err(|e| WeirError::internal(format!("the OS random generator failed: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -734,7 +729,7 @@ mod tests {
 
     #[test]
     fn tokens_are_random_hex() {
-        let (a, b) = (random_token(), random_token());
+        let (a, b) = (random_token().unwrap(), random_token().unwrap());
         assert_eq!(a.len(), 32);
         assert_ne!(a, b);
         assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
