@@ -315,3 +315,42 @@ async fn flight_subscriptions_fold_to_the_view_and_never_hold_it_back() {
     .expect("the stalled subscription ends");
     assert!(ended.contains("53000") && ended.contains("fell behind"), "{ended}");
 }
+
+/// Bad input on the Flight port: random bytes instead of HTTP/2, a ticket that is not a Flight
+/// SQL command, a command that is not protobuf, a ticket already redeemed. Each gets an error
+/// (or a closed connection); the server goes on answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_flight_input_gets_errors_and_the_server_goes_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+
+    // Not HTTP/2 at all: the connection is closed, nothing else happens.
+    let mut socket = tokio::net::TcpStream::connect(server.flight).await.unwrap();
+    let noise: Vec<u8> = (0..64 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let _ = socket.write_all(&noise).await;
+    let mut answer = vec![0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut answer)).await;
+    drop(socket);
+
+    let mut flight = client(&server).await;
+    let status = flight.inner_mut().do_get(arrow_flight::Ticket::new(b"not a command".to_vec())).await.unwrap_err();
+    assert!(matches!(status.code(), tonic::Code::InvalidArgument | tonic::Code::Internal | tonic::Code::Unimplemented), "{status:?}");
+    let status = flight.inner_mut().get_flight_info(FlightDescriptor::new_cmd(vec![0xff, 0x01, 0x02])).await.unwrap_err();
+    assert_ne!(status.code(), tonic::Code::Ok);
+    // A ticket is redeemed once.
+    let info = flight.execute("SELECT 1 AS one".into(), None).await.unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let first: Vec<RecordBatch> = flight.do_get(ticket.clone()).await.unwrap().try_collect().await.unwrap();
+    assert_eq!(first[0].num_rows(), 1);
+    let again = flight.inner_mut().do_get(ticket).await;
+    let again = match again {
+        Err(status) => status,
+        Ok(response) => response.into_inner().next().await.expect("an answer").unwrap_err(),
+    };
+    assert_eq!(again.code(), tonic::Code::NotFound, "{again:?}");
+    // Still serving, both wires.
+    assert_eq!(query(&mut flight, "SELECT 2 AS two").await[0].num_rows(), 1);
+    let pg = server.connect().await;
+    assert_eq!(pg.query_one("SELECT 3", &[]).await.unwrap().get::<_, i64>(0), 3);
+}

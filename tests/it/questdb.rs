@@ -79,6 +79,18 @@ impl Received {
     fn line_count(&self) -> usize {
         self.lines.lock().unwrap().len()
     }
+
+    /// The accepted lines once the count has settled. InfluxDB shows a request's rows before
+    /// the proxy has its answer and records them, so a test that saw the rows waits for the
+    /// count to reach `expected` (or 5 s), then a little longer for any extra line.
+    async fn settled_line_count(&self, expected: usize) -> usize {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while self.line_count() < expected && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.line_count()
+    }
 }
 
 async fn proxy(State(received): State<Arc<Received>>, method: Method, uri: Uri, body: Bytes) -> (StatusCode, String) {
@@ -292,7 +304,7 @@ async fn http_append_only_windows_arrive_once_with_their_types() {
     let rows = wait_equal(client, &influx, WINDOWS_VIEW, table, WINDOWS_COLUMNS, |_| true).await;
     assert_eq!(rows.len(), windows, "every window of the 100 s, and no more");
     received.assert_no_errors();
-    assert_eq!(received.line_count(), windows, "each window was sent once");
+    assert_eq!(received.settled_line_count(windows).await, windows, "each window was sent once");
     assert!(received.requests.load(Ordering::SeqCst) >= windows.div_ceil(4), "requests of at most 4 rows");
 
     // Symbols are tags; the other columns keep their types.
@@ -378,7 +390,7 @@ async fn an_http_outage_loses_and_doubles_nothing() {
     let rows = wait_equal(client, &influx, WINDOWS_VIEW, table, WINDOWS_COLUMNS, |_| true).await;
     assert_eq!(rows.len(), windows);
     received.assert_no_errors();
-    assert_eq!(received.line_count(), windows, "no window was written twice");
+    assert_eq!(received.settled_line_count(windows).await, windows, "no window was written twice");
     let status: String = client.query_one("SELECT status FROM weir_catalog.sinks", &[]).await.unwrap().get(0);
     assert_eq!(status, "running");
     let retries: i64 = client.query_one("SELECT retries FROM weir_catalog.sinks", &[]).await.unwrap().get(0);
@@ -478,7 +490,7 @@ async fn a_sink_of_its_own_query_equals_the_batch_query() {
     received.assert_no_errors();
 
     client.batch_execute("DROP SINK q").await.unwrap();
-    let before = received.line_count();
+    let before = received.settled_line_count(0).await;
     client.batch_execute("INSERT INTO ev VALUES ('y', 0, TIMESTAMP '2026-01-01 04:00:00')").await.unwrap();
     client.batch_execute("FLUSH").await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
