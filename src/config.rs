@@ -25,6 +25,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// How long running statements may take to finish after SIGTERM.
     pub shutdown_grace_secs: u64,
+    /// Client sessions open at once over the Postgres wire; more get 53300.
+    pub max_connections: usize,
     /// Milliseconds between epoch barriers (how often views publish).
     pub barrier_interval_ms: u64,
 }
@@ -39,6 +41,7 @@ impl Default for Config {
             flight_addr: "127.0.0.1:50051".to_string(),
             log_format: LogFormat::Human,
             shutdown_grace_secs: 10,
+            max_connections: 100,
             barrier_interval_ms: 250,
         }
     }
@@ -54,6 +57,7 @@ struct FileConfig {
     flight_addr: Option<String>,
     log_format: Option<LogFormat>,
     shutdown_grace_secs: Option<u64>,
+    max_connections: Option<usize>,
     barrier_interval_ms: Option<u64>,
 }
 
@@ -82,6 +86,9 @@ pub struct ServeArgs {
     /// Seconds to let running statements finish after SIGTERM/SIGINT.
     #[arg(long, env = "WEIR_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
+    /// Client sessions open at once over the Postgres wire (as Postgres's max_connections).
+    #[arg(long, env = "WEIR_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
     /// Milliseconds between epoch barriers: how often views publish new results.
     #[arg(long, env = "WEIR_BARRIER_INTERVAL_MS")]
     pub barrier_interval_ms: Option<u64>,
@@ -114,6 +121,9 @@ impl ServeArgs {
             if let Some(v) = f.shutdown_grace_secs {
                 config.shutdown_grace_secs = v;
             }
+            if let Some(v) = f.max_connections {
+                config.max_connections = v;
+            }
             if let Some(v) = f.barrier_interval_ms {
                 config.barrier_interval_ms = v;
             }
@@ -135,6 +145,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.shutdown_grace_secs {
             config.shutdown_grace_secs = v;
+        }
+        if let Some(v) = self.max_connections {
+            config.max_connections = v;
         }
         if let Some(v) = self.barrier_interval_ms {
             config.barrier_interval_ms = v;

@@ -48,6 +48,8 @@ pub enum SqlState {
     ProtocolViolation,
     WrongObjectType,
     InsufficientResources,
+    /// `max_connections` client connections are open.
+    TooManyConnections,
     ObjectNotInPrerequisiteState,
     AdminShutdown,
     Internal,
@@ -95,6 +97,7 @@ impl SqlState {
             SqlState::ProtocolViolation => "08P01",
             SqlState::WrongObjectType => "42809",
             SqlState::InsufficientResources => "53000",
+            SqlState::TooManyConnections => "53300",
             SqlState::Internal => "XX000",
             SqlState::DataCorrupted => "XX001",
             SqlState::Io => "58030",

@@ -178,6 +178,21 @@ impl StartupHandler for WeirStartup {
                 format!("database \"{database}\" does not exist"),
             ))));
         }
+        // At most max_connections sessions, as Postgres: counted here, after the startup
+        // message, so that a CancelRequest (which never starts a session) still gets through
+        // when the server is full. Incremented first and checked after, so two startups racing
+        // for the last place cannot both win; the ConnectionGuard below decrements it.
+        let active = self.db.metrics.connections_active.fetch_add(1, Ordering::SeqCst) + 1;
+        if active > self.db.config.max_connections as i64 {
+            self.db.metrics.connections_active.fetch_sub(1, Ordering::SeqCst);
+            self.db.metrics.connections_over_limit.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(max_connections = self.db.config.max_connections, "refusing a connection: too many clients");
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".into(),
+                SqlState::TooManyConnections.code().into(),
+                "sorry, too many clients already".into(),
+            ))));
+        }
         // pgwire's generator gives every connection the same pid; `pg_cancel_backend(pid)` and
         // `pg_backend_pid()` need them distinct.
         let (_, secret) = RandomPidSecretKeyGenerator::default().generate(client);
@@ -187,7 +202,6 @@ impl StartupHandler for WeirStartup {
         client.session_extensions().insert::<Arc<ConnectionHandle>>(handle.clone());
         client.session_extensions().insert(guard);
         self.db.cancel.register(pid, handle);
-        self.db.metrics.connections_active.fetch_add(1, Ordering::Relaxed);
         self.db.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
         client.session_extensions().insert(ConnectionGuard { db: self.db.clone(), pid });
 

@@ -18,9 +18,15 @@ pub struct Server {
 impl Server {
     /// Starts a server on 127.0.0.1:0 with the given data directory and waits for its ready line.
     pub fn start(data_dir: &Path) -> Server {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// [`Server::start`] with more `weir serve` flags.
+    pub fn start_with(data_dir: &Path, flags: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
             .args(["serve", "--pg-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--flight-addr", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(flags)
             .env("WEIR_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

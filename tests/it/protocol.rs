@@ -364,3 +364,53 @@ async fn sigterm_lets_a_running_statement_finish() {
     assert!(status.success(), "SIGTERM must exit 0, got {status}");
     assert_eq!(running.await.unwrap().unwrap(), 6, "the running statement completes");
 }
+
+/// `--max-connections`: one session more gets 53300, as in Postgres; a CancelRequest still gets
+/// through while the server is full; a place that frees up can be taken again.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_over_the_limit_get_53300_and_cancels_still_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &["--max-connections", "2"]);
+    let first = server.connect().await;
+    let second = server.connect().await;
+    let err = match tokio_postgres::connect(&server.conn_str(), tokio_postgres::NoTls).await {
+        Ok(_) => panic!("a third session was let in"),
+        Err(e) => e,
+    };
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "53300");
+    assert_eq!(db.message(), "sorry, too many clients already");
+
+    // Full, and a long query is canceled through a CancelRequest on a new connection.
+    let token = first.cancel_token();
+    let running = tokio::spawn(async move { first.query_one(LONG_QUERY, &[]).await.map(|_| ()) });
+    let outcome = cancel_until_finished(running, || {
+        let token = token.clone();
+        async move {
+            token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+            true
+        }
+    })
+    .await;
+    assert_eq!(outcome.unwrap_err().code().unwrap().code(), "57014");
+
+    // A session that ends frees its place.
+    drop(second);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let third = loop {
+        match tokio_postgres::connect(&server.conn_str(), tokio_postgres::NoTls).await {
+            Ok((client, conn)) => {
+                tokio::spawn(conn);
+                break client;
+            }
+            Err(e) if std::time::Instant::now() < deadline => {
+                assert_eq!(e.as_db_error().map(|d| d.code().code()), Some("53300"), "{e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the freed place was not given back: {e}"),
+        }
+    };
+    assert_eq!(third.query_one("SELECT 1::BIGINT", &[]).await.unwrap().get::<_, i64>(0), 1);
+    let (_, metrics) = server.http_get("/metrics");
+    assert!(metrics.lines().any(|l| l.starts_with("weir_connections_over_limit_total ") && !l.ends_with(" 0")), "{metrics}");
+}
