@@ -27,6 +27,8 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// Client sessions open at once over the Postgres wire; more get 53300.
     pub max_connections: usize,
+    /// Memory one ad-hoc statement may use (its own DataFusion memory pool); 0: unlimited.
+    pub query_memory_limit_mb: u64,
     /// Milliseconds between epoch barriers (how often views publish).
     pub barrier_interval_ms: u64,
 }
@@ -42,6 +44,7 @@ impl Default for Config {
             log_format: LogFormat::Human,
             shutdown_grace_secs: 10,
             max_connections: 100,
+            query_memory_limit_mb: 1024,
             barrier_interval_ms: 250,
         }
     }
@@ -58,6 +61,7 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     shutdown_grace_secs: Option<u64>,
     max_connections: Option<usize>,
+    query_memory_limit_mb: Option<u64>,
     barrier_interval_ms: Option<u64>,
 }
 
@@ -89,6 +93,10 @@ pub struct ServeArgs {
     /// Client sessions open at once over the Postgres wire (as Postgres's max_connections).
     #[arg(long, env = "WEIR_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Megabytes one ad-hoc statement may use (sorts and hash aggregates spill past it, other
+    /// operators fail with 53200); 0 for no limit.
+    #[arg(long, env = "WEIR_QUERY_MEMORY_LIMIT_MB")]
+    pub query_memory_limit_mb: Option<u64>,
     /// Milliseconds between epoch barriers: how often views publish new results.
     #[arg(long, env = "WEIR_BARRIER_INTERVAL_MS")]
     pub barrier_interval_ms: Option<u64>,
@@ -124,6 +132,9 @@ impl ServeArgs {
             if let Some(v) = f.max_connections {
                 config.max_connections = v;
             }
+            if let Some(v) = f.query_memory_limit_mb {
+                config.query_memory_limit_mb = v;
+            }
             if let Some(v) = f.barrier_interval_ms {
                 config.barrier_interval_ms = v;
             }
@@ -148,6 +159,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.max_connections {
             config.max_connections = v;
+        }
+        if let Some(v) = self.query_memory_limit_mb {
+            config.query_memory_limit_mb = v;
         }
         if let Some(v) = self.barrier_interval_ms {
             config.barrier_interval_ms = v;

@@ -50,6 +50,8 @@ pub enum SqlState {
     InsufficientResources,
     /// `max_connections` client connections are open.
     TooManyConnections,
+    /// A statement needed more memory than its limit.
+    OutOfMemory,
     ObjectNotInPrerequisiteState,
     AdminShutdown,
     Internal,
@@ -98,6 +100,7 @@ impl SqlState {
             SqlState::WrongObjectType => "42809",
             SqlState::InsufficientResources => "53000",
             SqlState::TooManyConnections => "53300",
+            SqlState::OutOfMemory => "53200",
             SqlState::Internal => "XX000",
             SqlState::DataCorrupted => "XX001",
             SqlState::Io => "58030",
@@ -215,9 +218,10 @@ impl WeirError {
             ),
             DataFusionError::Plan(msg) => classify_plan_error(&msg),
             DataFusionError::Execution(msg) => classify_execution_error(&msg),
-            DataFusionError::ResourcesExhausted(msg) => {
-                WeirError::new(SqlState::InsufficientResources, msg)
-            }
+            // DataFusion's memory pools are its only source of this error.
+            DataFusionError::ResourcesExhausted(msg) => WeirError::new(SqlState::OutOfMemory, "out of memory")
+                .with_detail(msg.trim().to_string())
+                .with_hint("The statement needed more than its memory limit (--query-memory-limit-mb); raise the limit or narrow the query."),
             DataFusionError::External(e) => match e.downcast::<WeirError>() {
                 Ok(w) => *w,
                 Err(e) => WeirError::new(SqlState::Internal, e.to_string()),

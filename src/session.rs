@@ -206,9 +206,28 @@ impl Session {
         config.options_mut().execution.time_zone = Some(self.settings.time_zone());
         let views = self.db.coordinator.published();
         let config = config.with_extension(Arc::new(StatementSnapshot { tables, views }));
-        let mut state = SessionStateBuilder::new_from_existing(base.state()).with_config(config).build();
+        let mut builder = SessionStateBuilder::new_from_existing(base.state()).with_config(config);
+        if let Some(runtime) = self.statement_runtime() {
+            builder = builder.with_runtime_env(runtime);
+        }
+        let mut state = builder.build();
         crate::pg_compat::register_session_functions(&mut state, &self.settings, self.backend_pid);
         SessionContext::new_with_state(state)
+    }
+
+    /// The statement's own memory pool of `query_memory_limit_mb` (None: unlimited, or the
+    /// runtime could not be built, which only loses the limit). Operators that can spill
+    /// (sorts, hash aggregates) spill to disk at the limit; others fail with 53200.
+    fn statement_runtime(&self) -> Option<Arc<datafusion::execution::runtime_env::RuntimeEnv>> {
+        use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
+        let limit = self.db.config.query_memory_limit_mb.checked_mul(1 << 20).filter(|l| *l > 0)?;
+        // The three largest consumers are named in the error, which says where the memory went.
+        let pool = TrackConsumersPool::new(GreedyMemoryPool::new(limit as usize), std::num::NonZeroUsize::new(3)?);
+        datafusion::execution::runtime_env::RuntimeEnvBuilder::from_runtime_env(&self.db.base_context().runtime_env())
+            .with_memory_pool(Arc::new(pool))
+            .build_arc()
+            .inspect_err(|e| tracing::warn!(error = %e, "no memory limit for this statement"))
+            .ok()
     }
 
     /// Executes a prepared statement with bound parameters (extended protocol).

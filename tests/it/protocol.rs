@@ -414,3 +414,20 @@ async fn connections_over_the_limit_get_53300_and_cancels_still_work() {
     let (_, metrics) = server.http_get("/metrics");
     assert!(metrics.lines().any(|l| l.starts_with("weir_connections_over_limit_total ") && !l.ends_with(" 0")), "{metrics}");
 }
+
+/// `--query-memory-limit-mb`: a statement that needs more memory than its pool (and cannot
+/// spill) gets 53200 with the largest consumers in the detail; the session goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_statement_over_its_memory_limit_gets_53200() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &["--query-memory-limit-mb", "8"]);
+    let c = server.connect().await;
+    let err = c.query_one("SELECT cardinality(array_agg(g.value)) FROM generate_series(1, 5000000) g", &[]).await.unwrap_err();
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "53200");
+    assert_eq!(db.message(), "out of memory");
+    assert!(db.detail().is_some_and(|d| d.contains("consumed")), "{db:?}");
+    // Within the limit, and the session still works.
+    let n: i64 = c.query_one("SELECT count(*) FROM generate_series(1, 100000) g", &[]).await.unwrap().get(0);
+    assert_eq!(n, 100000);
+}
