@@ -32,6 +32,18 @@ where
     }
 }
 
+/// [`cancel_until_finished`] with CancelRequests on new connections (what psql's Ctrl-C sends).
+async fn cancel_by_request<T>(running: tokio::task::JoinHandle<T>, token: tokio_postgres::CancelToken) -> T {
+    cancel_until_finished(running, || {
+        let token = token.clone();
+        async move {
+            token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+            true
+        }
+    })
+    .await
+}
+
 fn simple_rows(msgs: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
     msgs.iter()
         .filter_map(|m| match m {
@@ -238,14 +250,7 @@ async fn cancel_and_timeout_stop_a_long_query() {
     let victim = server.connect().await;
     let running_token = victim.cancel_token();
     let running = tokio::spawn(async move { victim.query_one(long, &[]).await.map(|_| ()) });
-    let outcome = cancel_until_finished(running, || {
-        let token = running_token.clone();
-        async move {
-            token.cancel_query(tokio_postgres::NoTls).await.unwrap();
-            true
-        }
-    })
-    .await;
+    let outcome = cancel_by_request(running, running_token).await;
     let err = outcome.unwrap_err();
     assert_eq!(err.code().unwrap().code(), "57014");
 
@@ -384,14 +389,7 @@ async fn connections_over_the_limit_get_53300_and_cancels_still_work() {
     // Full, and a long query is canceled through a CancelRequest on a new connection.
     let token = first.cancel_token();
     let running = tokio::spawn(async move { first.query_one(LONG_QUERY, &[]).await.map(|_| ()) });
-    let outcome = cancel_until_finished(running, || {
-        let token = token.clone();
-        async move {
-            token.cancel_query(tokio_postgres::NoTls).await.unwrap();
-            true
-        }
-    })
-    .await;
+    let outcome = cancel_by_request(running, token).await;
     assert_eq!(outcome.unwrap_err().code().unwrap().code(), "57014");
 
     // A session that ends frees its place.
