@@ -310,7 +310,16 @@ async fn a_clickhouse_outage_loses_and_doubles_nothing() {
     )
     .await;
     assert_eq!(rows.len(), 30, "15 windows of two keys, each once");
-    let batches: i64 = client.query_one("SELECT batches FROM weir_catalog.sinks", &[]).await.unwrap().get(0);
+    // The sink counts an insert once ClickHouse answered it, a moment after its rows show.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut batches: i64 = 0;
+    while Instant::now() < deadline {
+        batches = client.query_one("SELECT batches FROM weir_catalog.sinks", &[]).await.unwrap().get(0);
+        if batches >= 30 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(batches, 30, "one insert per row (sink.batch.rows = 1)");
     let retries: i64 = client.query_one("SELECT retries FROM weir_catalog.sinks", &[]).await.unwrap().get(0);
     assert!(retries > 0);
