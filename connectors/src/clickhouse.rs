@@ -330,7 +330,9 @@ impl Sink for ClickHouseSink {
         };
         let columns: Vec<String> = rows.schema().fields().iter().map(|f| quote(f.name())).collect();
         let sql = format!("INSERT INTO {} ({}) FORMAT JSONEachRow", self.table, columns.join(", "));
-        let mut sent = 0;
+        // Inserts are counted once they land, those of an earlier attempt too: the rows already
+        // in the table came in whole inserts of `batch_rows`.
+        let mut sent = done.div_ceil(self.batch_rows.max(1)) as u64;
         while done < rows.num_rows() {
             let batch = rows.slice(done, self.batch_rows.min(rows.num_rows() - done));
             let mut body = Vec::new();
