@@ -31,6 +31,10 @@ pub struct Config {
     pub query_memory_limit_mb: u64,
     /// Milliseconds between epoch barriers (how often views publish).
     pub barrier_interval_ms: u64,
+    /// Where checkpoints go: a URL `object_store` opens, or `<data_dir>/checkpoints` when unset.
+    pub state_store: Option<String>,
+    /// Milliseconds between checkpoints (at the next barrier after); 0 turns them off.
+    pub checkpoint_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -46,6 +50,8 @@ impl Default for Config {
             max_connections: 100,
             query_memory_limit_mb: 1024,
             barrier_interval_ms: 250,
+            state_store: None,
+            checkpoint_interval_ms: 10_000,
         }
     }
 }
@@ -63,6 +69,8 @@ struct FileConfig {
     max_connections: Option<usize>,
     query_memory_limit_mb: Option<u64>,
     barrier_interval_ms: Option<u64>,
+    state_store: Option<String>,
+    checkpoint_interval_ms: Option<u64>,
 }
 
 /// `weir serve` flags. Each also reads a `WEIR_*` environment variable (clap gives the flag
@@ -100,6 +108,13 @@ pub struct ServeArgs {
     /// Milliseconds between epoch barriers: how often views publish new results.
     #[arg(long, env = "WEIR_BARRIER_INTERVAL_MS")]
     pub barrier_interval_ms: Option<u64>,
+    /// Where checkpoints are written: a directory URL (file:///path), memory://, or
+    /// s3://bucket/prefix (settings from the AWS_* variables). Default: <data-dir>/checkpoints.
+    #[arg(long, env = "WEIR_STATE_STORE")]
+    pub state_store: Option<String>,
+    /// Milliseconds between checkpoints (taken at the next barrier); 0 turns checkpoints off.
+    #[arg(long, env = "WEIR_CHECKPOINT_INTERVAL_MS")]
+    pub checkpoint_interval_ms: Option<u64>,
 }
 
 impl ServeArgs {
@@ -138,6 +153,12 @@ impl ServeArgs {
             if let Some(v) = f.barrier_interval_ms {
                 config.barrier_interval_ms = v;
             }
+            if let Some(v) = f.state_store {
+                config.state_store = Some(v);
+            }
+            if let Some(v) = f.checkpoint_interval_ms {
+                config.checkpoint_interval_ms = v;
+            }
         }
         if let Some(v) = &self.data_dir {
             config.data_dir = v.clone();
@@ -165,6 +186,12 @@ impl ServeArgs {
         }
         if let Some(v) = self.barrier_interval_ms {
             config.barrier_interval_ms = v;
+        }
+        if let Some(v) = &self.state_store {
+            config.state_store = Some(v.clone());
+        }
+        if let Some(v) = self.checkpoint_interval_ms {
+            config.checkpoint_interval_ms = v;
         }
         Ok(config)
     }

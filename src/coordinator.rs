@@ -28,6 +28,8 @@ use weir_catalog::ObjectId;
 use weir_connectors::Source;
 use weir_sql::streaming::{InputKind, StreamPlan};
 
+use crate::checkpoint::collector::Checkpointer;
+use crate::checkpoint::recovery::Recovered;
 use crate::dataflow::job::{Backfill, CHANNEL_CAPACITY, Contents, InputReceiver, JobInput, Report, Subscription, ViewJob, ViewStats};
 use crate::dataflow::operators;
 use crate::dataflow::reader::{Reader, ReaderControl, SourceStats};
@@ -60,12 +62,14 @@ struct ViewRuntime {
 }
 
 impl ViewRuntime {
-    /// Asks the view job for its contents, then its changes, on two new bounded channels (it
-    /// answers at its next epoch boundary); `None` when the job is gone.
-    fn subscribe(&self, subscriber: ObjectId) -> Option<(mpsc::Receiver<Message>, mpsc::Receiver<Message>)> {
+    /// Asks the view job for its contents (only its watermark, for a `restored` subscriber),
+    /// then its changes, on two new bounded channels (it answers at its next epoch boundary);
+    /// `None` when the job is gone.
+    fn subscribe(&self, subscriber: ObjectId, restored: bool) -> Option<(mpsc::Receiver<Message>, mpsc::Receiver<Message>)> {
         let (backfill_tx, backfill_rx) = mpsc::channel(CHANNEL_CAPACITY);
         let (live_tx, live_rx) = mpsc::channel(CHANNEL_CAPACITY);
-        let subscription = Subscription { view: subscriber, backfill: Backfill::Messages(backfill_tx), live: live_tx, overflowed: None };
+        let backfill = if restored { Backfill::WatermarkOnly(backfill_tx) } else { Backfill::Messages(backfill_tx) };
+        let subscription = Subscription { view: subscriber, backfill, live: live_tx, overflowed: None };
         self.subscriptions.send(subscription).ok()?;
         Some((backfill_rx, live_rx))
     }
@@ -94,6 +98,12 @@ struct State {
     views: HashMap<ObjectId, ViewRuntime>,
     failed: HashMap<ObjectId, WeirError>,
     pending: BTreeMap<u64, Pending>,
+    /// Sources and views that resumed from the recovered checkpoint.
+    restored_sources: HashSet<ObjectId>,
+    restored_views: HashSet<ObjectId>,
+    /// Views whose state checkpoints keep (every input is a source or such a view).
+    checkpointed_views: HashSet<ObjectId>,
+    last_checkpoint: Option<std::time::Instant>,
 }
 
 pub struct Coordinator {
@@ -104,6 +114,14 @@ pub struct Coordinator {
     reports: mpsc::UnboundedSender<Report>,
     committed: watch::Sender<u64>,
     barrier_interval: Duration,
+    /// Writes checkpoints every `checkpoint_interval` (none when checkpoints are off).
+    checkpointer: Option<Arc<Checkpointer>>,
+    checkpoint_interval: Duration,
+    /// The checkpoint the server started from, consumed as sources and views start.
+    recovered: Mutex<Option<Recovered>>,
+    /// Readers and view jobs wait for this before they start, so that every object of the
+    /// catalog is attached first: a restored view must see its inputs from the checkpoint on.
+    started: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -164,16 +182,27 @@ impl TableFeed {
 }
 
 impl Coordinator {
-    pub fn new(barrier_interval: Duration) -> Arc<Self> {
+    /// A coordinator that checkpoints with `checkpoints` (the checkpointer and the interval)
+    /// and resumes from `recovered`. Nothing runs until [`Coordinator::start`].
+    pub fn new(barrier_interval: Duration, checkpoints: Option<(Arc<Checkpointer>, Duration)>, recovered: Option<Recovered>) -> Arc<Self> {
         let (reports, rx) = mpsc::unbounded_channel();
-        let (committed, _) = watch::channel(0);
+        let first_epoch = recovered.as_ref().map_or(0, |r| r.epoch);
+        let (committed, _) = watch::channel(first_epoch);
+        let (checkpointer, checkpoint_interval) = match checkpoints {
+            Some((c, interval)) => (Some(c), interval),
+            None => (None, Duration::MAX),
+        };
         let coordinator = Arc::new(Coordinator {
-            state: Mutex::new(State { next_epoch: 1, ..State::default() }),
+            state: Mutex::new(State { next_epoch: first_epoch + 1, ..State::default() }),
             feeds: RwLock::new(HashMap::new()),
-            published: RwLock::new(Arc::new(Published::default())),
+            published: RwLock::new(Arc::new(Published { epoch: first_epoch, ..Published::default() })),
             reports,
             committed,
             barrier_interval,
+            checkpointer,
+            checkpoint_interval,
+            recovered: Mutex::new(recovered),
+            started: watch::channel(false).0,
         });
         tokio::spawn(Self::receive_reports(Arc::downgrade(&coordinator), rx));
         tokio::spawn(Self::tick(Arc::downgrade(&coordinator), barrier_interval));
@@ -182,6 +211,34 @@ impl Coordinator {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every object of the catalog is attached: readers and jobs start. What the recovered
+    /// checkpoint held for objects that no longer exist is dropped.
+    pub fn start(&self) {
+        if let Some(recovered) = self.recovered.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let state = self.lock();
+            tracing::info!(
+                epoch = recovered.epoch,
+                sources = state.restored_sources.len(),
+                views = state.restored_views.len(),
+                rebuilt = state.views.len() - state.restored_views.len(),
+                "recovered from checkpoint; views not restored are rebuilt from their inputs"
+            );
+        }
+        self.started.send_replace(true);
+    }
+
+    /// Waits for [`Coordinator::start`].
+    fn start_signal(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut started = self.started.subscribe();
+        async move {
+            let _ = started.wait_for(|s| *s).await;
+        }
+    }
+
+    pub fn checkpointer(&self) -> Option<&Arc<Checkpointer>> {
+        self.checkpointer.as_ref()
     }
 
     pub fn barrier_interval(&self) -> Duration {
@@ -218,6 +275,9 @@ impl Coordinator {
                     }
                 }
                 Report::Failed { view, error } => {
+                    if let Some(c) = &this.checkpointer {
+                        c.forget(view);
+                    }
                     for p in state.pending.values_mut() {
                         p.expected.remove(&view);
                     }
@@ -254,6 +314,15 @@ impl Coordinator {
         state.next_epoch += 1;
         let expected: HashSet<ObjectId> = state.views.keys().copied().collect();
         let started_micros = chrono::Utc::now().timestamp_micros();
+        if let Some(checkpointer) = &self.checkpointer
+            && *self.started.borrow()
+            && state.last_checkpoint.is_none_or(|t| t.elapsed() >= self.checkpoint_interval)
+            && !checkpointer.busy()
+        {
+            let views = state.checkpointed_views.iter().filter(|v| state.views.contains_key(v)).copied().collect();
+            checkpointer.begin(epoch, state.sources.keys().copied().collect(), views);
+            state.last_checkpoint = Some(std::time::Instant::now());
+        }
         state.pending.insert(epoch, Pending { expected, versions: HashMap::new(), started_micros });
         for s in state.sources.values() {
             let _ = s.control.send(ReaderControl::Barrier(epoch));
@@ -285,6 +354,8 @@ impl Coordinator {
     ) {
         let (control, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(SourceStats::new(late_events, source.status()));
+        let restored = self.recovered.lock().unwrap_or_else(|p| p.into_inner()).as_mut().and_then(|r| r.sources.remove(&id));
+        let reader_restored = restored.is_some();
         let reader = Reader {
             source_id: id,
             name: name.to_string(),
@@ -293,9 +364,19 @@ impl Coordinator {
             control: rx,
             stats: stats.clone(),
             committed: self.committed.subscribe(),
+            checkpoints: self.checkpointer.as_ref().map(|c| c.hub.clone()),
+            restored,
         };
-        tokio::spawn(reader.run());
-        self.lock().sources.insert(id, SourceRuntime { control, stats });
+        let start = self.start_signal();
+        tokio::spawn(async move {
+            start.await;
+            reader.run().await
+        });
+        let mut state = self.lock();
+        if reader_restored {
+            state.restored_sources.insert(id);
+        }
+        state.sources.insert(id, SourceRuntime { control, stats });
     }
 
     pub fn add_table(&self, id: ObjectId, tracker: WatermarkTracker) {
@@ -312,11 +393,17 @@ impl Coordinator {
 
     /// Forgets a source or table (its views were dropped first).
     pub fn drop_input(&self, id: ObjectId) {
+        if let Some(c) = &self.checkpointer {
+            c.forget(id);
+        }
         self.lock().sources.remove(&id);
         self.feeds.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
     }
 
     pub fn drop_view(&self, id: ObjectId) {
+        if let Some(c) = &self.checkpointer {
+            c.forget(id);
+        }
         let mut state = self.lock();
         if let Some(v) = state.views.remove(&id) {
             v.task.abort();
@@ -352,7 +439,7 @@ impl Coordinator {
     pub fn subscribe(&self, view: ObjectId, subscriber: ObjectId) -> Result<(mpsc::Receiver<Message>, mpsc::Receiver<Message>)> {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let not_running = || WeirError::new(SqlState::ObjectNotInPrerequisiteState, "the materialized view is not running");
-        state.views.get(&view).and_then(|runtime| runtime.subscribe(subscriber)).ok_or_else(not_running)
+        state.views.get(&view).and_then(|runtime| runtime.subscribe(subscriber, false)).ok_or_else(not_running)
     }
 
     /// A change feed of a running view (SUBSCRIBE); it joins at the view's next epoch boundary.
@@ -393,6 +480,7 @@ impl Coordinator {
         let mut inputs = Vec::new();
         // No barrier may be injected while the view is half attached.
         let mut state = self.lock();
+        let (restored, checkpointed) = self.recovery_plan(&state, id, plan, contents, &mut tree)?;
         for input in plan.inputs() {
             let relation = input.id;
             let job_input = match input.kind {
@@ -431,11 +519,17 @@ impl Coordinator {
                     }
                 }
                 InputKind::Source => {
-                    let (job_input, live_tx, backfill_tx) = bounded_input(relation);
+                    let (mut job_input, live_tx, backfill_tx) = bounded_input(relation);
                     let source = state.sources.get(&relation).ok_or_else(|| missing(&input.name))?;
+                    let backfill = if restored.is_some() {
+                        job_input.backfill = None;
+                        None
+                    } else {
+                        Some(backfill_tx)
+                    };
                     source
                         .control
-                        .send(ReaderControl::Attach { view: id, live: live_tx, backfill: backfill_tx })
+                        .send(ReaderControl::Attach { view: id, live: live_tx, backfill })
                         .map_err(|_| missing(&input.name))?;
                     job_input
                 }
@@ -446,7 +540,7 @@ impl Coordinator {
                             format!("materialized view \"{}\" is not running", input.name),
                         )
                     })?;
-                    let (backfill, live) = upstream.subscribe(id).ok_or_else(|| missing(&input.name))?;
+                    let (backfill, live) = upstream.subscribe(id, restored.is_some()).ok_or_else(|| missing(&input.name))?;
                     JobInput {
                         relation,
                         backfill: Some(InputReceiver::Bounded(backfill)),
@@ -458,10 +552,71 @@ impl Coordinator {
         }
         let (subscriptions, sub_rx) = mpsc::unbounded_channel();
         let stats = Arc::new(ViewStats::default());
-        let job = ViewJob::new(id, tree, inputs, self.reports.clone(), sub_rx, stats.clone(), contents)?;
-        let task = tokio::spawn(job.run());
+        let mut job = ViewJob::new(id, tree, inputs, self.reports.clone(), sub_rx, stats.clone(), contents)?;
+        if let Some((data, watermark)) = restored {
+            job = job.with_contents(data, watermark);
+            state.restored_views.insert(id);
+        }
+        if checkpointed && let Some(c) = &self.checkpointer {
+            job = job.with_checkpoints(c.hub.clone());
+            state.checkpointed_views.insert(id);
+        }
+        let start = self.start_signal();
+        let task = tokio::spawn(async move {
+            start.await;
+            job.run().await
+        });
         state.views.insert(id, ViewRuntime { shape, subscriptions, stats, task });
         Ok(())
+    }
+
+    /// Whether a view being created resumes from the recovered checkpoint (then its operators
+    /// are restored into `tree`, and its contents and watermark returned), and whether
+    /// checkpoints keep its state. Both need every input to be a source or a view that does
+    /// the same: a table's changes after the checkpoint are not replayed (its views are rebuilt
+    /// from its rows), and a view rebuilt from its inputs backfills its readers whole.
+    fn recovery_plan(
+        &self,
+        state: &State,
+        id: ObjectId,
+        plan: &StreamPlan,
+        contents: Contents,
+        tree: &mut operators::OperatorTree,
+    ) -> Result<(Option<(ViewData, crate::dataflow::EventTime)>, bool)> {
+        let inputs = plan.inputs();
+        let checkpointed = contents == Contents::Kept
+            && inputs.iter().all(|i| match i.kind {
+                InputKind::Source => true,
+                InputKind::MaterializedView => state.checkpointed_views.contains(&i.id),
+                InputKind::Table => false,
+            });
+        let recovered = self.recovered.lock().unwrap_or_else(|p| p.into_inner()).as_mut().and_then(|r| r.views.remove(&id));
+        let Some(recovered) = recovered else { return Ok((None, checkpointed)) };
+        let restorable = checkpointed
+            && inputs.iter().all(|i| match i.kind {
+                InputKind::Source => state.restored_sources.contains(&i.id),
+                InputKind::MaterializedView => state.restored_views.contains(&i.id),
+                InputKind::Table => false,
+            });
+        if !restorable {
+            return Ok((None, checkpointed));
+        }
+        let mut data = ViewData::new(tree.output_schema.clone())?;
+        let restored = crate::dataflow::job::restore_operators(tree, recovered.operators).and_then(|()| {
+            for changes in &recovered.contents {
+                data.apply(changes)?;
+            }
+            Ok(())
+        });
+        match restored {
+            Ok(()) => Ok((Some((data, recovered.watermark)), checkpointed)),
+            Err(e) => {
+                tracing::warn!(view = id, error = %e, "the view's checkpointed state does not restore; it is rebuilt from its inputs");
+                *tree = operators::build(plan)?;
+                tree.output_schema = data.schema().clone();
+                Ok((None, checkpointed))
+            }
+        }
     }
 }
 

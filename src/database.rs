@@ -92,9 +92,9 @@ impl Database {
         let storage = Arc::new(Storage::open(&data_dir, tables)?);
         let catalog = Arc::new(RwLock::new(catalog));
         let metrics = Arc::new(Metrics::default());
-        let coordinator = crate::coordinator::Coordinator::new(std::time::Duration::from_millis(
-            config.barrier_interval_ms.max(1),
-        ));
+        let barrier_interval = std::time::Duration::from_millis(config.barrier_interval_ms.max(1));
+        let (checkpoints, recovered) = open_checkpoints(&config, &data_dir).await?;
+        let coordinator = crate::coordinator::Coordinator::new(barrier_interval, checkpoints, recovered);
         storage.set_listener(coordinator.clone());
         let db = Arc::new(Database {
             config,
@@ -147,6 +147,7 @@ impl Database {
             )?;
         }
         crate::streaming::start_all(&db).await?;
+        db.coordinator.start();
         db.ready.store(true, Ordering::SeqCst);
         Ok(db)
     }
@@ -177,6 +178,26 @@ impl Database {
     pub fn snapshot(&self) -> Snapshot {
         self.storage.snapshot()
     }
+}
+
+/// The checkpointer (when checkpoints are on) and the newest intact checkpoint to resume from.
+async fn open_checkpoints(
+    config: &Config,
+    data_dir: &std::path::Path,
+) -> Result<(Option<(Arc<crate::checkpoint::collector::Checkpointer>, std::time::Duration)>, Option<crate::checkpoint::recovery::Recovered>)> {
+    if config.checkpoint_interval_ms == 0 {
+        return Ok((None, None));
+    }
+    let store = Arc::new(crate::checkpoint::CheckpointStore::open(config.state_store.as_deref(), data_dir)?);
+    let started = std::time::Instant::now();
+    let recovered = crate::checkpoint::recovery::load(&store).await?;
+    if let Some(r) = &recovered {
+        tracing::info!(epoch = r.epoch, load_ms = started.elapsed().as_millis() as u64, "resuming from checkpoint");
+    }
+    let checkpointer = crate::checkpoint::collector::Checkpointer::start(store, recovered.as_ref().map_or(0, |r| r.epoch));
+    // Barriers come at multiples of the barrier interval, so checkpoints do too.
+    let interval = std::time::Duration::from_millis(config.checkpoint_interval_ms.max(config.barrier_interval_ms.max(1)));
+    Ok((Some((checkpointer, interval)), recovered))
 }
 
 fn new_base_context() -> Result<SessionContext> {

@@ -50,15 +50,25 @@ pub struct Manifest {
     pub created_at_micros: i64,
     /// The catalog version when the checkpoint was taken.
     pub catalog_version: u64,
-    /// Per source (object id), per partition: the position of the next row after the barrier,
-    /// in the connector's own notation (a Kafka offset, a NATS sequence, a generator's row).
-    pub sources: BTreeMap<u64, BTreeMap<String, String>>,
+    /// Per source (object id): per partition the position of the next row after the barrier,
+    /// in the connector's own notation (a Kafka offset, a NATS sequence, a generator's row),
+    /// and the watermark state.
+    pub sources: BTreeMap<u64, super::snapshot::SourceState>,
+    /// Per view checkpointed: the watermark its output had reached. Its operators' state and
+    /// contents are the parts named `view/<id>/...`.
+    pub views: BTreeMap<u64, ViewRecord>,
     /// Per table: the WAL commit sequence the barrier followed.
     pub tables: BTreeMap<u64, u64>,
     /// Per sink: the last epoch delivered.
     pub sinks: BTreeMap<u64, u64>,
     /// Named parts (`view/<id>/op/<n>/base`, ...) and their files.
     pub parts: BTreeMap<String, PartRef>,
+}
+
+/// A view in a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ViewRecord {
+    pub watermark: i64,
 }
 
 /// A checkpoint store: where, and the root every path is under.
@@ -292,7 +302,7 @@ mod tests {
         for (name, part) in keep {
             w.keep_part(name, part.clone());
         }
-        w.manifest_mut().sources.entry(1).or_default().insert("0".into(), format!("{}", epoch * 10));
+        w.manifest_mut().sources.entry(1).or_default().positions.push(crate::checkpoint::snapshot::PositionRecord { partition: "0".into(), offset: epoch * 10 });
         w.commit().await.unwrap()
     }
 

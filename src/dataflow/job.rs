@@ -14,10 +14,22 @@ use std::task::Poll;
 use tokio::sync::mpsc;
 use weir_catalog::ObjectId;
 
-use super::operators::OperatorTree;
+use super::operators::{OperatorState, OperatorTree};
+use crate::checkpoint::snapshot::{CheckpointHub, Contribution, ViewState};
 use super::view_data::ViewData;
 use super::{Changes, EventTime, Message};
-use crate::error::{Result, WeirError};
+use crate::error::{Result, SqlState, WeirError};
+
+/// Restores a freshly built operator tree from a checkpoint: the state of every operator named.
+pub fn restore_operators(tree: &mut OperatorTree, operators: Vec<(usize, OperatorState)>) -> Result<()> {
+    for (node, state) in operators {
+        let op = tree.operators.get_mut(node).ok_or_else(|| {
+            WeirError::new(SqlState::DataCorrupted, format!("checkpointed state for operator {node}, which the view does not have"))
+        })?;
+        op.restore(state)?;
+    }
+    Ok(())
+}
 
 /// Bound of every channel between tasks: a slow view back-pressures its inputs.
 pub const CHANNEL_CAPACITY: usize = 64;
@@ -62,6 +74,9 @@ pub enum Backfill {
     Messages(mpsc::Sender<Message>),
     /// As the view's data itself (a persistent map: cloning it is cheap), never waiting.
     Snapshot(tokio::sync::oneshot::Sender<ViewData>),
+    /// Only the view's watermark: the subscriber was restored from the same checkpoint as this
+    /// view, so it already holds the contents.
+    WatermarkOnly(mpsc::Sender<Message>),
 }
 
 /// Whether a view job keeps its contents.
@@ -111,6 +126,10 @@ pub struct ViewJob {
     outbox: Vec<Message>,
     /// Per input: the leaves of the operator tree that read its relation (two for a self-join).
     leaves: Vec<Vec<usize>>,
+    /// Set when the view takes part in checkpoints: its state is handed in at their barriers.
+    checkpoints: Option<Arc<CheckpointHub>>,
+    /// Started from a checkpoint ([`ViewJob::with_contents`]).
+    restored: bool,
 }
 
 impl ViewJob {
@@ -142,7 +161,35 @@ impl ViewJob {
             downstream: Vec::new(),
             outbox: Vec::new(),
             leaves,
+            checkpoints: None,
+            restored: false,
         })
+    }
+
+    /// Hands the view's state in at every checkpoint barrier.
+    pub fn with_checkpoints(mut self, hub: Arc<CheckpointHub>) -> Self {
+        self.checkpoints = Some(hub);
+        self
+    }
+
+    /// Starts from restored contents and output watermark (see [`restore_operators`]).
+    pub fn with_contents(mut self, data: ViewData, watermark: EventTime) -> Self {
+        self.restored = true;
+        self.stats.watermark.store(watermark, Ordering::Relaxed);
+        self.stats.rows.store(data.len(), Ordering::Relaxed);
+        self.data = data;
+        self
+    }
+
+    /// The state a checkpoint keeps, taken right after the epoch's output was applied.
+    fn snapshot(&self) -> Result<ViewState> {
+        let mut operators = Vec::new();
+        for (node, op) in self.tree.operators.iter().enumerate() {
+            if op.stateful().is_some() {
+                operators.push((node, op.snapshot()?));
+            }
+        }
+        Ok(ViewState { operators, contents: self.data.clone(), watermark: self.stats.watermark.load(Ordering::Relaxed) })
     }
 
     pub async fn run(mut self) {
@@ -168,6 +215,13 @@ impl ViewJob {
     }
 
     async fn run_inner(&mut self) -> Result<()> {
+        // A view restored from a checkpoint admits the views that subscribed while the server
+        // started before it reads any input: those restored with it hold its contents as of the
+        // checkpoint and must miss none of its changes after. (Other views admit subscribers
+        // at epoch boundaries, after their own backfill.)
+        if self.restored {
+            self.admit_subscribers().await?;
+        }
         let n = self.inputs.len();
         let mut barrier_on: Vec<Option<u64>> = vec![None; n];
         let mut start = 0usize;
@@ -276,9 +330,9 @@ impl ViewJob {
         Ok(())
     }
 
-    async fn end_epoch(&mut self, epoch: u64) -> Result<()> {
-        // Views that asked to read this one join now, at the epoch boundary: their backfill is
-        // the contents as of the previous epoch, this epoch's changes reach them live.
+    /// Hands every pending subscriber the view's contents (or what its backfill asks for) and
+    /// adds it to the downstream list.
+    async fn admit_subscribers(&mut self) -> Result<()> {
         while let Ok(sub) = self.subscriptions.try_recv() {
             self.flush_outbox().await;
             match sub.backfill {
@@ -296,6 +350,12 @@ impl ViewJob {
                 Backfill::Snapshot(snapshot) => {
                     let _ = snapshot.send(self.data.clone());
                 }
+                Backfill::WatermarkOnly(backfill) => {
+                    let w = self.stats.watermark.load(Ordering::Relaxed);
+                    if w > EventTime::MIN {
+                        let _ = backfill.send(Message::Watermark(w)).await;
+                    }
+                }
             }
             self.downstream.push(Downstream { live: sub.live, overflowed: sub.overflowed });
             if self.contents == Contents::UntilSubscribed && !self.contents_dropped {
@@ -303,6 +363,13 @@ impl ViewJob {
                 self.contents_dropped = true;
             }
         }
+        Ok(())
+    }
+
+    async fn end_epoch(&mut self, epoch: u64) -> Result<()> {
+        // Views that asked to read this one join now, at the epoch boundary: their backfill is
+        // the contents as of the previous epoch, this epoch's changes reach them live.
+        self.admit_subscribers().await?;
         for node in 0..self.tree.operators.len() {
             let mut out = Vec::new();
             self.tree.operators[node].on_barrier(epoch, &mut out)?;
@@ -318,6 +385,9 @@ impl ViewJob {
         self.stats.rows.store(self.data.len(), Ordering::Relaxed);
         self.stats.last_epoch.store(epoch, Ordering::Relaxed);
         let _ = self.reports.send(Report::Epoch { view: self.view, epoch, data: self.data.clone() });
+        if let Some(hub) = self.checkpoints.as_ref().filter(|h| h.is_requested(epoch)) {
+            hub.contribute(Contribution::View { id: self.view, epoch, state: self.snapshot() });
+        }
         Ok(())
     }
 

@@ -24,11 +24,14 @@ use weir_connectors::{ConnectorStatus, Source, SourceEvent, SourcePosition};
 use super::dead_letter::{DeadLetterQueue, LateEvents};
 use super::source_errors::SourceErrorLog;
 use super::watermark::WatermarkTracker;
+use crate::checkpoint::snapshot::{CheckpointHub, Contribution, SourceState};
 use super::{Changes, EventTime, Message, WATERMARK_MAX};
 
 pub enum ReaderControl {
     Barrier(u64),
-    Attach { view: ObjectId, live: mpsc::Sender<Message>, backfill: mpsc::Sender<Message> },
+    /// A view starts reading. `backfill: None`: the view was restored from a checkpoint taken
+    /// together with this reader's positions, so it needs no backfill, only the watermark.
+    Attach { view: ObjectId, live: mpsc::Sender<Message>, backfill: Option<mpsc::Sender<Message>> },
 }
 
 /// Live figures of a source, read by `weir_catalog` and `/metrics`.
@@ -90,6 +93,10 @@ pub struct Reader {
     /// The newest committed epoch: positions reached before an epoch's barrier are committed
     /// to the source ([`Source::commit`]) once that epoch is.
     pub committed: watch::Receiver<u64>,
+    /// Which barriers are checkpoints, and where this reader hands in its state at them.
+    pub checkpoints: Option<Arc<CheckpointHub>>,
+    /// The state to resume from (recovery): positions to seek to, watermarks to continue from.
+    pub restored: Option<SourceState>,
 }
 
 impl Reader {
@@ -121,6 +128,18 @@ impl Reader {
         let mut outputs: Vec<(ObjectId, mpsc::Sender<Message>)> = Vec::new();
         let mut read_any = false;
         let mut ended = false;
+        if let Some(state) = self.restored.take() {
+            if let Err(e) = self.source.seek(&state.positions()).await {
+                // Reading from the start instead would count the checkpointed rows twice.
+                tracing::error!(source = %self.name, error = %e, "could not seek to the checkpointed positions; the source stops");
+                return;
+            }
+            self.tracker.restore(&state.watermarks);
+            self.stats.watermark.store(self.tracker.current(), Ordering::Relaxed);
+            self.record_partitions(None);
+            read_any = state.read_any;
+            ended = state.ended;
+        }
         // Positions at each barrier not yet committed, oldest first.
         let mut uncommitted: VecDeque<(u64, Vec<SourcePosition>)> = VecDeque::new();
         loop {
@@ -130,6 +149,15 @@ impl Reader {
                 control = self.control.recv() => match control {
                     None => return,
                     Some(ReaderControl::Barrier(epoch)) => {
+                        if let Some(hub) = self.checkpoints.as_ref().filter(|h| h.is_requested(epoch)) {
+                            let state = SourceState {
+                                positions: SourceState::record_positions(&self.source.positions()),
+                                watermarks: self.tracker.save(),
+                                read_any,
+                                ended,
+                            };
+                            hub.contribute(Contribution::Source { id: self.source_id, epoch, state });
+                        }
                         if read_any && uncommitted.back().is_none_or(|(_, p)| *p != self.source.positions()) {
                             uncommitted.push_back((epoch, self.source.positions()));
                         }
@@ -141,8 +169,16 @@ impl Reader {
                         broadcast(&mut outputs, Message::Barrier(epoch)).await;
                     }
                     Some(ReaderControl::Attach { view, live, backfill }) => {
-                        if read_any {
-                            self.spawn_backfill(view, backfill, ended);
+                        match backfill {
+                            Some(backfill) if read_any => self.spawn_backfill(view, backfill, ended),
+                            Some(_) => {}
+                            None => {
+                                // Restored: operators downstream start from no watermark.
+                                let w = self.tracker.current();
+                                if w > EventTime::MIN && live.send(Message::Watermark(w)).await.is_err() {
+                                    continue;
+                                }
+                            }
                         }
                         outputs.push((view, live));
                     }

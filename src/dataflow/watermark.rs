@@ -16,6 +16,7 @@ use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType}
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::{EventTime, WATERMARK_MAX};
+use crate::checkpoint::snapshot::{PartitionMark, TrackerState};
 use crate::error::Result;
 
 /// How a relation's watermark is defined: the event-time column and the expression whose
@@ -104,6 +105,29 @@ impl WatermarkTracker {
 
     pub fn current(&self) -> EventTime {
         self.current
+    }
+
+    /// The state a checkpoint keeps (idleness is a matter of wall-clock time and starts afresh).
+    pub fn save(&self) -> TrackerState {
+        TrackerState {
+            partitions: self.partitions.iter().map(|p| PartitionMark { max: p.max, ended: p.ended, pending: p.pending }).collect(),
+            current: self.current,
+        }
+    }
+
+    /// Continues from a checkpointed state: rows below its watermark are late, as they were.
+    pub fn restore(&mut self, state: &TrackerState) {
+        let now = Instant::now();
+        if state.partitions.len() > self.partitions.len() {
+            self.add_partitions(state.partitions.len(), now);
+        }
+        for (p, mark) in self.partitions.iter_mut().zip(&state.partitions) {
+            p.max = mark.max;
+            p.ended = mark.ended;
+            p.pending = mark.pending;
+            p.last_row = now;
+        }
+        self.current = state.current;
     }
 
     /// The event time of each row (the watermarked column), for reporting late rows.

@@ -12,7 +12,7 @@ use crate::streaming::wait_until_source_ended;
 /// (auction, window start in microseconds, aggregates...) rows, sorted.
 type Rows = Vec<Vec<i64>>;
 
-async fn weir_rows(client: &tokio_postgres::Client, sql: &str) -> Rows {
+pub(crate) async fn weir_rows(client: &tokio_postgres::Client, sql: &str) -> Rows {
     let rows = client.query(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     let epoch = std::time::SystemTime::UNIX_EPOCH;
     let mut out: Rows = rows
@@ -32,7 +32,7 @@ async fn weir_rows(client: &tokio_postgres::Client, sql: &str) -> Rows {
     out
 }
 
-fn batch_rows(batches: &[RecordBatch]) -> Rows {
+pub(crate) fn batch_rows(batches: &[RecordBatch]) -> Rows {
     let mut out = Rows::new();
     for b in batches {
         for row in 0..b.num_rows() {

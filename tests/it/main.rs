@@ -13,6 +13,7 @@ mod nats;
 mod oracle;
 mod protocol;
 mod questdb;
+mod recovery;
 mod restart;
 mod slt;
 mod streaming;

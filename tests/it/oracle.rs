@@ -18,7 +18,8 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use proptest::prelude::*;
 use tokio::sync::mpsc;
-use weir::dataflow::job::{InputReceiver, JobInput, Report, ViewJob, ViewStats};
+use weir::checkpoint::snapshot::{CheckpointHub, Contribution};
+use weir::dataflow::job::{InputReceiver, JobInput, Report, ViewJob, ViewStats, restore_operators};
 use weir::dataflow::view_data::ViewData;
 use weir::dataflow::watermark::{WatermarkSpec, WatermarkTracker};
 use weir::dataflow::{Changes, Message, WATERMARK_MAX, operators};
@@ -51,6 +52,9 @@ struct Scenario {
     /// Changes to the table `dim`: after how many events, and which row. A row that is in the
     /// table is deleted, otherwise inserted (so tables both grow and shrink).
     table_ops: Vec<(usize, DimRow)>,
+    /// Picks the barrier after which a restarting run checkpoints the job, stops it and goes
+    /// on with a new job restored from that checkpoint.
+    restart_pick: usize,
 }
 
 type DimRow = (usize, usize, i64);
@@ -65,8 +69,9 @@ fn scenario() -> impl Strategy<Value = Scenario> {
             proptest::collection::vec(any::<bool>(), n),
             proptest::collection::vec(any::<bool>(), n),
             proptest::collection::vec(table_op, 0..24),
+            any::<usize>(),
         )
-            .prop_map(move |(raw, cut_flags, barrier_flags, mut table_ops)| {
+            .prop_map(move |(raw, cut_flags, barrier_flags, mut table_ops, restart_pick)| {
                 // Each partition has its own clock that moves forward; some events go back in time
                 // (within the 5 s delay or beyond it, which makes them late).
                 let mut clocks = vec![0i64; partitions];
@@ -85,7 +90,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 }
                 let barriers = (1..=events.len()).filter(|i| barrier_flags[i - 1]).collect();
                 table_ops.sort_by_key(|(at, _)| *at);
-                Scenario { partitions, events, cuts, barriers, bounded, table_ops }
+                Scenario { partitions, events, cuts, barriers, bounded, table_ops, restart_pick }
             })
     })
 }
@@ -279,8 +284,53 @@ fn assert_same(actual: &[Vec<Value>], expected: &[Vec<Value>], absolute: f64, co
     }
 }
 
-/// Runs a scenario through a view job and checks every published epoch against the oracle.
-async fn check(sql: &str, emit_on_window_close: bool, window_end_column: Option<usize>, absolute: f64, s: &Scenario) {
+/// A view job under test and the channels of its inputs (the events, the table `dim`).
+struct Job {
+    tx: mpsc::UnboundedSender<Message>,
+    dim_tx: mpsc::UnboundedSender<Message>,
+    reads_dim: bool,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Job {
+    fn start(
+        reads: &[u64],
+        tree: operators::OperatorTree,
+        restored: Option<(ViewData, i64)>,
+        reports: &mpsc::UnboundedSender<Report>,
+        hub: &Arc<CheckpointHub>,
+    ) -> Job {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (dim_tx, dim_rx) = mpsc::unbounded_channel();
+        let (_subs_tx, subs_rx) = mpsc::unbounded_channel();
+        let mut inputs = Vec::new();
+        if reads.contains(&1) {
+            inputs.push(JobInput { relation: 1, backfill: None, live: InputReceiver::Unbounded(rx) });
+        }
+        let reads_dim = reads.contains(&2);
+        if reads_dim {
+            inputs.push(JobInput { relation: 2, backfill: None, live: InputReceiver::Unbounded(dim_rx) });
+        }
+        let mut job = ViewJob::new(7, tree, inputs, reports.clone(), subs_rx, Arc::new(ViewStats::default()), weir::dataflow::job::Contents::Kept)
+            .unwrap()
+            .with_checkpoints(hub.clone());
+        if let Some((data, watermark)) = restored {
+            job = job.with_contents(data, watermark);
+        }
+        Job { tx, dim_tx, reads_dim, task: tokio::spawn(job.run()) }
+    }
+
+    fn barrier(&self, epoch: u64) {
+        self.tx.send(Message::Barrier(epoch)).unwrap();
+        if self.reads_dim {
+            self.dim_tx.send(Message::Barrier(epoch)).unwrap();
+        }
+    }
+}
+
+/// Runs a scenario through a view job and checks every published epoch against the oracle;
+/// with `restart`, the job is checkpointed, stopped and restored at one of the barriers.
+async fn check(sql: &str, emit_on_window_close: bool, window_end_column: Option<usize>, absolute: f64, restart: bool, s: &Scenario) {
     let query = rewritten(sql);
     let ctx = context();
     ctx.register_table("ev", Arc::new(MemTable::try_new(schema(), vec![vec![]]).unwrap())).unwrap();
@@ -307,34 +357,22 @@ async fn check(sql: &str, emit_on_window_close: bool, window_end_column: Option<
     let mut tracker = WatermarkTracker::new(Some(spec), s.partitions);
 
     let reads: Vec<u64> = stream_plan.inputs().iter().map(|i| i.id).collect();
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (dim_tx, dim_rx) = mpsc::unbounded_channel();
-    let (reports_tx, mut reports) = mpsc::unbounded_channel();
-    let (_subs_tx, subs_rx) = mpsc::unbounded_channel();
-    let mut inputs = Vec::new();
-    if reads.contains(&1) {
-        inputs.push(JobInput { relation: 1, backfill: None, live: InputReceiver::Unbounded(rx) });
-    }
     let reads_dim = reads.contains(&2);
-    if reads_dim {
-        inputs.push(JobInput { relation: 2, backfill: None, live: InputReceiver::Unbounded(dim_rx) });
+    let (reports_tx, mut reports) = mpsc::unbounded_channel();
+    let (hub, mut contributions) = CheckpointHub::new();
+    let restart_epoch = (restart && !s.barriers.is_empty()).then(|| 1 + (s.restart_pick % s.barriers.len()) as u64);
+    if let Some(e) = restart_epoch {
+        hub.request(e);
     }
-    let job = ViewJob::new(7, tree, inputs, reports_tx, subs_rx, Arc::new(ViewStats::default()), weir::dataflow::job::Contents::Kept).unwrap();
-    let task = tokio::spawn(job.run());
+    let mut job = Job::start(&reads, tree, None, &reports_tx, &hub);
     let mut table: Vec<DimRow> = Vec::new();
     let mut next_op = 0usize;
-    let mut send_table = |upto: usize, table: &mut Vec<DimRow>| {
-        let changes = apply_table_ops(&s.table_ops, &mut next_op, upto, table);
+    let send_table = |job: &Job, next_op: &mut usize, upto: usize, table: &mut Vec<DimRow>| {
+        let changes = apply_table_ops(&s.table_ops, next_op, upto, table);
         if reads_dim && !changes.is_empty() {
             let rows: Vec<DimRow> = changes.iter().map(|c| c.0).collect();
             let diffs = Int64Array::from_iter_values(changes.iter().map(|c| c.1));
-            dim_tx.send(Message::Data(Arc::new(Changes::new(dim_batch(&rows), diffs)))).unwrap();
-        }
-    };
-    let barrier = |epoch: u64| {
-        tx.send(Message::Barrier(epoch)).unwrap();
-        if reads_dim {
-            dim_tx.send(Message::Barrier(epoch)).unwrap();
+            job.dim_tx.send(Message::Data(Arc::new(Changes::new(dim_batch(&rows), diffs)))).unwrap();
         }
     };
 
@@ -349,37 +387,51 @@ async fn check(sql: &str, emit_on_window_close: bool, window_end_column: Option<
     let mut start = 0usize;
     let mut engine_late = 0usize;
     let mut barrier_at = s.barriers.iter().peekable();
-    send_table(0, &mut table);
+    send_table(&job, &mut next_op, 0, &mut table);
     for &end in &s.cuts {
         let slice = &s.events[start..end];
         let assigned = tracker.assign(slice[0].partition, batch(slice)).unwrap();
         engine_late += assigned.late.num_rows();
         if assigned.on_time.num_rows() > 0 {
-            tx.send(Message::Data(Arc::new(Changes::inserts(assigned.on_time)))).unwrap();
+            job.tx.send(Message::Data(Arc::new(Changes::inserts(assigned.on_time)))).unwrap();
         }
         if let Some(w) = assigned.advanced {
             assert_eq!(w, wm_after[end - 1], "engine watermark after {end} events");
-            tx.send(Message::Watermark(w)).unwrap();
+            job.tx.send(Message::Watermark(w)).unwrap();
         }
         start = end;
-        send_table(end, &mut table);
+        send_table(&job, &mut next_op, end, &mut table);
         while barrier_at.peek().is_some_and(|b| **b <= end) {
             barrier_at.next();
             epoch += 1;
-            barrier(epoch);
+            job.barrier(epoch);
             checkpoints.push((epoch, end, tracker.current(), table.clone()));
+            if restart_epoch == Some(epoch) {
+                // What a crash and recovery do: the job's state at this barrier is all that
+                // survives; a new job is built from the plan and restored from it, and the
+                // reader sends it its current watermark.
+                let Some(Contribution::View { state, .. }) = contributions.recv().await else { panic!("no checkpoint") };
+                let state = state.expect("the view's state is checkpointed");
+                job.task.abort();
+                let mut tree = operators::build(&stream_plan).unwrap();
+                restore_operators(&mut tree, state.operators).unwrap();
+                job = Job::start(&reads, tree, Some((state.contents, state.watermark)), &reports_tx, &hub);
+                if tracker.current() > i64::MIN {
+                    job.tx.send(Message::Watermark(tracker.current())).unwrap();
+                }
+            }
         }
     }
-    send_table(usize::MAX, &mut table);
+    send_table(&job, &mut next_op, usize::MAX, &mut table);
     let mut final_wm = tracker.current();
     if s.bounded {
         if let Some(w) = tracker.end_all() {
-            tx.send(Message::Watermark(w)).unwrap();
+            job.tx.send(Message::Watermark(w)).unwrap();
         }
         final_wm = WATERMARK_MAX;
     }
     epoch += 1;
-    barrier(epoch);
+    job.barrier(epoch);
     checkpoints.push((epoch, s.events.len(), final_wm, table.clone()));
     assert_eq!(engine_late, late.iter().filter(|l| **l).count(), "late counts differ");
 
@@ -390,7 +442,7 @@ async fn check(sql: &str, emit_on_window_close: bool, window_end_column: Option<
             Report::Failed { error, .. } => panic!("view failed: {error}"),
         }
     }
-    task.abort();
+    job.task.abort();
 
     for ((epoch, read, wm, table), (reported, data)) in checkpoints.iter().zip(&versions) {
         assert_eq!(epoch, reported);
@@ -424,12 +476,22 @@ fn run(sql: &'static str, eowc: bool, window_end_column: Option<usize>, cases: u
     run_within(sql, eowc, window_end_column, 0.0, cases)
 }
 
+/// [`run`], with the job checkpointed, stopped and restored from the checkpoint at a random
+/// barrier: the results must not change.
+fn run_restarting(sql: &'static str, eowc: bool, window_end_column: Option<usize>, absolute: f64, cases: u32) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let config = ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() };
+    proptest!(config, |(s in scenario())| {
+        runtime.block_on(check(sql, eowc, window_end_column, absolute, true, &s));
+    });
+}
+
 /// `absolute`: the float error allowed besides rounding.
 fn run_within(sql: &'static str, eowc: bool, window_end_column: Option<usize>, absolute: f64, cases: u32) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let config = ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() };
     proptest!(config, |(s in scenario())| {
-        runtime.block_on(check(sql, eowc, window_end_column, absolute, &s));
+        runtime.block_on(check(sql, eowc, window_end_column, absolute, false, &s));
     });
 }
 
@@ -603,4 +665,26 @@ const NO_GROUP_BY: &str = "SELECT count(*) AS n, sum(v) AS s, min(f) AS lo, stdd
 #[test]
 fn aggregate_without_group_by_matches_batch() {
     run(NO_GROUP_BY, false, None, 30);
+}
+
+#[test]
+fn aggregates_restored_from_a_checkpoint_match_batch() {
+    run_restarting(TUMBLE, false, None, 0.0, 30);
+    run_restarting(TUMBLE, true, Some(2), 0.0, 20);
+    run_restarting(HOP, false, None, 0.0, 20);
+    run_restarting(FILTERED, false, None, 0.0, 20);
+    run_restarting(GLOBAL, false, None, 0.0, 20);
+    run_restarting(NO_GROUP_BY, false, None, 0.0, 20);
+    run_restarting(INTEGER_KEYS, false, None, 0.0, 20);
+    run_restarting(FIRST_LAST, false, None, PERCENTILE_ERROR, 20);
+    run_restarting(FIRST_LAST_RETRACTING, false, None, PERCENTILE_ERROR, 20);
+}
+
+#[test]
+fn joins_restored_from_a_checkpoint_match_batch() {
+    run_restarting(WINDOW_JOIN, false, None, 0.0, 20);
+    run_restarting(WINDOW_JOIN, true, Some(2), 0.0, 15);
+    run_restarting(INTERVAL_LEFT_JOIN, false, None, 0.0, 20);
+    run_restarting(TABLE_JOIN, false, None, 0.0, 20);
+    run_restarting(TABLE_FULL_JOIN, false, None, 0.0, 20);
 }

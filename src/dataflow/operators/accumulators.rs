@@ -24,7 +24,7 @@ use datafusion::arrow::datatypes::{DataType, Decimal128Type, Float64Type, Int64T
 use datafusion::arrow::row::{RowConverter, SortField};
 use weir_sql::streaming::{AggregateCall, AggregateKind};
 
-use crate::error::{Result, WeirError};
+use crate::error::{Result, SqlState, WeirError};
 
 pub trait GroupAccumulator: Send {
     /// Applies row `i` of `values` with multiplicity `diffs[i]` to slot `slots[i]`; `slot_count`
@@ -35,6 +35,11 @@ pub trait GroupAccumulator: Send {
     /// Forgets a slot's state (the slot will be reused for another group).
     fn reset(&mut self, slot: usize);
     fn size(&self) -> usize;
+    /// The state of the listed slots as columns, one row per slot, for a checkpoint.
+    fn save(&self, slots: &[usize]) -> Result<Vec<ArrayRef>>;
+    /// Sets the state of `slots[i]` from row `i` of columns written by [`GroupAccumulator::save`]
+    /// (the accumulator grows to `slot_count` slots).
+    fn load(&mut self, columns: &[ArrayRef], slots: &[usize], slot_count: usize) -> Result<()>;
 }
 
 /// Creates the accumulator for a call on an argument of `input` type producing `output` type.
@@ -74,6 +79,58 @@ fn grow<T: Clone>(v: &mut Vec<T>, len: usize, fill: T) {
     }
 }
 
+/// Checkpointed state that does not have the shape this code writes: a part from another
+/// version, or damage the checksums missed.
+fn corrupt(what: &str) -> WeirError {
+    WeirError::new(SqlState::DataCorrupted, format!("checkpointed aggregate state: {what}"))
+}
+
+/// Column `i` of a saved state as an array of `T`.
+fn saved<T: datafusion::arrow::datatypes::ArrowPrimitiveType>(
+    columns: &[ArrayRef],
+    i: usize,
+) -> Result<&datafusion::arrow::array::PrimitiveArray<T>> {
+    columns.get(i).and_then(|c| c.as_primitive_opt::<T>()).ok_or_else(|| corrupt(&format!("column {i} is missing or mistyped")))
+}
+
+/// Per-slot multisets of row-encoded values as two list columns: the values and their counts.
+fn save_byte_multisets<'a, S, I>(sets: I) -> Vec<ArrayRef>
+where
+    I: Iterator<Item = Option<S>>,
+    S: Iterator<Item = (&'a [u8], i64)>,
+{
+    use datafusion::arrow::array::{BinaryBuilder, Int64Builder, ListBuilder};
+    let mut values = ListBuilder::new(BinaryBuilder::new());
+    let mut counts = ListBuilder::new(Int64Builder::new());
+    for set in sets {
+        for (v, n) in set.into_iter().flatten() {
+            values.values().append_value(v);
+            counts.values().append_value(n);
+        }
+        values.append(true);
+        counts.append(true);
+    }
+    vec![Arc::new(values.finish()), Arc::new(counts.finish())]
+}
+
+/// One group's multiset: row-encoded values and their counts.
+type ByteMultiset = Vec<(Box<[u8]>, i64)>;
+
+/// The multisets written by [`save_byte_multisets`], one per row.
+fn load_byte_multisets(columns: &[ArrayRef]) -> Result<Vec<ByteMultiset>> {
+    let lists = |i: usize| columns.get(i).and_then(|c| c.as_list_opt::<i32>()).ok_or_else(|| corrupt("multiset columns are missing"));
+    let (values, counts) = (lists(0)?, lists(1)?);
+    (0..values.len())
+        .map(|row| {
+            let v = values.value(row);
+            let v = v.as_binary_opt::<i32>().ok_or_else(|| corrupt("multiset values are not binary"))?;
+            let n = counts.value(row);
+            let n = n.as_primitive_opt::<Int64Type>().ok_or_else(|| corrupt("multiset counts are not integers"))?;
+            Ok(v.iter().zip(n.iter()).map(|(v, n)| (Box::from(v.unwrap_or_default()), n.unwrap_or(0))).collect())
+        })
+        .collect()
+}
+
 /// `count(x)`: rows where x is not NULL (`count(*)` is `count(1)`).
 #[derive(Default)]
 struct Count {
@@ -109,6 +166,19 @@ impl GroupAccumulator for Count {
 
     fn size(&self) -> usize {
         self.counts.len() * 8
+    }
+
+    fn save(&self, slots: &[usize]) -> Result<Vec<ArrayRef>> {
+        Ok(vec![self.evaluate(slots)?])
+    }
+
+    fn load(&mut self, columns: &[ArrayRef], slots: &[usize], slot_count: usize) -> Result<()> {
+        grow(&mut self.counts, slot_count, 0);
+        let counts = saved::<Int64Type>(columns, 0)?;
+        for (s, n) in slots.iter().zip(counts.values()) {
+            self.counts[*s] = *n;
+        }
+        Ok(())
     }
 }
 
@@ -225,6 +295,18 @@ impl GroupAccumulator for CountDistinct {
     fn size(&self) -> usize {
         self.values.iter().map(|m| m.len() * 48 + m.keys().map(|k| k.len()).sum::<usize>()).sum::<usize>()
             + self.values.len() * 48
+    }
+
+    fn save(&self, slots: &[usize]) -> Result<Vec<ArrayRef>> {
+        Ok(save_byte_multisets(slots.iter().map(|s| self.values.get(*s).map(|m| m.iter().map(|(k, n)| (k.as_ref(), *n))))))
+    }
+
+    fn load(&mut self, columns: &[ArrayRef], slots: &[usize], slot_count: usize) -> Result<()> {
+        grow(&mut self.values, slot_count, HashMap::new());
+        for (s, set) in slots.iter().zip(load_byte_multisets(columns)?) {
+            self.values[*s] = set.into_iter().collect();
+        }
+        Ok(())
     }
 }
 
@@ -370,6 +452,27 @@ impl GroupAccumulator for SumAvg {
     fn size(&self) -> usize {
         self.counts.len() * 8 + self.ints.len() * 16 + self.floats.len() * 8
     }
+
+    fn save(&self, slots: &[usize]) -> Result<Vec<ArrayRef>> {
+        let ints = Decimal128Array::from_iter_values(slots.iter().map(|s| self.ints.get(*s).copied().unwrap_or(0)));
+        let floats = Float64Array::from_iter_values(slots.iter().map(|s| self.floats.get(*s).copied().unwrap_or(0.0)));
+        let counts = Int64Array::from_iter_values(slots.iter().map(|s| self.counts.get(*s).copied().unwrap_or(0)));
+        Ok(vec![Arc::new(ints), Arc::new(floats), Arc::new(counts)])
+    }
+
+    fn load(&mut self, columns: &[ArrayRef], slots: &[usize], slot_count: usize) -> Result<()> {
+        grow(&mut self.ints, slot_count, 0);
+        grow(&mut self.floats, slot_count, 0.0);
+        grow(&mut self.counts, slot_count, 0);
+        let (ints, floats, counts) =
+            (saved::<Decimal128Type>(columns, 0)?, saved::<Float64Type>(columns, 1)?, saved::<Int64Type>(columns, 2)?);
+        for (i, s) in slots.iter().enumerate() {
+            self.ints[*s] = ints.value(i);
+            self.floats[*s] = floats.value(i);
+            self.counts[*s] = counts.value(i);
+        }
+        Ok(())
+    }
 }
 
 /// `min(x)` / `max(x)` of integers or timestamps over an insert-only input: the best
@@ -437,6 +540,18 @@ impl GroupAccumulator for IntMinMax {
 
     fn size(&self) -> usize {
         self.best.len() * 16
+    }
+
+    fn save(&self, slots: &[usize]) -> Result<Vec<ArrayRef>> {
+        Ok(vec![Arc::new(Int64Array::from_iter(slots.iter().map(|s| self.best.get(*s).copied().flatten())))])
+    }
+
+    fn load(&mut self, columns: &[ArrayRef], slots: &[usize], slot_count: usize) -> Result<()> {
+        grow(&mut self.best, slot_count, None);
+        for (s, best) in slots.iter().zip(saved::<Int64Type>(columns, 0)?.iter()) {
+            self.best[*s] = best;
+        }
+        Ok(())
     }
 }
 
@@ -551,6 +666,34 @@ impl GroupAccumulator for MinMax {
             .map_or(0, |s| s.iter().map(|m| 24 + m.keys().map(|k| k.len() + 40).sum::<usize>()).sum());
         best + sets
     }
+
+    fn save(&self, slots: &[usize]) -> Result<Vec<ArrayRef>> {
+        Ok(match &self.multiset {
+            Some(sets) => save_byte_multisets(slots.iter().map(|s| sets.get(*s).map(|m| m.iter().map(|(k, n)| (k.as_ref(), *n))))),
+            None => vec![Arc::new(datafusion::arrow::array::BinaryArray::from_iter(
+                slots.iter().map(|s| self.best.get(*s).and_then(|b| b.as_deref())),
+            ))],
+        })
+    }
+
+    fn load(&mut self, columns: &[ArrayRef], slots: &[usize], slot_count: usize) -> Result<()> {
+        match &mut self.multiset {
+            Some(sets) => {
+                grow(sets, slot_count, BTreeMap::new());
+                for (s, set) in slots.iter().zip(load_byte_multisets(columns)?) {
+                    sets[*s] = set.into_iter().collect();
+                }
+            }
+            None => {
+                grow(&mut self.best, slot_count, None);
+                let best = columns.first().and_then(|c| c.as_binary_opt::<i32>()).ok_or_else(|| corrupt("min/max values are not binary"))?;
+                for (s, b) in slots.iter().zip(best.iter()) {
+                    self.best[*s] = b.map(Box::from);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Variance and standard deviation by Welford's method, which can also remove a value.
@@ -638,6 +781,26 @@ impl GroupAccumulator for Variance {
     fn size(&self) -> usize {
         self.n.len() * 24
     }
+
+    fn save(&self, slots: &[usize]) -> Result<Vec<ArrayRef>> {
+        let n = Int64Array::from_iter_values(slots.iter().map(|s| self.n[*s]));
+        let mean = Float64Array::from_iter_values(slots.iter().map(|s| self.mean[*s]));
+        let m2 = Float64Array::from_iter_values(slots.iter().map(|s| self.m2[*s]));
+        Ok(vec![Arc::new(n), Arc::new(mean), Arc::new(m2)])
+    }
+
+    fn load(&mut self, columns: &[ArrayRef], slots: &[usize], slot_count: usize) -> Result<()> {
+        grow(&mut self.n, slot_count, 0);
+        grow(&mut self.mean, slot_count, 0.0);
+        grow(&mut self.m2, slot_count, 0.0);
+        let (n, mean, m2) = (saved::<Int64Type>(columns, 0)?, saved::<Float64Type>(columns, 1)?, saved::<Float64Type>(columns, 2)?);
+        for (i, s) in slots.iter().enumerate() {
+            self.n[*s] = n.value(i);
+            self.mean[*s] = mean.value(i);
+            self.m2[*s] = m2.value(i);
+        }
+        Ok(())
+    }
 }
 
 /// `bool_and` / `bool_or`: counts of true and false values per group.
@@ -688,6 +851,23 @@ impl GroupAccumulator for BoolAndOr {
 
     fn size(&self) -> usize {
         self.trues.len() * 16
+    }
+
+    fn save(&self, slots: &[usize]) -> Result<Vec<ArrayRef>> {
+        let trues = Int64Array::from_iter_values(slots.iter().map(|s| self.trues[*s]));
+        let falses = Int64Array::from_iter_values(slots.iter().map(|s| self.falses[*s]));
+        Ok(vec![Arc::new(trues), Arc::new(falses)])
+    }
+
+    fn load(&mut self, columns: &[ArrayRef], slots: &[usize], slot_count: usize) -> Result<()> {
+        grow(&mut self.trues, slot_count, 0);
+        grow(&mut self.falses, slot_count, 0);
+        let (trues, falses) = (saved::<Int64Type>(columns, 0)?, saved::<Int64Type>(columns, 1)?);
+        for (i, s) in slots.iter().enumerate() {
+            self.trues[*s] = trues.value(i);
+            self.falses[*s] = falses.value(i);
+        }
+        Ok(())
     }
 }
 
@@ -784,5 +964,36 @@ impl GroupAccumulator for Percentile {
 
     fn size(&self) -> usize {
         self.values.iter().map(|m| 24 + m.len() * 48).sum()
+    }
+
+    fn save(&self, slots: &[usize]) -> Result<Vec<ArrayRef>> {
+        use datafusion::arrow::array::{Float64Builder, Int64Builder, ListBuilder};
+        let mut values = ListBuilder::new(Float64Builder::new());
+        let mut counts = ListBuilder::new(Int64Builder::new());
+        for s in slots {
+            for (v, n) in self.values.get(*s).into_iter().flatten() {
+                values.values().append_value(v.0);
+                counts.values().append_value(*n);
+            }
+            values.append(true);
+            counts.append(true);
+        }
+        Ok(vec![Arc::new(values.finish()), Arc::new(counts.finish())])
+    }
+
+    fn load(&mut self, columns: &[ArrayRef], slots: &[usize], slot_count: usize) -> Result<()> {
+        grow(&mut self.values, slot_count, BTreeMap::new());
+        let lists = |i: usize| columns.get(i).and_then(|c| c.as_list_opt::<i32>()).ok_or_else(|| corrupt("percentile columns are missing"));
+        let (values, counts) = (lists(0)?, lists(1)?);
+        for (row, s) in slots.iter().enumerate() {
+            let v = values.value(row);
+            let n = counts.value(row);
+            let (v, n) = (
+                v.as_primitive_opt::<Float64Type>().ok_or_else(|| corrupt("percentile values are not floats"))?,
+                n.as_primitive_opt::<Int64Type>().ok_or_else(|| corrupt("percentile counts are not integers"))?,
+            );
+            self.values[*s] = v.values().iter().zip(n.values()).map(|(v, n)| (Ordered(*v), *n)).collect();
+        }
+        Ok(())
     }
 }

@@ -32,17 +32,17 @@ use std::collections::BTreeMap;
 use datafusion::common::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 use weir_sql::streaming::{AggregateCall, WindowKey};
 
-use super::Operator;
+use super::{Operator, OperatorState};
 use super::accumulators::{self, GroupAccumulator};
 use super::stateless::conform;
 use crate::dataflow::{Changes, EventTime};
-use crate::error::{Result, WeirError};
+use crate::error::{Result, SqlState, WeirError};
 
 pub struct CallConfig {
     pub call: AggregateCall,
@@ -239,16 +239,23 @@ impl AggregateOp {
         }
     }
 
-    /// The output rows of these slots (group key columns, then aggregates).
-    fn outputs(&self, slots: &[usize]) -> Result<RecordBatch> {
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.output.fields().len());
+    /// The group key columns of these slots (none for a global aggregate).
+    fn key_columns(&self, slots: &[usize]) -> Result<Vec<ArrayRef>> {
         if self.packed.is_some() {
-            columns.extend(PackedKey::arrays(slots.iter().map(|s| self.packed_keys[*s]), &self.key_types)?);
+            PackedKey::arrays(slots.iter().map(|s| self.packed_keys[*s]), &self.key_types)
         } else if !self.global {
             let parser = self.key_converter.parser();
             let rows = slots.iter().map(|s| parser.parse(self.keys[*s].as_deref().unwrap_or(&[])));
-            columns.extend(self.key_converter.convert_rows(rows)?);
+            Ok(self.key_converter.convert_rows(rows)?)
+        } else {
+            Ok(Vec::new())
         }
+    }
+
+    /// The output rows of these slots (group key columns, then aggregates).
+    fn outputs(&self, slots: &[usize]) -> Result<RecordBatch> {
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.output.fields().len());
+        columns.extend(self.key_columns(slots)?);
         for a in &self.accumulators {
             columns.push(a.evaluate(slots)?);
         }
@@ -508,6 +515,95 @@ impl Operator for AggregateOp {
 
     fn stateful(&self) -> Option<&'static str> {
         Some("an aggregate")
+    }
+
+    /// Taken after a barrier, when no group is dirty: per live group its key columns, close
+    /// time, row count, last emitted row and accumulator columns (`groups`), and the operator's
+    /// watermark (`meta`).
+    fn snapshot(&self) -> Result<OperatorState> {
+        let live: Vec<usize> = (0..self.keys.len()).filter(|s| self.keys[*s].is_some()).collect();
+        let mut columns: Vec<(String, ArrayRef)> = Vec::new();
+        for (i, key) in self.key_columns(&live)?.into_iter().enumerate() {
+            columns.push((format!("key{i}"), key));
+        }
+        columns.push(("close".into(), Arc::new(Int64Array::from_iter_values(live.iter().map(|s| self.slot_close[*s])))));
+        columns.push(("rows".into(), Arc::new(Int64Array::from_iter_values(live.iter().map(|s| self.row_counts[*s])))));
+        columns.push(("emitted".into(), Arc::new(BinaryArray::from_iter(live.iter().map(|s| self.emitted[*s].as_deref())))));
+        for (a, acc) in self.accumulators.iter().enumerate() {
+            for (c, column) in acc.save(&live)?.into_iter().enumerate() {
+                columns.push((format!("acc{a}_{c}"), column));
+            }
+        }
+        let meta = RecordBatch::try_from_iter([
+            ("watermark", Arc::new(Int64Array::from(vec![self.watermark])) as ArrayRef),
+            ("late_rows", Arc::new(Int64Array::from(vec![self.late_rows as i64])) as ArrayRef),
+        ])?;
+        let groups = RecordBatch::try_new_with_options(
+            Arc::new(Schema::new(columns.iter().map(|(n, c)| Field::new(n, c.data_type().clone(), true)).collect::<Vec<_>>())),
+            columns.into_iter().map(|(_, c)| c).collect(),
+            &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(live.len())),
+        )?;
+        Ok(vec![("groups".into(), groups), ("meta".into(), meta)])
+    }
+
+    fn restore(&mut self, state: OperatorState) -> Result<()> {
+        let corrupt = |what: &str| WeirError::new(SqlState::DataCorrupted, format!("checkpointed aggregate: {what}"));
+        let int_column = |batch: &RecordBatch, name: &str| -> Result<Int64Array> {
+            batch.column_by_name(name).and_then(|c| c.as_primitive_opt::<Int64Type>()).cloned().ok_or_else(|| corrupt(&format!("no {name} column")))
+        };
+        for (name, batch) in state {
+            match name.as_str() {
+                "meta" => {
+                    let watermark = int_column(&batch, "watermark")?;
+                    let late = int_column(&batch, "late_rows")?;
+                    if watermark.is_empty() || late.is_empty() {
+                        return Err(corrupt("empty meta"));
+                    }
+                    self.watermark = watermark.value(0);
+                    self.late_rows = late.value(0) as u64;
+                }
+                "groups" => {
+                    let n = batch.num_rows();
+                    let (close, rows) = (int_column(&batch, "close")?, int_column(&batch, "rows")?);
+                    let emitted = batch
+                        .column_by_name("emitted")
+                        .and_then(|c| c.as_binary_opt::<i32>())
+                        .cloned()
+                        .ok_or_else(|| corrupt("no emitted column"))?;
+                    let slots: Vec<usize> = if self.global {
+                        if n != 1 {
+                            return Err(corrupt("a global aggregate without exactly one group"));
+                        }
+                        vec![0]
+                    } else {
+                        let keys: Vec<ArrayRef> = (0..self.key_types.len())
+                            .map(|i| batch.column_by_name(&format!("key{i}")).cloned().ok_or_else(|| corrupt("missing key column")))
+                            .collect::<Result<_>>()?;
+                        let keys = self.batch_keys(&keys)?;
+                        (0..n).map(|i| self.slot_for(i, &keys, close.value(i))).collect()
+                    };
+                    for (i, s) in slots.iter().enumerate() {
+                        self.row_counts[*s] = rows.value(i);
+                        self.emitted[*s] = emitted.is_valid(i).then(|| Box::from(emitted.value(i)));
+                    }
+                    let slot_count = self.keys.len();
+                    for (a, acc) in self.accumulators.iter_mut().enumerate() {
+                        let prefix = format!("acc{a}_");
+                        let columns: Vec<ArrayRef> = batch
+                            .schema()
+                            .fields()
+                            .iter()
+                            .zip(batch.columns())
+                            .filter(|(f, _)| f.name().starts_with(&prefix))
+                            .map(|(_, c)| c.clone())
+                            .collect();
+                        acc.load(&columns, &slots, slot_count)?;
+                    }
+                }
+                other => return Err(corrupt(&format!("unknown part {other}"))),
+            }
+        }
+        Ok(())
     }
 }
 

@@ -11,14 +11,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use datafusion::arrow::array::Int64Array;
-use datafusion::arrow::datatypes::SchemaRef;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, AsArray, BinaryArray, Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::{Int64Type, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
 
-use super::Operator;
 use super::stateless::conform;
+use super::{Operator, OperatorState};
 use crate::dataflow::{Changes, EventTime};
-use crate::error::Result;
+use crate::error::{Result, SqlState, WeirError};
 
 pub struct EmitOnCloseOp {
     column: usize,
@@ -102,5 +104,44 @@ impl Operator for EmitOnCloseOp {
 
     fn stateful(&self) -> Option<&'static str> {
         Some("an emit-on-close buffer")
+    }
+
+    /// The held rows with their close time and net diff (`held`), and the watermark (`meta`).
+    fn snapshot(&self) -> Result<OperatorState> {
+        let held: Vec<(EventTime, &[u8], i64)> =
+            self.pending.iter().flat_map(|(close, rows)| rows.iter().map(move |(r, d)| (*close, r.as_ref(), *d))).collect();
+        let batch = RecordBatch::try_from_iter([
+            ("close", Arc::new(Int64Array::from_iter_values(held.iter().map(|h| h.0))) as ArrayRef),
+            ("row", Arc::new(BinaryArray::from_iter_values(held.iter().map(|h| h.1))) as ArrayRef),
+            ("diff", Arc::new(Int64Array::from_iter_values(held.iter().map(|h| h.2))) as ArrayRef),
+        ])?;
+        let meta = RecordBatch::try_from_iter([("watermark", Arc::new(Int64Array::from(vec![self.watermark])) as ArrayRef)])?;
+        Ok(vec![("held".into(), batch), ("meta".into(), meta)])
+    }
+
+    fn restore(&mut self, state: OperatorState) -> Result<()> {
+        let corrupt = |what: &str| WeirError::new(SqlState::DataCorrupted, format!("checkpointed emit-on-close buffer: {what}"));
+        for (name, batch) in state {
+            let ints = |name: &str| batch.column_by_name(name).and_then(|c| c.as_primitive_opt::<Int64Type>()).cloned().ok_or_else(|| corrupt(name));
+            match name.as_str() {
+                "meta" => {
+                    let w = ints("watermark")?;
+                    if w.is_empty() {
+                        return Err(corrupt("empty meta"));
+                    }
+                    self.watermark = w.value(0);
+                }
+                "held" => {
+                    let (close, diff) = (ints("close")?, ints("diff")?);
+                    let rows = batch.column_by_name("row").and_then(|c| c.as_binary_opt::<i32>()).cloned().ok_or_else(|| corrupt("row"))?;
+                    for i in 0..batch.num_rows() {
+                        self.bytes += rows.value(i).len() + 24;
+                        self.pending.entry(close.value(i)).or_default().insert(rows.value(i).into(), diff.value(i));
+                    }
+                }
+                other => return Err(corrupt(&format!("unknown part {other}"))),
+            }
+        }
+        Ok(())
     }
 }

@@ -30,17 +30,17 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array, new_null_array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray, Int64Array, RecordBatch, UInt32Array, new_null_array};
 use datafusion::arrow::compute::{cast, take};
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 use weir_sql::streaming::{JoinKind, StateBound};
 
-use super::Operator;
 use super::stateless::conform;
+use super::{Operator, OperatorState};
 use crate::dataflow::{Changes, EventTime};
-use crate::error::{Result, WeirError};
+use crate::error::{Result, SqlState, WeirError};
 
 pub struct JoinSideConfig {
     pub schema: SchemaRef,
@@ -520,5 +520,62 @@ impl Operator for JoinOp {
 
     fn stateful(&self) -> Option<&'static str> {
         Some("a join")
+    }
+
+    /// Per side every stored row as it is held (key and row bytes, multiplicity, matches,
+    /// expiry), and the watermarks (`meta`).
+    fn snapshot(&self) -> Result<OperatorState> {
+        let mut state = Vec::with_capacity(3);
+        for (i, side) in self.sides.iter().enumerate() {
+            let stored: Vec<&StoredRow> = side.slots.iter().flatten().collect();
+            let batch = RecordBatch::try_from_iter([
+                ("key", Arc::new(BinaryArray::from_iter_values(stored.iter().map(|r| r.key()))) as ArrayRef),
+                ("row", Arc::new(BinaryArray::from_iter_values(stored.iter().map(|r| r.row()))) as ArrayRef),
+                ("multiplicity", Arc::new(Int64Array::from_iter_values(stored.iter().map(|r| r.multiplicity))) as ArrayRef),
+                ("matches", Arc::new(Int64Array::from_iter_values(stored.iter().map(|r| r.matches))) as ArrayRef),
+                ("expiry", Arc::new(Int64Array::from_iter_values(stored.iter().map(|r| r.expiry))) as ArrayRef),
+            ])?;
+            state.push((format!("side{i}"), batch));
+        }
+        let meta = RecordBatch::try_from_iter([
+            ("watermark", Arc::new(Int64Array::from(vec![self.watermark])) as ArrayRef),
+            ("left", Arc::new(Int64Array::from(vec![self.sides[0].watermark])) as ArrayRef),
+            ("right", Arc::new(Int64Array::from(vec![self.sides[1].watermark])) as ArrayRef),
+        ])?;
+        state.push(("meta".into(), meta));
+        Ok(state)
+    }
+
+    fn restore(&mut self, state: OperatorState) -> Result<()> {
+        let corrupt = |what: &str| WeirError::new(SqlState::DataCorrupted, format!("checkpointed join: {what}"));
+        let ints = |batch: &RecordBatch, name: &str| -> Result<Int64Array> {
+            batch.column_by_name(name).and_then(|c| c.as_primitive_opt::<Int64Type>()).cloned().ok_or_else(|| corrupt(name))
+        };
+        for (name, batch) in state {
+            let side = match name.as_str() {
+                "side0" => 0,
+                "side1" => 1,
+                "meta" => {
+                    let (w, l, r) = (ints(&batch, "watermark")?, ints(&batch, "left")?, ints(&batch, "right")?);
+                    if batch.num_rows() != 1 {
+                        return Err(corrupt("meta is not one row"));
+                    }
+                    self.watermark = w.value(0);
+                    self.sides[0].watermark = l.is_valid(0).then(|| l.value(0));
+                    self.sides[1].watermark = r.is_valid(0).then(|| r.value(0));
+                    continue;
+                }
+                other => return Err(corrupt(&format!("unknown part {other}"))),
+            };
+            let binary = |name: &str| batch.column_by_name(name).and_then(|c| c.as_binary_opt::<i32>()).cloned().ok_or_else(|| corrupt(name));
+            let (keys, rows) = (binary("key")?, binary("row")?);
+            let (multiplicity, matches, expiry) = (ints(&batch, "multiplicity")?, ints(&batch, "matches")?, ints(&batch, "expiry")?);
+            for i in 0..batch.num_rows() {
+                let (key, row) = (keys.value(i), rows.value(i));
+                let hashes = (self.hash_key(key), self.hash_row(key, row));
+                self.sides[side].insert(key, row, hashes, (multiplicity.value(i), matches.value(i)), expiry.value(i));
+            }
+        }
+        Ok(())
     }
 }

@@ -1,0 +1,179 @@
+//! Recovery from checkpoints: a server killed with `kill -9` again and again while it ingests
+//! comes back each time from its newest checkpoint, and its views end up exactly equal to a
+//! batch computation over every event (nothing lost, nothing counted twice).
+//!
+//! The input is deterministic in event time (Nexmark bids from a fixed base time, one split, a
+//! watermark delay no bid exceeds), so the uninterrupted result is well defined: DataFusion
+//! computes it over the same bids written to Parquet by `weir generate-nexmark`'s code.
+
+use std::time::Duration;
+
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+
+use crate::common::Server;
+use crate::files::{batch_rows, weir_rows};
+use crate::streaming::wait_until_source_ended;
+
+const EVENTS: u64 = 120_000;
+const BASE_TIME: &str = "2026-01-01 00:00:00";
+
+/// A small deterministic generator (the seed is printed, so a failing run can be repeated with
+/// `WEIR_CRASH_SEED`).
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// `(name, the view's columns to compare, the same result computed by DataFusion over `bids`)`.
+const VIEWS: [(&str, &str, &str); 5] = [
+    (
+        "tumble",
+        "SELECT auction, window_start, n, s, hi FROM tumble",
+        "SELECT auction, date_bin(INTERVAL '10 seconds', date_time, TIMESTAMP '1970-01-01 00:00:00'), \
+                count(*), sum(price), max(price) FROM bids GROUP BY 1, 2",
+    ),
+    (
+        "hop",
+        "SELECT auction, window_start, n FROM hop",
+        "SELECT auction, ws, count(*) FROM ( \
+            SELECT auction, CAST(date_bin(INTERVAL '2 seconds', date_time, TIMESTAMP '1970-01-01 00:00:00') AS BIGINT) \
+                   - 2000000 * k AS ws \
+            FROM bids CROSS JOIN (VALUES (0), (1), (2), (3), (4)) AS shifts(k)) GROUP BY 1, 2",
+    ),
+    (
+        "by_bidder",
+        "SELECT b, n, s, lo FROM by_bidder",
+        "SELECT bidder % 100, count(*), sum(price), min(price) FROM bids GROUP BY 1",
+    ),
+    (
+        "per_window",
+        "SELECT window_start, groups, n, hi FROM per_window",
+        "SELECT ws, count(*), sum(n), max(hi) FROM ( \
+            SELECT auction, date_bin(INTERVAL '10 seconds', date_time, TIMESTAMP '1970-01-01 00:00:00') AS ws, \
+                   count(*) AS n, max(price) AS hi FROM bids GROUP BY 1, 2) GROUP BY ws",
+    ),
+    (
+        "top_bids",
+        "SELECT auction, price, window_start FROM top_bids",
+        "SELECT b.auction, b.price, b.ws FROM \
+            (SELECT auction, price, date_bin(INTERVAL '10 seconds', date_time, TIMESTAMP '1970-01-01 00:00:00') AS ws FROM bids) b \
+            JOIN (SELECT date_bin(INTERVAL '10 seconds', date_time, TIMESTAMP '1970-01-01 00:00:00') AS ws, max(price) AS m \
+                  FROM bids GROUP BY 1) w ON b.ws = w.ws AND b.price = w.m",
+    ),
+];
+
+fn ddl() -> String {
+    format!(
+        "CREATE SOURCE bid (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, \
+            date_time TIMESTAMP, extra VARCHAR, WATERMARK FOR date_time AS date_time - INTERVAL '2' SECOND) \
+         WITH (connector = 'nexmark', nexmark.table.type = 'bid', nexmark.event.num = '{EVENTS}', \
+            nexmark.base.time = '{BASE_TIME}', nexmark.rows.per.second = '15000', nexmark.max.chunk.size = '500'); \
+         CREATE MATERIALIZED VIEW tumble AS SELECT auction, window_start, count(*) AS n, sum(price) AS s, max(price) AS hi \
+            FROM TUMBLE(bid, date_time, INTERVAL '10' SECOND) GROUP BY auction, window_start; \
+         CREATE MATERIALIZED VIEW hop AS SELECT auction, window_start, count(*) AS n \
+            FROM HOP(bid, date_time, INTERVAL '2' SECOND, INTERVAL '10' SECOND) GROUP BY auction, window_start; \
+         CREATE MATERIALIZED VIEW by_bidder AS SELECT bidder % 100 AS b, count(*) AS n, sum(price) AS s, min(price) AS lo \
+            FROM bid GROUP BY bidder % 100; \
+         CREATE MATERIALIZED VIEW per_window AS SELECT window_start, count(*) AS groups, sum(n) AS n, max(hi) AS hi \
+            FROM tumble GROUP BY window_start; \
+         CREATE MATERIALIZED VIEW top_bids AS SELECT b.auction, b.price, b.window_start \
+            FROM TUMBLE(bid, date_time, INTERVAL '10' SECOND) b \
+            JOIN (SELECT window_start, max(price) AS m FROM TUMBLE(bid, date_time, INTERVAL '10' SECOND) GROUP BY window_start) w \
+            ON b.window_start = w.window_start AND b.price = w.m"
+    )
+}
+
+/// The newest checkpoint directory under `dir` (the default store, `<data dir>/checkpoints`).
+fn newest_checkpoint(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let mut epochs: Vec<std::path::PathBuf> = std::fs::read_dir(dir.join("checkpoints")).ok()?.flatten().map(|e| e.path()).collect();
+    epochs.sort();
+    epochs.pop()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn views_survive_repeated_kill_9_exactly() {
+    let seed: u64 = std::env::var("WEIR_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
+    eprintln!("crash test seed: {seed} (set WEIR_CRASH_SEED to repeat)");
+    let mut rng = Lcg(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("weir.log");
+    let flags = ["--barrier-interval-ms", "100", "--checkpoint-interval-ms", "300"];
+
+    let bids = weir::generate::BidFiles {
+        dir: dir.path().join("bids"),
+        events: EVENTS,
+        files: 1,
+        base_time: BASE_TIME.into(),
+        parquet: true,
+        csv: false,
+    }
+    .write()
+    .await
+    .unwrap();
+
+    let server = Server::start_logged(&data, &flags, &log);
+    server.connect().await.batch_execute(&ddl()).await.unwrap();
+    let mut server = Some(server);
+    let mut kills = 0;
+    let mut corrupted = false;
+    while kills < 10 {
+        tokio::time::sleep(Duration::from_millis(200 + rng.below(1200))).await;
+        let running = server.take().unwrap();
+        let ended: bool = running
+            .connect()
+            .await
+            .query_one("SELECT ended FROM weir_catalog.sources WHERE name = 'bid'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        running.kill_9();
+        kills += 1;
+        eprintln!("kill {kills}: source ended before the kill: {ended}");
+        // Once, damage the newest checkpoint: recovery must fall back to the one before it.
+        if !corrupted && kills >= 3 && let Some(newest) = newest_checkpoint(&data) {
+            let part = newest.join("0.arrow");
+            if part.exists() {
+                std::fs::write(&part, b"not arrow").unwrap();
+                corrupted = true;
+                eprintln!("damaged {}", part.display());
+            }
+        }
+        server = Some(Server::start_logged(&data, &flags, &log));
+    }
+    let server = server.unwrap();
+    let client = server.connect().await;
+    wait_until_source_ended(&client, "bid").await;
+
+    let oracle = SessionContext::new();
+    let parquet = dir.path().join("bids/parquet");
+    oracle.register_parquet("bids", parquet.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
+    for (name, weir_sql, oracle_sql) in VIEWS {
+        let expected = batch_rows(&oracle.sql(oracle_sql).await.unwrap().collect().await.unwrap());
+        assert!(!expected.is_empty(), "{name}: the oracle has no rows");
+        let got = weir_rows(&client, weir_sql).await;
+        assert_eq!(got.len(), expected.len(), "{name}: row count (seed {seed})");
+        assert_eq!(got, expected, "{name}: contents (seed {seed})");
+    }
+    let late: i64 = client.query_one("SELECT late_rows FROM weir_catalog.sources WHERE name = 'bid'", &[]).await.unwrap().get(0);
+    assert_eq!(late, 0);
+    assert!(bids.bids > 100_000);
+
+    let log = std::fs::read_to_string(&log).unwrap();
+    // Views came back from their checkpointed state, not rebuilt from the source's start.
+    let recoveries: Vec<&str> = log.lines().filter(|l| l.contains("recovered from checkpoint")).collect();
+    eprintln!("{}", recoveries.join("\n"));
+    assert!(recoveries.len() >= 5, "too few recoveries from a checkpoint: {recoveries:?}");
+    assert!(recoveries.iter().all(|l| l.contains("\"views\":5") && l.contains("\"rebuilt\":0")), "{recoveries:?}");
+    assert!(!log.contains("does not restore"), "a view's state did not restore");
+    if corrupted {
+        assert!(log.contains("skipping a checkpoint that is incomplete or damaged"), "the damaged checkpoint was not reported");
+    }
+}
