@@ -320,8 +320,9 @@ impl Coordinator {
             && !checkpointer.busy()
         {
             let views = state.checkpointed_views.iter().filter(|v| state.views.contains_key(v)).copied().collect();
-            checkpointer.begin(epoch, state.sources.keys().copied().collect(), views);
-            state.last_checkpoint = Some(std::time::Instant::now());
+            if checkpointer.begin(epoch, state.sources.keys().copied().collect(), views) {
+                state.last_checkpoint = Some(std::time::Instant::now());
+            }
         }
         state.pending.insert(epoch, Pending { expected, versions: HashMap::new(), started_micros });
         for s in state.sources.values() {
@@ -363,7 +364,12 @@ impl Coordinator {
             tracker,
             control: rx,
             stats: stats.clone(),
-            committed: self.committed.subscribe(),
+            // Positions are committed to the broker (Kafka offsets, JetStream acks) once a
+            // checkpoint holds them: a crash before that must find the messages still there.
+            committed: match &self.checkpointer {
+                Some(c) => c.written(),
+                None => self.committed.subscribe(),
+            },
             checkpoints: self.checkpointer.as_ref().map(|c| c.hub.clone()),
             restored,
         };

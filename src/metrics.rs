@@ -96,7 +96,11 @@ pub fn render_families(families: &[Family<'_>]) -> String {
         for (values, number) in &f.rows {
             let labels: Vec<String> =
                 f.labels.iter().zip(values).map(|(label, value)| format!("{label}=\"{}\"", escape_label(value))).collect();
-            let _ = writeln!(out, "{}{{{}}} {}", f.name, labels.join(","), number);
+            if labels.is_empty() {
+                let _ = writeln!(out, "{} {}", f.name, number);
+            } else {
+                let _ = writeln!(out, "{}{{{}}} {}", f.name, labels.join(","), number);
+            }
         }
     }
     out

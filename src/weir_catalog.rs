@@ -52,17 +52,19 @@ enum SystemTable {
     SourcePartitions,
     SourceErrors,
     Sinks,
+    Checkpoints,
 }
 
 impl SystemTable {
     /// Every table, with its name, in the order `table_names` lists them.
-    const ALL: [(&'static str, SystemTable); 6] = [
+    const ALL: [(&'static str, SystemTable); 7] = [
         ("sources", SystemTable::Sources),
         ("source_partitions", SystemTable::SourcePartitions),
         ("source_errors", SystemTable::SourceErrors),
         ("materialized_views", SystemTable::MaterializedViews),
         ("late_events", SystemTable::LateEvents),
         ("sinks", SystemTable::Sinks),
+        ("checkpoints", SystemTable::Checkpoints),
     ];
 
     fn named(name: &str) -> Option<SystemTable> {
@@ -215,6 +217,14 @@ impl SystemTableProvider {
                 Field::new("pending_rows", DataType::Int64, false),
                 Field::new("pending_epochs", DataType::Int64, false),
                 Field::new("lag_ms", DataType::Int64, false),
+            ]),
+            SystemTable::Checkpoints => Schema::new(vec![
+                Field::new("epoch", DataType::Int64, false),
+                ts_field("created_at"),
+                Field::new("bytes_written", DataType::Int64, false),
+                Field::new("duration_ms", DataType::Int64, false),
+                Field::new("views", DataType::Int64, false),
+                Field::new("sources", DataType::Int64, false),
             ]),
             SystemTable::LateEvents => Schema::new(vec![
                 Field::new("source", DataType::Utf8, false),
@@ -373,6 +383,20 @@ impl SystemTableProvider {
                     Arc::new(Int64Array::from_iter_values(rows.iter().map(|(_, e)| e.offset as i64))),
                     Arc::new(StringArray::from_iter_values(rows.iter().map(|(_, e)| e.reason.as_str()))),
                     Arc::new(StringArray::from_iter_values(rows.iter().map(|(_, e)| e.payload.as_str()))),
+                ]
+            }
+            SystemTable::Checkpoints => {
+                let records = self.coordinator.checkpointer().map(|c| c.records()).unwrap_or_default();
+                let int = |f: &dyn Fn(&crate::checkpoint::collector::CheckpointRecord) -> i64| -> ArrayRef {
+                    Arc::new(Int64Array::from_iter_values(records.iter().map(f)))
+                };
+                vec![
+                    int(&|r| r.epoch as i64),
+                    Arc::new(TimestampMicrosecondArray::from_iter_values(records.iter().map(|r| r.created_at_micros)).with_timezone("+00:00")),
+                    int(&|r| r.bytes_written as i64),
+                    int(&|r| r.duration_ms as i64),
+                    int(&|r| r.views as i64),
+                    int(&|r| r.sources as i64),
                 ]
             }
             SystemTable::LateEvents => {

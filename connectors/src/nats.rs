@@ -3,9 +3,9 @@
 //! A JetStream stream is one ordered log, so the source has one partition, and its position is
 //! the next stream sequence to read. As with Kafka, Weir owns the position: the live reader
 //! creates its durable consumer (`nats.consumer`, default `weir-<source>`) to deliver from
-//! exactly that sequence, with `AckPolicy::All`, and acks the newest message an epoch covers once
-//! the epoch commits ([`Source::commit`]; with the durability issue: once its checkpoint is
-//! durable). A message the server delivers again (its ack came after `ack_wait`) is recognised by
+//! exactly that sequence, with `AckPolicy::All`, and acks the newest message a checkpoint covers
+//! once the checkpoint is written ([`Source::commit`]; the newest published epoch when
+//! checkpoints are off). A message the server delivers again (its ack came after `ack_wait`) is recognised by
 //! its sequence and dropped. Replays (a view created after the source started) read through an
 //! ephemeral consumer that acks nothing, from the sequence the live reader started at, up to the
 //! live reader's position. See docs/nats-source.md.
@@ -179,7 +179,7 @@ impl NatsSource {
             }
         };
         let consumer = options.get("nats.consumer").cloned().unwrap_or_else(|| consumer_name(source_name));
-        let max_ack_pending = parse_count(options, "nats.max_ack_pending", 100_000, i64::MAX as usize)? as i64;
+        let max_ack_pending = parse_count(options, "nats.max_ack_pending", 1_000_000, i64::MAX as usize)? as i64;
         let shared = Arc::new(NatsShared {
             server_shown: without_credentials(&server_url),
             server_url,

@@ -36,6 +36,9 @@ pub struct CheckpointRecord {
     pub sources: usize,
 }
 
+/// How long a checkpoint may wait for the state of every source and view.
+const GATHER_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Checkpoints remembered for `weir_catalog.checkpoints`.
 const RECORDS_KEPT: usize = 100;
 
@@ -58,6 +61,8 @@ pub struct Checkpointer {
     pub hub: Arc<CheckpointHub>,
     pending: Mutex<BTreeMap<u64, Pending>>,
     records: Mutex<VecDeque<CheckpointRecord>>,
+    /// Checkpoints written since the server started.
+    pub written_total: std::sync::atomic::AtomicU64,
     /// The epoch of the newest checkpoint written (or recovered from).
     written: watch::Sender<u64>,
 }
@@ -78,6 +83,7 @@ impl Checkpointer {
             hub,
             pending: Mutex::new(BTreeMap::new()),
             records: Mutex::new(VecDeque::new()),
+            written_total: std::sync::atomic::AtomicU64::new(0),
             written,
         });
         tokio::spawn(Self::collect(Arc::downgrade(&checkpointer), contributions));
@@ -92,17 +98,32 @@ impl Checkpointer {
         &self.store
     }
 
-    /// Whether a checkpoint is still being gathered or written (the next one waits for it).
+    /// Whether a checkpoint is still being gathered (the next one waits for it). One gathered
+    /// for longer than [`GATHER_LIMIT`] is abandoned with a warning naming what it waits for:
+    /// a view or source that never hands in its state must not stop checkpoints (and the
+    /// broker commits that follow them) for good.
     pub fn busy(&self) -> bool {
-        !self.lock().is_empty()
+        let mut pending = self.lock();
+        let stale: Vec<u64> = pending.iter().filter(|(_, p)| p.started.elapsed() > GATHER_LIMIT).map(|(e, _)| *e).collect();
+        for epoch in stale {
+            if let Some(p) = pending.remove(&epoch) {
+                tracing::warn!(epoch, sources = ?p.sources, views = ?p.views, "checkpoint abandoned: these did not hand in their state");
+                self.hub.finish(epoch);
+            }
+        }
+        !pending.is_empty()
     }
 
     /// The checkpoint of `epoch` expects these sources and views; call before injecting the
-    /// barrier.
-    pub fn begin(&self, epoch: u64, sources: HashSet<ObjectId>, views: HashSet<ObjectId>) {
+    /// barrier. Returns false, and takes no checkpoint, when there is nothing to checkpoint.
+    pub fn begin(&self, epoch: u64, sources: HashSet<ObjectId>, views: HashSet<ObjectId>) -> bool {
+        if sources.is_empty() && views.is_empty() {
+            return false;
+        }
         self.hub.request(epoch);
         let pending = Pending { sources, views, source_states: BTreeMap::new(), view_states: BTreeMap::new(), started: Instant::now() };
         self.lock().insert(epoch, pending);
+        true
     }
 
     /// A source or view went away: no checkpoint waits for it any more.
@@ -126,20 +147,30 @@ impl Checkpointer {
     }
 
     async fn collect(this: std::sync::Weak<Self>, mut contributions: mpsc::UnboundedReceiver<Contribution>) {
-        while let Some(contribution) = contributions.recv().await {
+        // Also looked at on a timer: a checkpoint completes without a last contribution when
+        // what it still waited for was dropped.
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let contribution = tokio::select! {
+                c = contributions.recv() => match c {
+                    Some(c) => Some(c),
+                    None => return,
+                },
+                _ = tick.tick() => None,
+            };
             let Some(this) = this.upgrade() else { return };
             let ready = {
                 let mut pending = this.lock();
-                let epoch = match contribution {
-                    Contribution::Source { id, epoch, state } => {
+                match contribution {
+                    Some(Contribution::Source { id, epoch, state }) => {
                         if let Some(p) = pending.get_mut(&epoch)
                             && p.sources.remove(&id)
                         {
                             p.source_states.insert(id, state);
                         }
-                        epoch
                     }
-                    Contribution::View { id, epoch, state } => {
+                    Some(Contribution::View { id, epoch, state }) => {
                         if let Some(p) = pending.get_mut(&epoch)
                             && p.views.remove(&id)
                         {
@@ -150,13 +181,11 @@ impl Checkpointer {
                                 Err(e) => tracing::info!(view = id, reason = %e, "view left out of the checkpoint; recovery rebuilds it from its inputs"),
                             }
                         }
-                        epoch
                     }
-                };
-                match pending.get(&epoch) {
-                    Some(p) if p.complete() => pending.remove(&epoch).map(|p| (epoch, p)),
-                    _ => None,
+                    None => {}
                 }
+                let complete = pending.iter().find(|(_, p)| p.complete()).map(|(e, _)| *e);
+                complete.and_then(|epoch| pending.remove(&epoch).map(|p| (epoch, p)))
             };
             if let Some((epoch, p)) = ready {
                 // Older checkpoints still gathering would now be useless: this one supersedes them.
@@ -181,6 +210,7 @@ impl Checkpointer {
                         }
                         records.push_back(CheckpointRecord { duration_ms: started.elapsed().as_millis() as u64, ..record });
                         drop(records);
+                        this.written_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         this.written.send_replace(epoch);
                     }
                     Err(e) => tracing::warn!(epoch, error = %e, "checkpoint not written; the next one will try again"),
@@ -226,4 +256,31 @@ fn contents_batches(contents: &crate::dataflow::view_data::ViewData) -> Result<(
         batches.push(RecordBatch::try_new(schema.clone(), columns)?);
     }
     Ok((schema, batches))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_checkpoint_completes_when_what_it_waits_for_goes_away() {
+        let checkpointer = Checkpointer::start(Arc::new(CheckpointStore::in_memory()), 0);
+        // Nothing to checkpoint: no checkpoint is started, so none can hang.
+        assert!(!checkpointer.begin(1, HashSet::new(), HashSet::new()));
+        assert!(!checkpointer.busy());
+        assert!(checkpointer.begin(2, HashSet::from([7]), HashSet::from([9])));
+        assert!(checkpointer.busy());
+        let state = SourceState { read_any: true, ..SourceState::default() };
+        checkpointer.hub.contribute(Contribution::Source { id: 7, epoch: 2, state: state.clone() });
+        // View 9 is dropped before it handed anything in.
+        checkpointer.forget(9);
+        let mut written = checkpointer.written();
+        tokio::time::timeout(std::time::Duration::from_secs(5), written.wait_for(|e| *e == 2)).await.unwrap().unwrap();
+        assert!(!checkpointer.busy());
+        let manifest = checkpointer.store().latest().await.unwrap().unwrap();
+        assert_eq!(manifest.epoch, 2);
+        assert_eq!(manifest.sources.get(&7), Some(&state));
+        assert!(manifest.views.is_empty());
+        assert_eq!(checkpointer.records().len(), 1);
+    }
 }

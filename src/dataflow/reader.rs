@@ -90,8 +90,9 @@ pub struct Reader {
     pub tracker: WatermarkTracker,
     pub control: mpsc::UnboundedReceiver<ReaderControl>,
     pub stats: Arc<SourceStats>,
-    /// The newest committed epoch: positions reached before an epoch's barrier are committed
-    /// to the source ([`Source::commit`]) once that epoch is.
+    /// The newest checkpointed epoch (the newest published one when checkpoints are off):
+    /// positions reached before an epoch's barrier are committed to the source
+    /// ([`Source::commit`]) once that epoch is.
     pub committed: watch::Receiver<u64>,
     /// Which barriers are checkpoints, and where this reader hands in its state at them.
     pub checkpoints: Option<Arc<CheckpointHub>>,

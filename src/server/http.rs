@@ -99,7 +99,23 @@ fn streaming_metrics(db: &Database) -> String {
     let source = &["source"][..];
     let partition = &["source", "partition"][..];
     let view = &["view"][..];
+    let checkpoints = db.coordinator.checkpointer().map(|c| c.records()).unwrap_or_default();
+    let newest = checkpoints.last();
+    let checkpoint_figure = |f: &dyn Fn(&crate::checkpoint::collector::CheckpointRecord) -> f64| {
+        newest.map(|r| vec![(Vec::new(), f(r))]).unwrap_or_default()
+    };
+    let no_labels = &[][..];
     render_families(&[
+        family("weir_checkpoint_epoch", "The epoch of the newest checkpoint written.", "gauge", no_labels, checkpoint_figure(&|r| r.epoch as f64)),
+        family("weir_checkpoint_duration_seconds", "How long the newest checkpoint took, from its barrier to its manifest.", "gauge", no_labels, checkpoint_figure(&|r| r.duration_ms as f64 / 1000.0)),
+        family("weir_checkpoint_bytes", "Bytes the newest checkpoint wrote.", "gauge", no_labels, checkpoint_figure(&|r| r.bytes_written as f64)),
+        family(
+            "weir_checkpoints_written_total",
+            "Checkpoints written since the server started (the newest 100 are in weir_catalog.checkpoints).",
+            "counter",
+            no_labels,
+            db.coordinator.checkpointer().map(|c| vec![(Vec::new(), c.written_total.load(Relaxed) as f64)]).unwrap_or_default(),
+        ),
         family("weir_source_rows_read_total", "Rows a source read.", "counter", source, read),
         family("weir_source_late_rows_total", "Rows a source dropped as late.", "counter", source, late),
         family("weir_source_errors_total", "Records a source skipped because they did not decode, and read failures.", "counter", source, errors),

@@ -23,21 +23,23 @@ impl Server {
 
     /// [`Server::start`] with more `weir serve` flags.
     pub fn start_with(data_dir: &Path, flags: &[&str]) -> Server {
-        Self::spawn(data_dir, flags, "warn", Stdio::inherit())
+        Self::spawn(data_dir, flags, &[], "warn", Stdio::inherit())
     }
 
-    /// [`Server::start_with`], appending the server's log (at `info`, as JSON lines) to `log`.
-    pub fn start_logged(data_dir: &Path, flags: &[&str], log: &Path) -> Server {
+    /// [`Server::start_with`] with more environment variables, appending the server's log (at
+    /// `info`, as JSON lines) to `log`.
+    pub fn start_logged(data_dir: &Path, flags: &[&str], env: &[(String, String)], log: &Path) -> Server {
         let file = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("open the log file");
         let flags: Vec<&str> = flags.iter().copied().chain(["--log-format", "json"]).collect();
-        Self::spawn(data_dir, &flags, "info", Stdio::from(file))
+        Self::spawn(data_dir, &flags, env, "info", Stdio::from(file))
     }
 
-    fn spawn(data_dir: &Path, flags: &[&str], log_level: &str, stderr: Stdio) -> Server {
+    fn spawn(data_dir: &Path, flags: &[&str], env: &[(String, String)], log_level: &str, stderr: Stdio) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
             .args(["serve", "--pg-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--flight-addr", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(flags)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("WEIR_LOG", log_level)
             .stdout(Stdio::piped())
             .stderr(stderr)

@@ -199,7 +199,7 @@ async fn tumble_view_over_three_partitions_matches_batch_and_bad_messages_are_co
     produce(&brokers, &topic, &messages);
 
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"));
+    let server = Server::start_with(&dir.path().join("data"), &["--checkpoint-interval-ms", "500"]);
     let client = server.connect().await;
     client
         .batch_execute(&format!(
@@ -246,8 +246,8 @@ async fn tumble_view_over_three_partitions_matches_batch_and_bad_messages_are_co
     wait_for(&client, "chat", events.len() as i64, 3).await;
     assert_eq!(view_rows(&client).await, oracle(&events).await, "after 150 more events");
 
-    // Offsets: the source's own, and those committed to its consumer group once their epoch
-    // committed (so that Kafka tools show the lag).
+    // Offsets: the source's own, and those committed to its consumer group once a checkpoint
+    // holds them (so that Kafka tools show the lag).
     let offsets = client
         .query("SELECT partition, \"offset\", lag FROM weir_catalog.source_partitions WHERE source = 'chat' ORDER BY partition", &[])
         .await

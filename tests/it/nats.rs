@@ -2,7 +2,7 @@
 //! (`tests/services.sh` starts it and sets `WEIR_NATS_URL` and `WEIR_NATS_TOKEN`): JSON chat
 //! events published to a stream, bad messages among them, read by a `connector = 'nats'` source
 //! into a TUMBLE view that must equal DataFusion's batch answer over the good events; acks
-//! follow committed epochs; a view made later replays the same messages.
+//! follow checkpoints; a view made later replays the same messages.
 
 use std::time::{Duration, Instant};
 
@@ -61,7 +61,7 @@ fn interleaved(stream: &str, messages: Vec<(i32, String)>, per_partition: usize)
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn tumble_view_matches_batch_bad_messages_are_counted_and_acks_follow_epochs() {
+async fn tumble_view_matches_batch_bad_messages_are_counted_and_acks_follow_checkpoints() {
     let Some((url, token)) = nats() else { return };
     let js = jetstream(&url, &token).await;
     let stream = unique_name("chat");
@@ -76,7 +76,7 @@ async fn tumble_view_matches_batch_bad_messages_are_counted_and_acks_follow_epoc
     let sequences = publish(&js, &messages).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"));
+    let server = Server::start_with(&dir.path().join("data"), &["--checkpoint-interval-ms", "500"]);
     let client = server.connect().await;
     client
         .batch_execute(&format!(
@@ -112,7 +112,7 @@ async fn tumble_view_matches_batch_bad_messages_are_counted_and_acks_follow_epoc
     wait_for(&client, "chat", events.len() as i64, 3).await;
     assert_eq!(view_rows(&client).await, oracle(&events).await, "after 150 more events");
 
-    // Weir's position, the lag, and the durable consumer's acks once epochs committed.
+    // Weir's position, the lag, and the durable consumer's acks once a checkpoint holds them.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         client.batch_execute("FLUSH").await.unwrap();

@@ -688,3 +688,10 @@ fn joins_restored_from_a_checkpoint_match_batch() {
     run_restarting(TABLE_JOIN, false, None, 0.0, 20);
     run_restarting(TABLE_FULL_JOIN, false, None, 0.0, 20);
 }
+
+#[test]
+fn sessions_restored_from_a_checkpoint_match_batch() {
+    run_restarting(SESSION, false, None, 0.0, 25);
+    run_restarting(SESSION, true, Some(2), 0.0, 25);
+    run_restarting(GLOBAL_SESSION, false, None, 0.0, 20);
+}

@@ -94,8 +94,32 @@ fn newest_checkpoint(dir: &std::path::Path) -> Option<std::path::PathBuf> {
     epochs.pop()
 }
 
+/// Where a crash test keeps its checkpoints.
+enum Store {
+    /// The default: `<data dir>/checkpoints`.
+    Local,
+    /// `s3://<bucket>/<prefix>` on the S3-compatible server `tests/services.sh start_s3` runs.
+    S3 { endpoint: String, bucket: String },
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn views_survive_repeated_kill_9_exactly() {
+    crash_test(Store::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn views_survive_repeated_kill_9_with_checkpoints_on_s3() {
+    let (Ok(endpoint), Ok(bucket)) = (std::env::var("WEIR_S3_ENDPOINT"), std::env::var("WEIR_S3_BUCKET")) else {
+        eprintln!("skipped: WEIR_S3_ENDPOINT is not set (run tests/run.sh, or source tests/services.sh and start_s3)");
+        return;
+    };
+    crash_test(Store::S3 { endpoint, bucket }).await;
+}
+
+/// Ingests Nexmark bids into five views, kills the server 10 times at random moments (once
+/// damaging the newest checkpoint first, on a local store), restarts it each time, and compares
+/// every view with DataFusion over all the bids.
+async fn crash_test(store: Store) {
     let seed: u64 = std::env::var("WEIR_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -105,8 +129,23 @@ async fn views_survive_repeated_kill_9_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let log = dir.path().join("weir.log");
-    let flags = ["--barrier-interval-ms", "100", "--checkpoint-interval-ms", "300"];
-
+    let mut flags: Vec<String> = ["--barrier-interval-ms", "100", "--checkpoint-interval-ms", "300"].map(String::from).to_vec();
+    let mut env: Vec<(String, String)> = Vec::new();
+    if let Store::S3 { endpoint, bucket } = &store {
+        let prefix = dir.path().file_name().unwrap().to_string_lossy().trim_start_matches('.').to_string();
+        flags.extend(["--state-store".to_string(), format!("s3://{bucket}/crash-{prefix}")]);
+        for (k, v) in [
+            ("AWS_ENDPOINT", endpoint.as_str()),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "false"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test-secret"),
+        ] {
+            env.push((k.to_string(), v.to_string()));
+        }
+    }
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let bids = weir::generate::BidFiles {
         dir: dir.path().join("bids"),
         events: EVENTS,
@@ -119,7 +158,7 @@ async fn views_survive_repeated_kill_9_exactly() {
     .await
     .unwrap();
 
-    let server = Server::start_logged(&data, &flags, &log);
+    let server = Server::start_logged(&data, &flags, &env, &log);
     server.connect().await.batch_execute(&ddl()).await.unwrap();
     let mut server = Some(server);
     let mut kills = 0;
@@ -138,7 +177,7 @@ async fn views_survive_repeated_kill_9_exactly() {
         kills += 1;
         eprintln!("kill {kills}: source ended before the kill: {ended}");
         // Once, damage the newest checkpoint: recovery must fall back to the one before it.
-        if !corrupted && kills >= 3 && let Some(newest) = newest_checkpoint(&data) {
+        if !corrupted && kills >= 3 && matches!(store, Store::Local) && let Some(newest) = newest_checkpoint(&data) {
             let part = newest.join("0.arrow");
             if part.exists() {
                 std::fs::write(&part, b"not arrow").unwrap();
@@ -146,7 +185,7 @@ async fn views_survive_repeated_kill_9_exactly() {
                 eprintln!("damaged {}", part.display());
             }
         }
-        server = Some(Server::start_logged(&data, &flags, &log));
+        server = Some(Server::start_logged(&data, &flags, &env, &log));
     }
     let server = server.unwrap();
     let client = server.connect().await;
@@ -164,14 +203,32 @@ async fn views_survive_repeated_kill_9_exactly() {
     }
     let late: i64 = client.query_one("SELECT late_rows FROM weir_catalog.sources WHERE name = 'bid'", &[]).await.unwrap().get(0);
     assert_eq!(late, 0);
+    // The restarted server goes on checkpointing, and says so.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let row = client.query_one("SELECT count(*), min(bytes_written), max(views) FROM weir_catalog.checkpoints", &[]).await.unwrap();
+        let (count, bytes, views): (i64, Option<i64>, Option<i64>) = (row.get(0), row.get(1), row.get(2));
+        if count > 0 {
+            assert!(bytes.unwrap_or(0) > 0 && views == Some(5), "{count} checkpoints, {bytes:?} bytes, {views:?} views");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no checkpoint listed in weir_catalog.checkpoints");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, metrics) = server.http_get("/metrics");
+    assert!(metrics.lines().any(|l| l.starts_with("weir_checkpoint_epoch ")), "{metrics}");
     assert!(bids.bids > 100_000);
 
     let log = std::fs::read_to_string(&log).unwrap();
     // Views came back from their checkpointed state, not rebuilt from the source's start.
     let recoveries: Vec<&str> = log.lines().filter(|l| l.contains("recovered from checkpoint")).collect();
     eprintln!("{}", recoveries.join("\n"));
+    // A checkpoint taken while the views were still being created holds only those created
+    // before it: the others are rebuilt from the source (and must still come out exact).
     assert!(recoveries.len() >= 5, "too few recoveries from a checkpoint: {recoveries:?}");
-    assert!(recoveries.iter().all(|l| l.contains("\"views\":5") && l.contains("\"rebuilt\":0")), "{recoveries:?}");
+    let views = |l: &str, n: usize| l.contains(&format!("\"views\":{n}")) && l.contains(&format!("\"rebuilt\":{}", 5 - n));
+    assert!(recoveries.iter().all(|l| (1..=5).any(|n| views(l, n))), "{recoveries:?}");
+    assert!(recoveries.iter().filter(|l| views(l, 5)).count() >= 5, "{recoveries:?}");
     assert!(!log.contains("does not restore"), "a view's state did not restore");
     if corrupted {
         assert!(log.contains("skipping a checkpoint that is incomplete or damaged"), "the damaged checkpoint was not reported");

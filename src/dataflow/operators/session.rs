@@ -17,17 +17,17 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, TimestampMicrosecondArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray, Int64Array, RecordBatch, TimestampMicrosecondArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMicrosecondType};
+use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef, TimeUnit, TimestampMicrosecondType};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 use weir_sql::streaming::session::sessions;
 
-use super::Operator;
 use super::stateless::conform;
+use super::{Operator, OperatorState};
 use crate::dataflow::{Changes, EventTime};
-use crate::error::Result;
+use crate::error::{Result, SqlState, WeirError};
 
 pub struct SessionConfig {
     pub keys: Vec<Arc<dyn PhysicalExpr>>,
@@ -235,5 +235,63 @@ impl Operator for SessionOp {
 
     fn stateful(&self) -> Option<&'static str> {
         Some("a session window")
+    }
+
+    /// Taken after a barrier (nothing dirty): every open row with its key, time, multiplicity
+    /// and what was last emitted for it (`rows`), and the watermark (`meta`).
+    fn snapshot(&self) -> Result<OperatorState> {
+        let held: Vec<(&[u8], EventTime, &[u8], &RowState)> = self
+            .keys
+            .iter()
+            .flat_map(|(key, rows)| rows.iter().map(move |((ts, row), state)| (key.as_ref(), *ts, row.as_ref(), state)))
+            .collect();
+        let batch = RecordBatch::try_from_iter([
+            ("key", Arc::new(BinaryArray::from_iter_values(held.iter().map(|h| h.0))) as ArrayRef),
+            ("ts", Arc::new(Int64Array::from_iter_values(held.iter().map(|h| h.1))) as ArrayRef),
+            ("row", Arc::new(BinaryArray::from_iter_values(held.iter().map(|h| h.2))) as ArrayRef),
+            ("multiplicity", Arc::new(Int64Array::from_iter_values(held.iter().map(|h| h.3.multiplicity))) as ArrayRef),
+            ("emitted_start", Arc::new(Int64Array::from_iter(held.iter().map(|h| h.3.emitted.map(|b| b.0)))) as ArrayRef),
+            ("emitted_end", Arc::new(Int64Array::from_iter(held.iter().map(|h| h.3.emitted.map(|b| b.1)))) as ArrayRef),
+            ("emitted_multiplicity", Arc::new(Int64Array::from_iter_values(held.iter().map(|h| h.3.emitted_multiplicity))) as ArrayRef),
+        ])?;
+        let meta = RecordBatch::try_from_iter([("watermark", Arc::new(Int64Array::from(vec![self.watermark])) as ArrayRef)])?;
+        Ok(vec![("rows".into(), batch), ("meta".into(), meta)])
+    }
+
+    fn restore(&mut self, state: OperatorState) -> Result<()> {
+        let corrupt = |what: &str| WeirError::new(SqlState::DataCorrupted, format!("checkpointed session window: {what}"));
+        for (name, batch) in state {
+            let ints = |name: &str| batch.column_by_name(name).and_then(|c| c.as_primitive_opt::<Int64Type>()).cloned().ok_or_else(|| corrupt(name));
+            let binary = |name: &str| batch.column_by_name(name).and_then(|c| c.as_binary_opt::<i32>()).cloned().ok_or_else(|| corrupt(name));
+            match name.as_str() {
+                "meta" => {
+                    let w = ints("watermark")?;
+                    if w.is_empty() {
+                        return Err(corrupt("empty meta"));
+                    }
+                    self.watermark = w.value(0);
+                }
+                "rows" => {
+                    let (keys, rows) = (binary("key")?, binary("row")?);
+                    let (ts, multiplicity) = (ints("ts")?, ints("multiplicity")?);
+                    let (start, end, emitted_multiplicity) = (ints("emitted_start")?, ints("emitted_end")?, ints("emitted_multiplicity")?);
+                    // Each key is listed once under each of its sessions' ends, as `flush` does.
+                    let mut ends: HashSet<(EventTime, &[u8])> = HashSet::new();
+                    for i in 0..batch.num_rows() {
+                        let emitted = (start.is_valid(i) && end.is_valid(i)).then(|| (start.value(i), end.value(i)));
+                        let state = RowState { multiplicity: multiplicity.value(i), emitted, emitted_multiplicity: emitted_multiplicity.value(i) };
+                        self.bytes += rows.value(i).len() + 48;
+                        self.keys.entry(keys.value(i).into()).or_default().insert((ts.value(i), rows.value(i).into()), state);
+                        if let Some((_, e)) = emitted
+                            && ends.insert((e, keys.value(i)))
+                        {
+                            self.closing.entry(e).or_default().push(keys.value(i).into());
+                        }
+                    }
+                }
+                other => return Err(corrupt(&format!("unknown part {other}"))),
+            }
+        }
+        Ok(())
     }
 }
