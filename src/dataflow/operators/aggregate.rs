@@ -33,16 +33,16 @@ use datafusion::common::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Int64Array, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 use weir_sql::streaming::{AggregateCall, WindowKey};
 
-use super::{Operator, OperatorState};
+use super::{Operator, OperatorState, SavedBatch};
 use super::accumulators::{self, GroupAccumulator};
 use super::stateless::conform;
 use crate::dataflow::{Changes, EventTime};
-use crate::error::{Result, SqlState, WeirError};
+use crate::error::{Result, WeirError};
 
 pub struct CallConfig {
     pub call: AggregateCall,
@@ -547,37 +547,24 @@ impl Operator for AggregateOp {
     }
 
     fn restore(&mut self, state: OperatorState) -> Result<()> {
-        let corrupt = |what: &str| WeirError::new(SqlState::DataCorrupted, format!("checkpointed aggregate: {what}"));
-        let int_column = |batch: &RecordBatch, name: &str| -> Result<Int64Array> {
-            batch.column_by_name(name).and_then(|c| c.as_primitive_opt::<Int64Type>()).cloned().ok_or_else(|| corrupt(&format!("no {name} column")))
-        };
         for (name, batch) in state {
+            let saved = SavedBatch { batch: &batch, what: "aggregate" };
             match name.as_str() {
                 "meta" => {
-                    let watermark = int_column(&batch, "watermark")?;
-                    let late = int_column(&batch, "late_rows")?;
-                    if watermark.is_empty() || late.is_empty() {
-                        return Err(corrupt("empty meta"));
-                    }
-                    self.watermark = watermark.value(0);
-                    self.late_rows = late.value(0) as u64;
+                    self.watermark = saved.int("watermark")?;
+                    self.late_rows = saved.int("late_rows")? as u64;
                 }
                 "groups" => {
                     let n = batch.num_rows();
-                    let (close, rows) = (int_column(&batch, "close")?, int_column(&batch, "rows")?);
-                    let emitted = batch
-                        .column_by_name("emitted")
-                        .and_then(|c| c.as_binary_opt::<i32>())
-                        .cloned()
-                        .ok_or_else(|| corrupt("no emitted column"))?;
+                    let (close, rows, emitted) = (saved.ints("close")?, saved.ints("rows")?, saved.binary("emitted")?);
                     let slots: Vec<usize> = if self.global {
                         if n != 1 {
-                            return Err(corrupt("a global aggregate without exactly one group"));
+                            return Err(saved.corrupt("a global aggregate without exactly one group"));
                         }
                         vec![0]
                     } else {
                         let keys: Vec<ArrayRef> = (0..self.key_types.len())
-                            .map(|i| batch.column_by_name(&format!("key{i}")).cloned().ok_or_else(|| corrupt("missing key column")))
+                            .map(|i| batch.column_by_name(&format!("key{i}")).cloned().ok_or_else(|| saved.corrupt("missing key column")))
                             .collect::<Result<_>>()?;
                         let keys = self.batch_keys(&keys)?;
                         (0..n).map(|i| self.slot_for(i, &keys, close.value(i))).collect()
@@ -600,7 +587,7 @@ impl Operator for AggregateOp {
                         acc.load(&columns, &slots, slot_count)?;
                     }
                 }
-                other => return Err(corrupt(&format!("unknown part {other}"))),
+                other => return Err(saved.corrupt(&format!("unknown part {other}"))),
             }
         }
         Ok(())

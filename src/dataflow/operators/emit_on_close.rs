@@ -13,14 +13,14 @@ use std::collections::{BTreeMap, HashMap};
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, BinaryArray, Int64Array, RecordBatch};
-use datafusion::arrow::datatypes::{Int64Type, SchemaRef};
+use datafusion::arrow::array::{ArrayRef, BinaryArray, Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
 
 use super::stateless::conform;
-use super::{Operator, OperatorState};
+use super::{Operator, OperatorState, SavedBatch, watermark_meta};
 use crate::dataflow::{Changes, EventTime};
-use crate::error::{Result, SqlState, WeirError};
+use crate::error::Result;
 
 pub struct EmitOnCloseOp {
     column: usize,
@@ -115,31 +115,22 @@ impl Operator for EmitOnCloseOp {
             ("row", Arc::new(BinaryArray::from_iter_values(held.iter().map(|h| h.1))) as ArrayRef),
             ("diff", Arc::new(Int64Array::from_iter_values(held.iter().map(|h| h.2))) as ArrayRef),
         ])?;
-        let meta = RecordBatch::try_from_iter([("watermark", Arc::new(Int64Array::from(vec![self.watermark])) as ArrayRef)])?;
-        Ok(vec![("held".into(), batch), ("meta".into(), meta)])
+        Ok(vec![("held".into(), batch), ("meta".into(), watermark_meta(self.watermark)?)])
     }
 
     fn restore(&mut self, state: OperatorState) -> Result<()> {
-        let corrupt = |what: &str| WeirError::new(SqlState::DataCorrupted, format!("checkpointed emit-on-close buffer: {what}"));
         for (name, batch) in state {
-            let ints = |name: &str| batch.column_by_name(name).and_then(|c| c.as_primitive_opt::<Int64Type>()).cloned().ok_or_else(|| corrupt(name));
+            let saved = SavedBatch { batch: &batch, what: "emit-on-close buffer" };
             match name.as_str() {
-                "meta" => {
-                    let w = ints("watermark")?;
-                    if w.is_empty() {
-                        return Err(corrupt("empty meta"));
-                    }
-                    self.watermark = w.value(0);
-                }
+                "meta" => self.watermark = saved.int("watermark")?,
                 "held" => {
-                    let (close, diff) = (ints("close")?, ints("diff")?);
-                    let rows = batch.column_by_name("row").and_then(|c| c.as_binary_opt::<i32>()).cloned().ok_or_else(|| corrupt("row"))?;
+                    let (close, rows, diff) = (saved.ints("close")?, saved.binary("row")?, saved.ints("diff")?);
                     for i in 0..batch.num_rows() {
                         self.bytes += rows.value(i).len() + 24;
                         self.pending.entry(close.value(i)).or_default().insert(rows.value(i).into(), diff.value(i));
                     }
                 }
-                other => return Err(corrupt(&format!("unknown part {other}"))),
+                other => return Err(saved.corrupt(&format!("unknown part {other}"))),
             }
         }
         Ok(())

@@ -32,15 +32,15 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray, Int64Array, RecordBatch, UInt32Array, new_null_array};
 use datafusion::arrow::compute::{cast, take};
-use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 use weir_sql::streaming::{JoinKind, StateBound};
 
 use super::stateless::conform;
-use super::{Operator, OperatorState};
+use super::{Operator, OperatorState, SavedBatch};
 use crate::dataflow::{Changes, EventTime};
-use crate::error::{Result, SqlState, WeirError};
+use crate::error::{Result, WeirError};
 
 pub struct JoinSideConfig {
     pub schema: SchemaRef,
@@ -547,29 +547,22 @@ impl Operator for JoinOp {
     }
 
     fn restore(&mut self, state: OperatorState) -> Result<()> {
-        let corrupt = |what: &str| WeirError::new(SqlState::DataCorrupted, format!("checkpointed join: {what}"));
-        let ints = |batch: &RecordBatch, name: &str| -> Result<Int64Array> {
-            batch.column_by_name(name).and_then(|c| c.as_primitive_opt::<Int64Type>()).cloned().ok_or_else(|| corrupt(name))
-        };
         for (name, batch) in state {
+            let saved = SavedBatch { batch: &batch, what: "join" };
             let side = match name.as_str() {
                 "side0" => 0,
                 "side1" => 1,
                 "meta" => {
-                    let (w, l, r) = (ints(&batch, "watermark")?, ints(&batch, "left")?, ints(&batch, "right")?);
-                    if batch.num_rows() != 1 {
-                        return Err(corrupt("meta is not one row"));
-                    }
-                    self.watermark = w.value(0);
-                    self.sides[0].watermark = l.is_valid(0).then(|| l.value(0));
-                    self.sides[1].watermark = r.is_valid(0).then(|| r.value(0));
+                    self.watermark = saved.int("watermark")?;
+                    let (left, right) = (saved.ints("left")?, saved.ints("right")?);
+                    self.sides[0].watermark = left.iter().next().flatten();
+                    self.sides[1].watermark = right.iter().next().flatten();
                     continue;
                 }
-                other => return Err(corrupt(&format!("unknown part {other}"))),
+                other => return Err(saved.corrupt(&format!("unknown part {other}"))),
             };
-            let binary = |name: &str| batch.column_by_name(name).and_then(|c| c.as_binary_opt::<i32>()).cloned().ok_or_else(|| corrupt(name));
-            let (keys, rows) = (binary("key")?, binary("row")?);
-            let (multiplicity, matches, expiry) = (ints(&batch, "multiplicity")?, ints(&batch, "matches")?, ints(&batch, "expiry")?);
+            let (keys, rows) = (saved.binary("key")?, saved.binary("row")?);
+            let (multiplicity, matches, expiry) = (saved.ints("multiplicity")?, saved.ints("matches")?, saved.ints("expiry")?);
             for i in 0..batch.num_rows() {
                 let (key, row) = (keys.value(i), rows.value(i));
                 let hashes = (self.hash_key(key), self.hash_row(key, row));

@@ -38,6 +38,50 @@ use crate::error::Result;
 /// Operator state in a form a checkpoint can store: named Arrow batches.
 pub type OperatorState = Vec<(String, datafusion::arrow::array::RecordBatch)>;
 
+/// A state batch an operator saved, read back: its columns by name and type, or
+/// `DataCorrupted` naming the operator (`what`) and the column.
+pub struct SavedBatch<'a> {
+    pub batch: &'a datafusion::arrow::array::RecordBatch,
+    pub what: &'static str,
+}
+
+impl SavedBatch<'_> {
+    pub fn corrupt(&self, detail: &str) -> crate::error::WeirError {
+        crate::error::WeirError::new(crate::error::SqlState::DataCorrupted, format!("checkpointed {}: {detail}", self.what))
+    }
+
+    pub fn ints(&self, name: &str) -> Result<datafusion::arrow::array::Int64Array> {
+        self.batch
+            .column_by_name(name)
+            .and_then(|c| c.as_primitive_opt::<datafusion::arrow::datatypes::Int64Type>())
+            .cloned()
+            .ok_or_else(|| self.corrupt(&format!("no integer column {name}")))
+    }
+
+    pub fn binary(&self, name: &str) -> Result<datafusion::arrow::array::BinaryArray> {
+        self.batch
+            .column_by_name(name)
+            .and_then(|c| c.as_binary_opt::<i32>())
+            .cloned()
+            .ok_or_else(|| self.corrupt(&format!("no binary column {name}")))
+    }
+
+    /// The value of a one-row integer column (an operator's `meta`).
+    pub fn int(&self, name: &str) -> Result<i64> {
+        let column = self.ints(name)?;
+        if column.len() != 1 || column.is_null(0) {
+            return Err(self.corrupt(&format!("{name} is not one value")));
+        }
+        Ok(column.value(0))
+    }
+}
+
+/// The `meta` part of an operator that keeps only its watermark besides its rows.
+pub fn watermark_meta(watermark: EventTime) -> Result<datafusion::arrow::array::RecordBatch> {
+    let column: ArrayRef = Arc::new(datafusion::arrow::array::Int64Array::from(vec![watermark]));
+    Ok(datafusion::arrow::array::RecordBatch::try_from_iter([("watermark", column)])?)
+}
+
 pub trait Operator: Send {
     /// Consumes changes arriving on input `port`, appending output changes to `out`.
     fn process(&mut self, port: usize, changes: Changes, out: &mut Vec<Changes>) -> Result<()>;

@@ -19,15 +19,15 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray, Int64Array, RecordBatch, TimestampMicrosecondArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef, TimeUnit, TimestampMicrosecondType};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMicrosecondType};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 use weir_sql::streaming::session::sessions;
 
 use super::stateless::conform;
-use super::{Operator, OperatorState};
+use super::{Operator, OperatorState, SavedBatch, watermark_meta};
 use crate::dataflow::{Changes, EventTime};
-use crate::error::{Result, SqlState, WeirError};
+use crate::error::Result;
 
 pub struct SessionConfig {
     pub keys: Vec<Arc<dyn PhysicalExpr>>,
@@ -254,27 +254,19 @@ impl Operator for SessionOp {
             ("emitted_end", Arc::new(Int64Array::from_iter(held.iter().map(|h| h.3.emitted.map(|b| b.1)))) as ArrayRef),
             ("emitted_multiplicity", Arc::new(Int64Array::from_iter_values(held.iter().map(|h| h.3.emitted_multiplicity))) as ArrayRef),
         ])?;
-        let meta = RecordBatch::try_from_iter([("watermark", Arc::new(Int64Array::from(vec![self.watermark])) as ArrayRef)])?;
-        Ok(vec![("rows".into(), batch), ("meta".into(), meta)])
+        Ok(vec![("rows".into(), batch), ("meta".into(), watermark_meta(self.watermark)?)])
     }
 
     fn restore(&mut self, state: OperatorState) -> Result<()> {
-        let corrupt = |what: &str| WeirError::new(SqlState::DataCorrupted, format!("checkpointed session window: {what}"));
         for (name, batch) in state {
-            let ints = |name: &str| batch.column_by_name(name).and_then(|c| c.as_primitive_opt::<Int64Type>()).cloned().ok_or_else(|| corrupt(name));
-            let binary = |name: &str| batch.column_by_name(name).and_then(|c| c.as_binary_opt::<i32>()).cloned().ok_or_else(|| corrupt(name));
+            let saved = SavedBatch { batch: &batch, what: "session window" };
             match name.as_str() {
-                "meta" => {
-                    let w = ints("watermark")?;
-                    if w.is_empty() {
-                        return Err(corrupt("empty meta"));
-                    }
-                    self.watermark = w.value(0);
-                }
+                "meta" => self.watermark = saved.int("watermark")?,
                 "rows" => {
-                    let (keys, rows) = (binary("key")?, binary("row")?);
-                    let (ts, multiplicity) = (ints("ts")?, ints("multiplicity")?);
-                    let (start, end, emitted_multiplicity) = (ints("emitted_start")?, ints("emitted_end")?, ints("emitted_multiplicity")?);
+                    let (keys, rows) = (saved.binary("key")?, saved.binary("row")?);
+                    let (ts, multiplicity) = (saved.ints("ts")?, saved.ints("multiplicity")?);
+                    let (start, end) = (saved.ints("emitted_start")?, saved.ints("emitted_end")?);
+                    let emitted_multiplicity = saved.ints("emitted_multiplicity")?;
                     // Each key is listed once under each of its sessions' ends, as `flush` does.
                     let mut ends: HashSet<(EventTime, &[u8])> = HashSet::new();
                     for i in 0..batch.num_rows() {
@@ -289,7 +281,7 @@ impl Operator for SessionOp {
                         }
                     }
                 }
-                other => return Err(corrupt(&format!("unknown part {other}"))),
+                other => return Err(saved.corrupt(&format!("unknown part {other}"))),
             }
         }
         Ok(())
