@@ -55,6 +55,8 @@ struct SourceRuntime {
 }
 
 struct ViewRuntime {
+    /// A materialized view (not the own job of a sink or a SUBSCRIBE).
+    kept: bool,
     shape: crate::streaming::ViewShape,
     subscriptions: mpsc::UnboundedSender<Subscription>,
     stats: Arc<ViewStats>,
@@ -222,7 +224,7 @@ impl Coordinator {
                 epoch = recovered.epoch,
                 sources = state.restored_sources.len(),
                 views = state.restored_views.len(),
-                rebuilt = state.views.len() - state.restored_views.len(),
+                rebuilt = state.views.values().filter(|v| v.kept).count() - state.restored_views.len(),
                 "recovered from checkpoint; views not restored are rebuilt from their inputs"
             );
         }
@@ -572,7 +574,7 @@ impl Coordinator {
             start.await;
             job.run().await
         });
-        state.views.insert(id, ViewRuntime { shape, subscriptions, stats, task });
+        state.views.insert(id, ViewRuntime { kept: contents == Contents::Kept, shape, subscriptions, stats, task });
         Ok(())
     }
 

@@ -19,7 +19,7 @@ fn clickhouse() -> Option<String> {
 }
 
 /// Runs a statement on ClickHouse and returns its TabSeparated output.
-async fn ch(url: &str, sql: &str) -> String {
+pub(crate) async fn ch(url: &str, sql: &str) -> String {
     let client = clickhouse::Client::default().with_url(url);
     let mut cursor = client.query(sql).fetch_bytes("TabSeparated").unwrap_or_else(|e| panic!("{sql}: {e}"));
     let bytes = cursor.collect().await.unwrap_or_else(|e| panic!("{sql}: {e}"));
@@ -27,14 +27,14 @@ async fn ch(url: &str, sql: &str) -> String {
 }
 
 /// Rows of TabSeparated text, sorted.
-fn sorted_lines(text: &str) -> Vec<String> {
+pub(crate) fn sorted_lines(text: &str) -> Vec<String> {
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
     lines.sort();
     lines
 }
 
 /// The view's rows as TabSeparated-like lines, sorted.
-async fn view_lines(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+pub(crate) async fn view_lines(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
     let mut lines: Vec<String> = text_rows(client, sql).await.iter().map(|r| r.join("\t")).collect();
     lines.sort();
     lines

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
+use crate::clickhouse::{ch, sorted_lines, view_lines};
 use crate::common::Server;
 use crate::files::{batch_rows, weir_rows};
 use crate::streaming::wait_until_source_ended;
@@ -29,7 +30,7 @@ impl Lcg {
 }
 
 /// `(name, the view's columns to compare, the same result computed by DataFusion over `bids`)`.
-const VIEWS: [(&str, &str, &str); 5] = [
+const VIEWS: [(&str, &str, &str); 6] = [
     (
         "tumble",
         "SELECT auction, window_start, n, s, hi FROM tumble",
@@ -57,6 +58,12 @@ const VIEWS: [(&str, &str, &str); 5] = [
                    count(*) AS n, max(price) AS hi FROM bids GROUP BY 1, 2) GROUP BY ws",
     ),
     (
+        "closed",
+        "SELECT auction, window_start, n FROM closed",
+        "SELECT auction, date_bin(INTERVAL '10 seconds', date_time, TIMESTAMP '1970-01-01 00:00:00'), count(*) \
+         FROM bids GROUP BY 1, 2",
+    ),
+    (
         "top_bids",
         "SELECT auction, price, window_start FROM top_bids",
         "SELECT b.auction, b.price, b.ws FROM \
@@ -80,6 +87,8 @@ fn ddl() -> String {
             FROM bid GROUP BY bidder % 100; \
          CREATE MATERIALIZED VIEW per_window AS SELECT window_start, count(*) AS groups, sum(n) AS n, max(hi) AS hi \
             FROM tumble GROUP BY window_start; \
+         CREATE MATERIALIZED VIEW closed AS SELECT auction, window_start, count(*) AS n \
+            FROM TUMBLE(bid, date_time, INTERVAL '10' SECOND) GROUP BY auction, window_start EMIT ON WINDOW CLOSE; \
          CREATE MATERIALIZED VIEW top_bids AS SELECT b.auction, b.price, b.window_start \
             FROM TUMBLE(bid, date_time, INTERVAL '10' SECOND) b \
             JOIN (SELECT window_start, max(price) AS m FROM TUMBLE(bid, date_time, INTERVAL '10' SECOND) GROUP BY window_start) w \
@@ -160,6 +169,28 @@ async fn crash_test(store: Store) {
 
     let server = Server::start_logged(&data, &flags, &env, &log);
     server.connect().await.batch_execute(&ddl()).await.unwrap();
+    // The closed windows also go to ClickHouse, into a plain MergeTree: a window written twice
+    // would be there twice.
+    let clickhouse = std::env::var("WEIR_CLICKHOUSE_URL").ok();
+    let sink_table = format!("crash_{}", seed % 1_000_000_007);
+    if let Some(url) = &clickhouse {
+        ch(url, &format!(
+            "CREATE TABLE {sink_table} (auction Int64, window_start DateTime, n Int64, weir_epoch UInt64) \
+             ENGINE = MergeTree ORDER BY (auction, window_start)"
+        ))
+        .await;
+        server
+            .connect()
+            .await
+            .batch_execute(&format!(
+                "CREATE SINK closed_out FROM closed WITH (connector = 'clickhouse', clickhouse.url = '{url}', \
+                 clickhouse.table = '{sink_table}')"
+            ))
+            .await
+            .unwrap();
+    } else {
+        eprintln!("no ClickHouse sink: WEIR_CLICKHOUSE_URL is not set");
+    }
     let mut server = Some(server);
     let mut kills = 0;
     let mut corrupted = false;
@@ -201,6 +232,24 @@ async fn crash_test(store: Store) {
         assert_eq!(got.len(), expected.len(), "{name}: row count (seed {seed})");
         assert_eq!(got, expected, "{name}: contents (seed {seed})");
     }
+    if let Some(url) = &clickhouse {
+        let view = view_lines(&client, "SELECT auction, window_start, n FROM closed").await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let table = sorted_lines(&ch(url, &format!("SELECT auction, window_start, n FROM {sink_table}")).await);
+            if table == view {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "ClickHouse holds {} rows, the view {} (seed {seed}); first differences: {:?}",
+                table.len(),
+                view.len(),
+                table.iter().zip(&view).find(|(a, b)| a != b)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     let late: i64 = client.query_one("SELECT late_rows FROM weir_catalog.sources WHERE name = 'bid'", &[]).await.unwrap().get(0);
     assert_eq!(late, 0);
     // The restarted server goes on checkpointing, and says so.
@@ -209,7 +258,7 @@ async fn crash_test(store: Store) {
         let row = client.query_one("SELECT count(*), min(bytes_written), max(views) FROM weir_catalog.checkpoints", &[]).await.unwrap();
         let (count, bytes, views): (i64, Option<i64>, Option<i64>) = (row.get(0), row.get(1), row.get(2));
         if count > 0 {
-            assert!(bytes.unwrap_or(0) > 0 && views == Some(5), "{count} checkpoints, {bytes:?} bytes, {views:?} views");
+            assert!(bytes.unwrap_or(0) > 0 && views == Some(VIEWS.len() as i64), "{count} checkpoints, {bytes:?} bytes, {views:?} views");
             break;
         }
         assert!(std::time::Instant::now() < deadline, "no checkpoint listed in weir_catalog.checkpoints");
@@ -226,9 +275,10 @@ async fn crash_test(store: Store) {
     // A checkpoint taken while the views were still being created holds only those created
     // before it: the others are rebuilt from the source (and must still come out exact).
     assert!(recoveries.len() >= 5, "too few recoveries from a checkpoint: {recoveries:?}");
-    let views = |l: &str, n: usize| l.contains(&format!("\"views\":{n}")) && l.contains(&format!("\"rebuilt\":{}", 5 - n));
-    assert!(recoveries.iter().all(|l| (1..=5).any(|n| views(l, n))), "{recoveries:?}");
-    assert!(recoveries.iter().filter(|l| views(l, 5)).count() >= 5, "{recoveries:?}");
+    let all = VIEWS.len();
+    let views = |l: &str, n: usize| l.contains(&format!("\"views\":{n}")) && l.contains(&format!("\"rebuilt\":{}", all - n));
+    assert!(recoveries.iter().all(|l| (1..=all).any(|n| views(l, n))), "{recoveries:?}");
+    assert!(recoveries.iter().filter(|l| views(l, all)).count() >= 5, "{recoveries:?}");
     assert!(!log.contains("does not restore"), "a view's state did not restore");
     if corrupted {
         assert!(log.contains("skipping a checkpoint that is incomplete or damaged"), "the damaged checkpoint was not reported");
