@@ -173,11 +173,15 @@ def proc_stats(pid):
 class Weir:
     """A `weir serve` process with a fresh data directory, and a connection to it."""
 
-    def __init__(self, binary):
-        self.dir = tempfile.TemporaryDirectory()
+    def __init__(self, binary, flags=(), data_dir=None):
+        """`data_dir`: reuse a directory (a restart); otherwise a fresh temporary one."""
+        self.binary, self.flags = binary, list(flags)
+        self.dir = tempfile.TemporaryDirectory() if data_dir is None else None
+        self.data_dir = data_dir or self.dir.name
+        self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [binary, "serve", "--pg-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--flight-addr", "127.0.0.1:0",
-             "--data-dir", self.dir.name],
+             "--data-dir", self.data_dir, *self.flags],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={**os.environ, "WEIR_LOG": "warn"},
         )
         line = self.proc.stdout.readline()
@@ -204,11 +208,18 @@ class Weir:
                 return
             time.sleep(0.05)
 
+    def kill9(self):
+        """SIGKILL, keeping the data directory (for a restart with `Weir(..., data_dir=...)`)."""
+        self.conn.close()
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+
     def close(self):
         self.conn.close()
         self.proc.terminate()
         self.proc.wait(timeout=30)
-        self.dir.cleanup()
+        if self.dir is not None:
+            self.dir.cleanup()
 
 
 def fail(workload, message):
@@ -230,9 +241,9 @@ def checksum(weir, view, query):
     return {k: int(v or 0) for k, v in zip(keys, r)}
 
 
-def run_batch_workload(args, name, sources, views, events, counted, check):
+def run_batch_workload(args, name, sources, views, events, counted, check, flags=()):
     """Creates sources and views, waits for the end, checks, measures."""
-    weir = Weir(args.weir)
+    weir = Weir(args.weir, flags)
     try:
         cpu0, _, _ = weir.stats()
         t0 = time.monotonic()
@@ -258,6 +269,57 @@ def run_batch_workload(args, name, sources, views, events, counted, check):
         return result
     finally:
         weir.close()
+
+
+def checkpoint_workload(args):
+    """Checkpoints: their cost on Nexmark q5 (CPU per bid with checkpoints off, at the default
+    10 s and at 1 s), and for a view of G groups (G = each of --checkpoint-groups) the duration
+    and size of a checkpoint and the time a restart after kill -9 takes to bring the view back."""
+    result = {"workload": "checkpoint"}
+    q5 = {}
+    for label, interval in (("off", 0), ("10s", 10_000), ("1s", 1_000)):
+        bids = nexmark_bids(args.events)
+        r = run_batch_workload(args, f"gen-q5-checkpoints-{label}", [gen_bid_source(args.events)], [Q5], bids, "bids",
+                               lambda weir: None, flags=["--checkpoint-interval-ms", str(interval)])
+        q5[label] = r["per_cpu_s"]
+        result[f"q5_per_cpu_s_checkpoints_{label}"] = r["per_cpu_s"]
+    result["q5_overhead_10s"] = round(1 - q5["10s"] / q5["off"], 3)
+    result["q5_overhead_1s"] = round(1 - q5["1s"] / q5["off"], 3)
+    groups = []
+    for g in [int(x) for x in args.checkpoint_groups.split(",")]:
+        data = tempfile.TemporaryDirectory()
+        flags = ["--checkpoint-interval-ms", "2000"]
+        weir = Weir(args.weir, flags, data_dir=data.name)
+        try:
+            weir.conn.execute(f"""CREATE SOURCE g (k BIGINT, v BIGINT) WITH (connector = 'datagen',
+                datagen.rows.per.second = '0', datagen.max.rows = '{g}', datagen.max.chunk.size = '8192',
+                fields.k.kind = 'sequence', fields.k.start = '1', fields.v.kind = 'random', fields.v.max = '1000')""")
+            weir.conn.execute("CREATE MATERIALIZED VIEW per_k AS SELECT k, count(*) AS n, sum(v) AS s, max(v) AS m FROM g GROUP BY k")
+            weir.wait_ended(["g"])
+            ended_epoch = weir.one("SELECT max(last_epoch) FROM weir_catalog.materialized_views")
+            # The first checkpoint after every row is in the view holds all G groups.
+            while True:
+                row = weir.conn.execute("SELECT epoch, bytes_written, duration_ms FROM weir_catalog.checkpoints "
+                                        "WHERE epoch >= %s ORDER BY epoch LIMIT 1", (ended_epoch,)).fetchone()
+                if row:
+                    break
+                time.sleep(0.1)
+            _, hwm, _ = weir.stats()
+            weir.kill9()
+            restarted = Weir(args.weir, flags, data_dir=data.name)
+            ready_s = time.monotonic() - restarted.started
+            rows = restarted.one("SELECT count(*) FROM per_k")
+            total = time.monotonic() - restarted.started
+            if rows != g:
+                fail("checkpoint", f"the recovered view has {rows} groups, expected {g}")
+            restarted.close()
+            groups.append({"groups": g, "checkpoint_mb": round(row[1] / 2**20, 1), "checkpoint_ms": row[2],
+                           "recovery_ready_s": round(ready_s, 2), "recovery_s": round(total, 2),
+                           "peak_rss_mb": round(hwm / 2**20, 1)})
+        finally:
+            data.cleanup()
+    result["groups"] = groups
+    return result
 
 
 def gen_workload(args, query):
@@ -808,8 +870,9 @@ def main():
     ap.add_argument("--freshness-rate", type=int, default=100_000)
     ap.add_argument("--freshness-seconds", type=int, default=30)
     ap.add_argument("--memory-seconds", type=int, default=600)
+    ap.add_argument("--checkpoint-groups", default="1000000,10000000", help="group counts of the checkpoint workload")
     ap.add_argument("--data", default=os.path.expanduser("~/.cache/weir-bench-data"), help="where the bid files go")
-    ap.add_argument("--workloads", default="gen-q0,gen-q1,gen-q2,gen-q5,gen-q7,gen-q8,file-tumble,file-hop,file-q7,chat,kafka-json,sink-clickhouse,sink-ilp-http,sink-ilp-tcp,scan,freshness")
+    ap.add_argument("--workloads", default="gen-q0,gen-q1,gen-q2,gen-q5,gen-q7,gen-q8,file-tumble,file-hop,file-q7,chat,kafka-json,sink-clickhouse,sink-ilp-http,sink-ilp-tcp,scan,freshness,checkpoint")
     ap.add_argument("--peers", action="store_true", help="run the peers on the file workloads")
     ap.add_argument("--parallelism", default="1,2", help="peer parallelism levels")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks that everything works")
@@ -821,6 +884,7 @@ def main():
         args.sink_rows, args.sink_batch_rows = 20_000, 5_000
         args.scan_rows, args.scan_repeats = 20_000, 1
         args.freshness_seconds, args.freshness_rate = 3, 2_000
+        args.checkpoint_groups = "20000"
 
     workloads = args.workloads.split(",")
     results, peers = [], []
@@ -862,6 +926,8 @@ def main():
             results.append(scan_workload(args))
         elif w == "freshness":
             results.append(freshness_workload(args))
+        elif w == "checkpoint":
+            results.append(checkpoint_workload(args))
         elif w == "memory":
             results.append(freshness_workload(args, seconds=args.memory_seconds, q5=True))
         else:
@@ -914,6 +980,17 @@ def main():
                          f"{fmt(r['pgwire_asyncpg_rows_per_s'])} rows/s; Flight {r['flight_over_pgwire']}x the faster pgwire reader. "
                          f"Server CPU per scan: Flight {r['flight_server_cpu_s']} s, pgwire {r['pgwire_raw_server_cpu_s']} s (raw reader), "
                          f"{r['pgwire_asyncpg_server_cpu_s']} s (asyncpg)")
+    for r in results:
+        if r.get("workload") == "checkpoint":
+            lines.append("")
+            lines.append(f"checkpoints on Nexmark q5: {fmt(r['q5_per_cpu_s_checkpoints_off'])} bids per CPU-second without, "
+                         f"{fmt(r['q5_per_cpu_s_checkpoints_10s'])} every 10 s (overhead {r['q5_overhead_10s']:.1%}), "
+                         f"{fmt(r['q5_per_cpu_s_checkpoints_1s'])} every 1 s (overhead {r['q5_overhead_1s']:.1%}); target < 10%")
+            lines += ["", "| groups | checkpoint MB | checkpoint ms | restart to ready s | restart to first answer s | peak RSS MB |",
+                      "|---|---|---|---|---|---|"]
+            for g in r["groups"]:
+                lines.append(f"| {fmt(g['groups'])} | {g['checkpoint_mb']} | {g['checkpoint_ms']} | {g['recovery_ready_s']} | "
+                             f"{g['recovery_s']} | {g['peak_rss_mb']} |")
     for r in results:
         if "decode_only_per_s" in r:
             lines.append("")

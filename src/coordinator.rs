@@ -562,6 +562,13 @@ impl Coordinator {
         let stats = Arc::new(ViewStats::default());
         let mut job = ViewJob::new(id, tree, inputs, self.reports.clone(), sub_rx, stats.clone(), contents)?;
         if let Some((data, watermark)) = restored {
+            // Queries see the restored contents at once: they are the published state of the
+            // checkpoint's epoch, which is where the published epoch starts after recovery.
+            let mut published = self.published.write().unwrap_or_else(|p| p.into_inner());
+            let mut views = published.views.clone();
+            views.insert(id, data.clone());
+            *published = Arc::new(Published { epoch: published.epoch, started_micros: published.started_micros, views });
+            drop(published);
             job = job.with_contents(data, watermark);
             state.restored_views.insert(id);
         }
