@@ -19,7 +19,7 @@
 //! barrier is injected while it is half attached.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -29,8 +29,9 @@ use weir_connectors::Source;
 use weir_sql::streaming::{InputKind, StreamPlan};
 
 use crate::checkpoint::collector::Checkpointer;
+use crate::checkpoint::snapshot::{CheckpointHub, Contribution, TableState};
 use crate::checkpoint::recovery::Recovered;
-use crate::dataflow::job::{Backfill, CHANNEL_CAPACITY, Contents, InputReceiver, JobInput, Report, Subscription, ViewJob, ViewStats};
+use crate::dataflow::job::{Retention, Backfill, CHANNEL_CAPACITY, Contents, InputReceiver, JobInput, Report, Subscription, ViewJob, ViewStats};
 use crate::dataflow::operators;
 use crate::dataflow::reader::{Reader, ReaderControl, SourceStats};
 use crate::dataflow::view_data::ViewData;
@@ -57,6 +58,8 @@ struct SourceRuntime {
 struct ViewRuntime {
     /// A materialized view (not the own job of a sink or a SUBSCRIBE).
     kept: bool,
+    /// The view's retention in microseconds, when it has a policy (`ALTER` changes it).
+    retention: Option<Arc<AtomicI64>>,
     shape: crate::streaming::ViewShape,
     subscriptions: mpsc::UnboundedSender<Subscription>,
     stats: Arc<ViewStats>,
@@ -102,6 +105,7 @@ struct State {
     pending: BTreeMap<u64, Pending>,
     /// Sources and views that resumed from the recovered checkpoint.
     restored_sources: HashSet<ObjectId>,
+    restored_tables: HashSet<ObjectId>,
     restored_views: HashSet<ObjectId>,
     /// Views whose state checkpoints keep (every input is a source or such a view).
     checkpointed_views: HashSet<ObjectId>,
@@ -134,13 +138,21 @@ impl std::fmt::Debug for Coordinator {
 
 /// A table as a stream: committed changes go to every view that reads the table.
 pub struct TableFeed {
+    id: ObjectId,
     inner: Mutex<FeedInner>,
     pub stats: Arc<SourceStats>,
+    checkpoints: Option<Arc<CheckpointHub>>,
 }
 
 struct FeedInner {
     outputs: Vec<(ObjectId, mpsc::UnboundedSender<Message>)>,
     tracker: WatermarkTracker,
+    /// The newest commit that changed the table (or, before any, the log's position when the
+    /// feed started: every earlier commit is in the rows a new view backfills).
+    last_seq: u64,
+    /// Recovery: the commits after the checkpoint, as the feed sent them then, for the views
+    /// that resume from the checkpoint (cleared once the server started).
+    replay: Vec<Message>,
 }
 
 impl TableFeed {
@@ -152,25 +164,30 @@ impl TableFeed {
         inner.outputs.retain(|(_, tx)| tx.send(message.clone()).is_ok());
     }
 
-    /// Called by the storage commit, under its lock.
-    fn push(&self, change: &TableChange) {
+    /// Called by the storage commit, under its lock, with all of one commit's changes to this
+    /// table at once: a barrier comes before or after the whole commit, never inside it, so
+    /// `last_seq` at a barrier means every change of that commit went out before it.
+    fn push(&self, seq: u64, changes: &[&TableChange]) {
         let mut inner = self.lock();
+        inner.last_seq = seq;
         if inner.outputs.is_empty() {
             return;
         }
-        let rows = change.rows.clone();
-        let n = rows.num_rows() as u64;
-        match inner.tracker.assign(0, rows) {
-            Ok(a) => {
-                self.stats.rows.fetch_add(n, Ordering::Relaxed);
-                self.stats.late_rows.fetch_add(a.late.num_rows() as u64, Ordering::Relaxed);
-                if a.on_time.num_rows() > 0 {
-                    let changes = Changes::uniform(a.on_time, change.diff);
-                    Self::send_all(&mut inner, Message::Data(Arc::new(changes)));
-                }
-                if let Some(w) = a.advanced {
-                    self.stats.watermark.store(w, Ordering::Relaxed);
-                    Self::send_all(&mut inner, Message::Watermark(w));
+        for change in changes {
+            Self::push_one(&self.stats, &mut inner, change);
+        }
+    }
+
+    fn push_one(stats: &SourceStats, inner: &mut FeedInner, change: &TableChange) {
+        match feed_messages(&mut inner.tracker, change) {
+            Ok((messages, late)) => {
+                stats.rows.fetch_add(change.rows.num_rows() as u64, Ordering::Relaxed);
+                stats.late_rows.fetch_add(late, Ordering::Relaxed);
+                for m in messages {
+                    if let Message::Watermark(w) = m {
+                        stats.watermark.store(w, Ordering::Relaxed);
+                    }
+                    Self::send_all(inner, m);
                 }
             }
             Err(e) => tracing::error!(error = %e, "table change could not be streamed"),
@@ -179,8 +196,42 @@ impl TableFeed {
 
     fn barrier(&self, epoch: u64) {
         let mut inner = self.lock();
+        if let Some(hub) = self.checkpoints.as_ref().filter(|h| h.is_requested(epoch)) {
+            let state = TableState { seq: inner.last_seq, watermarks: inner.tracker.save() };
+            hub.contribute(Contribution::Table { id: self.id, epoch, state });
+        }
         Self::send_all(&mut inner, Message::Barrier(epoch));
     }
+
+    /// Continues from a checkpoint: the watermark state then, and the commits since, passed
+    /// through the watermark rule again (as they were when committed) for the views that resume.
+    fn restore(&self, state: &TableState, commits: Vec<TableChange>) {
+        let mut inner = self.lock();
+        inner.tracker.restore(&state.watermarks);
+        let mut replay = Vec::new();
+        for change in commits {
+            match feed_messages(&mut inner.tracker, &change) {
+                Ok((messages, _)) => replay.extend(messages),
+                Err(e) => tracing::error!(table = self.id, error = %e, "a table change could not be replayed"),
+            }
+        }
+        self.stats.watermark.store(inner.tracker.current(), Ordering::Relaxed);
+        inner.replay = replay;
+    }
+}
+
+/// A table change through a feed's watermark rule: the messages its views receive (the rows on
+/// time, then the watermark if it advanced), and how many rows were late.
+fn feed_messages(tracker: &mut WatermarkTracker, change: &TableChange) -> Result<(Vec<Message>, u64)> {
+    let assigned = tracker.assign(0, change.rows.clone())?;
+    let mut messages = Vec::with_capacity(2);
+    if assigned.on_time.num_rows() > 0 {
+        messages.push(Message::Data(Arc::new(Changes::uniform(assigned.on_time, change.diff))));
+    }
+    if let Some(w) = assigned.advanced {
+        messages.push(Message::Watermark(w));
+    }
+    Ok((messages, assigned.late.num_rows() as u64))
 }
 
 impl Coordinator {
@@ -227,6 +278,9 @@ impl Coordinator {
                 rebuilt = state.views.values().filter(|v| v.kept).count() - state.restored_views.len(),
                 "recovered from checkpoint; views not restored are rebuilt from their inputs"
             );
+        }
+        for feed in self.read_feeds().values() {
+            feed.lock().replay = Vec::new();
         }
         self.started.send_replace(true);
     }
@@ -322,7 +376,8 @@ impl Coordinator {
             && !checkpointer.busy()
         {
             let views = state.checkpointed_views.iter().filter(|v| state.views.contains_key(v)).copied().collect();
-            if checkpointer.begin(epoch, state.sources.keys().copied().collect(), views) {
+            let inputs = state.sources.keys().chain(self.read_feeds().keys()).copied().collect();
+            if checkpointer.begin(epoch, inputs, views) {
                 state.last_checkpoint = Some(std::time::Instant::now());
             }
         }
@@ -387,11 +442,20 @@ impl Coordinator {
         state.sources.insert(id, SourceRuntime { control, stats });
     }
 
-    pub fn add_table(&self, id: ObjectId, tracker: WatermarkTracker) {
+    /// Starts a table's feed; at recovery, from the checkpointed state when there is one.
+    pub fn add_table(&self, id: ObjectId, tracker: WatermarkTracker, storage: &Storage) {
         let feed = Arc::new(TableFeed {
-            inner: Mutex::new(FeedInner { outputs: Vec::new(), tracker }),
+            id,
+            inner: Mutex::new(FeedInner { outputs: Vec::new(), tracker, last_seq: storage.seq(), replay: Vec::new() }),
             stats: Arc::new(SourceStats::default()),
+            checkpoints: self.checkpointer.as_ref().map(|c| c.hub.clone()),
         });
+        let restored = self.recovered.lock().unwrap_or_else(|p| p.into_inner()).as_mut().and_then(|r| r.tables.remove(&id));
+        if let Some(state) = restored {
+            feed.lock().last_seq = state.seq;
+            feed.restore(&state, storage.commits_after(id, state.seq));
+            self.lock().restored_tables.insert(id);
+        }
         self.feeds.write().unwrap_or_else(|p| p.into_inner()).insert(id, feed);
     }
 
@@ -467,21 +531,27 @@ impl Coordinator {
         self.lock().views.get(&id).map(|v| v.shape.clone())
     }
 
+    /// Changes a running view's retention (`ALTER MATERIALIZED VIEW ... SET (retention = ...)`).
+    pub fn set_retention(&self, id: ObjectId, micros: i64) -> Result<()> {
+        let state = self.lock();
+        let view = state.views.get(&id).ok_or_else(|| WeirError::new(SqlState::ObjectNotInPrerequisiteState, "the materialized view is not running"))?;
+        match &view.retention {
+            Some(r) => {
+                r.store(micros, Ordering::Relaxed);
+                Ok(())
+            }
+            None => Err(retention_needs_a_window()),
+        }
+    }
+
     pub fn view_failure(&self, id: ObjectId) -> Option<WeirError> {
         self.lock().failed.get(&id).cloned()
     }
 
     /// Builds a view's operators, attaches it to its inputs and starts its job. It reports from
     /// the next injected epoch on.
-    pub fn create_view(
-        &self,
-        id: ObjectId,
-        plan: &StreamPlan,
-        storage: &Storage,
-        schema: datafusion::arrow::datatypes::SchemaRef,
-        shape: crate::streaming::ViewShape,
-        contents: Contents,
-    ) -> Result<()> {
+    pub fn create_view(&self, view: NewView<'_>, storage: &Storage) -> Result<()> {
+        let NewView { id, plan, schema, shape, contents, retention_micros } = view;
         let mut tree = operators::build(plan)?;
         // The view's rows carry its catalog column names.
         tree.output_schema = schema;
@@ -500,6 +570,18 @@ impl Coordinator {
                     // the live feed starts.
                     storage.with_table(relation, |data| {
                         let mut inner = feed.lock();
+                        if restored.is_some() {
+                            // Resumes from the checkpoint: only the commits after it.
+                            for m in &inner.replay {
+                                let _ = backfill_tx.send(m.clone());
+                            }
+                            let w = inner.tracker.current();
+                            if w > crate::dataflow::EventTime::MIN {
+                                let _ = backfill_tx.send(Message::Watermark(w));
+                            }
+                            inner.outputs.push((id, live_tx));
+                            return;
+                        }
                         for batch in data.map(|d| d.batches()).unwrap_or_default().iter() {
                             if batch.num_rows() == 0 {
                                 continue;
@@ -576,20 +658,32 @@ impl Coordinator {
             job = job.with_checkpoints(c.hub.clone());
             state.checkpointed_views.insert(id);
         }
+        // Every materialized view with a window column can take a retention policy, now or
+        // later by ALTER; `i64::MAX` keeps everything.
+        let bound = shape.close_offsets.iter().enumerate().find_map(|(i, o)| o.map(|o| (i, o)));
+        let retention = match (bound, retention_micros) {
+            (None, Some(_)) => return Err(retention_needs_a_window()),
+            (Some((column, close_offset)), micros) if contents == Contents::Kept => {
+                let micros = Arc::new(AtomicI64::new(micros.unwrap_or(i64::MAX)));
+                job = job.with_retention(Retention { column, close_offset, micros: micros.clone() });
+                Some(micros)
+            }
+            _ => None,
+        };
         let start = self.start_signal();
         let task = tokio::spawn(async move {
             start.await;
             job.run().await
         });
-        state.views.insert(id, ViewRuntime { kept: contents == Contents::Kept, shape, subscriptions, stats, task });
+        state.views.insert(id, ViewRuntime { kept: contents == Contents::Kept, shape, subscriptions, stats, task, retention });
         Ok(())
     }
 
     /// Whether a view being created resumes from the recovered checkpoint (then its operators
     /// are restored into `tree`, and its contents and watermark returned), and whether
-    /// checkpoints keep its state. Both need every input to be a source or a view that does
-    /// the same: a table's changes after the checkpoint are not replayed (its views are rebuilt
-    /// from its rows), and a view rebuilt from its inputs backfills its readers whole.
+    /// checkpoints keep its state. Both need every input to be a source, a table, or a view
+    /// that does the same: a view rebuilt from its inputs backfills its readers whole. A table
+    /// resumes with the commits after the checkpoint's position (from the log).
     fn recovery_plan(
         &self,
         state: &State,
@@ -601,17 +695,16 @@ impl Coordinator {
         let inputs = plan.inputs();
         let checkpointed = contents == Contents::Kept
             && inputs.iter().all(|i| match i.kind {
-                InputKind::Source => true,
+                InputKind::Source | InputKind::Table => true,
                 InputKind::MaterializedView => state.checkpointed_views.contains(&i.id),
-                InputKind::Table => false,
             });
         let recovered = self.recovered.lock().unwrap_or_else(|p| p.into_inner()).as_mut().and_then(|r| r.views.remove(&id));
         let Some(recovered) = recovered else { return Ok((None, checkpointed)) };
         let restorable = checkpointed
             && inputs.iter().all(|i| match i.kind {
                 InputKind::Source => state.restored_sources.contains(&i.id),
+                InputKind::Table => state.restored_tables.contains(&i.id),
                 InputKind::MaterializedView => state.restored_views.contains(&i.id),
-                InputKind::Table => false,
             });
         if !restorable {
             return Ok((None, checkpointed));
@@ -635,6 +728,18 @@ impl Coordinator {
     }
 }
 
+/// A view job to start ([`Coordinator::create_view`]).
+pub struct NewView<'a> {
+    pub id: ObjectId,
+    pub plan: &'a StreamPlan,
+    /// The view's columns, with their catalog names.
+    pub schema: datafusion::arrow::datatypes::SchemaRef,
+    pub shape: crate::streaming::ViewShape,
+    pub contents: Contents,
+    /// `WITH (retention = ...)`, in microseconds.
+    pub retention_micros: Option<i64>,
+}
+
 /// A job input over bounded channels (from a reader or an upstream view), and the senders its
 /// producer gets: live, then backfill.
 fn bounded_input(relation: u64) -> (JobInput, mpsc::Sender<Message>, mpsc::Sender<Message>) {
@@ -648,16 +753,25 @@ fn bounded_input(relation: u64) -> (JobInput, mpsc::Sender<Message>, mpsc::Sende
     (input, live_tx, backfill_tx)
 }
 
+pub fn retention_needs_a_window() -> WeirError {
+    WeirError::new(SqlState::FeatureNotSupported, "retention needs a view whose rows carry a window bound")
+        .with_hint("Group by window_start or window_end of TUMBLE, HOP or SESSION: retention drops windows older than the watermark minus the retention.")
+}
+
 fn missing(name: &str) -> WeirError {
     WeirError::new(SqlState::UndefinedTable, format!("relation \"{name}\" is not running"))
 }
 
 impl CommitListener for Coordinator {
-    fn committed(&self, changes: &[TableChange]) {
+    fn committed(&self, seq: u64, changes: &[TableChange]) {
         let feeds = self.read_feeds();
-        for c in changes {
-            if let Some(feed) = feeds.get(&c.table) {
-                feed.push(c);
+        let mut tables: Vec<ObjectId> = changes.iter().map(|c| c.table).collect();
+        tables.sort_unstable();
+        tables.dedup();
+        for table in tables {
+            if let Some(feed) = feeds.get(&table) {
+                let of_table: Vec<&TableChange> = changes.iter().filter(|c| c.table == table).collect();
+                feed.push(seq, &of_table);
             }
         }
     }

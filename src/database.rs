@@ -89,11 +89,14 @@ impl Database {
             let (schema, pk) = table_schema_from_catalog(object)?;
             tables.push((object.id, TableData::new(&object.name, schema, pk)?));
         }
-        let storage = Arc::new(Storage::open(&data_dir, tables)?);
         let catalog = Arc::new(RwLock::new(catalog));
+        // The checkpoint first: the log's commits after its table positions are kept for the
+        // views that resume from it.
+        let (checkpoints, recovered) = open_checkpoints(&config, &data_dir, catalog.clone()).await?;
+        let keep_after = recovered.as_ref().and_then(|r| r.tables.values().map(|t| t.seq).min());
+        let storage = Arc::new(Storage::open(&data_dir, tables, keep_after)?);
         let metrics = Arc::new(Metrics::default());
         let barrier_interval = std::time::Duration::from_millis(config.barrier_interval_ms.max(1));
-        let (checkpoints, recovered) = open_checkpoints(&config, &data_dir).await?;
         let coordinator = crate::coordinator::Coordinator::new(barrier_interval, checkpoints, recovered);
         storage.set_listener(coordinator.clone());
         let db = Arc::new(Database {
@@ -148,6 +151,7 @@ impl Database {
         }
         crate::streaming::start_all(&db).await?;
         db.coordinator.start();
+        db.storage.release_tail();
         db.ready.store(true, Ordering::SeqCst);
         Ok(db)
     }
@@ -184,6 +188,7 @@ impl Database {
 async fn open_checkpoints(
     config: &Config,
     data_dir: &std::path::Path,
+    catalog: Arc<RwLock<Catalog>>,
 ) -> Result<(Option<(Arc<crate::checkpoint::collector::Checkpointer>, std::time::Duration)>, Option<crate::checkpoint::recovery::Recovered>)> {
     if config.checkpoint_interval_ms == 0 {
         return Ok((None, None));
@@ -194,7 +199,8 @@ async fn open_checkpoints(
     if let Some(r) = &recovered {
         tracing::info!(epoch = r.epoch, load_ms = started.elapsed().as_millis() as u64, "resuming from checkpoint");
     }
-    let checkpointer = crate::checkpoint::collector::Checkpointer::start(store, recovered.as_ref().map_or(0, |r| r.epoch));
+    let catalog_version = Box::new(move || catalog.read().unwrap_or_else(|p| p.into_inner()).version());
+    let checkpointer = crate::checkpoint::collector::Checkpointer::start(store, recovered.as_ref().map_or(0, |r| r.epoch), catalog_version);
     // Barriers come at multiples of the barrier interval, so checkpoints do too.
     let interval = std::time::Duration::from_millis(config.checkpoint_interval_ms.max(config.barrier_interval_ms.max(1)));
     Ok((Some((checkpointer, interval)), recovered))

@@ -288,6 +288,10 @@ impl Session {
                 crate::streaming::create_materialized_view(&self.db, &ctx, stmt, &self.user).await?;
                 Ok(Outcome::Command(Tag::new("CREATE MATERIALIZED VIEW")))
             }
+            Statement::AlterMaterializedViewSet { name, options } => {
+                crate::streaming::alter_materialized_view(&self.db, name, options).await?;
+                Ok(Outcome::Command(Tag::new("ALTER MATERIALIZED VIEW")))
+            }
             Statement::ExplainCreateMaterializedView(stmt) => {
                 let ctx = self.statement_context();
                 let text = crate::streaming::explain_materialized_view(&self.db, &ctx, stmt).await?;
@@ -714,7 +718,7 @@ impl Session {
             depends_on: vec![],
         })?;
         self.db.storage.create_table(object.id, data);
-        self.db.coordinator.add_table(object.id, tracker);
+        self.db.coordinator.add_table(object.id, tracker, &self.db.storage);
         Ok(Outcome::Command(Tag::new("CREATE TABLE")))
     }
 

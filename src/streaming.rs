@@ -24,6 +24,7 @@ use weir_sql::streaming::{InputKind, InputResolver, ResolvedInput, StreamPlan};
 use weir_connectors::{MetadataColumn, SourceFormat, SourceSpec};
 use weir_sql::{CreateMaterializedView, CreateSource, Statement};
 
+use crate::coordinator::NewView;
 use crate::database::{DEFAULT_SCHEMA, Database, catalog_columns, table_schema};
 use crate::dataflow::dead_letter::LateEvents;
 pub use crate::dataflow::job::Contents;
@@ -55,6 +56,7 @@ pub fn parse_duration(option: &str, value: &str) -> Result<Duration> {
         "us" | "microsecond" | "microseconds" => number / 1e6,
         "m" | "min" | "mins" | "minute" | "minutes" => number * 60.0,
         "h" | "hour" | "hours" => number * 3600.0,
+        "d" | "day" | "days" => number * 86400.0,
         _ => return Err(bad_option(option, value, "expected a duration such as '5s'")),
     };
     Ok(Duration::from_secs_f64(seconds))
@@ -447,10 +449,11 @@ pub async fn create_materialized_view(
         if stmt.if_not_exists && db.read_catalog().find(ObjectKind::MaterializedView, &schema_name, &name).is_some() {
             return Ok(());
         }
-        if let Some(o) = stmt.with.first() {
-            return Err(WeirError::not_supported(format!("the materialized view option \"{}\"", o.key)));
-        }
+        let retention = view_retention(&stmt.with)?;
         let (plan, schema) = plan_view(db, ctx, stmt).await?;
+        if retention.is_some() && plan.root().close_offsets.iter().all(Option::is_none) {
+            return Err(crate::coordinator::retention_needs_a_window());
+        }
         let columns = catalog_columns(&schema)?;
         let depends_on: Vec<ObjectId> = plan.inputs().iter().map(|i| i.id).collect();
         let object = db.write_catalog().create(NewObject {
@@ -463,7 +466,7 @@ pub async fn create_materialized_view(
             primary_key: vec![],
             depends_on,
         })?;
-        if let Err(e) = start_view(db, object.id, &plan, schema, Contents::Kept) {
+        if let Err(e) = start_materialized_view(db, object.id, &plan, schema, retention) {
             let _ = db.write_catalog().drop_object(object.id, false);
             return Err(e);
         }
@@ -477,7 +480,50 @@ pub async fn create_materialized_view(
 pub fn start_view(db: &Arc<Database>, id: ObjectId, plan: &StreamPlan, schema: SchemaRef, contents: Contents) -> Result<()> {
     let root = plan.root();
     let shape = ViewShape { close_offsets: root.close_offsets.clone(), append_only: root.append_only };
-    db.coordinator.create_view(id, plan, &db.storage, schema, shape, contents)
+    db.coordinator.create_view(NewView { id, plan, schema, shape, contents, retention_micros: None }, &db.storage)
+}
+
+/// Starts a materialized view's job, with its retention policy (microseconds) if it has one.
+fn start_materialized_view(db: &Arc<Database>, id: ObjectId, plan: &StreamPlan, schema: SchemaRef, retention: Option<i64>) -> Result<()> {
+    let root = plan.root();
+    let shape = ViewShape { close_offsets: root.close_offsets.clone(), append_only: root.append_only };
+    db.coordinator.create_view(NewView { id, plan, schema, shape, contents: Contents::Kept, retention_micros: retention }, &db.storage)
+}
+
+/// A view's `WITH` options: only `retention` (a duration) is known. Microseconds.
+fn view_retention(options: &[weir_sql::WithOption]) -> Result<Option<i64>> {
+    let mut retention = None;
+    for o in options {
+        if !o.key.eq_ignore_ascii_case("retention") {
+            return Err(WeirError::new(SqlState::InvalidParameterValue, format!("unknown materialized view option \"{}\"", o.key))
+                .with_hint("Materialized views take WITH (retention = '7 days')."));
+        }
+        let duration = parse_duration("retention", &o.value_string())?;
+        retention = Some(i64::try_from(duration.as_micros()).unwrap_or(i64::MAX));
+    }
+    Ok(retention)
+}
+
+/// `ALTER MATERIALIZED VIEW v SET (retention = '...')`: stored in the view's definition (so a
+/// restart keeps it) and applied to the running view at once.
+pub async fn alter_materialized_view(db: &Arc<Database>, name: &weir_sql::sqlparser::ast::ObjectName, options: &[weir_sql::WithOption]) -> Result<()> {
+    let (schema_name, view_name) = object_name(name)?;
+    let _ddl = db.ddl_lock.lock().await;
+    let retention = view_retention(options)?.ok_or_else(|| {
+        WeirError::new(SqlState::SyntaxError, "ALTER MATERIALIZED VIEW ... SET needs an option").with_hint("SET (retention = '7 days')")
+    })?;
+    let object = db.read_catalog().find(ObjectKind::MaterializedView, &schema_name, &view_name).cloned().ok_or_else(|| {
+        WeirError::new(SqlState::UndefinedTable, format!("materialized view \"{view_name}\" does not exist"))
+    })?;
+    let mut stmt = match weir_sql::parse(&object.definition)?.pop().map(|p| p.statement) {
+        Some(Statement::CreateMaterializedView(s)) => s,
+        _ => return Err(WeirError::internal(format!("stored definition of {view_name} does not parse"))),
+    };
+    db.coordinator.set_retention(object.id, retention)?;
+    stmt.with.retain(|o| !o.key.eq_ignore_ascii_case("retention"));
+    stmt.with.extend(options.iter().cloned());
+    db.write_catalog().set_definition(object.id, Statement::CreateMaterializedView(stmt).to_string())?;
+    Ok(())
 }
 
 pub async fn explain_materialized_view(db: &Arc<Database>, ctx: &SessionContext, stmt: &CreateMaterializedView) -> Result<String> {
@@ -496,7 +542,7 @@ pub async fn start_all(db: &Arc<Database>) -> Result<()> {
                 let watermark = declared_watermark(&object).map(|(_, w)| w);
                 let schema = Arc::new(table_schema(&object.columns)?);
                 let tracker = table_watermark_tracker(&ctx, watermark.as_ref(), &schema)?;
-                db.coordinator.add_table(object.id, tracker);
+                db.coordinator.add_table(object.id, tracker, &db.storage);
             }
             ObjectKind::Source => start_source(db, &ctx, &object).await?,
             ObjectKind::MaterializedView => {
@@ -505,7 +551,7 @@ pub async fn start_all(db: &Arc<Database>) -> Result<()> {
                     _ => return Err(WeirError::internal(format!("stored definition of {} does not parse", object.name))),
                 };
                 let (plan, schema) = plan_view(db, &ctx, &stmt).await?;
-                start_view(db, object.id, &plan, schema, Contents::Kept)?;
+                start_materialized_view(db, object.id, &plan, schema, view_retention(&stmt.with)?)?;
             }
             ObjectKind::Sink => crate::sinks::start_sink(db, &ctx, &object).await?,
             _ => {}

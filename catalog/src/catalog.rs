@@ -128,6 +128,17 @@ impl Catalog {
         Ok(object)
     }
 
+    /// Replaces an object's stored definition (`ALTER ... SET`) and persists the catalog.
+    pub fn set_definition(&mut self, id: ObjectId, definition: String) -> Result<CatalogObject, CatalogError> {
+        let mut next = self.state.clone();
+        let object = next.objects.get_mut(&id).ok_or(CatalogError::MissingDependency(id))?;
+        object.definition = definition;
+        let object = object.clone();
+        next.version += 1;
+        self.commit(next)?;
+        Ok(object)
+    }
+
     /// Every object that depends on `id`, directly or through others, dependents before the
     /// objects they depend on (the order in which they must be dropped).
     pub fn dependents(&self, id: ObjectId) -> Vec<ObjectId> {

@@ -128,6 +128,15 @@ fn parse_one(p: &mut Parser) -> Result<Statement, ParserError> {
         (Some("CREATE"), Some("TABLE")) => parse_create_table(p),
         (Some("CREATE"), Some("SINK")) => parse_create_sink(p).map(|s| Statement::CreateSink(Box::new(s))),
         (Some("DROP"), Some("SOURCE" | "SINK")) => parse_drop(p),
+        (Some("ALTER"), Some("MATERIALIZED")) => {
+            p.next_token();
+            p.next_token();
+            p.expect_keyword(Keyword::VIEW)?;
+            let name = p.parse_object_name(false)?;
+            p.expect_keyword(Keyword::SET)?;
+            let options = parse_option_list(p)?;
+            Ok(Statement::AlterMaterializedViewSet { name, options })
+        }
         (Some("EXPLAIN"), Some("CREATE")) if word(p, 2).as_deref() == Some("MATERIALIZED") => {
             p.next_token();
             parse_create_materialized_view(p).map(|s| Statement::ExplainCreateMaterializedView(Box::new(s)))
@@ -694,6 +703,8 @@ mod tests {
         round_trips("DROP SOURCE IF EXISTS a, b CASCADE");
         round_trips("DROP SINK s");
         round_trips("EXPLAIN CREATE MATERIALIZED VIEW v AS SELECT count(*) FROM t");
+        round_trips("ALTER MATERIALIZED VIEW v SET (retention = '7 days')");
+        round_trips("CREATE MATERIALIZED VIEW v WITH (retention = '1 hour') AS SELECT count(*) FROM t");
         assert!(matches!(one("DROP TABLE t"), Statement::Standard(_)));
     }
 

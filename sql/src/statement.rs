@@ -81,6 +81,8 @@ pub enum Statement {
     Drop { kind: ObjectKind, names: Vec<ObjectName>, if_exists: bool, cascade: bool },
     /// `EXPLAIN CREATE MATERIALIZED VIEW ...`: the dataflow the view would run.
     ExplainCreateMaterializedView(Box<CreateMaterializedView>),
+    /// `ALTER MATERIALIZED VIEW name SET (option = value, ...)` (`retention`).
+    AlterMaterializedViewSet { name: ObjectName, options: Vec<WithOption> },
 }
 
 impl Statement {
@@ -102,6 +104,7 @@ impl Statement {
             Statement::Drop { kind: ObjectKind::Source, .. } => "DROP SOURCE",
             Statement::Drop { .. } => "DROP SINK",
             Statement::ExplainCreateMaterializedView(_) => "EXPLAIN",
+            Statement::AlterMaterializedViewSet { .. } => "ALTER MATERIALIZED VIEW",
         }
     }
 
@@ -143,6 +146,10 @@ impl Statement {
                 fmt_with_options(f, with, redact)
             }
             Statement::Flush => write!(f, "FLUSH"),
+            Statement::AlterMaterializedViewSet { name, options } => {
+                write!(f, "ALTER MATERIALIZED VIEW {name} SET ")?;
+                fmt_option_list(f, options, redact)
+            }
             Statement::ShowObjects(kind) => write!(f, "SHOW {}", kind.plural_sql_name()),
             Statement::ShowCreate { kind, name } => write!(f, "SHOW CREATE {kind} {name}"),
             Statement::Drop { kind, names, if_exists, cascade } => {

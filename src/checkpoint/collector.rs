@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use weir_catalog::ObjectId;
 
 use super::ipc;
-use super::snapshot::{CheckpointHub, Contribution, SourceState, ViewState};
+use super::snapshot::{CheckpointHub, Contribution, SourceState, TableState, ViewState};
 use super::store::{CheckpointStore, ViewRecord};
 use crate::error::Result;
 
@@ -43,9 +43,11 @@ const GATHER_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 const RECORDS_KEPT: usize = 100;
 
 struct Pending {
+    /// Sources and tables still to hand in their state.
     sources: HashSet<ObjectId>,
     views: HashSet<ObjectId>,
     source_states: BTreeMap<ObjectId, SourceState>,
+    table_states: BTreeMap<ObjectId, TableState>,
     view_states: BTreeMap<ObjectId, ViewState>,
     started: Instant,
 }
@@ -65,7 +67,12 @@ pub struct Checkpointer {
     pub written_total: std::sync::atomic::AtomicU64,
     /// The epoch of the newest checkpoint written (or recovered from).
     written: watch::Sender<u64>,
+    /// The catalog's version, recorded in each manifest.
+    catalog_version: CatalogVersion,
 }
+
+/// Reads the catalog's version when a checkpoint is written.
+pub type CatalogVersion = Box<dyn Fn() -> u64 + Send + Sync>;
 
 impl std::fmt::Debug for Checkpointer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -75,7 +82,7 @@ impl std::fmt::Debug for Checkpointer {
 
 impl Checkpointer {
     /// A checkpointer writing to `store`, starting after the checkpoint of `recovered_epoch`.
-    pub fn start(store: Arc<CheckpointStore>, recovered_epoch: u64) -> Arc<Checkpointer> {
+    pub fn start(store: Arc<CheckpointStore>, recovered_epoch: u64, catalog_version: CatalogVersion) -> Arc<Checkpointer> {
         let (hub, contributions) = CheckpointHub::new();
         let (written, _) = watch::channel(recovered_epoch);
         let checkpointer = Arc::new(Checkpointer {
@@ -85,6 +92,7 @@ impl Checkpointer {
             records: Mutex::new(VecDeque::new()),
             written_total: std::sync::atomic::AtomicU64::new(0),
             written,
+            catalog_version,
         });
         tokio::spawn(Self::collect(Arc::downgrade(&checkpointer), contributions));
         checkpointer
@@ -114,14 +122,21 @@ impl Checkpointer {
         !pending.is_empty()
     }
 
-    /// The checkpoint of `epoch` expects these sources and views; call before injecting the
+    /// The checkpoint of `epoch` expects these sources (and tables) and views; call before injecting the
     /// barrier. Returns false, and takes no checkpoint, when there is nothing to checkpoint.
     pub fn begin(&self, epoch: u64, sources: HashSet<ObjectId>, views: HashSet<ObjectId>) -> bool {
         if sources.is_empty() && views.is_empty() {
             return false;
         }
         self.hub.request(epoch);
-        let pending = Pending { sources, views, source_states: BTreeMap::new(), view_states: BTreeMap::new(), started: Instant::now() };
+        let pending = Pending {
+            sources,
+            views,
+            source_states: BTreeMap::new(),
+            table_states: BTreeMap::new(),
+            view_states: BTreeMap::new(),
+            started: Instant::now(),
+        };
         self.lock().insert(epoch, pending);
         true
     }
@@ -133,6 +148,7 @@ impl Checkpointer {
             p.sources.remove(&id);
             p.views.remove(&id);
             p.source_states.remove(&id);
+            p.table_states.remove(&id);
             p.view_states.remove(&id);
         }
     }
@@ -168,6 +184,13 @@ impl Checkpointer {
                             && p.sources.remove(&id)
                         {
                             p.source_states.insert(id, state);
+                        }
+                    }
+                    Some(Contribution::Table { id, epoch, state }) => {
+                        if let Some(p) = pending.get_mut(&epoch)
+                            && p.sources.remove(&id)
+                        {
+                            p.table_states.insert(id, state);
                         }
                     }
                     Some(Contribution::View { id, epoch, state }) => {
@@ -224,10 +247,13 @@ impl Checkpointer {
     }
 
     async fn write(&self, epoch: u64, p: Pending) -> Result<CheckpointRecord> {
-        let mut writer = self.store.begin(epoch, 0);
+        // For inspection: state is keyed by object id, and ids are never reused, so recovery
+        // needs no version check (objects the checkpoint does not know start afresh).
+        let mut writer = self.store.begin(epoch, (self.catalog_version)());
         let mut bytes = 0u64;
         let (views, sources) = (p.view_states.len(), p.source_states.len());
         writer.manifest_mut().sources = p.source_states.into_iter().collect();
+        writer.manifest_mut().tables = p.table_states.into_iter().collect();
         for (id, view) in p.view_states {
             for (node, state) in view.operators {
                 for (name, batch) in state {
@@ -264,7 +290,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_checkpoint_completes_when_what_it_waits_for_goes_away() {
-        let checkpointer = Checkpointer::start(Arc::new(CheckpointStore::in_memory()), 0);
+        let checkpointer = Checkpointer::start(Arc::new(CheckpointStore::in_memory()), 0, Box::new(|| 3));
         // Nothing to checkpoint: no checkpoint is started, so none can hang.
         assert!(!checkpointer.begin(1, HashSet::new(), HashSet::new()));
         assert!(!checkpointer.busy());
@@ -278,7 +304,7 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(5), written.wait_for(|e| *e == 2)).await.unwrap().unwrap();
         assert!(!checkpointer.busy());
         let manifest = checkpointer.store().latest().await.unwrap().unwrap();
-        assert_eq!(manifest.epoch, 2);
+        assert_eq!((manifest.epoch, manifest.catalog_version), (2, 3));
         assert_eq!(manifest.sources.get(&7), Some(&state));
         assert!(manifest.views.is_empty());
         assert_eq!(checkpointer.records().len(), 1);

@@ -10,7 +10,7 @@ use weir_catalog::ObjectId;
 
 use super::collector::DIFF_COLUMN;
 use super::ipc;
-use super::snapshot::SourceState;
+use super::snapshot::{SourceState, TableState};
 use super::store::CheckpointStore;
 use crate::dataflow::operators::OperatorState;
 use crate::dataflow::{Changes, EventTime};
@@ -27,6 +27,7 @@ pub struct RecoveredView {
 pub struct Recovered {
     pub epoch: u64,
     pub sources: HashMap<ObjectId, SourceState>,
+    pub tables: HashMap<ObjectId, TableState>,
     pub views: HashMap<ObjectId, RecoveredView>,
 }
 
@@ -76,7 +77,12 @@ pub async fn load(store: &CheckpointStore) -> Result<Option<Recovered>> {
         store = store.location(),
         "loaded checkpoint"
     );
-    Ok(Some(Recovered { epoch: manifest.epoch, sources: manifest.sources.into_iter().collect(), views }))
+    Ok(Some(Recovered {
+        epoch: manifest.epoch,
+        sources: manifest.sources.into_iter().collect(),
+        tables: manifest.tables.into_iter().collect(),
+        views,
+    }))
 }
 
 fn one_batch(batches: Vec<RecordBatch>, name: &str) -> Result<RecordBatch> {

@@ -64,6 +64,14 @@ impl SourceState {
     }
 }
 
+/// A table's feed at a checkpoint barrier: the newest commit the views had received, and the
+/// feed's watermark state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableState {
+    pub seq: u64,
+    pub watermarks: TrackerState,
+}
+
 /// A view job at a checkpoint barrier, after its epoch's output was applied.
 pub struct ViewState {
     /// Per stateful operator (by node index in the view's plan): its state.
@@ -77,6 +85,7 @@ pub struct ViewState {
 /// What a reader or a job hands in for a checkpoint epoch.
 pub enum Contribution {
     Source { id: ObjectId, epoch: u64, state: SourceState },
+    Table { id: ObjectId, epoch: u64, state: TableState },
     /// `Err`: the view could not be snapshotted (an operator without checkpoints); recovery
     /// rebuilds it from its inputs instead.
     View { id: ObjectId, epoch: u64, state: Result<ViewState> },

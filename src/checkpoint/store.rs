@@ -57,8 +57,9 @@ pub struct Manifest {
     /// Per view checkpointed: the watermark its output had reached. Its operators' state and
     /// contents are the parts named `view/<id>/...`.
     pub views: BTreeMap<u64, ViewRecord>,
-    /// Per table: the WAL commit sequence the barrier followed.
-    pub tables: BTreeMap<u64, u64>,
+    /// Per table: the newest WAL commit the views had received at the barrier, and the feed's
+    /// watermark state.
+    pub tables: BTreeMap<u64, super::snapshot::TableState>,
     /// Per sink: the last epoch delivered.
     pub sinks: BTreeMap<u64, u64>,
     /// Named parts (`view/<id>/op/<n>/base`, ...) and their files.

@@ -130,7 +130,24 @@ pub struct ViewJob {
     checkpoints: Option<Arc<CheckpointHub>>,
     /// Started from a checkpoint ([`ViewJob::with_contents`]).
     restored: bool,
+    retention: Option<Retention>,
 }
+
+/// A view's retention policy (`WITH (retention = ...)`): rows whose window closed more than
+/// `micros` of event time before the view's watermark are forgotten.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    /// A column of the view that bounds its rows (a window start or end).
+    pub column: usize,
+    pub close_offset: i64,
+    /// Microseconds; `i64::MAX`: keep everything (`ALTER ... SET (retention = ...)` changes it
+    /// while the view runs).
+    pub micros: Arc<AtomicI64>,
+}
+
+/// How often (in epochs) a view with a retention policy looks for rows to forget: each look
+/// decodes the window column of every row.
+const RETENTION_EVERY_EPOCHS: u64 = 20;
 
 impl ViewJob {
     pub fn new(
@@ -163,7 +180,14 @@ impl ViewJob {
             leaves,
             checkpoints: None,
             restored: false,
+            retention: None,
         })
+    }
+
+    /// Forgets rows older than the policy allows.
+    pub fn with_retention(mut self, retention: Retention) -> Self {
+        self.retention = Some(retention);
+        self
     }
 
     /// Hands the view's state in at every checkpoint barrier.
@@ -381,6 +405,19 @@ impl ViewJob {
         if epoch.is_multiple_of(20) || self.stats.last_epoch.load(Ordering::Relaxed) == 0 {
             let state: usize = self.tree.operators.iter().map(|o| o.state_bytes()).sum();
             self.stats.state_bytes.store((state + self.data.state_bytes()) as u64, Ordering::Relaxed);
+        }
+        if let Some(r) = &self.retention
+            && epoch.is_multiple_of(RETENTION_EVERY_EPOCHS)
+            && !self.contents_dropped
+        {
+            let (micros, watermark) = (r.micros.load(Ordering::Relaxed), self.stats.watermark.load(Ordering::Relaxed));
+            if micros != i64::MAX && watermark > EventTime::MIN {
+                let cutoff = watermark.saturating_sub(micros);
+                let gone = self.data.remove_closed_before(r.column, r.close_offset, cutoff)?;
+                if gone > 0 {
+                    tracing::debug!(view = self.view, gone, "rows past the retention forgotten");
+                }
+            }
         }
         self.stats.rows.store(self.data.len(), Ordering::Relaxed);
         self.stats.last_epoch.store(epoch, Ordering::Relaxed);

@@ -12,7 +12,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
 
-use super::Changes;
+use super::{Changes, EventTime};
 use crate::error::{Result, WeirError};
 
 const BATCH_ROWS: usize = 8192;
@@ -110,6 +110,30 @@ impl ViewData {
             self.len = (self.len as i64 + diff) as u64;
         }
         Ok(())
+    }
+
+    /// Drops the rows whose close time (their value in `column` plus `close_offset`) is below
+    /// `cutoff`, without emitting anything: a retention policy forgets old windows, it does not
+    /// retract them. Returns how many distinct rows went.
+    pub fn remove_closed_before(&mut self, column: usize, close_offset: i64, cutoff: EventTime) -> Result<usize> {
+        let keys: Vec<Arc<[u8]>> = self.rows.keys().cloned().collect();
+        let mut gone = Vec::new();
+        for chunk in keys.chunks(BATCH_ROWS) {
+            let refs: Vec<&Arc<[u8]>> = chunk.iter().collect();
+            let batch = self.decode(&refs)?;
+            let closes = super::operators::close_times(batch.column(column), close_offset)?;
+            gone.extend(chunk.iter().zip(closes).filter(|(_, close)| *close < cutoff).map(|(k, _)| k.clone()));
+        }
+        if !gone.is_empty() {
+            self.cached = Arc::new(OnceLock::new());
+        }
+        for key in &gone {
+            if let Some(n) = self.rows.remove(key) {
+                self.row_bytes -= key.len();
+                self.len -= n as u64;
+            }
+        }
+        Ok(gone.len())
     }
 
     /// The whole contents as inserts (to backfill a view that reads this one).

@@ -48,13 +48,20 @@ impl std::fmt::Debug for Storage {
 /// Told about every durable commit while the storage lock is held, so that it sees commits in
 /// their order (the coordinator streams table changes to views).
 pub trait CommitListener: Send + Sync {
-    fn committed(&self, changes: &[TableChange]);
+    /// Commit number `seq` (its frame's position in the log, from 1) was applied; called under
+    /// the storage lock, so calls come in commit order.
+    fn committed(&self, seq: u64, changes: &[TableChange]);
 }
 
 pub struct Storage {
     tables: RwLock<Snapshot>,
     wal: Mutex<Wal>,
     listener: RwLock<Option<Arc<dyn CommitListener>>>,
+    /// Commits in the log so far (the sequence number of the newest).
+    seq: std::sync::atomic::AtomicU64,
+    /// The commits after a checkpoint's table positions, kept from the log's replay until the
+    /// views restored from that checkpoint took them ([`Storage::commits_after`]).
+    tail: Mutex<Vec<(u64, Vec<TableChange>)>>,
 }
 
 /// What one applied change did, so that a failed commit can be rolled back.
@@ -65,9 +72,16 @@ enum Applied {
 
 impl Storage {
     /// Opens the storage in `dir` for the given (empty) tables and replays the log into them.
-    /// Log records of tables that no longer exist (dropped) are skipped.
-    pub fn open(dir: &Path, tables: Vec<(ObjectId, TableData)>) -> Result<Self> {
+    /// Log records of tables that no longer exist (dropped) are skipped. The commits after
+    /// `keep_after` (a checkpoint's oldest table position) are kept for the views that resume
+    /// from that checkpoint.
+    pub fn open(dir: &Path, tables: Vec<(ObjectId, TableData)>, keep_after: Option<u64>) -> Result<Self> {
         let (wal, transactions) = Wal::open(&dir.join("wal"))?;
+        let seq = transactions.len() as u64;
+        let tail: Vec<(u64, Vec<TableChange>)> = match keep_after {
+            Some(after) => transactions.iter().enumerate().skip(after as usize).map(|(i, c)| (i as u64 + 1, c.clone())).collect(),
+            None => Vec::new(),
+        };
         let mut map: Snapshot = tables.into_iter().map(|(id, t)| (id, Arc::new(t))).collect();
         let mut replayed = 0usize;
         for changes in &transactions {
@@ -83,7 +97,29 @@ impl Storage {
             replayed += 1;
         }
         tracing::info!(transactions = replayed, wal_bytes = wal.len_bytes(), "table storage recovered");
-        Ok(Storage { tables: RwLock::new(map), wal: Mutex::new(wal), listener: RwLock::new(None) })
+        Ok(Storage {
+            tables: RwLock::new(map),
+            wal: Mutex::new(wal),
+            listener: RwLock::new(None),
+            seq: std::sync::atomic::AtomicU64::new(seq),
+            tail: Mutex::new(tail),
+        })
+    }
+
+    /// The changes to `table` committed after commit `after`, from the log's replay at start.
+    pub fn commits_after(&self, table: ObjectId, after: u64) -> Vec<TableChange> {
+        let tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+        tail.iter().filter(|(seq, _)| *seq > after).flat_map(|(_, changes)| changes.iter().filter(|c| c.table == table).cloned()).collect()
+    }
+
+    /// The sequence number of the newest commit.
+    pub fn seq(&self) -> u64 {
+        self.seq.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Every restored view took what it needed from the log's tail.
+    pub fn release_tail(&self) {
+        self.tail.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     pub fn create_table(&self, id: ObjectId, data: TableData) {
@@ -180,8 +216,9 @@ impl ChangeStore for Storage {
             Self::undo(&mut tables, applied);
             return Err(e);
         }
+        let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         if let Some(listener) = self.listener.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            listener.committed(&changes);
+            listener.committed(seq, &changes);
         }
         Ok(())
     }

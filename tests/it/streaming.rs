@@ -273,3 +273,68 @@ async fn late_rows_go_to_the_dead_letter_table() {
         .unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("22023"), "{err:?}");
 }
+
+/// `WITH (retention = ...)`: windows that closed longer ago than the retention (in event time,
+/// against the watermark) leave the view; `ALTER MATERIALIZED VIEW ... SET` changes it while
+/// the view runs, and the catalog keeps it across a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_forgets_old_windows_and_alter_changes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--barrier-interval-ms", "20"];
+    let server = Server::start_with(dir.path(), &flags);
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE ev (k TEXT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) APPEND ONLY; \
+             CREATE MATERIALIZED VIEW w WITH (retention = '1 minute') AS \
+                SELECT window_start, window_end, count(*) AS n FROM TUMBLE(ev, ts, INTERVAL '10' SECOND) \
+                GROUP BY window_start, window_end",
+        )
+        .await
+        .unwrap();
+    // 300 s of events: the watermark ends at 298 s.
+    let values: Vec<String> = (0..300).map(|s| format!("('a', TIMESTAMP '2026-01-01 00:00:00' + INTERVAL '{s}' SECOND)")).collect();
+    client.batch_execute(&format!("INSERT INTO ev VALUES {}", values.join(", "))).await.unwrap();
+    let windows = |expected: Vec<i64>| {
+        let client = &client;
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            loop {
+                client.batch_execute("FLUSH").await.unwrap();
+                let got: Vec<i64> = client
+                    .query("SELECT CAST(extract(epoch FROM window_start) - 1767225600 AS BIGINT) FROM w ORDER BY 1", &[])
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                if got == expected {
+                    return;
+                }
+                assert!(std::time::Instant::now() < deadline, "windows {got:?}, expected {expected:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    // Kept: windows ending at or after 298 - 60 = 238 s.
+    windows((23..30).map(|w| w * 10).collect()).await;
+    client.batch_execute("ALTER MATERIALIZED VIEW w SET (retention = '10 seconds')").await.unwrap();
+    windows(vec![280, 290]).await;
+
+    let err = client
+        .batch_execute("CREATE MATERIALIZED VIEW totals WITH (retention = '1 day') AS SELECT k, count(*) AS n FROM ev GROUP BY k")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "0A000", "{err}");
+    let err = client.batch_execute("CREATE MATERIALIZED VIEW x WITH (ttl = '1 day') AS SELECT k FROM ev").await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "22023", "{err}");
+    let err = client.batch_execute("ALTER MATERIALIZED VIEW nope SET (retention = '1 day')").await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42P01", "{err}");
+
+    drop(client);
+    server.kill_9();
+    let server = Server::start_with(dir.path(), &flags);
+    let client = server.connect().await;
+    let show: String = client.query_one("SHOW CREATE MATERIALIZED VIEW w", &[]).await.unwrap().get(1);
+    assert!(show.contains("retention = '10 seconds'"), "{show}");
+}
