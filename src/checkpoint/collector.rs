@@ -8,7 +8,7 @@
 //! one at a time, in epoch order, by one task: a slow store delays the next checkpoint, never a
 //! view.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -19,7 +19,9 @@ use weir_catalog::ObjectId;
 
 use super::ipc;
 use super::snapshot::{CheckpointHub, Contribution, SourceState, TableState, ViewState};
-use super::store::{CheckpointStore, ViewRecord};
+use super::store::{CheckpointStore, CheckpointWriter, PartRef, ViewRecord};
+use crate::dataflow::Changes;
+use crate::dataflow::view_data::ViewData;
 use crate::error::Result;
 
 /// The column that carries each content row's multiplicity in a `contents` part.
@@ -69,6 +71,21 @@ pub struct Checkpointer {
     written: watch::Sender<u64>,
     /// The catalog's version, recorded in each manifest.
     catalog_version: CatalogVersion,
+    /// Per view, its contents as the newest written checkpoint holds them, and the parts that
+    /// hold them: the next checkpoint writes only the difference (see [`ContentsChain`]).
+    contents: Mutex<HashMap<ObjectId, ContentsChain>>,
+}
+
+/// A view's contents in checkpoints: a base part, then delta parts (the changes between two
+/// checkpoints' versions of the contents, from the persistent map's `diff`). Recovery applies
+/// them in order. A new base is written once the deltas outgrow the base.
+struct ContentsChain {
+    /// The version the parts add up to.
+    version: ViewData,
+    /// `(part name, part)`: the base first, then the deltas in epoch order.
+    parts: Vec<(String, PartRef)>,
+    base_bytes: u64,
+    delta_bytes: u64,
 }
 
 /// Reads the catalog's version when a checkpoint is written.
@@ -93,6 +110,7 @@ impl Checkpointer {
             written_total: std::sync::atomic::AtomicU64::new(0),
             written,
             catalog_version,
+            contents: Mutex::new(HashMap::new()),
         });
         tokio::spawn(Self::collect(Arc::downgrade(&checkpointer), contributions));
         checkpointer
@@ -143,6 +161,7 @@ impl Checkpointer {
 
     /// A source or view went away: no checkpoint waits for it any more.
     pub fn forget(&self, id: ObjectId) {
+        self.contents.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
         let mut pending = self.lock();
         for p in pending.values_mut() {
             p.sources.remove(&id);
@@ -252,6 +271,7 @@ impl Checkpointer {
         let mut writer = self.store.begin(epoch, (self.catalog_version)());
         let mut bytes = 0u64;
         let (views, sources) = (p.view_states.len(), p.source_states.len());
+        let mut chains = Vec::with_capacity(views);
         writer.manifest_mut().sources = p.source_states.into_iter().collect();
         writer.manifest_mut().tables = p.table_states.into_iter().collect();
         for (id, view) in p.view_states {
@@ -261,22 +281,72 @@ impl Checkpointer {
                     bytes += writer.put_part(&format!("view/{id}/op/{node}/{name}"), data).await?.bytes;
                 }
             }
-            let (schema, batches) = contents_batches(&view.contents)?;
-            bytes += writer.put_part(&format!("view/{id}/contents"), ipc::encode(&schema, &batches)?).await?.bytes;
+            let parts = self.write_contents(&mut writer, epoch, id, &view.contents).await?;
+            bytes += parts.last().map_or(0, |(_, p)| p.bytes);
+            chains.push((id, view.contents.clone(), parts));
             writer.manifest_mut().views.insert(id, ViewRecord { watermark: view.watermark });
         }
         let manifest = writer.commit().await?;
+        // Only a written checkpoint moves the chains: after a failed one, the next checkpoint's
+        // deltas start from what the last written one holds.
+        let mut contents = self.contents.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, version, parts) in chains {
+            let is_base = parts.len() == 1;
+            let last = parts.last().map_or(0, |(_, p)| p.bytes);
+            let chain = contents.entry(id).or_insert_with(|| ContentsChain { version: version.clone(), parts: Vec::new(), base_bytes: 0, delta_bytes: 0 });
+            if is_base {
+                chain.base_bytes = last;
+                chain.delta_bytes = 0;
+            } else {
+                chain.delta_bytes += last;
+            }
+            chain.version = version;
+            chain.parts = parts;
+        }
+        drop(contents);
         Ok(CheckpointRecord { epoch, created_at_micros: manifest.created_at_micros, bytes_written: bytes, duration_ms: 0, views, sources })
     }
 }
 
-/// A view's contents as batches of its rows plus their multiplicity.
-fn contents_batches(contents: &crate::dataflow::view_data::ViewData) -> Result<(Arc<Schema>, Vec<RecordBatch>)> {
-    let mut fields: Vec<Field> = contents.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+impl Checkpointer {
+    /// Writes a view's contents into the checkpoint: the changes since the newest written
+    /// checkpoint's version as a delta part (earlier parts of the chain kept), or the whole
+    /// contents as a new base when there is no chain or its deltas would outgrow the base.
+    /// Returns the chain of parts the manifest now lists, the one written last.
+    async fn write_contents(&self, writer: &mut CheckpointWriter<'_>, epoch: u64, id: ObjectId, contents: &ViewData) -> Result<Vec<(String, PartRef)>> {
+        let previous = {
+            let chains = self.contents.lock().unwrap_or_else(|p| p.into_inner());
+            chains.get(&id).map(|c| (c.version.clone(), c.parts.clone(), c.base_bytes, c.delta_bytes))
+        };
+        if let Some((version, parts, base_bytes, delta_bytes)) = previous {
+            let (schema, batches) = contents_batches(contents.schema(), contents.changes_since(&version)?)?;
+            let delta = ipc::encode(&schema, &batches)?;
+            if delta_bytes + delta.len() as u64 <= base_bytes {
+                let name = format!("view/{id}/contents/delta/{epoch:020}");
+                let part = writer.put_part(&name, delta).await?;
+                for (name, part) in &parts {
+                    writer.keep_part(name, part.clone());
+                }
+                let mut chain = parts;
+                chain.push((name, part));
+                return Ok(chain);
+            }
+        }
+        let (schema, batches) = contents_batches(contents.schema(), contents.as_changes()?)?;
+        let name = format!("view/{id}/contents");
+        let part = writer.put_part(&name, ipc::encode(&schema, &batches)?).await?;
+        Ok(vec![(name, part)])
+    }
+}
+
+/// Rows plus their multiplicity (or, in a delta, the change of it) as batches of the contents'
+/// columns and a `weir_diff` column.
+fn contents_batches(schema: &datafusion::arrow::datatypes::SchemaRef, changes: Vec<Changes>) -> Result<(Arc<Schema>, Vec<RecordBatch>)> {
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.push(Field::new(DIFF_COLUMN, DataType::Int64, false));
     let schema = Arc::new(Schema::new(fields));
     let mut batches = Vec::new();
-    for changes in contents.as_changes()? {
+    for changes in changes {
         let mut columns: Vec<ArrayRef> = changes.rows.columns().to_vec();
         columns.push(Arc::new(changes.diffs));
         batches.push(RecordBatch::try_new(schema.clone(), columns)?);
@@ -309,4 +379,56 @@ mod tests {
         assert!(manifest.views.is_empty());
         assert_eq!(checkpointer.records().len(), 1);
     }
+
+    /// Contents go as a base, then as deltas between the written versions; recovery applies
+    /// them in order and gets the newest version back, including retracted rows.
+    #[tokio::test]
+    async fn contents_are_written_as_a_base_then_deltas() {
+        use datafusion::arrow::array::{Int64Array, StringArray};
+        use datafusion::arrow::datatypes::SchemaRef;
+        let store = Arc::new(CheckpointStore::in_memory());
+        let checkpointer = Checkpointer::start(store.clone(), 0, Box::new(|| 1));
+        let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("k", DataType::Utf8, true), Field::new("n", DataType::Int64, true)]));
+        let changes = |keys: &[&str], n: &[i64], diff: i64| {
+            let rows = RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(StringArray::from(keys.to_vec())), Arc::new(Int64Array::from(n.to_vec()))],
+            )
+            .unwrap();
+            Changes::uniform(rows, diff)
+        };
+        let mut contents = ViewData::new(schema.clone()).unwrap();
+        let keys: Vec<String> = (0..200).map(|i| format!("key-{i}")).collect();
+        let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        contents.apply(&changes(&key_refs, &vec![1; 200], 1)).unwrap();
+        let mut written = checkpointer.written();
+        for (epoch, step) in [(1u64, 0), (2, 1), (3, 2)] {
+            if step == 1 {
+                contents.apply(&changes(&["key-3"], &[1], -1)).unwrap();
+                contents.apply(&changes(&["key-3", "new"], &[2, 7], 1)).unwrap();
+            }
+            if step == 2 {
+                contents.apply(&changes(&["key-5"], &[1], -1)).unwrap();
+            }
+            assert!(checkpointer.begin(epoch, HashSet::new(), HashSet::from([9])));
+            let state = ViewState { operators: Vec::new(), contents: contents.clone(), watermark: 0 };
+            checkpointer.hub.contribute(Contribution::View { id: 9, epoch, state: Ok(state) });
+            tokio::time::timeout(std::time::Duration::from_secs(5), written.wait_for(|e| *e == epoch)).await.unwrap().unwrap();
+        }
+        let manifest = store.latest().await.unwrap().unwrap();
+        let names: Vec<&String> = manifest.parts.keys().collect();
+        assert_eq!(names.len(), 3, "a base and two deltas: {names:?}");
+        assert!(names[1].ends_with("/00000000000000000002") && names[2].ends_with("/00000000000000000003"), "{names:?}");
+        let deltas: u64 = manifest.parts.iter().filter(|(n, _)| n.contains("/delta/")).map(|(_, p)| p.bytes).sum();
+        assert!(deltas < manifest.parts["view/9/contents"].bytes, "deltas are smaller than the base");
+
+        let recovered = crate::checkpoint::recovery::load(&store).await.unwrap().unwrap();
+        let mut restored = ViewData::new(schema.clone()).unwrap();
+        for c in &recovered.views[&9].contents {
+            restored.apply(c).unwrap();
+        }
+        assert_eq!(restored.batches(), contents.batches());
+        assert_eq!(restored.len(), 200);
+    }
 }
+

@@ -51,9 +51,12 @@ pub async fn load(store: &CheckpointStore) -> Result<Option<Recovered>> {
                 let batch = one_batch(batches, name)?;
                 operators.entry(id).or_default().entry(node).or_default().push((entry.to_string(), batch));
             }
-            ["view", id, "contents"] => {
+            // The base, then the deltas in epoch order: the manifest's parts are sorted by name,
+            // and delta names end in a zero-padded epoch.
+            ["view", id, "contents"] | ["view", id, "contents", "delta", _] => {
                 let id: ObjectId = id.parse().map_err(|_| corrupt(format!("bad part name {name}")))?;
-                contents.insert(id, batches.into_iter().map(content_changes).collect::<Result<_>>()?);
+                let changes: Vec<Changes> = batches.into_iter().map(content_changes).collect::<Result<_>>()?;
+                contents.entry(id).or_default().extend(changes);
             }
             _ => return Err(corrupt(format!("unknown part {name}"))),
         }

@@ -148,6 +148,16 @@ impl CheckpointStore {
     /// The manifest of `epoch`, checked: it parses, and every part it names is there with the
     /// recorded size and CRC32.
     async fn checked_manifest(&self, epoch: u64) -> Result<Manifest> {
+        let manifest = self.parsed_manifest(epoch).await?;
+        for part in manifest.parts.values() {
+            self.read_part(part).await?;
+        }
+        Ok(manifest)
+    }
+
+    /// The manifest of `epoch`, parsed but with its parts unread (garbage collection needs only
+    /// what they reference; recovery checks them).
+    async fn parsed_manifest(&self, epoch: u64) -> Result<Manifest> {
         let bytes = self.read(&format!("{}/{MANIFEST}", epoch_dir(epoch))).await?;
         let manifest: Manifest = serde_json::from_slice(&bytes)
             .map_err(|e| WeirError::new(SqlState::DataCorrupted, format!("the manifest does not parse: {e}")))?;
@@ -156,9 +166,6 @@ impl CheckpointStore {
                 SqlState::DataCorrupted,
                 format!("the manifest says format {} epoch {}, expected format {FORMAT} epoch {epoch}", manifest.format, manifest.epoch),
             ));
-        }
-        for part in manifest.parts.values() {
-            self.read_part(part).await?;
         }
         Ok(manifest)
     }
@@ -205,7 +212,9 @@ impl CheckpointStore {
             if kept.len() == KEEP {
                 break;
             }
-            if let Ok(manifest) = self.checked_manifest(epoch).await {
+            // A manifest whose parts are damaged still counts among the kept: recovery skips it
+            // and falls back to the others, which are kept too.
+            if let Ok(manifest) = self.parsed_manifest(epoch).await {
                 newest_complete.get_or_insert(epoch);
                 kept.push(manifest);
             }
@@ -331,8 +340,9 @@ mod tests {
         store.store.put(&store.path(&format!("{}/{MANIFEST}", epoch_dir(20))), PutPayload::from_static(b"{\"format\": 1, \"ep")).await.unwrap();
         assert_eq!(store.latest().await.unwrap().as_ref(), Some(&second));
 
-        // Collection keeps the newest KEEP complete checkpoints and what they reference: the
-        // base written at epoch 4 stays although epoch 4's own manifest goes.
+        // Collection keeps the newest KEEP checkpoints whose manifest parses, and what they
+        // reference: the base written at epoch 4 stays although epoch 4's own manifest goes.
+        // It does not read parts (recovery does), so 16, damaged, counts among the three.
         let fourth = write(&store, 24, &[], &[("view/1/base", base.clone())]).await;
         let fifth = write(&store, 28, &[("view/1/delta", "ee")], &[("view/1/base", base.clone())]).await;
         let deleted = store.collect_garbage().await.unwrap();
@@ -340,7 +350,7 @@ mod tests {
         assert_eq!(store.latest().await.unwrap().as_ref(), Some(&fifth));
         assert_eq!(store.read_part(&base).await.unwrap(), Bytes::from("aaaa"));
         let left: Vec<u64> = store.epochs().await.unwrap();
-        assert_eq!(left, [28, 24, 8, 4], "16 (damaged), 12 and 20 (incomplete) are gone; 4 holds the base");
+        assert_eq!(left, [28, 24, 16, 4], "8 is the fourth, 12 and 20 are incomplete; 4 holds the base");
         assert!(store.read(&format!("{}/{MANIFEST}", epoch_dir(4))).await.is_err(), "4's manifest is gone");
         assert_eq!(store.checked_manifest(24).await.unwrap(), fourth);
     }

@@ -136,6 +136,35 @@ impl ViewData {
         Ok(gone.len())
     }
 
+    /// The changes that turn `older`, an earlier version of these contents, into these: each row
+    /// whose multiplicity differs, with the difference. Parts the two versions still share are
+    /// skipped without being visited, so the cost follows what changed, not the size.
+    pub fn changes_since(&self, older: &ViewData) -> Result<Vec<Changes>> {
+        let mut out = Vec::new();
+        let mut keys: Vec<&Arc<[u8]>> = Vec::with_capacity(BATCH_ROWS);
+        let mut diffs: Vec<i64> = Vec::with_capacity(BATCH_ROWS);
+        for item in older.rows.diff(&self.rows) {
+            let (key, diff) = match item {
+                imbl::ordmap::DiffItem::Add(k, n) => (k, *n),
+                imbl::ordmap::DiffItem::Update { old: (_, before), new: (k, after) } => (k, after - before),
+                imbl::ordmap::DiffItem::Remove(k, n) => (k, -n),
+            };
+            if diff == 0 {
+                continue;
+            }
+            keys.push(key);
+            diffs.push(diff);
+            if keys.len() == BATCH_ROWS {
+                out.push(Changes::new(self.decode(&keys)?, std::mem::take(&mut diffs).into()));
+                keys.clear();
+            }
+        }
+        if !keys.is_empty() {
+            out.push(Changes::new(self.decode(&keys)?, diffs.into()));
+        }
+        Ok(out)
+    }
+
     /// The whole contents as inserts (to backfill a view that reads this one).
     pub fn as_changes(&self) -> Result<Vec<Changes>> {
         let mut out = Vec::new();
