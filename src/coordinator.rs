@@ -531,15 +531,13 @@ impl Coordinator {
         self.lock().views.get(&id).map(|v| v.shape.clone())
     }
 
-    /// Changes a running view's retention (`ALTER MATERIALIZED VIEW ... SET (retention = ...)`).
-    pub fn set_retention(&self, id: ObjectId, micros: i64) -> Result<()> {
+    /// Changes a running view's retention (`ALTER MATERIALIZED VIEW ... SET (retention = ...)`)
+    /// and returns the one it had (`i64::MAX`: none).
+    pub fn set_retention(&self, id: ObjectId, micros: i64) -> Result<i64> {
         let state = self.lock();
         let view = state.views.get(&id).ok_or_else(|| WeirError::new(SqlState::ObjectNotInPrerequisiteState, "the materialized view is not running"))?;
         match &view.retention {
-            Some(r) => {
-                r.store(micros, Ordering::Relaxed);
-                Ok(())
-            }
+            Some(r) => Ok(r.swap(micros, Ordering::Relaxed)),
             None => Err(retention_needs_a_window()),
         }
     }

@@ -519,10 +519,15 @@ pub async fn alter_materialized_view(db: &Arc<Database>, name: &weir_sql::sqlpar
         Some(Statement::CreateMaterializedView(s)) => s,
         _ => return Err(WeirError::internal(format!("stored definition of {view_name} does not parse"))),
     };
-    db.coordinator.set_retention(object.id, retention)?;
+    // The running view first (it refuses a view without a window column), then the catalog.
+    let previous = db.coordinator.set_retention(object.id, retention)?;
     stmt.with.retain(|o| !o.key.eq_ignore_ascii_case("retention"));
     stmt.with.extend(options.iter().cloned());
-    db.write_catalog().set_definition(object.id, Statement::CreateMaterializedView(stmt).to_string())?;
+    if let Err(e) = db.write_catalog().set_definition(object.id, Statement::CreateMaterializedView(stmt).to_string()) {
+        // Not stored: the running view goes back to what the catalog says.
+        let _ = db.coordinator.set_retention(object.id, previous);
+        return Err(e.into());
+    }
     Ok(())
 }
 

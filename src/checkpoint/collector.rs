@@ -277,7 +277,7 @@ impl Checkpointer {
         for (id, view) in p.view_states {
             for (node, state) in view.operators {
                 for (name, batch) in state {
-                    let data = ipc::encode(&batch.schema(), &[batch])?;
+                    let data = off_the_runtime(move || ipc::encode(&batch.schema(), &[batch])).await?;
                     bytes += writer.put_part(&format!("view/{id}/op/{node}/{name}"), data).await?.bytes;
                 }
             }
@@ -319,8 +319,12 @@ impl Checkpointer {
             chains.get(&id).map(|c| (c.version.clone(), c.parts.clone(), c.base_bytes, c.delta_bytes))
         };
         if let Some((version, parts, base_bytes, delta_bytes)) = previous {
-            let (schema, batches) = contents_batches(contents.schema(), contents.changes_since(&version)?)?;
-            let delta = ipc::encode(&schema, &batches)?;
+            let current = contents.clone();
+            let delta = off_the_runtime(move || {
+                let (schema, batches) = contents_batches(current.schema(), current.changes_since(&version)?)?;
+                ipc::encode(&schema, &batches)
+            })
+            .await?;
             if delta_bytes + delta.len() as u64 <= base_bytes {
                 let name = format!("view/{id}/contents/delta/{epoch:020}");
                 let part = writer.put_part(&name, delta).await?;
@@ -332,11 +336,22 @@ impl Checkpointer {
                 return Ok(chain);
             }
         }
-        let (schema, batches) = contents_batches(contents.schema(), contents.as_changes()?)?;
+        let current = contents.clone();
+        let base = off_the_runtime(move || {
+            let (schema, batches) = contents_batches(current.schema(), current.as_changes()?)?;
+            ipc::encode(&schema, &batches)
+        })
+        .await?;
         let name = format!("view/{id}/contents");
-        let part = writer.put_part(&name, ipc::encode(&schema, &batches)?).await?;
+        let part = writer.put_part(&name, base).await?;
         Ok(vec![(name, part)])
     }
+}
+
+/// Runs CPU-bound encoding on the blocking pool: a large view's parts take seconds to encode,
+/// which must not hold up the runtime's workers (queries, readers, jobs).
+async fn off_the_runtime<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| crate::error::WeirError::internal(format!("checkpoint encoding stopped: {e}")))?
 }
 
 /// Rows plus their multiplicity (or, in a delta, the change of it) as batches of the contents'
