@@ -29,6 +29,16 @@ impl Lcg {
     }
 }
 
+/// The seed of a crash test (printed; `WEIR_CRASH_SEED` repeats a run) and its generator.
+fn crash_seed(test: &str) -> (u64, Lcg) {
+    let seed: u64 = std::env::var("WEIR_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
+    eprintln!("{test} crash test seed: {seed} (set WEIR_CRASH_SEED to repeat)");
+    (seed, Lcg(seed))
+}
+
 /// `(name, the view's columns to compare, the same result computed by DataFusion over `bids`)`.
 const VIEWS: [(&str, &str, &str); 6] = [
     (
@@ -129,12 +139,7 @@ async fn views_survive_repeated_kill_9_with_checkpoints_on_s3() {
 /// damaging the newest checkpoint first, on a local store), restarts it each time, and compares
 /// every view with DataFusion over all the bids.
 async fn crash_test(store: Store) {
-    let seed: u64 = std::env::var("WEIR_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
-    eprintln!("crash test seed: {seed} (set WEIR_CRASH_SEED to repeat)");
-    let mut rng = Lcg(seed);
+    let (seed, mut rng) = crash_seed("nexmark");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let log = dir.path().join("weir.log");
@@ -292,12 +297,7 @@ async fn crash_test(store: Store) {
 #[tokio::test(flavor = "multi_thread")]
 async fn views_over_kafka_survive_repeated_kill_9_exactly() {
     let Some((brokers, _)) = crate::kafka::broker() else { return };
-    let seed: u64 = std::env::var("WEIR_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
-    eprintln!("kafka crash test seed: {seed} (set WEIR_CRASH_SEED to repeat)");
-    let mut rng = Lcg(seed);
+    let (seed, mut rng) = crash_seed("kafka");
     let topic = crate::chat::unique_name("crash");
     crate::kafka::create_topic(&brokers, &topic, 3).await;
     let dir = tempfile::tempdir().unwrap();
@@ -403,9 +403,7 @@ async fn restored_views_answer_at_once() {
 /// up equal to the same queries over the tables, with inserts and deletes, across kills.
 #[tokio::test(flavor = "multi_thread")]
 async fn views_over_tables_resume_from_the_checkpoint() {
-    let seed: u64 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
-    eprintln!("table crash test seed: {seed}");
-    let mut rng = Lcg(seed);
+    let (seed, mut rng) = crash_seed("tables");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let log = dir.path().join("weir.log");
