@@ -275,7 +275,7 @@ impl Coordinator {
                 epoch = recovered.epoch,
                 sources = state.restored_sources.len(),
                 views = state.restored_views.len(),
-                rebuilt = state.views.values().filter(|v| v.kept).count() - state.restored_views.len(),
+                rebuilt = state.views.values().filter(|v| v.kept).count().saturating_sub(state.restored_views.len()),
                 "recovered from checkpoint; views not restored are rebuilt from their inputs"
             );
         }

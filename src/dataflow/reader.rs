@@ -129,11 +129,18 @@ impl Reader {
         let mut outputs: Vec<(ObjectId, mpsc::Sender<Message>)> = Vec::new();
         let mut read_any = false;
         let mut ended = false;
+        // Set when the source cannot go on: it reads nothing more, but barriers still pass, so
+        // that its views stay as they are and every other view keeps publishing.
+        let mut stopped = false;
+        // The checkpointed positions of a stopped source, which its checkpoints keep.
+        let mut frozen_positions = None;
         if let Some(state) = self.restored.take() {
             if let Err(e) = self.source.seek(&state.positions()).await {
                 // Reading from the start instead would count the checkpointed rows twice.
-                tracing::error!(source = %self.name, error = %e, "could not seek to the checkpointed positions; the source stops");
-                return;
+                tracing::error!(source = %self.name, error = %e, "could not seek to the checkpointed positions; the source reads nothing more");
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                stopped = true;
+                frozen_positions = Some(state.positions());
             }
             self.tracker.restore(&state.watermarks);
             self.stats.watermark.store(self.tracker.current(), Ordering::Relaxed);
@@ -144,22 +151,23 @@ impl Reader {
         // Positions at each barrier not yet committed, oldest first.
         let mut uncommitted: VecDeque<(u64, Vec<SourcePosition>)> = VecDeque::new();
         loop {
-            let reading = !outputs.is_empty() && !ended;
+            let reading = !outputs.is_empty() && !ended && !stopped;
             tokio::select! {
                 biased;
                 control = self.control.recv() => match control {
                     None => return,
                     Some(ReaderControl::Barrier(epoch)) => {
                         if let Some(hub) = self.checkpoints.as_ref().filter(|h| h.is_requested(epoch)) {
+                            let positions = frozen_positions.clone().unwrap_or_else(|| self.source.positions());
                             let state = SourceState {
-                                positions: SourceState::record_positions(&self.source.positions()),
+                                positions: SourceState::record_positions(&positions),
                                 watermarks: self.tracker.save(),
                                 read_any,
                                 ended,
                             };
                             hub.contribute(Contribution::Source { id: self.source_id, epoch, state });
                         }
-                        if read_any && uncommitted.back().is_none_or(|(_, p)| *p != self.source.positions()) {
+                        if read_any && !stopped && uncommitted.back().is_none_or(|(_, p)| *p != self.source.positions()) {
                             uncommitted.push_back((epoch, self.source.positions()));
                         }
                         self.refresh_backlog();

@@ -473,3 +473,56 @@ async fn views_over_tables_resume_from_the_checkpoint() {
     let resumed = log.lines().filter(|l| l.contains("recovered from checkpoint") && l.contains("\"views\":2") && l.contains("\"rebuilt\":0")).count();
     assert!(resumed >= 4, "views over tables resumed {resumed} times of 8");
 }
+
+/// A checkpoint whose positions the source does not know (a foreign or edited manifest): the
+/// source reads nothing more and says why, its view keeps its restored rows, and the server
+/// goes on (other views publish, FLUSH returns).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_position_the_source_cannot_seek_to_stops_that_source_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--checkpoint-interval-ms", "100", "--barrier-interval-ms", "50"];
+    let server = Server::start_with(dir.path(), &flags);
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE SOURCE g (k BIGINT) WITH (connector = 'datagen', datagen.rows.per.second = '0', datagen.max.rows = '1000', \
+                 fields.k.kind = 'sequence'); \
+             CREATE MATERIALIZED VIEW n AS SELECT count(*) AS n FROM g; \
+             CREATE TABLE t (x INT); \
+             CREATE MATERIALIZED VIEW sum_t AS SELECT sum(x) AS s FROM t",
+        )
+        .await
+        .unwrap();
+    wait_until_source_ended(&client, "g").await;
+    let epoch: i64 = client.query_one("SELECT max(last_epoch) FROM weir_catalog.materialized_views", &[]).await.unwrap().get(0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while client.query_one("SELECT count(*) FROM weir_catalog.checkpoints WHERE epoch >= $1", &[&epoch]).await.unwrap().get::<_, i64>(0) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no checkpoint after epoch {epoch}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(client);
+    server.kill_9();
+    // Every manifest names a partition the generator does not have.
+    let mut edited_manifests = 0;
+    for entry in std::fs::read_dir(dir.path().join("checkpoints")).unwrap().flatten() {
+        let manifest = entry.path().join("MANIFEST.json");
+        if let Ok(text) = std::fs::read_to_string(&manifest) {
+            let edited = text.replace("\"partition\": \"0\"", "\"partition\": \"no-such-split\"");
+            edited_manifests += usize::from(edited != text);
+            std::fs::write(&manifest, edited).unwrap();
+        }
+    }
+    assert!(edited_manifests > 0, "no manifest names the generator's partition");
+    let server = Server::start_with(dir.path(), &flags);
+    let client = server.connect().await;
+    // Two calls: in one query string they would share an implicit transaction, and FLUSH would
+    // run before the insert commits.
+    client.batch_execute("INSERT INTO t VALUES (5)").await.unwrap();
+    client.batch_execute("FLUSH").await.unwrap();
+    let s: Option<i64> = client.query_one("SELECT s FROM sum_t", &[]).await.unwrap().get(0);
+    assert_eq!(s, Some(5), "the other view keeps publishing");
+    let n: i64 = client.query_one("SELECT n FROM n", &[]).await.unwrap().get(0);
+    assert_eq!(n, 1000, "the restored view keeps its rows");
+    let errors: i64 = client.query_one("SELECT errors FROM weir_catalog.sources WHERE name = 'g'", &[]).await.unwrap().get(0);
+    assert_eq!(errors, 1);
+}
