@@ -41,8 +41,9 @@
 //!   [`dataflow`] - the incremental engine (readers, jobs, operators, view contents). See
 //!   `docs/dataflow.md`. [`weir_catalog`] - the `weir_catalog` system tables (sources, views).
 //! * [`sinks`] - `CREATE SINK`: a view's changes delivered epoch by epoch (`docs/sinks.md`).
-//! * [`checkpoint`] - checkpoints of the dataflow and recovery (`docs/checkpoints.md`; so far
-//!   the store: parts, manifests, garbage collection over `object_store`).
+//! * [`checkpoint`] - checkpoints of the dataflow at barriers and recovery from them at start
+//!   (`docs/checkpoints.md`): what readers, tables and view jobs hand in, the collector that
+//!   writes it over `object_store`, and loading the newest intact checkpoint.
 //! * [`subscribe`] - `SUBSCRIBE`: a view's changes as a stream of rows for a client, never
 //!   holding the view back.
 //!

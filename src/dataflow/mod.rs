@@ -14,7 +14,8 @@
 //! * [`dead_letter`] - late rows kept with their reason (`watermark.late_events = 'dead_letter'`).
 //! * [`source_errors`] - records a source skipped because they did not decode.
 //! * [`reader`] - the shared reader task of one source, with backfill for late-coming views.
-//! * [`job`] - one view's task: barrier alignment, operator tree, materialization.
+//! * [`job`] - one view's task: barrier alignment, operator tree, materialization, and at
+//!   checkpoint barriers the snapshot of its operators and contents (`crate::checkpoint`).
 
 pub mod dead_letter;
 pub mod job;

@@ -105,9 +105,9 @@ pub trait Operator: Send {
         None
     }
 
-    /// The operator's state, for a checkpoint. Stateless operators have none; stateful ones
-    /// fail loudly until the durability issue implements their checkpoints, rather than
-    /// returning a state that looks empty.
+    /// The operator's state, for a checkpoint, taken right after a barrier. Stateless operators
+    /// have none; a stateful one that does not implement it fails loudly (its view is then
+    /// rebuilt at recovery) rather than returning a state that looks empty.
     fn snapshot(&self) -> Result<OperatorState> {
         match self.stateful() {
             Some(what) => Err(crate::error::WeirError::not_supported(format!("checkpointing the state of {what}"))),
