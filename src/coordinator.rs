@@ -573,25 +573,20 @@ impl Coordinator {
                             for m in &inner.replay {
                                 let _ = backfill_tx.send(m.clone());
                             }
-                            let w = inner.tracker.current();
-                            if w > crate::dataflow::EventTime::MIN {
-                                let _ = backfill_tx.send(Message::Watermark(w));
-                            }
-                            inner.outputs.push((id, live_tx));
-                            return;
-                        }
-                        for batch in data.map(|d| d.batches()).unwrap_or_default().iter() {
-                            if batch.num_rows() == 0 {
-                                continue;
-                            }
-                            // Backfilled rows pass the same watermark rule as live ones.
-                            match inner.tracker.assign(0, batch.clone()) {
-                                Ok(a) => {
-                                    if a.on_time.num_rows() > 0 {
-                                        let _ = backfill_tx.send(Message::Data(Arc::new(Changes::inserts(a.on_time))));
-                                    }
+                        } else {
+                            for batch in data.map(|d| d.batches()).unwrap_or_default().iter() {
+                                if batch.num_rows() == 0 {
+                                    continue;
                                 }
-                                Err(e) => tracing::error!(error = %e, "table backfill batch skipped"),
+                                // Backfilled rows pass the same watermark rule as live ones.
+                                match inner.tracker.assign(0, batch.clone()) {
+                                    Ok(a) => {
+                                        if a.on_time.num_rows() > 0 {
+                                            let _ = backfill_tx.send(Message::Data(Arc::new(Changes::inserts(a.on_time))));
+                                        }
+                                    }
+                                    Err(e) => tracing::error!(error = %e, "table backfill batch skipped"),
+                                }
                             }
                         }
                         let w = inner.tracker.current();

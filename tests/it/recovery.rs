@@ -365,6 +365,17 @@ async fn views_over_kafka_survive_repeated_kill_9_exactly() {
     assert!(log.lines().filter(|l| l.contains("recovered from checkpoint") && l.contains("\"views\":2")).count() >= 5, "too few recoveries");
 }
 
+/// Waits until a checkpoint holds every view as it is now (taken at or after the newest epoch
+/// any view reported).
+async fn wait_for_a_checkpoint_of_every_view(client: &tokio_postgres::Client) {
+    let epoch: i64 = client.query_one("SELECT max(last_epoch) FROM weir_catalog.materialized_views", &[]).await.unwrap().get(0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while client.query_one("SELECT count(*) FROM weir_catalog.checkpoints WHERE epoch >= $1", &[&epoch]).await.unwrap().get::<_, i64>(0) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no checkpoint after epoch {epoch}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Right after a restart, before any new epoch, a query sees the restored contents: the view
 /// is not empty while it waits for its first barrier.
 #[tokio::test(flavor = "multi_thread")]
@@ -382,12 +393,7 @@ async fn restored_views_answer_at_once() {
         .await
         .unwrap();
     wait_until_source_ended(&client, "g").await;
-    let epoch: i64 = client.query_one("SELECT max(last_epoch) FROM weir_catalog.materialized_views", &[]).await.unwrap().get(0);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while client.query_one("SELECT count(*) FROM weir_catalog.checkpoints WHERE epoch >= $1", &[&epoch]).await.unwrap().get::<_, i64>(0) == 0 {
-        assert!(std::time::Instant::now() < deadline, "no checkpoint after epoch {epoch}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_a_checkpoint_of_every_view(&client).await;
     let before = crate::common::text_rows(&client, "SELECT v, n FROM per_v ORDER BY v").await;
     assert_eq!(before.len(), 10);
     server.kill_9();
@@ -494,12 +500,7 @@ async fn a_position_the_source_cannot_seek_to_stops_that_source_only() {
         .await
         .unwrap();
     wait_until_source_ended(&client, "g").await;
-    let epoch: i64 = client.query_one("SELECT max(last_epoch) FROM weir_catalog.materialized_views", &[]).await.unwrap().get(0);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while client.query_one("SELECT count(*) FROM weir_catalog.checkpoints WHERE epoch >= $1", &[&epoch]).await.unwrap().get::<_, i64>(0) == 0 {
-        assert!(std::time::Instant::now() < deadline, "no checkpoint after epoch {epoch}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_a_checkpoint_of_every_view(&client).await;
     drop(client);
     server.kill_9();
     // Every manifest names a partition the generator does not have.
