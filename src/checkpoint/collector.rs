@@ -21,6 +21,7 @@ use super::ipc;
 use super::snapshot::{CheckpointHub, Contribution, SourceState, TableState, ViewState};
 use super::store::{CheckpointStore, CheckpointWriter, PartRef, ViewRecord};
 use crate::dataflow::Changes;
+use crate::dataflow::operators::Snapshot;
 use crate::dataflow::view_data::ViewData;
 use crate::error::Result;
 
@@ -74,7 +75,15 @@ pub struct Checkpointer {
     /// Per view, its contents as the newest written checkpoint holds them, and the parts that
     /// hold them: the next checkpoint writes only the difference (see [`ContentsChain`]).
     contents: Mutex<HashMap<ObjectId, ContentsChain>>,
+    /// Per operator (view, node), the parts that hold its state in the newest written
+    /// checkpoint: a full snapshot, then snapshots of changes. An operator hands in changes only
+    /// when that checkpoint holds its previous snapshot, so the next checkpoint lists these
+    /// parts again plus the new one.
+    operator_chains: Mutex<HashMap<(ObjectId, usize), PartChain>>,
 }
+
+/// Named parts that together hold one piece of state, in the order they apply.
+type PartChain = Vec<(String, PartRef)>;
 
 /// A view's contents in checkpoints: a base part, then delta parts (the changes between two
 /// checkpoints' versions of the contents, from the persistent map's `diff`). Recovery applies
@@ -83,7 +92,7 @@ struct ContentsChain {
     /// The version the parts add up to.
     version: ViewData,
     /// `(part name, part)`: the base first, then the deltas in epoch order.
-    parts: Vec<(String, PartRef)>,
+    parts: PartChain,
     base_bytes: u64,
     delta_bytes: u64,
 }
@@ -111,6 +120,7 @@ impl Checkpointer {
             written,
             catalog_version,
             contents: Mutex::new(HashMap::new()),
+            operator_chains: Mutex::new(HashMap::new()),
         });
         tokio::spawn(Self::collect(Arc::downgrade(&checkpointer), contributions));
         checkpointer
@@ -162,6 +172,7 @@ impl Checkpointer {
     /// A source or view went away: no checkpoint waits for it any more.
     pub fn forget(&self, id: ObjectId) {
         self.contents.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        self.operator_chains.lock().unwrap_or_else(|p| p.into_inner()).retain(|(view, _), _| *view != id);
         let mut pending = self.lock();
         for p in pending.values_mut() {
             p.sources.remove(&id);
@@ -272,14 +283,39 @@ impl Checkpointer {
         let mut bytes = 0u64;
         let (views, sources) = (p.view_states.len(), p.source_states.len());
         let mut chains = Vec::with_capacity(views);
+        let mut operator_chains = Vec::new();
         writer.manifest_mut().sources = p.source_states.into_iter().collect();
         writer.manifest_mut().tables = p.table_states.into_iter().collect();
         for (id, view) in p.view_states {
-            for (node, state) in view.operators {
+            let previous: Vec<Option<PartChain>> = {
+                let known = self.operator_chains.lock().unwrap_or_else(|p| p.into_inner());
+                view.operators.iter().map(|(node, _)| known.get(&(id, *node)).cloned()).collect()
+            };
+            if view.operators.iter().zip(&previous).any(|((_, s), p)| matches!(s, Snapshot::Changes(_)) && p.is_none()) {
+                // Cannot happen (changes are handed in only on top of a written snapshot), but
+                // if it did, the changes alone would restore a wrong state.
+                tracing::warn!(view = id, "view left out of the checkpoint: operator changes without the state they apply to");
+                continue;
+            }
+            for ((node, snapshot), previous) in view.operators.into_iter().zip(previous) {
+                let (mut chain, state, prefix) = match snapshot {
+                    Snapshot::Full(state) => (Vec::new(), state, format!("view/{id}/op/{node}")),
+                    Snapshot::Changes(state) => {
+                        let chain = previous.unwrap_or_default();
+                        for (name, part) in &chain {
+                            writer.keep_part(name, part.clone());
+                        }
+                        (chain, state, format!("view/{id}/op/{node}/delta/{epoch:020}"))
+                    }
+                };
                 for (name, batch) in state {
                     let data = off_the_runtime(move || ipc::encode(&batch.schema(), &[batch])).await?;
-                    bytes += writer.put_part(&format!("view/{id}/op/{node}/{name}"), data).await?.bytes;
+                    let name = format!("{prefix}/{name}");
+                    let part = writer.put_part(&name, data).await?;
+                    bytes += part.bytes;
+                    chain.push((name, part));
                 }
+                operator_chains.push(((id, node), chain));
             }
             let parts = self.write_contents(&mut writer, epoch, id, &view.contents).await?;
             bytes += parts.last().map_or(0, |(_, p)| p.bytes);
@@ -287,6 +323,8 @@ impl Checkpointer {
             writer.manifest_mut().views.insert(id, ViewRecord { watermark: view.watermark });
         }
         let manifest = writer.commit().await?;
+        self.operator_chains.lock().unwrap_or_else(|p| p.into_inner()).extend(operator_chains);
+        self.hub.written(epoch, manifest.views.keys().copied());
         // Only a written checkpoint moves the chains: after a failed one, the next checkpoint's
         // deltas start from what the last written one holds.
         let mut contents = self.contents.lock().unwrap_or_else(|p| p.into_inner());
@@ -313,7 +351,7 @@ impl Checkpointer {
     /// checkpoint's version as a delta part (earlier parts of the chain kept), or the whole
     /// contents as a new base when there is no chain or its deltas would outgrow the base.
     /// Returns the chain of parts the manifest now lists, the one written last.
-    async fn write_contents(&self, writer: &mut CheckpointWriter<'_>, epoch: u64, id: ObjectId, contents: &ViewData) -> Result<Vec<(String, PartRef)>> {
+    async fn write_contents(&self, writer: &mut CheckpointWriter<'_>, epoch: u64, id: ObjectId, contents: &ViewData) -> Result<PartChain> {
         let previous = {
             let chains = self.contents.lock().unwrap_or_else(|p| p.into_inner());
             chains.get(&id).map(|c| (c.version.clone(), c.parts.clone(), c.base_bytes, c.delta_bytes))
@@ -395,11 +433,12 @@ mod tests {
         assert_eq!(checkpointer.records().len(), 1);
     }
 
-    /// Contents go as a base, then as deltas between the written versions; recovery applies
+    /// Contents go as a base, then as deltas (and an operator's state as a full snapshot, then
+    /// its changes) between the written versions; recovery applies
     /// them in order and gets the newest version back, including retracted rows.
     #[tokio::test]
     async fn contents_are_written_as_a_base_then_deltas() {
-        use datafusion::arrow::array::{Int64Array, StringArray};
+        use datafusion::arrow::array::{AsArray, Int64Array, StringArray};
         use datafusion::arrow::datatypes::SchemaRef;
         let store = Arc::new(CheckpointStore::in_memory());
         let checkpointer = Checkpointer::start(store.clone(), 0, Box::new(|| 1));
@@ -426,18 +465,32 @@ mod tests {
                 contents.apply(&changes(&["key-5"], &[1], -1)).unwrap();
             }
             assert!(checkpointer.begin(epoch, HashSet::new(), HashSet::from([9])));
-            let state = ViewState { operators: Vec::new(), contents: contents.clone(), watermark: 0 };
+            // Operator 4 hands in its state, then only its changes (tagged with the epoch).
+            let tag: ArrayRef = Arc::new(Int64Array::from(vec![epoch as i64]));
+            let operator_state = vec![("groups".to_string(), RecordBatch::try_from_iter([("epoch", tag)]).unwrap())];
+            let snapshot = if step == 0 { Snapshot::Full(operator_state) } else { Snapshot::Changes(operator_state) };
+            let state = ViewState { operators: vec![(4, snapshot)], contents: contents.clone(), watermark: 0 };
             checkpointer.hub.contribute(Contribution::View { id: 9, epoch, state: Ok(state) });
             tokio::time::timeout(std::time::Duration::from_secs(5), written.wait_for(|e| *e == epoch)).await.unwrap().unwrap();
         }
         let manifest = store.latest().await.unwrap().unwrap();
         let names: Vec<&String> = manifest.parts.keys().collect();
+        assert_eq!(checkpointer.hub.written_for(9), Some(3));
+        let (operator_parts, names): (Vec<&String>, Vec<&String>) = names.into_iter().partition(|n| n.contains("/op/"));
+        assert_eq!(
+            operator_parts,
+            ["view/9/op/4/delta/00000000000000000002/groups", "view/9/op/4/delta/00000000000000000003/groups", "view/9/op/4/groups"]
+        );
         assert_eq!(names.len(), 3, "a base and two deltas: {names:?}");
         assert!(names[1].ends_with("/00000000000000000002") && names[2].ends_with("/00000000000000000003"), "{names:?}");
         let deltas: u64 = manifest.parts.iter().filter(|(n, _)| n.contains("/delta/")).map(|(_, p)| p.bytes).sum();
         assert!(deltas < manifest.parts["view/9/contents"].bytes, "deltas are smaller than the base");
 
         let recovered = crate::checkpoint::recovery::load(&store).await.unwrap().unwrap();
+        // The operator's chain comes back in order: its full state, then its changes.
+        let [(4, chain)] = &recovered.views[&9].operators[..] else { panic!("one operator's chain") };
+        let epochs: Vec<i64> = chain.iter().map(|state| state[0].1.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0)).collect();
+        assert_eq!(epochs, [1, 2, 3]);
         let mut restored = ViewData::new(schema.clone()).unwrap();
         for c in &recovered.views[&9].contents {
             restored.apply(c).unwrap();

@@ -18,7 +18,8 @@ use crate::error::{Result, SqlState, WeirError};
 
 /// A view's checkpointed state.
 pub struct RecoveredView {
-    pub operators: Vec<(usize, OperatorState)>,
+    /// Per operator, its chain of snapshots: a full one, then changes in epoch order.
+    pub operators: Vec<(usize, Vec<OperatorState>)>,
     pub contents: Vec<Changes>,
     pub watermark: EventTime,
 }
@@ -39,17 +40,21 @@ fn corrupt(what: String) -> WeirError {
 pub async fn load(store: &CheckpointStore) -> Result<Option<Recovered>> {
     let started = Instant::now();
     let Some(manifest) = store.latest().await? else { return Ok(None) };
-    let mut operators: BTreeMap<ObjectId, BTreeMap<usize, OperatorState>> = BTreeMap::new();
+    // Per view and operator, its snapshots by epoch ("" for the full one, so it sorts first;
+    // epochs of changes are zero-padded, so they sort in order).
+    let mut operators: BTreeMap<ObjectId, BTreeMap<usize, BTreeMap<String, OperatorState>>> = BTreeMap::new();
     let mut contents: HashMap<ObjectId, Vec<Changes>> = HashMap::new();
     for (name, part) in &manifest.parts {
         let parts: Vec<&str> = name.split('/').collect();
         let (_, batches) = ipc::decode(store.read_part(part).await?)?;
         match parts[..] {
-            ["view", id, "op", node, entry] => {
+            ["view", id, "op", node, entry] | ["view", id, "op", node, "delta", _, entry] => {
                 let id: ObjectId = id.parse().map_err(|_| corrupt(format!("bad part name {name}")))?;
                 let node: usize = node.parse().map_err(|_| corrupt(format!("bad part name {name}")))?;
+                let epoch = if parts.len() == 7 { parts[5] } else { "" };
                 let batch = one_batch(batches, name)?;
-                operators.entry(id).or_default().entry(node).or_default().push((entry.to_string(), batch));
+                let chain = operators.entry(id).or_default().entry(node).or_default();
+                chain.entry(epoch.to_string()).or_default().push((entry.to_string(), batch));
             }
             // The base, then the deltas in epoch order: the manifest's parts are sorted by name,
             // and delta names end in a zero-padded epoch.
@@ -66,7 +71,12 @@ pub async fn load(store: &CheckpointStore) -> Result<Option<Recovered>> {
         views.insert(
             *id,
             RecoveredView {
-                operators: operators.remove(id).unwrap_or_default().into_iter().collect(),
+                operators: operators
+                    .remove(id)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(node, chain)| (node, chain.into_values().collect()))
+                    .collect(),
                 contents: contents.remove(id).unwrap_or_default(),
                 watermark: record.watermark,
             },

@@ -6,7 +6,7 @@
 //! state and its contents ([`ViewState`]). Both are taken at the barrier, so together they are
 //! one consistent cut: the views hold exactly the rows read before the positions.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -15,7 +15,7 @@ use weir_catalog::ObjectId;
 use weir_connectors::SourcePosition;
 
 use crate::dataflow::EventTime;
-use crate::dataflow::operators::OperatorState;
+use crate::dataflow::operators::Snapshot;
 use crate::dataflow::view_data::ViewData;
 use crate::error::Result;
 
@@ -74,8 +74,9 @@ pub struct TableState {
 
 /// A view job at a checkpoint barrier, after its epoch's output was applied.
 pub struct ViewState {
-    /// Per stateful operator (by node index in the view's plan): its state.
-    pub operators: Vec<(usize, OperatorState)>,
+    /// Per stateful operator (by node index in the view's plan): its state, or what changed
+    /// since its state in the newest written checkpoint.
+    pub operators: Vec<(usize, Snapshot)>,
     /// The view's contents (a persistent map: this is a cheap version, encoded off the job).
     pub contents: ViewData,
     /// The watermark the view's output had reached.
@@ -96,13 +97,15 @@ pub enum Contribution {
 #[derive(Debug)]
 pub struct CheckpointHub {
     requested: Mutex<BTreeSet<u64>>,
+    /// Per view, the epoch of the newest written checkpoint that holds its state.
+    views_written: Mutex<HashMap<ObjectId, u64>>,
     contributions: mpsc::UnboundedSender<Contribution>,
 }
 
 impl CheckpointHub {
     pub fn new() -> (Arc<CheckpointHub>, mpsc::UnboundedReceiver<Contribution>) {
         let (contributions, rx) = mpsc::unbounded_channel();
-        (Arc::new(CheckpointHub { requested: Mutex::new(BTreeSet::new()), contributions }), rx)
+        (Arc::new(CheckpointHub { requested: Mutex::new(BTreeSet::new()), views_written: Mutex::new(HashMap::new()), contributions }), rx)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<u64>> {
@@ -121,6 +124,19 @@ impl CheckpointHub {
 
     pub fn is_requested(&self, epoch: u64) -> bool {
         self.lock().contains(&epoch)
+    }
+
+    /// The checkpoint of `epoch`, holding the state of `views`, was written.
+    pub fn written(&self, epoch: u64, views: impl Iterator<Item = ObjectId>) {
+        let mut written = self.views_written.lock().unwrap_or_else(|p| p.into_inner());
+        for view in views {
+            written.insert(view, epoch);
+        }
+    }
+
+    /// The epoch of the newest written checkpoint that holds the state of `view`.
+    pub fn written_for(&self, view: ObjectId) -> Option<u64> {
+        self.views_written.lock().unwrap_or_else(|p| p.into_inner()).get(&view).copied()
     }
 
     pub fn contribute(&self, contribution: Contribution) {

@@ -20,13 +20,16 @@ use super::view_data::ViewData;
 use super::{Changes, EventTime, Message};
 use crate::error::{Result, SqlState, WeirError};
 
-/// Restores a freshly built operator tree from a checkpoint: the state of every operator named.
-pub fn restore_operators(tree: &mut OperatorTree, operators: Vec<(usize, OperatorState)>) -> Result<()> {
-    for (node, state) in operators {
+/// Restores a freshly built operator tree from a checkpoint: for every operator named, its
+/// chain of snapshots (a full one, then changes) in order.
+pub fn restore_operators(tree: &mut OperatorTree, operators: Vec<(usize, Vec<OperatorState>)>) -> Result<()> {
+    for (node, chain) in operators {
         let op = tree.operators.get_mut(node).ok_or_else(|| {
             WeirError::new(SqlState::DataCorrupted, format!("checkpointed state for operator {node}, which the view does not have"))
         })?;
-        op.restore(state)?;
+        for state in chain {
+            op.restore(state)?;
+        }
     }
     Ok(())
 }
@@ -130,6 +133,9 @@ pub struct ViewJob {
     checkpoints: Option<Arc<CheckpointHub>>,
     /// Started from a checkpoint ([`ViewJob::with_contents`]).
     restored: bool,
+    /// The epoch of the last state handed in: when the newest written checkpoint holds it,
+    /// operators may hand in only what changed since.
+    last_snapshot: Option<u64>,
     retention: Option<Retention>,
 }
 
@@ -180,6 +186,7 @@ impl ViewJob {
             leaves,
             checkpoints: None,
             restored: false,
+            last_snapshot: None,
             retention: None,
         })
     }
@@ -205,14 +212,21 @@ impl ViewJob {
         self
     }
 
-    /// The state a checkpoint keeps, taken right after the epoch's output was applied.
-    fn snapshot(&self) -> Result<ViewState> {
+    /// The state a checkpoint of `epoch` keeps, taken right after the epoch's output was
+    /// applied: operators hand in only their changes when the checkpoint holding their
+    /// previous state was written.
+    fn snapshot(&mut self, hub: &CheckpointHub, epoch: u64) -> Result<ViewState> {
+        // Taken (not read) first: a snapshot that fails half-way has consumed some operators'
+        // changes, so the next one must be full.
+        let previous = self.last_snapshot.take();
+        let since_previous = previous.is_some() && hub.written_for(self.view) == previous;
         let mut operators = Vec::new();
-        for (node, op) in self.tree.operators.iter().enumerate() {
+        for (node, op) in self.tree.operators.iter_mut().enumerate() {
             if op.stateful().is_some() {
-                operators.push((node, op.snapshot()?));
+                operators.push((node, op.checkpoint(since_previous)?));
             }
         }
+        self.last_snapshot = Some(epoch);
         Ok(ViewState { operators, contents: self.data.clone(), watermark: self.stats.watermark.load(Ordering::Relaxed) })
     }
 
@@ -422,8 +436,9 @@ impl ViewJob {
         self.stats.rows.store(self.data.len(), Ordering::Relaxed);
         self.stats.last_epoch.store(epoch, Ordering::Relaxed);
         let _ = self.reports.send(Report::Epoch { view: self.view, epoch, data: self.data.clone() });
-        if let Some(hub) = self.checkpoints.as_ref().filter(|h| h.is_requested(epoch)) {
-            hub.contribute(Contribution::View { id: self.view, epoch, state: self.snapshot() });
+        if let Some(hub) = self.checkpoints.clone().filter(|h| h.is_requested(epoch)) {
+            let state = self.snapshot(&hub, epoch);
+            hub.contribute(Contribution::View { id: self.view, epoch, state });
         }
         Ok(())
     }

@@ -272,6 +272,17 @@ async fn crash_test(store: Store) {
     let (_, metrics) = server.http_get("/metrics");
     assert!(metrics.lines().any(|l| l.starts_with("weir_checkpoint_epoch ")), "{metrics}");
     assert!(bids.bids > 100_000);
+    if matches!(store, Store::Local) {
+        // Operators hand in only their changes once a checkpoint holds their state.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !newest_checkpoint(&data)
+            .and_then(|c| std::fs::read_to_string(c.join("MANIFEST.json")).ok())
+            .is_some_and(|m| m.lines().any(|l| l.contains("/op/") && l.contains("/delta/")))
+        {
+            assert!(std::time::Instant::now() < deadline, "no checkpoint holds an operator's changes");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 
     let log = std::fs::read_to_string(&log).unwrap();
     // Views came back from their checkpointed state, not rebuilt from the source's start.

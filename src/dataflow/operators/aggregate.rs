@@ -16,6 +16,13 @@
 //! emitted row of a group is retracted and its new row inserted (skipped when equal). The
 //! previously emitted row is kept in row format per slot.
 //!
+//! **Checkpoints** are incremental: once a first snapshot was taken, the operator notes the
+//! slots each epoch touched and the keys of groups it freed, and a checkpoint whose predecessor
+//! was written holds only those groups (their whole state) and those keys (tombstones).
+//! Groups of windows that closed need no tombstone: restoring drops every group whose window
+//! closed by the restored watermark. A full snapshot is taken instead when the changes since the
+//! last full one would outgrow it, so a chain never costs more than twice the state to read.
+//!
 //! # Correctness
 //! After the barrier of epoch `e`, the integral of the operator's output is exactly
 //! `{ (key, aggregates(rows of key)) : key has rows }` over the integral of its input up to `e`:
@@ -38,7 +45,7 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 use weir_sql::streaming::{AggregateCall, WindowKey};
 
-use super::{Operator, OperatorState, SavedBatch};
+use super::{Operator, OperatorState, SavedBatch, Snapshot};
 use super::accumulators::{self, GroupAccumulator};
 use super::stateless::conform;
 use crate::dataflow::{Changes, EventTime};
@@ -94,6 +101,65 @@ pub struct AggregateOp {
     watermark: EventTime,
     /// Rows that reached the operator for an already-closed window (dropped).
     pub late_rows: u64,
+    /// What changed since the previous checkpoint snapshot (see [`ChangeLog`]).
+    changes: ChangeLog,
+}
+
+/// The groups an aggregate changed since its previous checkpoint snapshot: what an incremental
+/// snapshot holds. Kept only once checkpoints are taken, and given up (the next snapshot is
+/// then a full one) when it outgrows the state.
+#[derive(Default)]
+struct ChangeLog {
+    /// Whether changes are noted: from the first snapshot on, while they stay smaller than the
+    /// state.
+    tracking: bool,
+    /// Per slot, whether it is in `slots`.
+    noted: Vec<bool>,
+    /// Slots an epoch touched: their groups are written whole (a slot freed since is skipped,
+    /// one reused holds a new group that must be written anyway).
+    slots: Vec<usize>,
+    /// Keys of groups freed because their rows were retracted (packed key, row-format key).
+    removed: Vec<(PackedKey, Box<[u8]>)>,
+    /// Groups written in snapshots of changes since the last full snapshot.
+    rows_since_full: usize,
+}
+
+impl ChangeLog {
+    fn note_slot(&mut self, slot: usize) {
+        if !self.tracking {
+            return;
+        }
+        if self.noted.len() <= slot {
+            self.noted.resize(slot + 1, false);
+        }
+        if !self.noted[slot] {
+            self.noted[slot] = true;
+            self.slots.push(slot);
+        }
+    }
+
+    fn note_removed(&mut self, packed: PackedKey, key: &[u8], live: usize) {
+        if !self.tracking {
+            return;
+        }
+        self.removed.push((packed, key.into()));
+        if self.removed.len() > live.max(1024) {
+            // Churn beyond the state's size: a full snapshot is smaller than the tombstones.
+            self.give_up();
+        }
+    }
+
+    fn give_up(&mut self) {
+        self.tracking = false;
+        self.clear();
+    }
+
+    fn clear(&mut self) {
+        for s in self.slots.drain(..) {
+            self.noted[s] = false;
+        }
+        self.removed.clear();
+    }
 }
 
 impl AggregateOp {
@@ -138,6 +204,7 @@ impl AggregateOp {
             slot_close: Vec::new(),
             watermark: EventTime::MIN,
             late_rows: 0,
+            changes: ChangeLog::default(),
         };
         if global {
             // The one group of a global aggregate exists from the start (count(*) = 0).
@@ -220,36 +287,45 @@ impl AggregateOp {
 
     /// The slot of the group of row `row`, allocated if the group is new.
     fn slot_for(&mut self, row: usize, keys: &BatchKeys, close: EventTime) -> usize {
+        if let Some(slot) = self.find_slot(row, keys) {
+            return slot;
+        }
         match keys {
-            BatchKeys::Packed(columns) => {
-                let key = PackedKey::at(columns, row);
-                match self.packed.as_ref().and_then(|m| m.get(&key)) {
-                    Some(slot) => *slot,
-                    // The packed key is the whole key: no row-format bytes needed.
-                    None => self.allocate(Box::new([]), Some(key), close),
-                }
-            }
-            BatchKeys::Rows(rows) => {
-                let key = rows.row(row);
-                match self.slots.get(key.as_ref()) {
-                    Some(slot) => *slot,
-                    None => self.allocate(key.as_ref().into(), None, close),
-                }
-            }
+            // The packed key is the whole key: no row-format bytes needed.
+            BatchKeys::Packed(columns) => self.allocate(Box::new([]), Some(PackedKey::at(columns, row)), close),
+            BatchKeys::Rows(rows) => self.allocate(rows.row(row).as_ref().into(), None, close),
+        }
+    }
+
+    /// The slot of the group of row `row`, if the group exists.
+    fn find_slot(&self, row: usize, keys: &BatchKeys) -> Option<usize> {
+        match keys {
+            BatchKeys::Packed(columns) => self.packed.as_ref().and_then(|m| m.get(&PackedKey::at(columns, row))).copied(),
+            BatchKeys::Rows(rows) => self.slots.get(rows.row(row).as_ref()).copied(),
         }
     }
 
     /// The group key columns of these slots (none for a global aggregate).
     fn key_columns(&self, slots: &[usize]) -> Result<Vec<ArrayRef>> {
+        self.key_columns_of(slots.iter().map(|s| (self.packed_keys[*s], self.keys[*s].as_deref().unwrap_or(&[]))))
+    }
+
+    /// The group key columns of these keys (packed, row format): the packed ones in packed
+    /// mode, else the row-format ones.
+    fn key_columns_of<'a>(&self, keys: impl Iterator<Item = (PackedKey, &'a [u8])> + Clone) -> Result<Vec<ArrayRef>> {
         if self.packed.is_some() {
-            PackedKey::arrays(slots.iter().map(|s| self.packed_keys[*s]), &self.key_types)
+            PackedKey::arrays(keys.map(|(packed, _)| packed), &self.key_types)
         } else if !self.global {
             let parser = self.key_converter.parser();
-            let rows = slots.iter().map(|s| parser.parse(self.keys[*s].as_deref().unwrap_or(&[])));
-            Ok(self.key_converter.convert_rows(rows)?)
+            Ok(self.key_converter.convert_rows(keys.map(|(_, row)| parser.parse(row)))?)
         } else {
             Ok(Vec::new())
         }
+    }
+
+    /// Groups that exist (slots not free).
+    fn live_groups(&self) -> usize {
+        self.keys.len() - self.free.len()
     }
 
     /// The output rows of these slots (group key columns, then aggregates).
@@ -316,7 +392,9 @@ impl AggregateOp {
                     return Err(WeirError::internal("a group retracted more rows than it had"));
                 }
                 // A closed window's slot is released when it closes; here only groups that lost
-                // all their rows.
+                // all their rows, which a checkpoint of changes must name.
+                let live = self.live_groups();
+                self.changes.note_removed(self.packed_keys[s], self.keys[s].as_deref().unwrap_or(&[]), live);
                 self.release(s);
             }
         }
@@ -498,6 +576,7 @@ impl Operator for AggregateOp {
         for s in std::mem::take(&mut self.dirty_list) {
             if self.dirty[s] {
                 self.dirty[s] = false;
+                self.changes.note_slot(s);
                 dirty.push(s);
             }
         }
@@ -522,37 +601,63 @@ impl Operator for AggregateOp {
     /// watermark (`meta`).
     fn snapshot(&self) -> Result<OperatorState> {
         let live: Vec<usize> = (0..self.keys.len()).filter(|s| self.keys[*s].is_some()).collect();
-        let mut columns: Vec<(String, ArrayRef)> = Vec::new();
-        for (i, key) in self.key_columns(&live)?.into_iter().enumerate() {
-            columns.push((format!("key{i}"), key));
-        }
-        columns.push(("close".into(), Arc::new(Int64Array::from_iter_values(live.iter().map(|s| self.slot_close[*s])))));
-        columns.push(("rows".into(), Arc::new(Int64Array::from_iter_values(live.iter().map(|s| self.row_counts[*s])))));
-        columns.push(("emitted".into(), Arc::new(BinaryArray::from_iter(live.iter().map(|s| self.emitted[*s].as_deref())))));
-        for (a, acc) in self.accumulators.iter().enumerate() {
-            for (c, column) in acc.save(&live)?.into_iter().enumerate() {
-                columns.push((format!("acc{a}_{c}"), column));
-            }
-        }
-        let meta = RecordBatch::try_from_iter([
-            ("watermark", Arc::new(Int64Array::from(vec![self.watermark])) as ArrayRef),
-            ("late_rows", Arc::new(Int64Array::from(vec![self.late_rows as i64])) as ArrayRef),
-        ])?;
-        let groups = RecordBatch::try_new_with_options(
-            Arc::new(Schema::new(columns.iter().map(|(n, c)| Field::new(n, c.data_type().clone(), true)).collect::<Vec<_>>())),
-            columns.into_iter().map(|(_, c)| c).collect(),
-            &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(live.len())),
-        )?;
-        Ok(vec![("groups".into(), groups), ("meta".into(), meta)])
+        Ok(vec![("groups".into(), self.groups_batch(&live)?), ("meta".into(), self.meta_batch()?)])
     }
 
-    fn restore(&mut self, state: OperatorState) -> Result<()> {
+    /// A snapshot of changes holds `groups` (as in a full one) for the groups changed since the
+    /// previous snapshot, `removed` (their key columns) for the groups freed since, and `meta`.
+    fn checkpoint(&mut self, since_previous: bool) -> Result<Snapshot> {
+        let was_tracking = self.changes.tracking;
+        let changed: Vec<usize> = self.changes.slots.iter().copied().filter(|s| self.keys[*s].is_some()).collect();
+        let removed = std::mem::take(&mut self.changes.removed);
+        self.changes.clear();
+        // A global aggregate is one row: its changes are all of it.
+        let written = self.changes.rows_since_full + changed.len() + removed.len();
+        if self.global || !since_previous || !was_tracking || written > self.live_groups() {
+            self.changes.tracking = !self.global;
+            self.changes.rows_since_full = 0;
+            return self.snapshot().map(Snapshot::Full);
+        }
+        self.changes.rows_since_full = written;
+        let removed_keys = self.key_columns_of(removed.iter().map(|(packed, key)| (*packed, key.as_ref())))?;
+        let removed_batch = RecordBatch::try_new_with_options(
+            Arc::new(Schema::new(
+                removed_keys.iter().enumerate().map(|(i, c)| Field::new(format!("key{i}"), c.data_type().clone(), true)).collect::<Vec<_>>(),
+            )),
+            removed_keys,
+            &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(removed.len())),
+        )?;
+        Ok(Snapshot::Changes(vec![
+            ("groups".into(), self.groups_batch(&changed)?),
+            ("meta".into(), self.meta_batch()?),
+            ("removed".into(), removed_batch),
+        ]))
+    }
+
+    /// Restores a full snapshot, or applies a snapshot of changes on top of what is restored:
+    /// `removed` first (a group freed and then created again is in both), then `groups`, then
+    /// `meta`, whose watermark also drops the groups of windows that closed since.
+    fn restore(&mut self, mut state: OperatorState) -> Result<()> {
+        state.sort_by_key(|(name, _)| match name.as_str() {
+            "removed" => 0,
+            "groups" => 1,
+            _ => 2,
+        });
         for (name, batch) in state {
             let saved = SavedBatch { batch: &batch, what: "aggregate" };
             match name.as_str() {
                 "meta" => {
                     self.watermark = saved.int("watermark")?;
                     self.late_rows = saved.int("late_rows")? as u64;
+                    self.drop_closed_windows();
+                }
+                "removed" => {
+                    let keys = self.saved_keys(&saved)?;
+                    for row in 0..batch.num_rows() {
+                        if let Some(slot) = self.find_slot(row, &keys) {
+                            self.release(slot);
+                        }
+                    }
                 }
                 "groups" => {
                     let n = batch.num_rows();
@@ -563,10 +668,7 @@ impl Operator for AggregateOp {
                         }
                         vec![0]
                     } else {
-                        let keys: Vec<ArrayRef> = (0..self.key_types.len())
-                            .map(|i| batch.column_by_name(&format!("key{i}")).cloned().ok_or_else(|| saved.corrupt("missing key column")))
-                            .collect::<Result<_>>()?;
-                        let keys = self.batch_keys(&keys)?;
+                        let keys = self.saved_keys(&saved)?;
                         (0..n).map(|i| self.slot_for(i, &keys, close.value(i))).collect()
                     };
                     for (i, s) in slots.iter().enumerate() {
@@ -594,3 +696,59 @@ impl Operator for AggregateOp {
     }
 }
 
+impl AggregateOp {
+    /// The `groups` batch of a snapshot for these slots.
+    fn groups_batch(&self, slots: &[usize]) -> Result<RecordBatch> {
+        let mut columns: Vec<(String, ArrayRef)> = Vec::new();
+        for (i, key) in self.key_columns(slots)?.into_iter().enumerate() {
+            columns.push((format!("key{i}"), key));
+        }
+        columns.push(("close".into(), Arc::new(Int64Array::from_iter_values(slots.iter().map(|s| self.slot_close[*s])))));
+        columns.push(("rows".into(), Arc::new(Int64Array::from_iter_values(slots.iter().map(|s| self.row_counts[*s])))));
+        columns.push(("emitted".into(), Arc::new(BinaryArray::from_iter(slots.iter().map(|s| self.emitted[*s].as_deref())))));
+        for (a, acc) in self.accumulators.iter().enumerate() {
+            for (c, column) in acc.save(slots)?.into_iter().enumerate() {
+                columns.push((format!("acc{a}_{c}"), column));
+            }
+        }
+        Ok(RecordBatch::try_new_with_options(
+            Arc::new(Schema::new(columns.iter().map(|(n, c)| Field::new(n, c.data_type().clone(), true)).collect::<Vec<_>>())),
+            columns.into_iter().map(|(_, c)| c).collect(),
+            &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(slots.len())),
+        )?)
+    }
+
+    fn meta_batch(&self) -> Result<RecordBatch> {
+        Ok(RecordBatch::try_from_iter([
+            ("watermark", Arc::new(Int64Array::from(vec![self.watermark])) as ArrayRef),
+            ("late_rows", Arc::new(Int64Array::from(vec![self.late_rows as i64])) as ArrayRef),
+        ])?)
+    }
+
+    /// The group keys of a saved batch (`key0`, `key1`, ...).
+    fn saved_keys(&self, saved: &SavedBatch<'_>) -> Result<BatchKeys> {
+        let keys: Vec<ArrayRef> = (0..self.key_types.len())
+            .map(|i| saved.batch.column_by_name(&format!("key{i}")).cloned().ok_or_else(|| saved.corrupt("missing key column")))
+            .collect::<Result<_>>()?;
+        self.batch_keys(&keys)
+    }
+
+    /// Frees, without emitting anything, the groups of windows that closed by the watermark: a
+    /// restored chain's earlier snapshots hold groups that closed before its last one.
+    fn drop_closed_windows(&mut self) {
+        if self.window.is_none() {
+            return;
+        }
+        let still_open = match self.watermark.checked_add(1) {
+            Some(next) => self.closing.split_off(&next),
+            None => BTreeMap::new(),
+        };
+        for (close, slots) in std::mem::replace(&mut self.closing, still_open) {
+            for s in slots {
+                if self.keys[s].is_some() && self.slot_close[s] == close {
+                    self.release(s);
+                }
+            }
+        }
+    }
+}

@@ -38,6 +38,15 @@ use crate::error::Result;
 /// Operator state in a form a checkpoint can store: named Arrow batches.
 pub type OperatorState = Vec<(String, datafusion::arrow::array::RecordBatch)>;
 
+/// An operator's state for one checkpoint.
+pub enum Snapshot {
+    /// All of it.
+    Full(OperatorState),
+    /// What changed since the operator's previous snapshot. Restoring the previous snapshot's
+    /// chain and then this gives the state now.
+    Changes(OperatorState),
+}
+
 /// A state batch an operator saved, read back: its columns by name and type, or
 /// `DataCorrupted` naming the operator (`what`) and the column.
 pub struct SavedBatch<'a> {
@@ -115,7 +124,17 @@ pub trait Operator: Send {
         }
     }
 
-    /// Restores state taken by [`Operator::snapshot`] into a freshly built operator.
+    /// The operator's state for a checkpoint, taken right after a barrier. With
+    /// `since_previous` (the operator's previous snapshot is in a written checkpoint), an
+    /// operator that tracks its changes may hand in only those ([`Snapshot::Changes`]); the
+    /// default is always the whole state.
+    fn checkpoint(&mut self, since_previous: bool) -> Result<Snapshot> {
+        let _ = since_previous;
+        self.snapshot().map(Snapshot::Full)
+    }
+
+    /// Restores state taken by [`Operator::snapshot`] into a freshly built operator. A chain of
+    /// snapshots (a full one, then changes) is restored by calling this for each, in order.
     fn restore(&mut self, state: OperatorState) -> Result<()> {
         match self.stateful() {
             Some(what) => Err(crate::error::WeirError::not_supported(format!("restoring the state of {what}"))),
