@@ -66,6 +66,9 @@ pub struct Checkpointer {
     pub hub: Arc<CheckpointHub>,
     pending: Mutex<BTreeMap<u64, Pending>>,
     records: Mutex<VecDeque<CheckpointRecord>>,
+    /// A gathered checkpoint is being written. The next one is not requested meanwhile: its
+    /// operators could hand in only their changes once this one is written.
+    writing: std::sync::atomic::AtomicBool,
     /// Checkpoints written since the server started.
     pub written_total: std::sync::atomic::AtomicU64,
     /// The epoch of the newest checkpoint written (or recovered from).
@@ -116,6 +119,7 @@ impl Checkpointer {
             hub,
             pending: Mutex::new(BTreeMap::new()),
             records: Mutex::new(VecDeque::new()),
+            writing: std::sync::atomic::AtomicBool::new(false),
             written_total: std::sync::atomic::AtomicU64::new(0),
             written,
             catalog_version,
@@ -134,7 +138,7 @@ impl Checkpointer {
         &self.store
     }
 
-    /// Whether a checkpoint is still being gathered (the next one waits for it). One gathered
+    /// Whether a checkpoint is still being gathered or written (the next one waits for it). One gathered
     /// for longer than [`GATHER_LIMIT`] is abandoned with a warning naming what it waits for:
     /// a view or source that never hands in its state must not stop checkpoints (and the
     /// broker commits that follow them) for good.
@@ -147,7 +151,7 @@ impl Checkpointer {
                 self.hub.finish(epoch);
             }
         }
-        !pending.is_empty()
+        !pending.is_empty() || self.writing.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The checkpoint of `epoch` expects these sources (and tables) and views; call before injecting the
@@ -238,7 +242,12 @@ impl Checkpointer {
                     None => {}
                 }
                 let complete = pending.iter().find(|(_, p)| p.complete()).map(|(e, _)| *e);
-                complete.and_then(|epoch| pending.remove(&epoch).map(|p| (epoch, p)))
+                let ready = complete.and_then(|epoch| pending.remove(&epoch).map(|p| (epoch, p)));
+                if ready.is_some() {
+                    // Under the lock that `busy` takes: it never sees the checkpoint in neither.
+                    this.writing.store(true, std::sync::atomic::Ordering::Release);
+                }
+                ready
             };
             if let Some((epoch, p)) = ready {
                 // Older checkpoints still gathering would now be useless: this one supersedes them.
@@ -248,7 +257,11 @@ impl Checkpointer {
                     this.hub.finish(e);
                 }
                 let started = p.started;
-                match this.write(epoch, p).await {
+                let written = this.write(epoch, p).await;
+                // Done before the epoch is published: whoever waits for it may start the next.
+                this.hub.finish(epoch);
+                this.writing.store(false, std::sync::atomic::Ordering::Release);
+                match written {
                     Ok(record) => {
                         tracing::info!(
                             epoch,
@@ -268,7 +281,6 @@ impl Checkpointer {
                     }
                     Err(e) => tracing::warn!(epoch, error = %e, "checkpoint not written; the next one will try again"),
                 }
-                this.hub.finish(epoch);
                 if let Err(e) = this.store.collect_garbage().await {
                     tracing::warn!(error = %e, "could not delete old checkpoints");
                 }
