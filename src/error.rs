@@ -60,6 +60,10 @@ pub enum SqlState {
     Io,
     /// An external system (a broker, an object store) could not be reached.
     UnableToConnect,
+    /// A wrong password, an unknown user, or a role that may not log in.
+    InvalidPassword,
+    /// A role without the right to do this (read a relation, drop another's object).
+    InsufficientPrivilege,
 }
 
 impl SqlState {
@@ -104,6 +108,8 @@ impl SqlState {
             SqlState::Internal => "XX000",
             SqlState::DataCorrupted => "XX001",
             SqlState::Io => "58030",
+            SqlState::InvalidPassword => "28P01",
+            SqlState::InsufficientPrivilege => "42501",
         }
     }
 }
@@ -400,12 +406,18 @@ impl From<CatalogError> for WeirError {
             CatalogError::HasDependents { .. } => SqlState::DependentObjectsStillExist,
             CatalogError::MissingDependency(_) | CatalogError::Corrupt(_) => SqlState::Internal,
             CatalogError::Io(_) => SqlState::Io,
+            CatalogError::RoleExists(_) => SqlState::DuplicateObject,
+            CatalogError::RoleNotFound(_) => SqlState::UndefinedObject,
+            CatalogError::RoleOwnsObjects { .. } => SqlState::DependentObjectsStillExist,
         };
         let mut err = WeirError::new(state, e.to_string());
         if let CatalogError::HasDependents { dependents, .. } = &e {
             err = err
                 .with_detail(dependents.join("\n"))
                 .with_hint("Use DROP ... CASCADE to drop the dependent objects too.");
+        }
+        if let CatalogError::RoleOwnsObjects { owned, .. } = &e {
+            err = err.with_detail(owned.join("\n")).with_hint("Drop the role's objects first.");
         }
         if let CatalogError::NotFound { kind, name } = &e
             && kind.is_relation()

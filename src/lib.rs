@@ -20,6 +20,7 @@
 //! ```
 //!
 //! Modules:
+//! * [`auth`] - users' password verifiers (SCRAM-SHA-256), `--auth`, failed-login limits.
 //! * [`config`] - `weir serve` flags, `weir.toml`, `WEIR_*` variables.
 //! * [`server`] - listeners, graceful shutdown; [`server::pgwire`] (protocol glue),
 //!   [`server::flight`] (Arrow Flight SQL, `docs/flight.md`),
@@ -50,6 +51,7 @@
 //! Sibling crates: `weir-sql` (statements), `weir-catalog` (objects and persistence),
 //! `weir-connectors` (source and sink traits).
 
+pub mod auth;
 pub mod bench_decode;
 pub mod checkpoint;
 pub mod config;

@@ -1,6 +1,6 @@
 //! The catalog: objects by id and by name, dependency edges, persistence.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::CatalogError;
 use crate::object::{CatalogObject, Column, ObjectId, ObjectKind};
 use crate::persist;
+use crate::role::{Role, RoleChange};
 
 /// What a caller supplies to create an object; the catalog assigns the id and time.
 #[derive(Debug, Clone)]
@@ -29,6 +30,12 @@ struct CatalogState {
     version: u64,
     next_id: ObjectId,
     objects: BTreeMap<ObjectId, CatalogObject>,
+    /// By name. Absent from catalogs written before roles existed.
+    #[serde(default)]
+    roles: BTreeMap<String, Role>,
+    /// Per relation, the roles granted `SELECT` on it (besides its owner and superusers).
+    #[serde(default)]
+    select_grants: BTreeMap<ObjectId, BTreeSet<String>>,
 }
 
 /// The catalog of one database. Not synchronized: the server keeps it behind a lock and
@@ -49,7 +56,7 @@ impl Catalog {
     pub fn open(dir: &Path) -> Result<Self, CatalogError> {
         std::fs::create_dir_all(dir)?;
         let state = persist::load::<CatalogState>(dir)?
-            .unwrap_or(CatalogState { version: 0, next_id: FIRST_OBJECT_ID, objects: BTreeMap::new() });
+            .unwrap_or_else(CatalogState::empty);
         Ok(Catalog { dir: Some(dir.to_path_buf()), state })
     }
 
@@ -57,7 +64,7 @@ impl Catalog {
     pub fn in_memory() -> Self {
         Catalog {
             dir: None,
-            state: CatalogState { version: 0, next_id: FIRST_OBJECT_ID, objects: BTreeMap::new() },
+            state: CatalogState::empty(),
         }
     }
 
@@ -177,11 +184,95 @@ impl Catalog {
         let mut dropped = Vec::new();
         for d in dependents.iter().chain(std::iter::once(&id)) {
             if let Some(o) = next.objects.remove(d) {
+                next.select_grants.remove(d);
                 dropped.push(o);
             }
         }
         self.commit(next)?;
         Ok(dropped)
+    }
+
+    pub fn role(&self, name: &str) -> Option<&Role> {
+        self.state.roles.get(name)
+    }
+
+    /// Every role, by name.
+    pub fn roles(&self) -> impl Iterator<Item = &Role> {
+        self.state.roles.values()
+    }
+
+    /// Adds a role and persists the catalog.
+    pub fn create_role(&mut self, name: &str, superuser: bool, login: bool, password: Option<String>) -> Result<Role, CatalogError> {
+        if self.state.roles.contains_key(name) {
+            return Err(CatalogError::RoleExists(name.to_string()));
+        }
+        let role = Role { name: name.to_string(), superuser, login, password, created_at_micros: now_micros() };
+        let mut next = self.state.clone();
+        next.version += 1;
+        next.roles.insert(name.to_string(), role.clone());
+        self.commit(next)?;
+        Ok(role)
+    }
+
+    /// Changes a role's properties and persists the catalog.
+    pub fn alter_role(&mut self, name: &str, change: RoleChange) -> Result<Role, CatalogError> {
+        let mut next = self.state.clone();
+        let role = next.roles.get_mut(name).ok_or_else(|| CatalogError::RoleNotFound(name.to_string()))?;
+        if let Some(superuser) = change.superuser {
+            role.superuser = superuser;
+        }
+        if let Some(login) = change.login {
+            role.login = login;
+        }
+        if let Some(password) = change.password {
+            role.password = password;
+        }
+        let role = role.clone();
+        next.version += 1;
+        self.commit(next)?;
+        Ok(role)
+    }
+
+    /// Drops a role that owns nothing (as Postgres, which asks for `REASSIGN OWNED` /
+    /// `DROP OWNED` first), with its grants.
+    pub fn drop_role(&mut self, name: &str) -> Result<(), CatalogError> {
+        if !self.state.roles.contains_key(name) {
+            return Err(CatalogError::RoleNotFound(name.to_string()));
+        }
+        let owned: Vec<String> = self.objects().filter(|o| o.owner == name).map(|o| format!("owner of {} {}", o.kind, o.qualified_name())).collect();
+        if !owned.is_empty() {
+            return Err(CatalogError::RoleOwnsObjects { name: name.to_string(), owned });
+        }
+        let mut next = self.state.clone();
+        next.version += 1;
+        next.roles.remove(name);
+        for grantees in next.select_grants.values_mut() {
+            grantees.remove(name);
+        }
+        self.commit(next)?;
+        Ok(())
+    }
+
+    /// Grants (`grant`) or revokes `SELECT` on relation `id` to role `role`.
+    pub fn set_select_grant(&mut self, id: ObjectId, role: &str, grant: bool) -> Result<(), CatalogError> {
+        if !self.state.roles.contains_key(role) {
+            return Err(CatalogError::RoleNotFound(role.to_string()));
+        }
+        let mut next = self.state.clone();
+        next.version += 1;
+        let grantees = next.select_grants.entry(id).or_default();
+        if grant {
+            grantees.insert(role.to_string());
+        } else {
+            grantees.remove(role);
+        }
+        self.commit(next)?;
+        Ok(())
+    }
+
+    /// The roles granted `SELECT` on relation `id` (not counting its owner and superusers).
+    pub fn select_grantees(&self, id: ObjectId) -> impl Iterator<Item = &str> {
+        self.state.select_grants.get(&id).into_iter().flatten().map(String::as_str)
     }
 
     /// Persists `next` and only then makes it current, so a failed write changes nothing.
@@ -191,6 +282,18 @@ impl Catalog {
         }
         self.state = next;
         Ok(())
+    }
+}
+
+impl CatalogState {
+    fn empty() -> Self {
+        CatalogState {
+            version: 0,
+            next_id: FIRST_OBJECT_ID,
+            objects: BTreeMap::new(),
+            roles: BTreeMap::new(),
+            select_grants: BTreeMap::new(),
+        }
     }
 }
 
@@ -242,6 +345,32 @@ mod tests {
         let dropped: Vec<_> = c.drop_object(t.id, true).unwrap().iter().map(|o| o.id).collect();
         assert_eq!(dropped, vec![s.id, v.id, t.id]);
         assert_eq!(c.objects().count(), 0);
+    }
+
+    #[test]
+    fn roles_own_objects_and_hold_grants() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Catalog::open(dir.path()).unwrap();
+        c.create_role("ann", false, true, Some("SCRAM-SHA-256$4096:c2FsdA==$a:b".into())).unwrap();
+        assert!(matches!(c.create_role("ann", false, true, None), Err(CatalogError::RoleExists(_))));
+        let mut table = new(ObjectKind::Table, "t", vec![]);
+        table.owner = "ann".into();
+        let t = c.create(table).unwrap();
+        c.create_role("bob", false, true, None).unwrap();
+        c.set_select_grant(t.id, "bob", true).unwrap();
+        assert_eq!(c.select_grantees(t.id).collect::<Vec<_>>(), ["bob"]);
+        let err = c.drop_role("ann").unwrap_err();
+        assert_eq!(err.to_string(), "role \"ann\" cannot be dropped because some objects depend on it");
+        c.alter_role("bob", RoleChange { password: Some(None), superuser: Some(true), ..RoleChange::default() }).unwrap();
+        // Roles and grants survive a restart; dropping a role drops its grants.
+        let mut c = Catalog::open(dir.path()).unwrap();
+        assert_eq!(c.role("ann").and_then(|r| r.password.clone()).as_deref(), Some("SCRAM-SHA-256$4096:c2FsdA==$a:b"));
+        assert!(c.role("bob").is_some_and(|r| r.superuser && r.password.is_none()));
+        c.drop_role("bob").unwrap();
+        assert_eq!(c.select_grantees(t.id).count(), 0);
+        c.drop_object(t.id, false).unwrap();
+        c.drop_role("ann").unwrap();
+        assert_eq!(c.roles().count(), 0);
     }
 
     #[test]

@@ -20,6 +20,13 @@ pub enum CatalogError {
     /// A new object names a dependency that does not exist (a bug in the caller).
     #[error("object {0} referenced as a dependency does not exist")]
     MissingDependency(u64),
+    #[error("role \"{0}\" already exists")]
+    RoleExists(String),
+    #[error("role \"{0}\" does not exist")]
+    RoleNotFound(String),
+    /// `DROP USER` of a role that still owns objects.
+    #[error("role \"{name}\" cannot be dropped because some objects depend on it")]
+    RoleOwnsObjects { name: String, owned: Vec<String> },
     #[error("catalog storage error: {0}")]
     Io(#[from] std::io::Error),
     #[error("catalog file is corrupt: {0}")]

@@ -9,6 +9,8 @@
 //! * [`object`] - [`CatalogObject`], [`ObjectKind`], [`Column`].
 //! * [`catalog`] - [`Catalog`], the in-memory map with name lookup, dependency edges
 //!   (`DROP ... CASCADE` and the 2BP01 "other objects depend on it" check) and persistence.
+//! * [`role`] - [`Role`]: users, their password verifiers, superuser and login rights; the
+//!   catalog also keeps which roles may read which relation (`GRANT SELECT`).
 //! * [`persist`] - how the catalog reaches disk: one JSON document replaced atomically
 //!   (write to a temp file, fsync, rename, fsync the directory) on every change.
 //! * [`error`] - [`CatalogError`]; the server maps each variant to a SQLSTATE.
@@ -17,7 +19,9 @@ pub mod catalog;
 pub mod error;
 pub mod object;
 pub mod persist;
+pub mod role;
 
 pub use catalog::{Catalog, NewObject};
 pub use error::CatalogError;
 pub use object::{CatalogObject, Column, ObjectId, ObjectKind};
+pub use role::{Role, RoleChange};
