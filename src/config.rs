@@ -6,12 +6,33 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
+pub use crate::auth::AuthMethod;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
     Human,
     Json,
+}
+
+/// A configured secret (a password): its `Debug` never shows it, so printing the
+/// configuration cannot leak it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
 }
 
 /// The resolved configuration.
@@ -35,6 +56,26 @@ pub struct Config {
     pub state_store: Option<String>,
     /// Milliseconds between checkpoints (at the next barrier after); 0 turns them off.
     pub checkpoint_interval_ms: u64,
+    /// How clients log in; `None`: `trust` when every listener is on loopback, else `password`.
+    pub auth: Option<AuthMethod>,
+    /// The role created at start as a superuser.
+    pub superuser: String,
+    /// Its password, (re)set at every start when given.
+    pub superuser_password: Option<Secret>,
+}
+
+impl Config {
+    /// The authentication method in force: as configured, else `trust` only when nothing
+    /// listens beyond loopback.
+    pub fn auth_method(&self) -> AuthMethod {
+        self.auth.unwrap_or_else(|| {
+            let loopback = |addr: &str| {
+                addr.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback())
+                    || addr.rsplit_once(':').is_some_and(|(host, _)| host == "localhost")
+            };
+            if loopback(&self.pg_addr) && loopback(&self.flight_addr) { AuthMethod::Trust } else { AuthMethod::Password }
+        })
+    }
 }
 
 impl Default for Config {
@@ -52,6 +93,9 @@ impl Default for Config {
             barrier_interval_ms: 250,
             state_store: None,
             checkpoint_interval_ms: 10_000,
+            auth: None,
+            superuser: "weir".to_string(),
+            superuser_password: None,
         }
     }
 }
@@ -71,6 +115,9 @@ struct FileConfig {
     barrier_interval_ms: Option<u64>,
     state_store: Option<String>,
     checkpoint_interval_ms: Option<u64>,
+    auth: Option<AuthMethod>,
+    superuser: Option<String>,
+    superuser_password: Option<Secret>,
 }
 
 /// `weir serve` flags. Each also reads a `WEIR_*` environment variable (clap gives the flag
@@ -115,6 +162,17 @@ pub struct ServeArgs {
     /// Milliseconds between checkpoints (taken at the next barrier); 0 turns checkpoints off.
     #[arg(long, env = "WEIR_CHECKPOINT_INTERVAL_MS")]
     pub checkpoint_interval_ms: Option<u64>,
+    /// How clients log in: trust (any user name) or password (SCRAM-SHA-256). Default: trust
+    /// when the Postgres wire and Flight listen on loopback only, else password.
+    #[arg(long, env = "WEIR_AUTH", value_enum)]
+    pub auth: Option<AuthMethod>,
+    /// The superuser role created at start (default weir).
+    #[arg(long, env = "WEIR_SUPERUSER")]
+    pub superuser: Option<String>,
+    /// The superuser's password, set at every start. Prefer the variable to the flag (a flag is
+    /// visible in the process list).
+    #[arg(long, env = "WEIR_SUPERUSER_PASSWORD", hide_env_values = true)]
+    pub superuser_password: Option<Secret>,
 }
 
 impl ServeArgs {
@@ -159,6 +217,15 @@ impl ServeArgs {
             if let Some(v) = f.checkpoint_interval_ms {
                 config.checkpoint_interval_ms = v;
             }
+            if let Some(v) = f.auth {
+                config.auth = Some(v);
+            }
+            if let Some(v) = f.superuser {
+                config.superuser = v;
+            }
+            if let Some(v) = f.superuser_password {
+                config.superuser_password = Some(v);
+            }
         }
         if let Some(v) = &self.data_dir {
             config.data_dir = v.clone();
@@ -193,6 +260,15 @@ impl ServeArgs {
         if let Some(v) = self.checkpoint_interval_ms {
             config.checkpoint_interval_ms = v;
         }
+        if let Some(v) = self.auth {
+            config.auth = Some(v);
+        }
+        if let Some(v) = &self.superuser {
+            config.superuser = v.clone();
+        }
+        if let Some(v) = &self.superuser_password {
+            config.superuser_password = Some(v.clone());
+        }
         Ok(config)
     }
 }
@@ -216,6 +292,11 @@ mod tests {
         assert_eq!(c.pg_addr, "127.0.0.1:7000");
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.http_addr, "127.0.0.1:9095");
+        assert_eq!(c.auth_method(), AuthMethod::Trust);
+        let public = ServeArgs { pg_addr: Some("0.0.0.0:5433".into()), superuser_password: Some(Secret("pw".into())), ..Default::default() };
+        let c = public.resolve().unwrap();
+        assert_eq!(c.auth_method(), AuthMethod::Password);
+        assert!(!format!("{c:?}").contains("pw\""), "{c:?}");
         std::fs::write(&path, "no_such_key = 1\n").unwrap();
         assert!(ServeArgs { config: Some(path), ..Default::default() }.resolve().is_err());
     }

@@ -44,6 +44,8 @@ pub struct Database {
     /// The running sinks.
     pub sinks: Arc<crate::sinks::Sinks>,
     pub metrics: Arc<Metrics>,
+    /// Failed logins per client address, shared by the Postgres wire and Flight.
+    pub logins: crate::auth::login_limit::LoginLimiter,
     pub cancel: Arc<crate::server::cancel::CancelRegistry>,
     base: SessionContext,
     /// Serializes DDL: catalog and storage change together, one statement at a time.
@@ -80,7 +82,8 @@ impl Database {
     pub async fn open(config: Arc<Config>) -> Result<Arc<Database>> {
         let data_dir: PathBuf = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir)?;
-        let catalog = Catalog::open(&data_dir.join("catalog"))?;
+        let mut catalog = Catalog::open(&data_dir.join("catalog"))?;
+        crate::roles::bootstrap_superuser(&mut catalog, &config)?;
         let base = new_base_context()?;
 
         // Rebuild every table's empty state from its stored definition, then replay the log.
@@ -109,6 +112,7 @@ impl Database {
             cancel: Arc::new(crate::server::cancel::CancelRegistry::default()),
             base,
             ddl_lock: tokio::sync::Mutex::new(()),
+            logins: crate::auth::login_limit::LoginLimiter::default(),
             compat: datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser::new(),
             running_statements: std::sync::atomic::AtomicI64::new(0),
             ready: AtomicBool::new(false),

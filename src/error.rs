@@ -64,6 +64,8 @@ pub enum SqlState {
     InvalidPassword,
     /// A role without the right to do this (read a relation, drop another's object).
     InsufficientPrivilege,
+    /// The object is in use (dropping the session's own role).
+    ObjectInUse,
 }
 
 impl SqlState {
@@ -110,6 +112,7 @@ impl SqlState {
             SqlState::Io => "58030",
             SqlState::InvalidPassword => "28P01",
             SqlState::InsufficientPrivilege => "42501",
+            SqlState::ObjectInUse => "55006",
         }
     }
 }

@@ -25,6 +25,7 @@
 //! * [`server`] - listeners, graceful shutdown; [`server::pgwire`] (protocol glue),
 //!   [`server::flight`] (Arrow Flight SQL, `docs/flight.md`),
 //!   [`server::http`] (`/health`, `/ready`, `/metrics`), [`server::cancel`].
+//! * [`roles`] - `CREATE / ALTER / DROP USER`, who is a superuser.
 //! * [`session`] - one client session: statement dispatch, transactions, DDL, DML, COPY.
 //! * [`settings`] - session settings for `SET`/`SHOW`.
 //! * [`database`] - the shared state and DataFusion context; how tables appear to DataFusion.
@@ -66,6 +67,7 @@ pub mod metrics;
 pub mod pg_catalog;
 pub mod pg_compat;
 pub mod pg_rewrite;
+pub mod roles;
 pub mod produce_chat;
 pub mod server;
 pub mod session;

@@ -16,6 +16,8 @@ pub struct Metrics {
     pub connections_rejected: AtomicU64,
     /// Connections refused because `max_connections` were open (53300).
     pub connections_over_limit: AtomicU64,
+    /// Logins refused: wrong password, unknown user, or too many failures from the address.
+    pub auth_failures: AtomicU64,
     /// Statements by (kind, outcome).
     statements: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// Errors by SQLSTATE.
@@ -54,6 +56,9 @@ impl Metrics {
         let _ = writeln!(out, "# HELP weir_connections_over_limit_total Connections refused because max_connections were open.");
         let _ = writeln!(out, "# TYPE weir_connections_over_limit_total counter");
         let _ = writeln!(out, "weir_connections_over_limit_total {}", self.connections_over_limit.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP weir_auth_failures_total Logins refused (wrong password, unknown user, or too many failures from one address).");
+        let _ = writeln!(out, "# TYPE weir_auth_failures_total counter");
+        let _ = writeln!(out, "weir_auth_failures_total {}", self.auth_failures.load(Ordering::Relaxed));
         let _ = writeln!(out, "# HELP weir_statements_total Statements executed, by kind and outcome.");
         let _ = writeln!(out, "# TYPE weir_statements_total counter");
         for ((kind, outcome), n) in self.statements.lock().unwrap_or_else(|p| p.into_inner()).iter() {

@@ -301,6 +301,18 @@ impl Session {
             Statement::Drop { kind, names, if_exists, cascade } => {
                 self.drop_objects(catalog_kind(*kind), names, *if_exists, *cascade).await
             }
+            Statement::CreateRole { name, user, options } => {
+                crate::roles::create_role(&self.db, &self.user, name, *user, options).await?;
+                Ok(Outcome::Command(Tag::new("CREATE ROLE")))
+            }
+            Statement::AlterRole { name, options } => {
+                crate::roles::alter_role(&self.db, &self.user, name, options).await?;
+                Ok(Outcome::Command(Tag::new("ALTER ROLE")))
+            }
+            Statement::DropRole { names, if_exists } => {
+                crate::roles::drop_roles(&self.db, &self.user, names, *if_exists).await?;
+                Ok(Outcome::Command(Tag::new("DROP ROLE")))
+            }
             Statement::CreateSink(stmt) => {
                 let ctx = self.statement_context();
                 crate::sinks::create_sink(&self.db, &ctx, stmt, &self.user).await?;

@@ -29,7 +29,7 @@ pub use error::ParseError;
 pub use options::{WithOption, is_secret_option};
 pub use parser::{ParsedStatement, parse, parse_type_name};
 pub use statement::{
-    CreateMaterializedView, CreateSink, CreateSource, CreateStreamingTable, FormatEncode, ObjectKind, SinkInput,
+    CreateMaterializedView, CreateSink, CreateSource, CreateStreamingTable, FormatEncode, ObjectKind, RoleOptions, SinkInput,
     Statement, Subscribe, SubscribeTarget, Watermark,
 };
 

@@ -15,7 +15,7 @@ use sqlparser::tokenizer::{Location, Token, Tokenizer};
 use crate::error::ParseError;
 use crate::options::WithOption;
 use crate::statement::{
-    CreateMaterializedView, CreateSink, CreateSource, CreateStreamingTable, FormatEncode, ObjectKind, SinkInput,
+    CreateMaterializedView, CreateSink, CreateSource, CreateStreamingTable, FormatEncode, ObjectKind, RoleOptions, SinkInput,
     Statement, Subscribe, SubscribeTarget, Watermark,
 };
 
@@ -128,6 +128,14 @@ fn parse_one(p: &mut Parser) -> Result<Statement, ParserError> {
         (Some("CREATE"), Some("TABLE")) => parse_create_table(p),
         (Some("CREATE"), Some("SINK")) => parse_create_sink(p).map(|s| Statement::CreateSink(Box::new(s))),
         (Some("DROP"), Some("SOURCE" | "SINK")) => parse_drop(p),
+        (Some("CREATE" | "ALTER"), Some("USER" | "ROLE")) => parse_create_or_alter_role(p),
+        (Some("DROP"), Some("USER" | "ROLE")) => {
+            p.next_token();
+            p.next_token();
+            let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+            let names = p.parse_comma_separated(|p| p.parse_identifier())?;
+            Ok(Statement::DropRole { names, if_exists })
+        }
         (Some("ALTER"), Some("MATERIALIZED")) => {
             p.next_token();
             p.next_token();
@@ -167,6 +175,46 @@ fn parse_one(p: &mut Parser) -> Result<Statement, ParserError> {
         }
         _ => Ok(Statement::Standard(Box::new(p.parse_statement()?))),
     }
+}
+
+/// `CREATE | ALTER  USER | ROLE name [WITH] [SUPERUSER | NOSUPERUSER | LOGIN | NOLOGIN |
+/// PASSWORD 'p' | PASSWORD NULL] ...`. Other Postgres role options are refused by name, so
+/// that nothing is silently ignored.
+fn parse_create_or_alter_role(p: &mut Parser) -> Result<Statement, ParserError> {
+    let create = word(p, 0).as_deref() == Some("CREATE");
+    p.next_token();
+    let user = word(p, 0).as_deref() == Some("USER");
+    p.next_token();
+    let name = p.parse_identifier()?;
+    let _ = p.parse_keyword(Keyword::WITH);
+    let mut options = RoleOptions::default();
+    while let Some(option) = word(p, 0) {
+        match option.as_str() {
+            "SUPERUSER" | "NOSUPERUSER" => options.superuser = Some(option == "SUPERUSER"),
+            "LOGIN" | "NOLOGIN" => options.login = Some(option == "LOGIN"),
+            "PASSWORD" => {
+                p.next_token();
+                if p.parse_keyword(Keyword::NULL) {
+                    options.password = Some(None);
+                } else {
+                    options.password = Some(Some(p.parse_literal_string()?));
+                }
+                continue;
+            }
+            "ENCRYPTED" => {
+                // `ENCRYPTED PASSWORD 'p'`: every password is stored as a verifier anyway.
+                p.next_token();
+                continue;
+            }
+            other => {
+                return Err(ParserError::ParserError(format!(
+                    "role option {other} is not supported (SUPERUSER, NOSUPERUSER, LOGIN, NOLOGIN and PASSWORD are)"
+                )));
+            }
+        }
+        p.next_token();
+    }
+    Ok(if create { Statement::CreateRole { name, user, options } } else { Statement::AlterRole { name, options } })
 }
 
 /// `DROP SOURCE | SINK [IF EXISTS] name [, ...] [CASCADE | RESTRICT]` (sqlparser knows the other
@@ -642,6 +690,19 @@ mod tests {
         let mut v = parse(sql).unwrap_or_else(|e| panic!("{sql}: {e:?}"));
         assert_eq!(v.len(), 1, "{sql}");
         v.remove(0).statement
+    }
+
+    #[test]
+    fn role_statements_parse_and_redact_passwords() {
+        let s = one("CREATE USER ann WITH PASSWORD 'it''s secret' SUPERUSER");
+        let Statement::CreateRole { name, user: true, options } = &s else { panic!("{s:?}") };
+        assert_eq!((name.value.as_str(), options.superuser, options.password.clone()), ("ann", Some(true), Some(Some("it's secret".into()))));
+        assert_eq!(s.to_redacted_string(), "CREATE USER ann SUPERUSER PASSWORD '***'");
+        assert_eq!(one(&s.to_string()), s);
+        let s = one("alter role ann nologin password null");
+        assert_eq!(s, Statement::AlterRole { name: "ann".into(), options: RoleOptions { login: Some(false), password: Some(None), superuser: None } });
+        assert_eq!(one("DROP USER IF EXISTS ann, bob"), Statement::DropRole { names: vec!["ann".into(), "bob".into()], if_exists: true });
+        assert!(parse("CREATE ROLE ann CREATEDB").is_err());
     }
 
     /// Display must print SQL that parses back into the same statement.

@@ -83,6 +83,39 @@ pub enum Statement {
     ExplainCreateMaterializedView(Box<CreateMaterializedView>),
     /// `ALTER MATERIALIZED VIEW name SET (option = value, ...)` (`retention`).
     AlterMaterializedViewSet { name: ObjectName, options: Vec<WithOption> },
+    /// `CREATE USER | ROLE name [WITH] option ...`; a user may log in unless it says NOLOGIN,
+    /// a role only with LOGIN (as in Postgres).
+    CreateRole { name: Ident, user: bool, options: RoleOptions },
+    /// `ALTER USER | ROLE name [WITH] option ...`.
+    AlterRole { name: Ident, options: RoleOptions },
+    /// `DROP USER | ROLE [IF EXISTS] name [, ...]`.
+    DropRole { names: Vec<Ident>, if_exists: bool },
+}
+
+/// The options of `CREATE/ALTER USER`: each `None` when not given.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RoleOptions {
+    pub superuser: Option<bool>,
+    pub login: Option<bool>,
+    /// `PASSWORD 'p'` (`Some(Some)`) or `PASSWORD NULL` (`Some(None)`).
+    pub password: Option<Option<String>>,
+}
+
+impl RoleOptions {
+    fn fmt_sql(&self, f: &mut fmt::Formatter<'_>, redact: bool) -> fmt::Result {
+        if let Some(superuser) = self.superuser {
+            write!(f, " {}", if superuser { "SUPERUSER" } else { "NOSUPERUSER" })?;
+        }
+        if let Some(login) = self.login {
+            write!(f, " {}", if login { "LOGIN" } else { "NOLOGIN" })?;
+        }
+        match &self.password {
+            Some(Some(_)) if redact => write!(f, " PASSWORD '***'"),
+            Some(Some(p)) => write!(f, " PASSWORD '{}'", p.replace('\'', "''")),
+            Some(None) => write!(f, " PASSWORD NULL"),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Statement {
@@ -105,6 +138,9 @@ impl Statement {
             Statement::Drop { .. } => "DROP SINK",
             Statement::ExplainCreateMaterializedView(_) => "EXPLAIN",
             Statement::AlterMaterializedViewSet { .. } => "ALTER MATERIALIZED VIEW",
+            Statement::CreateRole { .. } => "CREATE ROLE",
+            Statement::AlterRole { .. } => "ALTER ROLE",
+            Statement::DropRole { .. } => "DROP ROLE",
         }
     }
 
@@ -167,6 +203,18 @@ impl Statement {
             Statement::ExplainCreateMaterializedView(s) => {
                 write!(f, "EXPLAIN ")?;
                 s.fmt_sql(f, redact)
+            }
+            Statement::CreateRole { name, user, options } => {
+                write!(f, "CREATE {} {name}", if *user { "USER" } else { "ROLE" })?;
+                options.fmt_sql(f, redact)
+            }
+            Statement::AlterRole { name, options } => {
+                write!(f, "ALTER ROLE {name}")?;
+                options.fmt_sql(f, redact)
+            }
+            Statement::DropRole { names, if_exists } => {
+                let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+                write!(f, "DROP ROLE {}{}", if *if_exists { "IF EXISTS " } else { "" }, names.join(", "))
             }
         }
     }

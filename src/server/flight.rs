@@ -12,9 +12,10 @@
 //! * Every request runs in a session of its own, committing as it goes: Flight SQL has no
 //!   connection to hang a transaction or a `SET` on, so Weir advertises no transactions and
 //!   refuses `BEGIN` and `SET` rather than let them silently do nothing.
-//! * Handshake: HTTP Basic credentials in, a bearer token out. Until authentication exists
-//!   (issue 10) every user name is accepted and the password is not checked; a request without
-//!   a token runs as `weir`. A token the server did not hand out is refused.
+//! * Handshake: HTTP Basic credentials in (checked against the role's verifier under
+//!   `--auth password`), a bearer token out (valid 24 h). Under `trust` every user name is
+//!   accepted and the password is not checked; a request without a token runs as `weir`. A
+//!   token the server did not hand out is refused.
 //! * Errors are gRPC statuses whose message carries the SQLSTATE, detail and hint, and whose
 //!   `x-weir-sqlstate` metadata carries the SQLSTATE alone.
 
@@ -51,6 +52,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 use weir_sql::ParsedStatement;
 
+use crate::auth::AuthMethod;
 use crate::database::Database;
 use crate::error::{Result, SqlState, WeirError};
 use crate::session::{Outcome, Prepared, Session};
@@ -131,12 +133,12 @@ impl WeirFlightSql {
         }
     }
 
-    /// The user a request runs as: the bearer token's, Basic credentials' (authentication is
-    /// off: any name is accepted), or [`DEFAULT_USER`] without credentials.
+    /// The user a request runs as: the bearer token's, Basic credentials' (checked as in the
+    /// handshake), or, under `trust` only, [`DEFAULT_USER`] without credentials.
     #[allow(clippy::result_large_err)] // tonic's Status is what every handler returns
     fn user<T>(&self, request: &Request<T>) -> Result<String, Status> {
         let Some(header) = request.metadata().get("authorization") else {
-            return Ok(DEFAULT_USER.to_string());
+            return self.anonymous();
         };
         let header = header.to_str().map_err(|_| Status::unauthenticated("the authorization header is not text"))?;
         if let Some(token) = header.strip_prefix("Bearer ") {
@@ -147,9 +149,59 @@ impl WeirFlightSql {
             };
         }
         if let Some(basic) = header.strip_prefix("Basic ") {
-            return Ok(basic_credentials(basic)?.0);
+            return self.authenticate(basic, request.remote_addr());
         }
         Err(Status::unauthenticated("unsupported authorization scheme: use Basic or Bearer"))
+    }
+
+    /// A request without credentials: the default user under `trust`, refused otherwise.
+    #[allow(clippy::result_large_err)]
+    fn anonymous(&self) -> Result<String, Status> {
+        match self.db.config.auth_method() {
+            AuthMethod::Trust => Ok(DEFAULT_USER.to_string()),
+            AuthMethod::Password => Err(Status::unauthenticated("authentication required: send Basic credentials to the handshake")),
+        }
+    }
+
+    /// Checks Basic credentials: under `password`, the role must exist, may log in, and the
+    /// password must match its verifier (failures count against the address, as on the Postgres
+    /// wire); under `trust` any user name is taken.
+    #[allow(clippy::result_large_err)]
+    fn authenticate(&self, basic: &str, peer: Option<std::net::SocketAddr>) -> Result<String, Status> {
+        let (user, password) = basic_credentials(basic)?;
+        if self.db.config.auth_method() == AuthMethod::Trust {
+            return Ok(user);
+        }
+        let failed = |detail: Option<String>| {
+            self.db.metrics.auth_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut message = format!("ERROR {}: password authentication failed for user \"{user}\"", SqlState::InvalidPassword.code());
+            if let Some(detail) = detail {
+                message.push_str(&format!("\nHINT: {detail}"));
+            }
+            Status::unauthenticated(message)
+        };
+        let ip = peer.map(|p| p.ip());
+        if let Some(wait) = ip.and_then(|ip| self.db.logins.blocked(ip)) {
+            tracing::warn!(user, peer = ?ip, "Flight login refused: too many failed logins from this address");
+            return Err(failed(Some(format!("Too many failed logins from this address; try again in {} s.", wait.as_secs().max(1)))));
+        }
+        let verifier = self
+            .db
+            .read_catalog()
+            .role(&user)
+            .filter(|r| r.login)
+            .and_then(|r| r.password.as_deref().and_then(crate::auth::scram::Verifier::parse));
+        if verifier.is_some_and(|v| v.accepts_password(&password)) {
+            if let Some(ip) = ip {
+                self.db.logins.succeeded(ip);
+            }
+            return Ok(user);
+        }
+        if let Some(ip) = ip {
+            self.db.logins.failed(ip);
+        }
+        tracing::warn!(user, peer = ?ip, "Flight password authentication failed");
+        Err(failed(None))
     }
 
     fn session(&self, user: String) -> Session {
@@ -263,14 +315,13 @@ impl FlightSqlService for WeirFlightSql {
         request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>, Status> {
         let user = match request.metadata().get("authorization") {
-            None => DEFAULT_USER.to_string(),
+            None => self.anonymous()?,
             Some(header) => {
                 let header = header.to_str().map_err(|_| Status::unauthenticated("the authorization header is not text"))?;
                 let basic = header
                     .strip_prefix("Basic ")
                     .ok_or_else(|| Status::unauthenticated("the handshake takes Basic credentials"))?;
-                // Authentication is off (issue 10): any user, the password not checked.
-                basic_credentials(basic)?.0
+                self.authenticate(basic, request.remote_addr())?
             }
         };
         let token = random_token().map_err(status)?;

@@ -45,11 +45,12 @@ use pgwire::api::{
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::response::{EmptyQueryResponse, TransactionStatus};
-use pgwire::messages::startup::ParameterStatus;
+use pgwire::messages::startup::{Authentication, ParameterStatus, PasswordMessageFamily};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::types::format::FormatOptions;
 use tokio::sync::Mutex;
 
+use crate::auth::{AuthMethod, scram};
 use crate::database::{DATABASE_NAME, Database};
 use crate::error::{SqlState, WeirError};
 use crate::session::{Outcome, Prepared, Session};
@@ -165,7 +166,11 @@ impl StartupHandler for WeirStartup {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let PgWireFrontendMessage::Startup(startup) = message else { return Ok(()) };
+        let startup = match message {
+            PgWireFrontendMessage::Startup(startup) => startup,
+            PgWireFrontendMessage::PasswordMessageFamily(message) => return self.on_password_message(client, message).await,
+            _ => return Ok(()),
+        };
         protocol_negotiation(client, &startup).await?;
         save_startup_parameters_to_metadata(client, &startup);
         let user = client.metadata().get("user").cloned().unwrap_or_else(|| "weir".to_string());
@@ -178,6 +183,112 @@ impl StartupHandler for WeirStartup {
                 format!("database \"{database}\" does not exist"),
             ))));
         }
+        if self.db.config.auth_method() == AuthMethod::Password {
+            let peer = client.socket_addr().ip();
+            if let Some(wait) = self.db.logins.blocked(peer) {
+                self.db.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(user, %peer, "login refused: too many failed logins from this address");
+                return Err(login_failed(&user, Some(wait)));
+            }
+            client.set_state(PgWireConnectionState::AuthenticationInProgress);
+            client.send(PgWireBackendMessage::Authentication(Authentication::SASL(vec![scram::MECHANISM.to_string()]))).await?;
+            client.session_extensions().insert(PendingLogin(std::sync::Mutex::new(LoginStage::AwaitingFirst { user })));
+            return Ok(());
+        }
+        self.start_session(client, user).await
+    }
+}
+
+/// A SCRAM exchange in progress on one connection (kept in its session extensions).
+struct PendingLogin(std::sync::Mutex<LoginStage>);
+
+enum LoginStage {
+    AwaitingFirst { user: String },
+    AwaitingFinal { user: String, exchange: Box<scram::Exchange> },
+    Done,
+}
+
+/// `FATAL 28P01`, the same for a wrong password, an unknown user and a role that may not log
+/// in (as Postgres), so the answer does not tell which names exist.
+fn login_failed(user: &str, retry_in: Option<std::time::Duration>) -> PgWireError {
+    let mut info = ErrorInfo::new(
+        "FATAL".into(),
+        SqlState::InvalidPassword.code().into(),
+        format!("password authentication failed for user \"{user}\""),
+    );
+    if let Some(wait) = retry_in {
+        info.detail = Some("Too many failed logins from this address.".into());
+        info.hint = Some(format!("Try again in {} s.", wait.as_secs().max(1)));
+    }
+    PgWireError::UserError(Box::new(info))
+}
+
+impl WeirStartup {
+    /// The client's SCRAM messages: the first gets the server's challenge, the final one is
+    /// checked against the role's verifier and, when it holds, starts the session.
+    async fn on_password_message<C>(&self, client: &mut C, message: PasswordMessageFamily) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let Some(pending) = client.session_extensions().get::<PendingLogin>() else {
+            return Err(WeirError::new(SqlState::ProtocolViolation, "unexpected password message").into());
+        };
+        let stage = std::mem::replace(&mut *pending.0.lock().unwrap_or_else(|p| p.into_inner()), LoginStage::Done);
+        let peer = client.socket_addr().ip();
+        match stage {
+            LoginStage::AwaitingFirst { user } => {
+                let first = message.into_sasl_initial_response()?;
+                if first.auth_method != scram::MECHANISM {
+                    return Err(WeirError::new(SqlState::ProtocolViolation, format!("SASL mechanism {} is not offered", first.auth_method)).into());
+                }
+                // An unknown user, one that may not log in or has no password goes through the
+                // same exchange with a verifier nothing matches.
+                let verifier = self
+                    .db
+                    .read_catalog()
+                    .role(&user)
+                    .filter(|r| r.login)
+                    .and_then(|r| r.password.as_deref().and_then(scram::Verifier::parse))
+                    .unwrap_or_else(|| scram::Verifier::mock(&user));
+                let data = first.data.unwrap_or_default();
+                let (exchange, server_first) = scram::Exchange::start(&data, verifier)
+                    .map_err(|e| WeirError::new(SqlState::ProtocolViolation, e.to_string()))?;
+                client.send(PgWireBackendMessage::Authentication(Authentication::SASLContinue(server_first.into_bytes().into()))).await?;
+                *pending.0.lock().unwrap_or_else(|p| p.into_inner()) = LoginStage::AwaitingFinal { user, exchange: Box::new(exchange) };
+                Ok(())
+            }
+            LoginStage::AwaitingFinal { user, exchange } => {
+                let last = message.into_sasl_response()?;
+                match exchange.finish(&last.data) {
+                    Ok(server_final) => {
+                        self.db.logins.succeeded(peer);
+                        client.send(PgWireBackendMessage::Authentication(Authentication::SASLFinal(server_final.into_bytes().into()))).await?;
+                        tracing::info!(user, %peer, "login");
+                        self.start_session(client, user).await
+                    }
+                    Err(scram::ScramError::WrongPassword) => {
+                        self.db.logins.failed(peer);
+                        self.db.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(user, %peer, "password authentication failed");
+                        Err(login_failed(&user, None))
+                    }
+                    Err(e) => Err(WeirError::new(SqlState::ProtocolViolation, e.to_string()).into()),
+                }
+            }
+            LoginStage::Done => Err(WeirError::new(SqlState::ProtocolViolation, "unexpected password message").into()),
+        }
+    }
+
+    /// Registers an authenticated client's session and sends AuthenticationOk, the reported
+    /// settings and ReadyForQuery.
+    async fn start_session<C>(&self, client: &mut C, user: String) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
         // At most max_connections sessions, as Postgres: counted here, after the startup
         // message, so that a CancelRequest (which never starts a session) still gets through
         // when the server is full. Incremented first and checked after, so two startups racing

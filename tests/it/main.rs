@@ -3,6 +3,7 @@
 
 mod clickhouse;
 mod formats;
+mod auth;
 mod chat;
 mod common;
 mod errors;
