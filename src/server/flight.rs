@@ -697,7 +697,13 @@ fn schema_bytes(schema: &Schema) -> Result<bytes::Bytes, Status> {
 #[allow(clippy::result_large_err)]
 fn basic_credentials(encoded: &str) -> Result<(String, String), Status> {
     use base64::Engine;
-    let decoded = base64::engine::general_purpose::STANDARD
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    // With or without `=` padding: the Go Flight client (ADBC) sends it unpadded.
+    const BASIC: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let decoded = BASIC
         .decode(encoded.trim())
         .map_err(|_| Status::unauthenticated("Basic credentials are not base64"))?;
     let text = String::from_utf8(decoded).map_err(|_| Status::unauthenticated("Basic credentials are not UTF-8"))?;

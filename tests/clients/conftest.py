@@ -114,7 +114,7 @@ class _Running:
 _running: Optional[_Running] = None
 
 
-def _start(tmp_dir: Path) -> tuple[_Running, Server]:
+def _start(tmp_dir: Path, extra_args: tuple[str, ...] = (), extra_env: Optional[dict] = None) -> tuple[_Running, Server]:
     binary = weir_bin()
     if not binary.is_file() or not os.access(binary, os.X_OK):
         # A failure, not a skip: a CI run that never built the server must not pass quietly.
@@ -132,8 +132,10 @@ def _start(tmp_dir: Path) -> tuple[_Running, Server]:
         "--pg-addr", "127.0.0.1:0",
         "--http-addr", "127.0.0.1:0",
         "--flight-addr", "127.0.0.1:0",
+        *extra_args,
     ]
     env = dict(os.environ)
+    env.update(extra_env or {})
     env.setdefault("RUST_BACKTRACE", "1")
     proc = subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, env=env, cwd=tmp_dir
@@ -231,6 +233,27 @@ def weir(tmp_path_factory: pytest.TempPathFactory):
         yield server
     finally:
         _running = None
+        _stop(running)
+
+
+SUPERUSER_PASSWORD = "client-tests-pw-7d1f"
+
+
+@pytest.fixture(scope="session")
+def weir_password(tmp_path_factory: pytest.TempPathFactory):
+    """A second server with password authentication (SCRAM-SHA-256), whose superuser ``weir``
+    has the password ``SUPERUSER_PASSWORD``: yields (Server, its log file)."""
+    if os.environ.get("WEIR_TEST_EXTERNAL_PG"):
+        pytest.skip("password authentication is tested against Weir only")
+    running, server = _start(
+        tmp_path_factory.mktemp("weir-password"),
+        ("--auth", "password"),
+        # Statements are logged at debug: the log test checks they are redacted.
+        {"WEIR_SUPERUSER_PASSWORD": SUPERUSER_PASSWORD, "WEIR_LOG": "info,weir=debug"},
+    )
+    try:
+        yield server, running.log_path
+    finally:
         _stop(running)
 
 
