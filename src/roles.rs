@@ -120,3 +120,131 @@ pub fn bootstrap_superuser(catalog: &mut weir_catalog::Catalog, config: &crate::
     }
     Ok(())
 }
+
+/// The role a statement runs as, installed as a `SessionConfig` extension by the session, so
+/// that planning code reached from it (views, sinks, SUBSCRIBE) checks the same privileges.
+#[derive(Debug)]
+pub struct StatementUser(pub String);
+
+/// Whether `user` may read `object`: it is a superuser, the owner, or was granted `SELECT`.
+fn may_read(catalog: &weir_catalog::Catalog, superuser: bool, user: &str, object: &weir_catalog::CatalogObject) -> bool {
+    superuser || object.owner == user || catalog.select_grantees(object.id).any(|g| g == user)
+}
+
+fn permission_denied(object: &weir_catalog::CatalogObject) -> WeirError {
+    WeirError::new(SqlState::InsufficientPrivilege, format!("permission denied for {} {}", object.kind, object.name))
+}
+
+/// Refuses (42501) reading any of these relations when `user` may not.
+pub fn check_reads(db: &Database, user: &str, ids: impl IntoIterator<Item = weir_catalog::ObjectId>) -> Result<()> {
+    let superuser = is_superuser(db, user);
+    let catalog = db.read_catalog();
+    for id in ids {
+        if let Some(object) = catalog.get(id)
+            && !may_read(&catalog, superuser, user, object)
+        {
+            return Err(permission_denied(object));
+        }
+    }
+    Ok(())
+}
+
+/// [`check_reads`] for the user of a statement's context; a context without one (the server
+/// re-planning its own catalog at start) reads everything.
+pub fn check_context_reads(db: &Database, ctx: &datafusion::prelude::SessionContext, ids: impl IntoIterator<Item = weir_catalog::ObjectId>) -> Result<()> {
+    match ctx.state().config().get_extension::<StatementUser>() {
+        Some(user) => check_reads(db, &user.0, ids),
+        None => Ok(()),
+    }
+}
+
+/// Refuses (42501) a planned statement that reads a relation `user` may not read, or writes
+/// a table `user` does not own (there are no INSERT/UPDATE/DELETE grants yet).
+pub fn check_plan(db: &Database, user: &str, plan: &datafusion::logical_expr::LogicalPlan) -> Result<()> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    use datafusion::logical_expr::LogicalPlan;
+    let superuser = is_superuser(db, user);
+    if superuser {
+        return Ok(());
+    }
+    let catalog = db.read_catalog();
+    let relation = |name: &datafusion::common::TableReference| {
+        let user_schema = name.schema().is_none_or(|s| s == crate::database::DEFAULT_SCHEMA);
+        let our_catalog = name.catalog().is_none_or(|c| c == crate::database::DATABASE_NAME);
+        (user_schema && our_catalog).then(|| catalog.find(weir_catalog::ObjectKind::Table, crate::database::DEFAULT_SCHEMA, name.table())).flatten()
+    };
+    let mut denied = None;
+    plan.apply_with_subqueries(|node| {
+        match node {
+            LogicalPlan::TableScan(scan) => {
+                if let Some(object) = relation(&scan.table_name)
+                    && !may_read(&catalog, superuser, user, object)
+                {
+                    denied = Some(permission_denied(object));
+                }
+            }
+            LogicalPlan::Dml(dml) => {
+                if let Some(object) = relation(&dml.table_name)
+                    && object.owner != user
+                {
+                    denied = Some(permission_denied(object).with_detail("Only the table's owner (or a superuser) may change its rows."));
+                }
+            }
+            _ => {}
+        }
+        Ok(if denied.is_some() { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+    })?;
+    denied.map_or(Ok(()), Err)
+}
+
+/// Refuses (42501) DDL on `object` by anyone but its owner or a superuser.
+pub fn check_owner(db: &Database, user: &str, object: &weir_catalog::CatalogObject) -> Result<()> {
+    if object.owner == user || is_superuser(db, user) {
+        Ok(())
+    } else {
+        Err(WeirError::new(SqlState::InsufficientPrivilege, format!("must be owner of {} {}", object.kind, object.name)))
+    }
+}
+
+/// `GRANT SELECT ON t, ... TO role, ...` and `REVOKE SELECT ON t, ... FROM role, ...`, by the
+/// relations' owner or a superuser.
+pub async fn grant(db: &Database, user: &str, statement: &weir_sql::sqlparser::ast::Statement) -> Result<()> {
+    use weir_sql::sqlparser::ast::{Action, GrantObjects, GranteeName, Privileges, Statement as S};
+    let (privileges, objects, grantees, granting) = match statement {
+        S::Grant(g) => (&g.privileges, &g.objects, &g.grantees, true),
+        S::Revoke(r) => (&r.privileges, &r.objects, &r.grantees, false),
+        _ => return Err(WeirError::internal("not a GRANT or REVOKE")),
+    };
+    let select_only = match privileges {
+        Privileges::All { .. } => true,
+        Privileges::Actions(actions) => actions.iter().all(|a| matches!(a, Action::Select { columns: None })),
+    };
+    if !select_only {
+        return Err(WeirError::not_supported("privileges other than SELECT (on whole relations)"));
+    }
+    let names = match objects {
+        Some(GrantObjects::Tables(names) | GrantObjects::Views(names)) => names,
+        _ => return Err(WeirError::not_supported("GRANT on anything but tables and views (materialized views and sources are named as tables)")),
+    };
+    let mut roles = Vec::new();
+    for grantee in grantees {
+        match &grantee.name {
+            Some(GranteeName::ObjectName(name)) => roles.push(name.to_string()),
+            _ => return Err(WeirError::not_supported(format!("the grantee {grantee}"))),
+        }
+    }
+    let _ddl = db.ddl_lock.lock().await;
+    for name in names {
+        let (schema, relation) = crate::session::object_name(name)?;
+        let object = db
+            .read_catalog()
+            .find(weir_catalog::ObjectKind::Table, &schema, &relation)
+            .cloned()
+            .ok_or_else(|| WeirError::new(SqlState::UndefinedTable, format!("relation \"{relation}\" does not exist")))?;
+        check_owner(db, user, &object)?;
+        for role in &roles {
+            db.write_catalog().set_select_grant(object.id, role, granting)?;
+        }
+    }
+    Ok(())
+}

@@ -189,6 +189,7 @@ impl Session {
         let plan = state
             .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(stmt)))
             .await?;
+        crate::roles::check_plan(&self.db, &self.user, &plan)?;
         Ok(plan)
     }
 
@@ -205,7 +206,9 @@ impl Session {
         let mut config = base.copied_config();
         config.options_mut().execution.time_zone = Some(self.settings.time_zone());
         let views = self.db.coordinator.published();
-        let config = config.with_extension(Arc::new(StatementSnapshot { tables, views }));
+        let config = config
+            .with_extension(Arc::new(StatementSnapshot { tables, views }))
+            .with_extension(Arc::new(crate::roles::StatementUser(self.user.clone())));
         let mut builder = SessionStateBuilder::new_from_existing(base.state()).with_config(config);
         if let Some(runtime) = self.statement_runtime() {
             builder = builder.with_runtime_env(runtime);
@@ -289,6 +292,9 @@ impl Session {
                 Ok(Outcome::Command(Tag::new("CREATE MATERIALIZED VIEW")))
             }
             Statement::AlterMaterializedViewSet { name, options } => {
+                let (schema, view) = object_name(name)?;
+                let object = self.db.read_catalog().find_kind(CatalogKind::MaterializedView, &schema, &view).cloned()?;
+                crate::roles::check_owner(&self.db, &self.user, &object)?;
                 crate::streaming::alter_materialized_view(&self.db, name, options).await?;
                 Ok(Outcome::Command(Tag::new("ALTER MATERIALIZED VIEW")))
             }
@@ -393,6 +399,10 @@ impl Session {
                     other => return Err(WeirError::not_supported(format!("DROP {other}"))),
                 };
                 self.drop_objects(kind, names, *if_exists, *cascade).await
+            }
+            S::Grant(_) | S::Revoke(_) => {
+                crate::roles::grant(&self.db, &self.user, stmt).await?;
+                Ok(Outcome::Command(Tag::new(if matches!(stmt, S::Grant(_)) { "GRANT" } else { "REVOKE" })))
             }
             S::StartTransaction { .. } => {
                 match &mut self.txn {
@@ -752,6 +762,15 @@ impl Session {
                     Err(e) => return Err(e.into()),
                 }
             };
+            {
+                // The owner drops an object, and with CASCADE only if it also owns what goes
+                // with it (as in Postgres).
+                let catalog = self.db.read_catalog();
+                let with = if cascade { catalog.dependents(id) } else { Vec::new() };
+                for object in with.iter().chain(std::iter::once(&id)).filter_map(|i| catalog.get(*i)) {
+                    crate::roles::check_owner(&self.db, &self.user, object)?;
+                }
+            }
             let dropped = self.db.write_catalog().drop_object(id, cascade)?;
             for o in dropped {
                 match o.kind {

@@ -169,6 +169,7 @@ pub async fn create_sink(db: &Arc<Database>, ctx: &SessionContext, stmt: &Create
     let (mut upstream, depends_on, columns) = match (&stmt.input, &query) {
         (SinkInput::Object(name), _) => {
             let (view, upstream) = named_view(db, name)?;
+            crate::roles::check_context_reads(db, ctx, [view.id])?;
             (upstream, vec![view.id], vec![])
         }
         (SinkInput::Query { .. }, Some((plan, schema))) => (

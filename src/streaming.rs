@@ -421,6 +421,8 @@ pub async fn plan_view(db: &Database, ctx: &SessionContext, stmt: &CreateMateria
     let plan = state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {})?;
     let resolver = CatalogResolver { db };
     let stream_plan = weir_sql::streaming::plan_stream(&plan, &resolver, stmt.emit_on_window_close)?;
+    // A view (or a sink's or SUBSCRIBE's query) reads its inputs with its creator's rights.
+    crate::roles::check_context_reads(db, ctx, stream_plan.inputs().iter().map(|i| i.id))?;
     // Postgres names unaliased expressions by their function or column (`count`, not
     // `count(*)`); a view stores those names.
     let names = crate::pg_compat::output_column_names(&stmt.query);

@@ -128,7 +128,10 @@ pub async fn subscribe_channel(db: &Arc<Database>, ctx: &SessionContext, stmt: &
         SubscribeTarget::Query(_) => None,
     };
     let (view, columns, own_job) = match named {
-        Some(object) => (object.id, Arc::new(table_schema(&object.columns)?), None),
+        Some(object) => {
+            crate::roles::check_context_reads(db, ctx, [object.id])?;
+            (object.id, Arc::new(table_schema(&object.columns)?), None)
+        }
         None => {
             let query = match &stmt.target {
                 SubscribeTarget::Query(q) => q.clone(),

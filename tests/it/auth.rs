@@ -133,3 +133,69 @@ fn password_auth_without_a_superuser_password_does_not_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("has no password") && stderr.contains("WEIR_SUPERUSER_PASSWORD"), "{stderr}");
 }
+
+/// `GRANT SELECT` / `REVOKE`: a role reads only what it owns or was granted (42501 otherwise),
+/// over queries, views, SUBSCRIBE and sinks' inputs alike; only owners change or drop objects.
+#[tokio::test(flavor = "multi_thread")]
+async fn reading_needs_select_and_ddl_needs_ownership() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir.path().join("data"), &dir.path().join("weir.log"));
+    let admin = login(&server, "weir", SUPERUSER_PASSWORD).await.unwrap();
+    admin
+        .batch_execute(
+            "CREATE USER ann WITH PASSWORD 'ann-pw'; \
+             CREATE TABLE orders (id INT PRIMARY KEY, amount BIGINT); \
+             INSERT INTO orders VALUES (1, 10), (2, 32); \
+             CREATE TABLE secrets (x INT); \
+             CREATE MATERIALIZED VIEW totals AS SELECT sum(amount) AS total FROM orders",
+        )
+        .await
+        .unwrap();
+    admin.batch_execute("FLUSH").await.unwrap();
+    let ann = login(&server, "ann", "ann-pw").await.unwrap();
+    let denied = |e: tokio_postgres::Error| e.as_db_error().map(|d| (d.code().code().to_string(), d.message().to_string()));
+
+    let err = ann.query("SELECT * FROM orders", &[]).await.unwrap_err();
+    assert_eq!(denied(err), Some(("42501".into(), "permission denied for table orders".into())));
+    // Also inside a subquery, and through a view over it.
+    assert!(ann.query("SELECT 1 WHERE EXISTS (SELECT 1 FROM orders)", &[]).await.is_err());
+    let err = ann.query("SELECT total FROM totals", &[]).await.unwrap_err();
+    assert_eq!(denied(err).map(|d| d.0), Some("42501".into()));
+    // The catalogs stay readable.
+    assert!(ann.query_one("SELECT count(*) FROM pg_catalog.pg_class", &[]).await.is_ok());
+
+    admin.batch_execute("GRANT SELECT ON orders, totals TO ann").await.unwrap();
+    assert_eq!(ann.query("SELECT * FROM orders", &[]).await.unwrap().len(), 2);
+    let total: i64 = ann.query_one("SELECT total FROM totals", &[]).await.unwrap().get(0);
+    assert_eq!(total, 42);
+    // Reading is not writing, nor owning.
+    let err = ann.batch_execute("INSERT INTO orders VALUES (3, 1)").await.unwrap_err();
+    assert_eq!(denied(err).map(|d| d.0), Some("42501".into()));
+    let err = ann.batch_execute("DROP TABLE orders").await.unwrap_err();
+    assert_eq!(denied(err), Some(("42501".into(), "must be owner of table orders".into())));
+    let err = ann.batch_execute("ALTER MATERIALIZED VIEW totals SET (retention = '1 day')").await.unwrap_err();
+    assert_eq!(denied(err).map(|d| d.0), Some("42501".into()));
+    // Only the owner grants.
+    let err = ann.batch_execute("GRANT SELECT ON secrets TO ann").await.unwrap_err();
+    assert_eq!(denied(err).map(|d| d.0), Some("42501".into()));
+
+    // A view, a SUBSCRIBE or a sink reads its inputs with its creator's rights.
+    let err = ann.batch_execute("CREATE MATERIALIZED VIEW peek AS SELECT count(*) AS n FROM secrets").await.unwrap_err();
+    assert_eq!(denied(err), Some(("42501".into(), "permission denied for table secrets".into())));
+    ann.batch_execute("CREATE MATERIALIZED VIEW big AS SELECT id FROM orders WHERE amount > 20").await.unwrap();
+    admin.batch_execute("REVOKE SELECT ON totals FROM ann").await.unwrap();
+    let err = ann.query("SELECT total FROM totals", &[]).await.unwrap_err();
+    assert_eq!(denied(err).map(|d| d.0), Some("42501".into()));
+    let err = ann.batch_execute("BEGIN; DECLARE c CURSOR FOR SUBSCRIBE totals").await.unwrap_err();
+    assert_eq!(denied(err).map(|d| d.0), Some("42501".into()));
+    let _ = ann.batch_execute("ROLLBACK").await;
+
+    // What ann creates is ann's: readable by ann, and by the superuser.
+    ann.batch_execute("CREATE TABLE notes (x INT); INSERT INTO notes VALUES (7)").await.unwrap();
+    let x: i32 = ann.query_one("SELECT x FROM notes", &[]).await.unwrap().get(0);
+    assert_eq!(x, 7);
+    let x: i32 = admin.query_one("SELECT x FROM notes", &[]).await.unwrap().get(0);
+    assert_eq!(x, 7);
+    let ids: Vec<i32> = ann.query("SELECT id FROM big", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(ids, [2]);
+}
