@@ -122,6 +122,13 @@ impl Settings {
 
     /// Sets a value; returns the (name, value) to send as ParameterStatus when the setting is
     /// reported to clients.
+    /// Sets a setting the server decides, read-only for sessions (`is_superuser`).
+    pub fn set_by_server(&mut self, name: &str, value: &str) {
+        if let Some(s) = self.values.get_mut(&name.to_ascii_lowercase()) {
+            s.value = value.to_string();
+        }
+    }
+
     pub fn set(&mut self, name: &str, value: &str) -> Result<Option<(String, String)>> {
         let lower = name.to_ascii_lowercase();
         if READ_ONLY.contains(&lower.as_str()) {

@@ -321,6 +321,8 @@ impl WeirStartup {
         if let Err(e) = session.settings.set("session_authorization", &user) {
             tracing::debug!(error = %e, "cannot record the session user");
         }
+        let superuser = crate::roles::is_superuser(&self.db, &user);
+        session.settings.set_by_server("is_superuser", if superuser { "on" } else { "off" });
         let mut params: HashMap<String, String> = HashMap::new();
         for name in [
             "server_version",

@@ -153,6 +153,9 @@ async fn reading_needs_select_and_ddl_needs_ownership() {
         .unwrap();
     admin.batch_execute("FLUSH").await.unwrap();
     let ann = login(&server, "ann", "ann-pw").await.unwrap();
+    for (client, expected) in [(&ann, "off"), (&admin, "on")] {
+        assert_eq!(client.query_one("SHOW is_superuser", &[]).await.unwrap().get::<_, String>(0), expected);
+    }
     let denied = |e: tokio_postgres::Error| e.as_db_error().map(|d| (d.code().code().to_string(), d.message().to_string()));
 
     let err = ann.query("SELECT * FROM orders", &[]).await.unwrap_err();
