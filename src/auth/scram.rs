@@ -78,11 +78,19 @@ impl Verifier {
         bool::from(candidate.stored_key.ct_eq(&self.stored_key))
     }
 
-    /// A verifier no password matches, with a salt derived from the user name: an unknown user
-    /// goes through the same exchange as a known one (as in Postgres), so the answer does not
-    /// tell which names exist.
+    /// A verifier no password matches, with a salt derived from the user name and a random
+    /// key of this process (as Postgres's mock authentication nonce): an unknown user goes
+    /// through the same exchange as a known one, with a salt that stays the same across
+    /// attempts and that nobody can compute, so the answer does not tell which names exist.
     pub fn mock(user: &str) -> Verifier {
-        let salt = hmac_sha256(b"weir mock salt", user.as_bytes())[..SALT_LEN].to_vec();
+        static MOCK_KEY: std::sync::OnceLock<[u8; KEY_LEN]> = std::sync::OnceLock::new();
+        let key = MOCK_KEY.get_or_init(|| {
+            let mut key = [0u8; KEY_LEN];
+            // Without OS randomness the salt is merely predictable; the proof still fails.
+            let _ = getrandom::fill(&mut key);
+            key
+        });
+        let salt = hmac_sha256(key, user.as_bytes())[..SALT_LEN].to_vec();
         Verifier { iterations: ITERATIONS, salt, stored_key: [0; KEY_LEN], server_key: [0; KEY_LEN] }
     }
 }
