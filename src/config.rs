@@ -62,6 +62,11 @@ pub struct Config {
     pub superuser: String,
     /// Its password, (re)set at every start when given.
     pub superuser_password: Option<Secret>,
+    /// TLS certificate chain and private key (PEM files) for the Postgres wire and Flight.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Without a certificate: make a self-signed one (development).
+    pub tls_self_signed: bool,
 }
 
 impl Config {
@@ -96,6 +101,9 @@ impl Default for Config {
             auth: None,
             superuser: "weir".to_string(),
             superuser_password: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_self_signed: false,
         }
     }
 }
@@ -118,6 +126,9 @@ struct FileConfig {
     auth: Option<AuthMethod>,
     superuser: Option<String>,
     superuser_password: Option<Secret>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_self_signed: Option<bool>,
 }
 
 /// `weir serve` flags. Each also reads a `WEIR_*` environment variable (clap gives the flag
@@ -173,6 +184,16 @@ pub struct ServeArgs {
     /// visible in the process list).
     #[arg(long, env = "WEIR_SUPERUSER_PASSWORD", hide_env_values = true)]
     pub superuser_password: Option<Secret>,
+    /// TLS certificate chain (PEM) for the Postgres wire and Flight SQL.
+    #[arg(long, env = "WEIR_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "WEIR_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Without --tls-cert: serve TLS with a self-signed certificate kept in <data-dir>/tls
+    /// (development only: clients cannot verify it unless they trust that file).
+    #[arg(long, env = "WEIR_TLS_SELF_SIGNED")]
+    pub tls_self_signed: bool,
 }
 
 impl ServeArgs {
@@ -226,6 +247,15 @@ impl ServeArgs {
             if let Some(v) = f.superuser_password {
                 config.superuser_password = Some(v);
             }
+            if let Some(v) = f.tls_cert {
+                config.tls_cert = Some(v);
+            }
+            if let Some(v) = f.tls_key {
+                config.tls_key = Some(v);
+            }
+            if let Some(v) = f.tls_self_signed {
+                config.tls_self_signed = v;
+            }
         }
         if let Some(v) = &self.data_dir {
             config.data_dir = v.clone();
@@ -268,6 +298,15 @@ impl ServeArgs {
         }
         if let Some(v) = &self.superuser_password {
             config.superuser_password = Some(v.clone());
+        }
+        if let Some(v) = &self.tls_cert {
+            config.tls_cert = Some(v.clone());
+        }
+        if let Some(v) = &self.tls_key {
+            config.tls_key = Some(v.clone());
+        }
+        if self.tls_self_signed {
+            config.tls_self_signed = true;
         }
         Ok(config)
     }

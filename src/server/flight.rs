@@ -73,13 +73,18 @@ const MAX_DECODING_MESSAGE_SIZE: usize = 64 << 20;
 pub async fn serve(
     listener: TcpListener,
     db: Arc<Database>,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::result::Result<(), tonic::transport::Error> {
     let service = FlightServiceServer::new(WeirFlightSql::new(db))
         .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE)
         .max_encoding_message_size(usize::MAX);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
         // HTTP/2 windows sized to the link (BDP estimation) instead of h2's fixed 64 KiB: a
         // large DoPut is not throttled by window updates.
         .http2_adaptive_window(Some(true))

@@ -1,5 +1,5 @@
 //! The network servers: Postgres wire ([`pgwire`]), Arrow Flight SQL ([`flight`], with
-//! [`flight_metadata`]), HTTP ([`http`]), and what they share.
+//! [`flight_metadata`]), HTTP ([`http`]), TLS for the first two ([`tls`]), and what they share.
 //!
 //! [`run`] binds every listener, prints one ready line on stdout (tests and scripts wait for
 //! it), serves until SIGINT/SIGTERM, then stops accepting, lets running statements finish for
@@ -12,6 +12,7 @@ pub mod flight_metadata;
 pub mod http;
 pub mod numeric;
 pub mod pgwire;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,7 +39,7 @@ pub async fn run(config: Arc<Config>, shutdown: impl std::future::Future<Output 
     run_with_setup(config, &[], shutdown).await
 }
 
-/// [`run`], first executing `setup` scripts (SQL text) as the user `weir` before accepting
+/// [`run`], first executing `setup` scripts (SQL text) as the superuser before accepting
 /// connections (`weir demo` creates its sources and views this way).
 pub async fn run_with_setup(
     config: Arc<Config>,
@@ -48,13 +49,16 @@ pub async fn run_with_setup(
     let started = std::time::Instant::now();
     let db = Database::open(config.clone()).await?;
     for script in setup {
-        let mut session = crate::session::Session::new(db.clone(), 0, "weir".to_string());
+        let mut session = crate::session::Session::new(db.clone(), 0, config.superuser.clone());
         for statement in weir_sql::parse(script)? {
             session.execute(&statement).await.map_err(|e| {
                 WeirError::new(e.state, format!("setup statement failed: {}: {}", statement.text, e.message))
             })?;
         }
     }
+    let tls = tls::identity(&config)?;
+    let pg_tls = tls.as_ref().map(tls::pg_acceptor).transpose()?;
+    let flight_tls = tls.as_ref().map(tls::flight_config);
     let pg_listener = bind(&config.pg_addr, "Postgres").await?;
     let http_listener = bind(&config.http_addr, "HTTP").await?;
     let flight_listener = bind(&config.flight_addr, "Flight SQL").await?;
@@ -68,6 +72,8 @@ pub async fn run_with_setup(
         http = %addrs.http,
         flight = %addrs.flight,
         data_dir = %config.data_dir.display(),
+        tls = tls.is_some(),
+        auth = ?config.auth_method(),
         startup_ms = started.elapsed().as_millis() as u64,
         "weir is ready"
     );
@@ -86,7 +92,7 @@ pub async fn run_with_setup(
     }));
 
     let mut flight_stop = stop_rx.clone();
-    let flight = tokio::spawn(flight::serve(flight_listener, db.clone(), async move {
+    let flight = tokio::spawn(flight::serve(flight_listener, db.clone(), flight_tls, async move {
         let _ = flight_stop.wait_for(|s| *s).await;
     }));
 
@@ -101,8 +107,9 @@ pub async fn run_with_setup(
                     let _ = socket.set_nodelay(true);
                     let handlers = handlers.clone();
                     let db = db.clone();
+                    let tls = pg_tls.clone();
                     connections.spawn(async move {
-                        if let Err(e) = ::pgwire::tokio::process_socket(socket, None, handlers).await {
+                        if let Err(e) = ::pgwire::tokio::process_socket(socket, tls, handlers).await {
                             // A malformed or truncated message ends this connection only.
                             db.metrics.connections_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             tracing::info!(%peer, error = %e, "connection closed after a protocol error");

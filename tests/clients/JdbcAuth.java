@@ -1,5 +1,6 @@
 // pgJDBC logging in to Weir with SCRAM-SHA-256: the right password gets a session, a wrong one
-// SQLSTATE 28P01. Run by test_auth.py as `java -cp postgresql.jar JdbcAuth.java <host> <port> <password>`.
+// SQLSTATE 28P01. Run by test_auth.py and test_tls.py as
+// `java -cp postgresql.jar JdbcAuth.java <host> <port> <password> [url parameters]`.
 import java.sql.Connection;
 import java.sql.DriverManager;
 import java.sql.ResultSet;
@@ -8,7 +9,8 @@ import java.util.Properties;
 
 public class JdbcAuth {
     public static void main(String[] args) throws Exception {
-        String url = "jdbc:postgresql://" + args[0] + ":" + args[1] + "/weir";
+        // An optional fourth argument: URL parameters (`ssl=true&sslmode=require`).
+        String url = "jdbc:postgresql://" + args[0] + ":" + args[1] + "/weir" + (args.length > 3 ? "?" + args[3] : "");
         Properties wrong = new Properties();
         wrong.setProperty("user", "weir");
         wrong.setProperty("password", "not-the-password");

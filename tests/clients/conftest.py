@@ -257,6 +257,20 @@ def weir_password(tmp_path_factory: pytest.TempPathFactory):
         _stop(running)
 
 
+@pytest.fixture(scope="session")
+def weir_tls(tmp_path_factory: pytest.TempPathFactory):
+    """A third server with TLS from a self-signed certificate and password authentication:
+    yields (Server, the certificate's path, to trust it as a root)."""
+    if os.environ.get("WEIR_TEST_EXTERNAL_PG"):
+        pytest.skip("TLS is tested against Weir only")
+    tmp = tmp_path_factory.mktemp("weir-tls")
+    running, server = _start(tmp, ("--auth", "password", "--tls-self-signed"), {"WEIR_SUPERUSER_PASSWORD": SUPERUSER_PASSWORD})
+    try:
+        yield server, tmp / "data" / "tls" / "self-signed.crt"
+    finally:
+        _stop(running)
+
+
 @pytest.fixture
 def unique_name():
     """unique_name("t_psql") -> "t_psql_1a2b3c4d": a fresh lower-case table name per call."""
