@@ -67,6 +67,8 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     /// Without a certificate: make a self-signed one (development).
     pub tls_self_signed: bool,
+    /// Seals connector secrets in the catalog file; `None`: `<data dir>/secret.key`.
+    pub secret_key: Option<Secret>,
 }
 
 impl Config {
@@ -104,6 +106,7 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             tls_self_signed: false,
+            secret_key: None,
         }
     }
 }
@@ -129,6 +132,7 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_self_signed: Option<bool>,
+    secret_key: Option<Secret>,
 }
 
 /// `weir serve` flags. Each also reads a `WEIR_*` environment variable (clap gives the flag
@@ -194,6 +198,10 @@ pub struct ServeArgs {
     /// (development only: clients cannot verify it unless they trust that file).
     #[arg(long, env = "WEIR_TLS_SELF_SIGNED")]
     pub tls_self_signed: bool,
+    /// The key connector secrets (passwords, tokens) are sealed with in the catalog file (any
+    /// text). Default: a random key kept in <data-dir>/secret.key. Prefer the variable.
+    #[arg(long, env = "WEIR_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<Secret>,
 }
 
 impl ServeArgs {
@@ -256,6 +264,9 @@ impl ServeArgs {
             if let Some(v) = f.tls_self_signed {
                 config.tls_self_signed = v;
             }
+            if let Some(v) = f.secret_key {
+                config.secret_key = Some(v);
+            }
         }
         if let Some(v) = &self.data_dir {
             config.data_dir = v.clone();
@@ -307,6 +318,9 @@ impl ServeArgs {
         }
         if self.tls_self_signed {
             config.tls_self_signed = true;
+        }
+        if let Some(v) = &self.secret_key {
+            config.secret_key = Some(v.clone());
         }
         Ok(config)
     }

@@ -82,7 +82,8 @@ impl Database {
     pub async fn open(config: Arc<Config>) -> Result<Arc<Database>> {
         let data_dir: PathBuf = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir)?;
-        let mut catalog = Catalog::open(&data_dir.join("catalog"))?;
+        let sealer = Arc::new(crate::auth::secrets::SecretSealer::open(&config, &data_dir)?);
+        let mut catalog = Catalog::open_with_codec(&data_dir.join("catalog"), sealer)?;
         crate::roles::bootstrap_superuser(&mut catalog, &config)?;
         let base = new_base_context()?;
 

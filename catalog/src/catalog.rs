@@ -38,6 +38,16 @@ struct CatalogState {
     select_grants: BTreeMap<ObjectId, BTreeSet<String>>,
 }
 
+/// Rewrites definitions on their way to and from the catalog file: the server seals the
+/// secrets in them (connector passwords), so the file never holds them in clear while the
+/// catalog in memory does (every definition is re-planned from it).
+pub trait DefinitionCodec: Send + Sync + std::fmt::Debug {
+    /// The definition as stored.
+    fn seal(&self, definition: &str) -> Result<String, CatalogError>;
+    /// The definition as read back.
+    fn unseal(&self, stored: &str) -> Result<String, CatalogError>;
+}
+
 /// The catalog of one database. Not synchronized: the server keeps it behind a lock and
 /// changes it only from DDL, one statement at a time.
 #[derive(Debug)]
@@ -45,6 +55,7 @@ pub struct Catalog {
     /// Where the catalog persists; `None` for an in-memory catalog (unit tests).
     dir: Option<PathBuf>,
     state: CatalogState,
+    codec: Option<std::sync::Arc<dyn DefinitionCodec>>,
 }
 
 /// Ids of user objects start here so that they never collide with the OIDs of Postgres's
@@ -57,7 +68,19 @@ impl Catalog {
         std::fs::create_dir_all(dir)?;
         let state = persist::load::<CatalogState>(dir)?
             .unwrap_or_else(CatalogState::empty);
-        Ok(Catalog { dir: Some(dir.to_path_buf()), state })
+        Ok(Catalog { dir: Some(dir.to_path_buf()), state, codec: None })
+    }
+
+    /// [`Catalog::open`], with definitions passed through `codec` to and from the file. A
+    /// catalog written before (or without) the codec is read as it is, and sealed at its next
+    /// change.
+    pub fn open_with_codec(dir: &Path, codec: std::sync::Arc<dyn DefinitionCodec>) -> Result<Self, CatalogError> {
+        let mut catalog = Catalog::open(dir)?;
+        for object in catalog.state.objects.values_mut() {
+            object.definition = codec.unseal(&object.definition)?;
+        }
+        catalog.codec = Some(codec);
+        Ok(catalog)
     }
 
     /// A catalog that lives only in memory.
@@ -65,6 +88,7 @@ impl Catalog {
         Catalog {
             dir: None,
             state: CatalogState::empty(),
+            codec: None,
         }
     }
 
@@ -278,7 +302,16 @@ impl Catalog {
     /// Persists `next` and only then makes it current, so a failed write changes nothing.
     fn commit(&mut self, next: CatalogState) -> Result<(), CatalogError> {
         if let Some(dir) = &self.dir {
-            persist::store(dir, &next)?;
+            match &self.codec {
+                Some(codec) => {
+                    let mut stored = next.clone();
+                    for object in stored.objects.values_mut() {
+                        object.definition = codec.seal(&object.definition)?;
+                    }
+                    persist::store(dir, &stored)?;
+                }
+                None => persist::store(dir, &next)?,
+            }
         }
         self.state = next;
         Ok(())

@@ -21,7 +21,7 @@ pub mod object;
 pub mod persist;
 pub mod role;
 
-pub use catalog::{Catalog, NewObject};
+pub use catalog::{Catalog, DefinitionCodec, NewObject};
 pub use error::CatalogError;
 pub use object::{CatalogObject, Column, ObjectId, ObjectKind};
 pub use role::{Role, RoleChange};

@@ -99,6 +99,10 @@ pub struct KafkaSource {
     ended: Vec<bool>,
     fetcher: Option<Fetcher>,
     partitions_at_create: usize,
+    /// Sought to checkpointed positions: where this reader starts is not where the source
+    /// started, so it must not become the replays' start (they then start at the startup
+    /// mode's offsets).
+    sought: bool,
 }
 
 /// The reading thread of one source, and how to stop it.
@@ -210,6 +214,7 @@ impl KafkaSource {
             ended: Vec::new(),
             fetcher: None,
             partitions_at_create,
+            sought: false,
         }
     }
 
@@ -855,8 +860,9 @@ impl Source for KafkaSource {
                         self.positions[p].get_or_insert(*start);
                     }
                     if self.live {
-                        let mut started = self.shared.started_at.lock().unwrap_or_else(|p| p.into_inner());
-                        started.get_or_insert_with(|| starts.clone());
+                        if !self.sought {
+                            self.shared.started_at.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| starts.clone());
+                        }
                         for (p, start) in starts.iter().enumerate() {
                             self.shared.status.update(p, |progress| progress.next_offset = Some(*start));
                         }
@@ -916,6 +922,7 @@ impl Source for KafkaSource {
         self.positions = start.clone();
         self.ended = vec![false; count];
         self.start = start;
+        self.sought = true;
         Ok(())
     }
 

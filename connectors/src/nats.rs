@@ -95,6 +95,9 @@ pub struct NatsSource {
     position: Option<u64>,
     /// Where a replay stops.
     stop: Option<u64>,
+    /// Sought to a checkpointed position: where this reader starts is not where the source
+    /// started, so it must not become the replays' start.
+    sought: bool,
     ended: bool,
     reader: Option<Reader>,
 }
@@ -204,7 +207,7 @@ impl NatsSource {
     }
 
     fn reader(shared: Arc<NatsShared>, live: bool, start: Option<u64>) -> Self {
-        NatsSource { shared, live, start, position: start, stop: None, ended: false, reader: None }
+        NatsSource { shared, live, start, position: start, stop: None, sought: false, ended: false, reader: None }
     }
 
     fn start_reader(&mut self) -> &mut Reader {
@@ -349,10 +352,10 @@ impl ReadTask {
     }
 
     /// A replay with nothing (more) to read: the live reader had read nothing when the replay
-    /// was made, or the replay has caught up with where it had read to.
+    /// was made (its stop is 0), or the replay has caught up with where it had read to.
     fn replay_done(&self) -> bool {
         match (self.stop, self.next) {
-            (Some(_), None) => self.shared.started_at.lock().unwrap_or_else(|p| p.into_inner()).is_none(),
+            (Some(stop), None) => stop == 0,
             (Some(stop), Some(next)) => next >= stop,
             (None, _) => false,
         }
@@ -615,7 +618,9 @@ impl Source for NatsSource {
                 Fetched::Started(start) => {
                     self.position.get_or_insert(start);
                     if self.live {
-                        self.shared.started_at.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(start);
+                        if !self.sought {
+                            self.shared.started_at.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(start);
+                        }
                         self.shared.status.update(0, |p| {
                             p.next_offset.get_or_insert(start as i64);
                         });
@@ -646,10 +651,16 @@ impl Source for NatsSource {
         self.reader = None;
         self.start = sequence;
         self.position = sequence;
+        self.sought = true;
         self.ended = false;
         Ok(())
     }
 
+    /// A replay starts where the live reader started. After a restart that is not known (the
+    /// live reader was sought to its checkpointed position), and the replay starts where
+    /// `scan.startup.mode` says: the stream's first message for `earliest` (the default), the
+    /// same instant for `timestamp`; for `latest`, the stream's end when the replay starts, so
+    /// it reads nothing.
     fn replay_from_start(&self) -> Option<Box<dyn Source>> {
         let started = *self.shared.started_at.lock().unwrap_or_else(|p| p.into_inner());
         Some(Box::new(NatsSource::reader(self.shared.clone(), false, started)))

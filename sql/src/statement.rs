@@ -144,6 +144,18 @@ impl Statement {
         }
     }
 
+    /// Every `WITH (...)` and `FORMAT ... ENCODE ... (...)` option of a streaming DDL
+    /// statement, for rewriting values in place (sealing secrets for storage).
+    pub fn options_mut(&mut self) -> Vec<&mut WithOption> {
+        let (with, format) = match self {
+            Statement::CreateSource(s) => (&mut s.with, s.format.as_mut()),
+            Statement::CreateSink(s) => (&mut s.with, s.format.as_mut()),
+            Statement::CreateMaterializedView(s) => (&mut s.with, None),
+            _ => return Vec::new(),
+        };
+        with.iter_mut().chain(format.into_iter().flat_map(|f| f.options.iter_mut())).collect()
+    }
+
     /// The statement as SQL with secret option values replaced by `'***'`.
     pub fn to_redacted_string(&self) -> String {
         struct Redacted<'a>(&'a Statement);

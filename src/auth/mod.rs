@@ -1,11 +1,13 @@
-//! Who may connect: password verifiers, the authentication method, failed-login limits
-//! (design: `docs/security.md`).
+//! Who may connect: password verifiers, the authentication method, failed-login limits; and
+//! secrets at rest (design: `docs/security.md`).
 //!
 //! * [`scram`] - SCRAM-SHA-256's server side and Postgres's verifier format.
 //! * [`login_limit`] - failed logins per client address.
+//! * [`secrets`] - connector secrets sealed in the catalog file.
 
 pub mod login_limit;
 pub mod scram;
+pub mod secrets;
 
 use serde::Deserialize;
 

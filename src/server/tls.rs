@@ -62,8 +62,8 @@ fn self_signed(dir: &Path) -> Result<TlsIdentity> {
     Ok(identity)
 }
 
-/// Writes a private key readable by its owner only.
-fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+/// Writes a file readable by its owner only (private keys).
+pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.create(true).write(true).truncate(true);

@@ -146,6 +146,33 @@ async fn tumble_view_matches_batch_bad_messages_are_counted_and_acks_follow_chec
     assert!(!shown.contains(&token), "{shown}");
     let (_, body) = server.http_get("/metrics");
     assert!(body.contains("weir_source_errors_total{source=\"chat\"} 3"), "{body}");
+
+    // The token is sealed in the catalog file, and opens again after a restart: the source
+    // reconnects with it.
+    let catalog = std::fs::read_to_string(dir.path().join("data/catalog/catalog.json")).unwrap();
+    assert!(catalog.contains("nats.token = 'weir-sealed:v1:") && !catalog.contains(&token), "the catalog file holds the token");
+    server.kill_9();
+    let server = Server::start_with(&dir.path().join("data"), &["--checkpoint-interval-ms", "500"]);
+    let client = server.connect().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status: String =
+            client.query_one("SELECT status FROM weir_catalog.sources WHERE name = 'chat'", &[]).await.unwrap().get(0);
+        if status == "running" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "after a restart the source is {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The view comes back (restored, or rebuilt by replaying the stream with the token).
+    loop {
+        let rows = client.query("SELECT n FROM everything", &[]).await.unwrap();
+        if rows.first().is_some_and(|r| r.get::<_, i64>(0) == events.len() as i64) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "after a restart the view holds {:?}", rows.first().map(|r| r.get::<_, i64>(0)));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
