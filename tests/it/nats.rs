@@ -173,6 +173,10 @@ async fn tumble_view_matches_batch_bad_messages_are_counted_and_acks_follow_chec
         assert!(Instant::now() < deadline, "after a restart the view holds {:?}", rows.first().map(|r| r.get::<_, i64>(0)));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // So is a view made after the restart, once the source reads again from its checkpointed
+    // sequence.
+    client.batch_execute("CREATE MATERIALIZED VIEW later AS SELECT count(*) AS n FROM chat").await.unwrap();
+    assert_eq!(figure(&client, "SELECT n FROM later").await, events.len() as i64);
 }
 
 #[tokio::test(flavor = "multi_thread")]
