@@ -17,6 +17,15 @@ pub fn is_superuser(db: &Database, user: &str) -> bool {
     }
 }
 
+/// The verifier `user`'s password is checked against: `None` for an unknown role, one that
+/// may not log in, or one without a password (none of which may log in with a password).
+pub fn login_verifier(db: &Database, user: &str) -> Option<crate::auth::scram::Verifier> {
+    db.read_catalog()
+        .role(user)
+        .filter(|r| r.login)
+        .and_then(|r| r.password.as_deref().and_then(crate::auth::scram::Verifier::parse))
+}
+
 fn require_superuser(db: &Database, user: &str, what: &str) -> Result<()> {
     if is_superuser(db, user) {
         Ok(())

@@ -208,7 +208,7 @@ fn salted_password(password: &str, salt: &[u8], iterations: u32) -> [u8; KEY_LEN
     // SASLprep, as Postgres: a password it rejects is used as given.
     let prepared = stringprep::saslprep(password).map(|p| p.into_owned()).unwrap_or_else(|_| password.to_string());
     let mut out = [0u8; KEY_LEN];
-    let iterations = std::num::NonZeroU32::new(iterations.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+    let iterations = std::num::NonZeroU32::new(iterations).unwrap_or(std::num::NonZeroU32::MIN);
     pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, iterations, salt, prepared.as_bytes(), &mut out);
     out
 }

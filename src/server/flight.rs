@@ -190,13 +190,7 @@ impl WeirFlightSql {
             tracing::warn!(user, peer = ?ip, "Flight login refused: too many failed logins from this address");
             return Err(failed(Some(format!("Too many failed logins from this address; try again in {} s.", wait.as_secs().max(1)))));
         }
-        let verifier = self
-            .db
-            .read_catalog()
-            .role(&user)
-            .filter(|r| r.login)
-            .and_then(|r| r.password.as_deref().and_then(crate::auth::scram::Verifier::parse));
-        if verifier.is_some_and(|v| v.accepts_password(&password)) {
+        if crate::roles::login_verifier(&self.db, &user).is_some_and(|v| v.accepts_password(&password)) {
             if let Some(ip) = ip {
                 self.db.logins.succeeded(ip);
             }

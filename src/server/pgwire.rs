@@ -245,13 +245,7 @@ impl WeirStartup {
                 }
                 // An unknown user, one that may not log in or has no password goes through the
                 // same exchange with a verifier nothing matches.
-                let verifier = self
-                    .db
-                    .read_catalog()
-                    .role(&user)
-                    .filter(|r| r.login)
-                    .and_then(|r| r.password.as_deref().and_then(scram::Verifier::parse))
-                    .unwrap_or_else(|| scram::Verifier::mock(&user));
+                let verifier = crate::roles::login_verifier(&self.db, &user).unwrap_or_else(|| scram::Verifier::mock(&user));
                 let data = first.data.unwrap_or_default();
                 let (exchange, server_first) = scram::Exchange::start(&data, verifier)
                     .map_err(|e| WeirError::new(SqlState::ProtocolViolation, e.to_string()))?;

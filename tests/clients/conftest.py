@@ -239,6 +239,25 @@ def weir(tmp_path_factory: pytest.TempPathFactory):
 SUPERUSER_PASSWORD = "client-tests-pw-7d1f"
 
 
+def run_jdbc_auth(server: Server, *url_parameters: str) -> subprocess.CompletedProcess:
+    """Runs JdbcAuth.java (pgJDBC: a wrong password, then the superuser's) against ``server``.
+    Without java or the pgJDBC jar the test is skipped, except under CI, where it fails."""
+    import shutil
+
+    java = shutil.which("java")
+    jar = Path(os.environ.get("WEIR_PGJDBC_JAR", "/usr/share/java/postgresql.jar"))
+    if java is None or not jar.is_file():
+        msg = "java or the pgJDBC jar is missing: a pgJDBC login test did NOT run (tests/clients/setup.sh installs them)"
+        if os.environ.get("CI"):
+            pytest.fail(msg + " (CI=true: refusing to skip)", pytrace=False)
+        pytest.skip(msg)
+    source = Path(__file__).with_name("JdbcAuth.java")
+    return subprocess.run(
+        [java, "-cp", str(jar), str(source), server.host, str(server.port), SUPERUSER_PASSWORD, *url_parameters],
+        capture_output=True, text=True, timeout=120,
+    )
+
+
 @pytest.fixture(scope="session")
 def weir_password(tmp_path_factory: pytest.TempPathFactory):
     """A second server with password authentication (SCRAM-SHA-256), whose superuser ``weir``

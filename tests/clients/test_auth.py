@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SUPERUSER_PASSWORD
+from conftest import SUPERUSER_PASSWORD, run_jdbc_auth
 
 WRONG = "not-the-password"
 
@@ -83,19 +83,8 @@ def test_asyncpg_logs_in_with_scram(weir_password):
 
 
 def test_pgjdbc_logs_in_with_scram(weir_password):
-    java = shutil.which("java")
-    jar = Path(os.environ.get("WEIR_PGJDBC_JAR", "/usr/share/java/postgresql.jar"))
-    if java is None or not jar.is_file():
-        msg = "java or the pgJDBC jar is missing: the pgJDBC login test did NOT run (tests/clients/setup.sh installs them)"
-        if os.environ.get("CI"):
-            pytest.fail(msg + " (CI=true: refusing to skip)", pytrace=False)
-        pytest.skip(msg)
     server, _ = weir_password
-    source = Path(__file__).with_name("JdbcAuth.java")
-    proc = subprocess.run(
-        [java, "-cp", str(jar), str(source), server.host, str(server.port), SUPERUSER_PASSWORD],
-        capture_output=True, text=True, timeout=120,
-    )
+    proc = run_jdbc_auth(server)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "ok wrong password: 28P01" in proc.stdout and "ok right password" in proc.stdout, proc.stdout
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SUPERUSER_PASSWORD
+from conftest import SUPERUSER_PASSWORD, run_jdbc_auth
 
 
 def test_psql_requires_and_verifies_tls(weir_tls):
@@ -77,19 +77,8 @@ def test_asyncpg_connects_over_tls(weir_tls):
 
 
 def test_pgjdbc_connects_with_scram_over_tls(weir_tls):
-    java = shutil.which("java")
-    jar = Path(os.environ.get("WEIR_PGJDBC_JAR", "/usr/share/java/postgresql.jar"))
-    if java is None or not jar.is_file():
-        msg = "java or the pgJDBC jar is missing: the pgJDBC TLS test did NOT run (tests/clients/setup.sh installs them)"
-        if os.environ.get("CI"):
-            pytest.fail(msg + " (CI=true: refusing to skip)", pytrace=False)
-        pytest.skip(msg)
     server, _ = weir_tls
-    source = Path(__file__).with_name("JdbcAuth.java")
-    proc = subprocess.run(
-        [java, "-cp", str(jar), str(source), server.host, str(server.port), SUPERUSER_PASSWORD, "ssl=true&sslmode=require"],
-        capture_output=True, text=True, timeout=120,
-    )
+    proc = run_jdbc_auth(server, "ssl=true&sslmode=require")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "ok right password" in proc.stdout, proc.stdout
 

@@ -125,6 +125,23 @@ pub async fn view_rows(client: &tokio_postgres::Client) -> Vec<(String, i64, i64
     rows
 }
 
+/// After a restart: the view `everything` (`count(*)` of `chat`, made before the crash) comes
+/// back to `expected` before `deadline` (restored, or rebuilt by replaying the source from where
+/// it started), and so does a view made now, while the source reads on from its checkpointed
+/// position.
+pub async fn counts_are_whole_after_a_restart(client: &tokio_postgres::Client, expected: i64, deadline: Instant) {
+    loop {
+        let rows = client.query("SELECT n FROM everything", &[]).await.unwrap();
+        if rows.first().is_some_and(|r| r.get::<_, i64>(0) == expected) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "after a restart the view holds {:?}", rows.first().map(|r| r.get::<_, i64>(0)));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    client.batch_execute("CREATE MATERIALIZED VIEW later AS SELECT count(*) AS n FROM chat").await.unwrap();
+    assert_eq!(figure(client, "SELECT n FROM later").await, expected);
+}
+
 pub async fn figure(client: &tokio_postgres::Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
 }

@@ -15,7 +15,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::formats::{CHAT_PROTO, CHAT_V1, CHAT_V2, Registry, avro_message, bad_avro_messages, protobuf_message};
-use crate::chat::{BAD_MESSAGES, CHAT_VIEW, chat_events, figure, oracle, unique_name, view_rows, wait_for};
+use crate::chat::{BAD_MESSAGES, CHAT_VIEW, chat_events, counts_are_whole_after_a_restart, figure, oracle, unique_name, view_rows, wait_for};
 use crate::common::Server;
 
 /// The broker's address, and whether it reports watermark offsets correctly (tansu does,
@@ -307,19 +307,7 @@ async fn tumble_view_over_three_partitions_matches_batch_and_bad_messages_are_co
     server.kill_9();
     let server = Server::start_with(&dir.path().join("data"), &["--checkpoint-interval-ms", "500"]);
     let client = server.connect().await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let rows = client.query("SELECT n FROM everything", &[]).await.unwrap();
-        if rows.first().is_some_and(|r| r.get::<_, i64>(0) == events.len() as i64) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "after a restart the view holds {:?}", rows.first().map(|r| r.get::<_, i64>(0)));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // So is a view made after the restart, once the source reads again from its checkpointed
-    // offsets.
-    client.batch_execute("CREATE MATERIALIZED VIEW later AS SELECT count(*) AS n FROM chat").await.unwrap();
-    assert_eq!(figure(&client, "SELECT n FROM later").await, events.len() as i64);
+    counts_are_whole_after_a_restart(&client, events.len() as i64, Instant::now() + Duration::from_secs(60)).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
