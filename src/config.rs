@@ -48,6 +48,11 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// Client sessions open at once over the Postgres wire; more get 53300.
     pub max_connections: usize,
+    /// `SUBSCRIBE`s streaming at once; more get 53400.
+    pub max_subscriptions: usize,
+    /// Worker threads of the runtime ad-hoc queries execute on (apart from the dataflow's);
+    /// 0: twice the cores, at least 4.
+    pub query_threads: usize,
     /// Memory one ad-hoc statement may use (its own DataFusion memory pool); 0: unlimited.
     pub query_memory_limit_mb: u64,
     /// Milliseconds between epoch barriers (how often views publish).
@@ -69,6 +74,8 @@ pub struct Config {
     pub tls_self_signed: bool,
     /// Seals connector secrets in the catalog file; `None`: `<data dir>/secret.key`.
     pub secret_key: Option<Secret>,
+    /// Where traces are exported (OTLP over gRPC, e.g. `http://127.0.0.1:4317`); None: not exported.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Config {
@@ -96,6 +103,8 @@ impl Default for Config {
             log_format: LogFormat::Human,
             shutdown_grace_secs: 10,
             max_connections: 100,
+            max_subscriptions: 100,
+            query_threads: 0,
             query_memory_limit_mb: 1024,
             barrier_interval_ms: 250,
             state_store: None,
@@ -107,6 +116,7 @@ impl Default for Config {
             tls_key: None,
             tls_self_signed: false,
             secret_key: None,
+            otlp_endpoint: None,
         }
     }
 }
@@ -122,6 +132,8 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     shutdown_grace_secs: Option<u64>,
     max_connections: Option<usize>,
+    max_subscriptions: Option<usize>,
+    query_threads: Option<usize>,
     query_memory_limit_mb: Option<u64>,
     barrier_interval_ms: Option<u64>,
     state_store: Option<String>,
@@ -133,6 +145,7 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     tls_self_signed: Option<bool>,
     secret_key: Option<Secret>,
+    otlp_endpoint: Option<String>,
 }
 
 /// `weir serve` flags. Each also reads a `WEIR_*` environment variable (clap gives the flag
@@ -163,6 +176,14 @@ pub struct ServeArgs {
     /// Client sessions open at once over the Postgres wire (as Postgres's max_connections).
     #[arg(long, env = "WEIR_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// SUBSCRIBEs streaming at once (statements, cursors, COPY TO STDOUT); more get 53400.
+    #[arg(long, env = "WEIR_MAX_SUBSCRIPTIONS")]
+    pub max_subscriptions: Option<usize>,
+    /// Worker threads for ad-hoc queries, apart from the streaming engine's, so that a heavy
+    /// query cannot starve views, sources or other sessions; 0 (default): twice the cores, at
+    /// least 4.
+    #[arg(long, env = "WEIR_QUERY_THREADS")]
+    pub query_threads: Option<usize>,
     /// Megabytes one ad-hoc statement may use (sorts and hash aggregates spill past it, other
     /// operators fail with 53200); 0 for no limit.
     #[arg(long, env = "WEIR_QUERY_MEMORY_LIMIT_MB")]
@@ -202,6 +223,9 @@ pub struct ServeArgs {
     /// text). Default: a random key kept in <data-dir>/secret.key. Prefer the variable.
     #[arg(long, env = "WEIR_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<Secret>,
+    /// Export traces (OTLP over gRPC) to this collector endpoint, e.g. http://127.0.0.1:4317.
+    #[arg(long, env = "WEIR_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl ServeArgs {
@@ -212,115 +236,31 @@ impl ServeArgs {
             None if Path::new("weir.toml").exists() => Some(read_file(Path::new("weir.toml"))?),
             None => None,
         };
+        // Flags (and their variables) over the file over the defaults.
+        macro_rules! overlay {
+            ($from:expr) => {{
+                let from = $from;
+                overlay!(@plain from: data_dir, pg_addr, http_addr, flight_addr, log_format, shutdown_grace_secs,
+                    max_connections, max_subscriptions, query_threads, query_memory_limit_mb, barrier_interval_ms,
+                    checkpoint_interval_ms, superuser);
+                overlay!(@optional from: state_store, auth, superuser_password, tls_cert, tls_key, secret_key, otlp_endpoint);
+            }};
+            (@plain $from:ident: $($field:ident),*) => {
+                $(if let Some(v) = &$from.$field { config.$field = v.clone(); })*
+            };
+            (@optional $from:ident: $($field:ident),*) => {
+                $(if let Some(v) = &$from.$field { config.$field = Some(v.clone()); })*
+            };
+        }
         if let Some(f) = file {
-            if let Some(v) = f.data_dir {
-                config.data_dir = v;
-            }
-            if let Some(v) = f.pg_addr {
-                config.pg_addr = v;
-            }
-            if let Some(v) = f.http_addr {
-                config.http_addr = v;
-            }
-            if let Some(v) = f.flight_addr {
-                config.flight_addr = v;
-            }
-            if let Some(v) = f.log_format {
-                config.log_format = v;
-            }
-            if let Some(v) = f.shutdown_grace_secs {
-                config.shutdown_grace_secs = v;
-            }
-            if let Some(v) = f.max_connections {
-                config.max_connections = v;
-            }
-            if let Some(v) = f.query_memory_limit_mb {
-                config.query_memory_limit_mb = v;
-            }
-            if let Some(v) = f.barrier_interval_ms {
-                config.barrier_interval_ms = v;
-            }
-            if let Some(v) = f.state_store {
-                config.state_store = Some(v);
-            }
-            if let Some(v) = f.checkpoint_interval_ms {
-                config.checkpoint_interval_ms = v;
-            }
-            if let Some(v) = f.auth {
-                config.auth = Some(v);
-            }
-            if let Some(v) = f.superuser {
-                config.superuser = v;
-            }
-            if let Some(v) = f.superuser_password {
-                config.superuser_password = Some(v);
-            }
-            if let Some(v) = f.tls_cert {
-                config.tls_cert = Some(v);
-            }
-            if let Some(v) = f.tls_key {
-                config.tls_key = Some(v);
-            }
+            overlay!(&f);
             if let Some(v) = f.tls_self_signed {
                 config.tls_self_signed = v;
             }
-            if let Some(v) = f.secret_key {
-                config.secret_key = Some(v);
-            }
         }
-        if let Some(v) = &self.data_dir {
-            config.data_dir = v.clone();
-        }
-        if let Some(v) = &self.pg_addr {
-            config.pg_addr = v.clone();
-        }
-        if let Some(v) = &self.http_addr {
-            config.http_addr = v.clone();
-        }
-        if let Some(v) = &self.flight_addr {
-            config.flight_addr = v.clone();
-        }
-        if let Some(v) = self.log_format {
-            config.log_format = v;
-        }
-        if let Some(v) = self.shutdown_grace_secs {
-            config.shutdown_grace_secs = v;
-        }
-        if let Some(v) = self.max_connections {
-            config.max_connections = v;
-        }
-        if let Some(v) = self.query_memory_limit_mb {
-            config.query_memory_limit_mb = v;
-        }
-        if let Some(v) = self.barrier_interval_ms {
-            config.barrier_interval_ms = v;
-        }
-        if let Some(v) = &self.state_store {
-            config.state_store = Some(v.clone());
-        }
-        if let Some(v) = self.checkpoint_interval_ms {
-            config.checkpoint_interval_ms = v;
-        }
-        if let Some(v) = self.auth {
-            config.auth = Some(v);
-        }
-        if let Some(v) = &self.superuser {
-            config.superuser = v.clone();
-        }
-        if let Some(v) = &self.superuser_password {
-            config.superuser_password = Some(v.clone());
-        }
-        if let Some(v) = &self.tls_cert {
-            config.tls_cert = Some(v.clone());
-        }
-        if let Some(v) = &self.tls_key {
-            config.tls_key = Some(v.clone());
-        }
+        overlay!(self);
         if self.tls_self_signed {
             config.tls_self_signed = true;
-        }
-        if let Some(v) = &self.secret_key {
-            config.secret_key = Some(v.clone());
         }
         Ok(config)
     }

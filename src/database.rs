@@ -55,15 +55,24 @@ pub struct Database {
     pub compat: datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser,
     /// Statements executing right now; shutdown waits for them, not for idle connections.
     pub running_statements: std::sync::atomic::AtomicI64,
+    /// Where ad-hoc queries execute (`--query-threads`).
+    pub queries: crate::query_runtime::QueryRuntime,
     ready: AtomicBool,
 }
 
 /// See [`Database::statement_running`].
-pub struct RunningStatement(Arc<Database>);
+pub struct RunningStatement {
+    db: Arc<Database>,
+    /// When the statement started, for the duration histogram (None: not timed here).
+    started: Option<std::time::Instant>,
+}
 
 impl Drop for RunningStatement {
     fn drop(&mut self) {
-        self.0.running_statements.fetch_sub(1, Ordering::SeqCst);
+        self.db.running_statements.fetch_sub(1, Ordering::SeqCst);
+        if let Some(started) = self.started {
+            self.db.metrics.statement_duration.observe(started.elapsed());
+        }
     }
 }
 
@@ -103,6 +112,8 @@ impl Database {
         let barrier_interval = std::time::Duration::from_millis(config.barrier_interval_ms.max(1));
         let coordinator = crate::coordinator::Coordinator::new(barrier_interval, checkpoints, recovered);
         storage.set_listener(coordinator.clone());
+        let queries = crate::query_runtime::QueryRuntime::new(config.query_threads)
+            .map_err(|e| WeirError::internal(format!("cannot start the query runtime: {e}")))?;
         let db = Arc::new(Database {
             config,
             catalog: catalog.clone(),
@@ -116,6 +127,7 @@ impl Database {
             logins: crate::auth::login_limit::LoginLimiter::default(),
             compat: datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser::new(),
             running_statements: std::sync::atomic::AtomicI64::new(0),
+            queries,
             ready: AtomicBool::new(false),
         });
         let provider = Arc::new(RelationsProvider { catalog, storage, coordinator });
@@ -164,7 +176,14 @@ impl Database {
     /// Counts a statement as running until the guard is dropped.
     pub fn statement_running(self: &Arc<Self>) -> RunningStatement {
         self.running_statements.fetch_add(1, Ordering::SeqCst);
-        RunningStatement(self.clone())
+        RunningStatement { db: self.clone(), started: Some(std::time::Instant::now()) }
+    }
+
+    /// As [`Database::statement_running`] for the rows of a statement whose duration was
+    /// already counted (a Flight query's DoGet after its GetFlightInfo).
+    pub fn rows_streaming(self: &Arc<Self>) -> RunningStatement {
+        self.running_statements.fetch_add(1, Ordering::SeqCst);
+        RunningStatement { db: self.clone(), started: None }
     }
 
     pub fn is_ready(&self) -> bool {

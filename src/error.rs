@@ -50,6 +50,8 @@ pub enum SqlState {
     InsufficientResources,
     /// `max_connections` client connections are open.
     TooManyConnections,
+    /// A configured limit other than connections (`max_subscriptions`).
+    ConfigurationLimitExceeded,
     /// A statement needed more memory than its limit.
     OutOfMemory,
     ObjectNotInPrerequisiteState,
@@ -106,6 +108,7 @@ impl SqlState {
             SqlState::WrongObjectType => "42809",
             SqlState::InsufficientResources => "53000",
             SqlState::TooManyConnections => "53300",
+            SqlState::ConfigurationLimitExceeded => "53400",
             SqlState::OutOfMemory => "53200",
             SqlState::Internal => "XX000",
             SqlState::DataCorrupted => "XX001",

@@ -28,6 +28,7 @@
 //! * [`roles`] - `CREATE / ALTER / DROP USER`, who is a superuser.
 //! * [`session`] - one client session: statement dispatch, transactions, DDL, DML, COPY.
 //! * [`settings`] - session settings for `SET`/`SHOW`.
+//! * [`query_runtime`] - the threads ad-hoc queries execute on, apart from the dataflow's.
 //! * [`database`] - the shared state and DataFusion context; how tables appear to DataFusion.
 //! * [`storage`] - durable tables: [`storage::table`] rows, [`storage::wal`] the log.
 //! * [`jsonb`] - `json`/`jsonb` columns' operators (`->`, `->>`, `?`) and functions.
@@ -69,6 +70,7 @@ pub mod pg_compat;
 pub mod pg_rewrite;
 pub mod roles;
 pub mod produce_chat;
+pub mod query_runtime;
 pub mod server;
 pub mod session;
 pub mod settings;

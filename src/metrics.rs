@@ -1,8 +1,9 @@
 //! Server metrics, rendered in the Prometheus text format on `/metrics`.
 //!
-//! A handful of counters does not justify a metrics framework; these are atomics and one map,
-//! rendered by hand. Label values come from a closed set (statement kinds, outcomes), never from
-//! user input, so the output cannot be broken by a client.
+//! A few dozen figures do not justify a metrics framework; these are atomics, two maps and one
+//! histogram, rendered by hand. The server-wide labels come from a closed set (statement kinds,
+//! outcomes, SQLSTATEs); the per-object families ([`Family`]) carry object names, escaped as the
+//! text format requires, so no client can break the output.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -22,6 +23,49 @@ pub struct Metrics {
     statements: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// Errors by SQLSTATE.
     errors: Mutex<BTreeMap<String, u64>>,
+    /// How long statements took, from receiving them to their last row sent.
+    pub statement_duration: Histogram,
+    /// `SUBSCRIBE`s streaming now (statements, cursors and `COPY (SUBSCRIBE ...) TO STDOUT`).
+    pub subscriptions_active: AtomicI64,
+    /// Subscriptions refused because `max_subscriptions` were open (53400).
+    pub subscriptions_over_limit: AtomicU64,
+}
+
+/// Upper bounds (seconds) of the statement duration buckets: from a point lookup to a long scan.
+const DURATION_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0];
+
+/// A Prometheus histogram with fixed buckets: one counter per bucket (not cumulative; summed
+/// when rendered), the count and the sum in microseconds.
+#[derive(Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; DURATION_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, elapsed: std::time::Duration) {
+        let seconds = elapsed.as_secs_f64();
+        if let Some(i) = DURATION_BUCKETS.iter().position(|bound| seconds <= *bound) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, n) in DURATION_BUCKETS.iter().zip(&self.buckets) {
+            cumulative += n.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {count}");
+    }
 }
 
 impl Metrics {
@@ -69,6 +113,13 @@ impl Metrics {
         for (code, n) in self.errors.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             let _ = writeln!(out, "weir_errors_total{{sqlstate=\"{code}\"}} {n}");
         }
+        self.statement_duration.render(&mut out, "weir_statement_duration_seconds", "How long statements took, from receiving them to their last row sent (a SUBSCRIBE until it ended).");
+        let _ = writeln!(out, "# HELP weir_subscriptions_active SUBSCRIBEs streaming now.");
+        let _ = writeln!(out, "# TYPE weir_subscriptions_active gauge");
+        let _ = writeln!(out, "weir_subscriptions_active {}", self.subscriptions_active.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP weir_subscriptions_over_limit_total SUBSCRIBEs refused because max_subscriptions were open.");
+        let _ = writeln!(out, "# TYPE weir_subscriptions_over_limit_total counter");
+        let _ = writeln!(out, "weir_subscriptions_over_limit_total {}", self.subscriptions_over_limit.load(Ordering::Relaxed));
         for (name, help, value) in extra {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} gauge");
@@ -128,6 +179,22 @@ mod tests {
         assert!(text.contains("weir_statements_total{kind=\"SELECT\",outcome=\"error\"} 1"));
         assert!(text.contains("weir_errors_total{sqlstate=\"42P01\"} 1"));
         assert!(text.contains("weir_errors_total{sqlstate=\"other\"} 1"));
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let m = Metrics::default();
+        m.statement_duration.observe(std::time::Duration::from_micros(500));
+        m.statement_duration.observe(std::time::Duration::from_millis(30));
+        m.statement_duration.observe(std::time::Duration::from_secs(100));
+        let text = m.render(&[]);
+        assert!(text.contains("weir_statement_duration_seconds_bucket{le=\"0.001\"} 1\n"), "{text}");
+        assert!(text.contains("weir_statement_duration_seconds_bucket{le=\"0.025\"} 1\n"), "{text}");
+        assert!(text.contains("weir_statement_duration_seconds_bucket{le=\"0.05\"} 2\n"), "{text}");
+        assert!(text.contains("weir_statement_duration_seconds_bucket{le=\"60\"} 2\n"), "{text}");
+        assert!(text.contains("weir_statement_duration_seconds_bucket{le=\"+Inf\"} 3\n"), "{text}");
+        assert!(text.contains("weir_statement_duration_seconds_count 3\n"), "{text}");
+        assert!(text.contains("weir_statement_duration_seconds_sum 100.0305\n"), "{text}");
     }
 
     #[test]

@@ -529,14 +529,14 @@ impl Session {
         let ctx = self.statement_context();
         let df = ctx.execute_logical_plan(plan).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let stream = df.execute_stream().await?;
+        let stream = self.db.queries.execute(df).await?;
         Ok(Outcome::Rows { schema, stream, tag })
     }
 
     async fn collect(&self, plan: LogicalPlan) -> Result<Vec<RecordBatch>> {
         let ctx = self.statement_context();
         let df = ctx.execute_logical_plan(plan).await?;
-        Ok(df.collect().await?)
+        collect_rows(self.db.queries.execute(df).await?).await
     }
 
     async fn run_dml(&mut self, table: ObjectId, op: WriteOp, input: Arc<LogicalPlan>) -> Result<Outcome> {

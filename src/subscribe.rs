@@ -71,6 +71,30 @@ fn options(stmt: &Subscribe) -> Result<Options> {
     Ok(Options { snapshot: flag("snapshot", true)?, progress: flag("progress", false)?, buffer })
 }
 
+/// One of the `max_subscriptions` slots, held while a subscription streams.
+struct SubscriptionSlot(Arc<Database>);
+
+impl SubscriptionSlot {
+    fn take(db: &Arc<Database>) -> Result<Self> {
+        let metrics = &db.metrics;
+        let open = metrics.subscriptions_active.fetch_add(1, Ordering::SeqCst) + 1;
+        // Taken first, then checked, so two racing subscribers cannot both pass the limit.
+        let slot = SubscriptionSlot(db.clone());
+        if open > db.config.max_subscriptions as i64 {
+            metrics.subscriptions_over_limit.fetch_add(1, Ordering::Relaxed);
+            return Err(WeirError::new(SqlState::ConfigurationLimitExceeded, format!("too many subscriptions: {} are streaming", db.config.max_subscriptions))
+                .with_hint("End a SUBSCRIBE or close its cursor, or raise --max-subscriptions."));
+        }
+        Ok(slot)
+    }
+}
+
+impl Drop for SubscriptionSlot {
+    fn drop(&mut self) {
+        self.0.metrics.subscriptions_active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A view job run for one subscription, dropped with it.
 struct OwnJob {
     db: Arc<Database>,
@@ -105,6 +129,7 @@ pub async fn subscribe(db: &Arc<Database>, ctx: &SessionContext, stmt: &Subscrib
 /// can be shared with the session).
 pub async fn subscribe_channel(db: &Arc<Database>, ctx: &SessionContext, stmt: &Subscribe) -> Result<(SchemaRef, Receiver)> {
     let options = options(stmt)?;
+    let slot = SubscriptionSlot::take(db)?;
     let view_query = |query| CreateMaterializedView {
         if_not_exists: false,
         name: sqlparser::ast::ObjectName::from(vec![sqlparser::ast::Ident::new("subscribe")]),
@@ -152,7 +177,7 @@ pub async fn subscribe_channel(db: &Arc<Database>, ctx: &SessionContext, stmt: &
     let feed = db.coordinator.change_feed(view, options.buffer)?;
     let schema = output_schema(&columns, options.progress);
     let (tx, rx) = mpsc::channel(4);
-    tokio::spawn(run(feed, schema.clone(), options, tx, own_job));
+    tokio::spawn(run(feed, schema.clone(), options, tx, (slot, own_job)));
     Ok((schema, rx))
 }
 
@@ -242,7 +267,8 @@ type Sender = mpsc::Sender<datafusion::error::Result<RecordBatch>>;
 type Receiver = mpsc::Receiver<datafusion::error::Result<RecordBatch>>;
 
 /// Turns the feed into rows, epoch by epoch, until the client goes away or the feed ends.
-async fn run(mut feed: ChangeFeed, schema: SchemaRef, options: Options, tx: Sender, _own_job: Option<OwnJob>) {
+/// `_held` (the subscription's slot and its own view job) is released when it returns.
+async fn run(mut feed: ChangeFeed, schema: SchemaRef, options: Options, tx: Sender, _held: (SubscriptionSlot, Option<OwnJob>)) {
     let send = |batch: Result<RecordBatch>| {
         let tx = tx.clone();
         async move { tx.send(batch.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))).await.is_ok() }

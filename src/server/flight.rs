@@ -383,7 +383,7 @@ impl FlightSqlService for WeirFlightSql {
         let Some(PendingResult { schema, stream, .. }) = pending else {
             return Err(Status::not_found("no result for this ticket: it was already read, or expired"));
         };
-        let running = self.db.statement_running();
+        let running = self.db.rows_streaming();
         let batches = stream.map_err(|e| FlightError::from(status(WeirError::from(e))));
         let data = FlightDataEncoderBuilder::new().with_schema(schema).build(batches).map(move |item| {
             // The statement counts as running (graceful shutdown waits) until its stream ends.

@@ -61,7 +61,15 @@ fn streaming_metrics(db: &Database) -> String {
     use crate::metrics::{Family, render_families};
     let catalog = db.read_catalog();
     let family = |name, help, kind, labels, rows| Family { name, help, kind, labels, rows };
+    let now_micros = chrono::Utc::now().timestamp_micros();
+    // How far event time lags the wall clock (None before the first watermark and after a
+    // bounded source ended).
+    let delay = |watermark: i64| {
+        (watermark != crate::dataflow::EventTime::MIN && watermark != crate::dataflow::WATERMARK_MAX)
+            .then(|| (now_micros - watermark) as f64 / 1e6)
+    };
     let (mut read, mut late, mut errors, mut watermark) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut watermark_delay = Vec::new();
     let (mut partition_rows, mut partition_bytes, mut lag, mut offset) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for o in catalog.objects_of_kind(ObjectKind::Source) {
         let Some(s) = db.coordinator.source_stats(o.id) else { continue };
@@ -70,8 +78,9 @@ fn streaming_metrics(db: &Database) -> String {
         late.push((name(), s.late_rows.load(Relaxed) as f64));
         errors.push((name(), s.errors.load(Relaxed) as f64));
         let w = s.watermark.load(Relaxed);
-        if w != crate::dataflow::EventTime::MIN && w != crate::dataflow::WATERMARK_MAX {
+        if let Some(d) = delay(w) {
             watermark.push((name(), w as f64 / 1e6));
+            watermark_delay.push((name(), d));
         }
         let by_partition = |p: usize| vec![o.name.clone(), p.to_string()];
         for (p, stats) in s.partitions.lock().unwrap_or_else(|e| e.into_inner()).iter().enumerate() {
@@ -88,14 +97,28 @@ fn streaming_metrics(db: &Database) -> String {
             }
         }
     }
-    let (mut rows, mut state, mut epoch) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut rows, mut state, mut epoch, mut view_delay) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for o in catalog.objects_of_kind(ObjectKind::MaterializedView) {
         if let Some(s) = db.coordinator.view_stats(o.id) {
             rows.push((vec![o.name.clone()], s.rows.load(Relaxed) as f64));
             state.push((vec![o.name.clone()], s.state_bytes.load(Relaxed) as f64));
             epoch.push((vec![o.name.clone()], s.last_epoch.load(Relaxed) as f64));
+            if let Some(d) = delay(s.watermark.load(Relaxed)) {
+                view_delay.push((vec![o.name.clone()], d));
+            }
         }
     }
+    let (mut delivered, mut retries, mut pending, mut sink_lag, mut sink_epoch) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (id, s) in db.sinks.stats() {
+        let Some(o) = catalog.get(id) else { continue };
+        let name = || vec![o.name.clone()];
+        delivered.push((name(), s.rows_delivered.load(Relaxed) as f64));
+        retries.push((name(), s.retries.load(Relaxed) as f64));
+        pending.push((name(), s.pending_rows.load(Relaxed) as f64));
+        sink_lag.push((name(), s.lag_ms() as f64 / 1000.0));
+        sink_epoch.push((name(), s.last_epoch.load(Relaxed) as f64));
+    }
+    let sink = &["sink"][..];
     let source = &["source"][..];
     let partition = &["source", "partition"][..];
     let view = &["view"][..];
@@ -120,6 +143,7 @@ fn streaming_metrics(db: &Database) -> String {
         family("weir_source_late_rows_total", "Rows a source dropped as late.", "counter", source, late),
         family("weir_source_errors_total", "Records a source skipped because they did not decode, and read failures.", "counter", source, errors),
         family("weir_source_watermark_seconds", "A source's watermark (Unix seconds).", "gauge", source, watermark),
+        family("weir_source_watermark_delay_seconds", "Wall clock minus a source's watermark: how far behind event time its views can close windows.", "gauge", source, watermark_delay),
         family("weir_source_partition_rows_read_total", "Rows read from one partition of a source.", "counter", partition, partition_rows),
         family("weir_source_partition_bytes_read_total", "Payload bytes read from one partition (Kafka, NATS).", "counter", partition, partition_bytes),
         family("weir_source_partition_lag_messages", "Messages behind the partition's high watermark (Kafka, NATS).", "gauge", partition, lag),
@@ -127,5 +151,11 @@ fn streaming_metrics(db: &Database) -> String {
         family("weir_view_rows", "Rows in a materialized view.", "gauge", view, rows),
         family("weir_view_state_bytes", "Operator and contents bytes of a view.", "gauge", view, state),
         family("weir_view_last_epoch", "The last epoch a view committed.", "gauge", view, epoch),
+        family("weir_view_watermark_delay_seconds", "Wall clock minus a view's watermark (how stale its newest closed window is).", "gauge", view, view_delay),
+        family("weir_sink_rows_delivered_total", "Rows a sink delivered to its target.", "counter", sink, delivered),
+        family("weir_sink_retries_total", "Deliveries a sink retried after its target failed.", "counter", sink, retries),
+        family("weir_sink_pending_rows", "Rows a sink received and has not delivered yet.", "gauge", sink, pending),
+        family("weir_sink_lag_seconds", "How long the oldest epoch a sink has not delivered has waited (0: up to date).", "gauge", sink, sink_lag),
+        family("weir_sink_last_epoch", "The last epoch a sink delivered.", "gauge", sink, sink_epoch),
     ])
 }

@@ -429,3 +429,90 @@ async fn a_statement_over_its_memory_limit_gets_53200() {
     let n: i64 = c.query_one("SELECT count(*) FROM generate_series(1, 100000) g", &[]).await.unwrap().get(0);
     assert_eq!(n, 100000);
 }
+
+/// A query that computes for seconds inside single polls (a selective nested-loop join, which
+/// fills its output batch before it yields) runs on the query runtime's threads: meanwhile
+/// other sessions get answers, a view over a table keeps up with inserts, and a cancel answers
+/// at once. On the shared runtime the join held every worker (see LONG_QUERY).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_heavy_query_starves_neither_sessions_nor_views() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let setup = server.connect().await;
+    setup
+        .batch_execute("CREATE TABLE heavy_t (x BIGINT); CREATE MATERIALIZED VIEW heavy_mv AS SELECT count(*) AS n FROM heavy_t")
+        .await
+        .unwrap();
+    let victim = server.connect().await;
+    let token = victim.cancel_token();
+    let join = "SELECT count(*) FROM generate_series(1, 300000) a, generate_series(1, 300000) b WHERE a.value + b.value = 7";
+    let running = tokio::spawn(async move { victim.simple_query(join).await });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !server.http_get("/metrics").1.contains("weir_statements_running 1") {
+        assert!(std::time::Instant::now() < deadline, "the join never started");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // Let the join take its threads.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let other = server.connect().await;
+    for i in 1..=5_i64 {
+        let started = std::time::Instant::now();
+        other.execute("INSERT INTO heavy_t VALUES ($1)", &[&i]).await.unwrap();
+        let n = loop {
+            let n: i64 = other.query_one("SELECT n FROM heavy_mv", &[]).await.unwrap().get(0);
+            if n == i || started.elapsed() > std::time::Duration::from_secs(10) {
+                break n;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        assert_eq!(n, i, "the view did not take the insert within 10 s");
+        // The join still runs: the answers above came while it held its threads.
+        assert!(!running.is_finished(), "the join ended early: {:?}", running.await);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "insert {i} and its view took {:?}", started.elapsed());
+    }
+    let started = std::time::Instant::now();
+    let outcome = cancel_by_request(running, token).await;
+    assert_eq!(outcome.unwrap_err().code().unwrap().code(), "57014");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "the cancel took {:?}", started.elapsed());
+}
+
+/// `--max-subscriptions`: one more gets 53400; one that ends frees its place.
+#[tokio::test(flavor = "multi_thread")]
+async fn subscriptions_over_the_limit_get_53400() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &["--max-subscriptions", "2"]);
+    let c = server.connect().await;
+    c.batch_execute("CREATE TABLE sub_t (x BIGINT); CREATE MATERIALIZED VIEW sub_mv AS SELECT count(*) AS n FROM sub_t").await.unwrap();
+    let mut subscribers = Vec::new();
+    for _ in 0..2 {
+        let s = server.connect().await;
+        s.batch_execute("BEGIN; DECLARE c CURSOR FOR SUBSCRIBE sub_mv").await.unwrap();
+        subscribers.push(s);
+    }
+    let third = server.connect().await;
+    let err = third.batch_execute("BEGIN; DECLARE c CURSOR FOR SUBSCRIBE sub_mv").await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "53400", "{err:?}");
+    third.batch_execute("ROLLBACK").await.unwrap();
+    let metrics = server.http_get("/metrics").1;
+    assert!(metrics.contains("weir_subscriptions_active 2\n"), "{metrics}");
+    assert!(metrics.contains("weir_subscriptions_over_limit_total 1\n"), "{metrics}");
+
+    // Ending a block closes its cursor, and with it the subscription.
+    subscribers[0].batch_execute("COMMIT").await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match third.batch_execute("BEGIN; DECLARE c CURSOR FOR SUBSCRIBE sub_mv").await {
+            Ok(()) => break,
+            Err(e) => {
+                assert_eq!(e.code().unwrap().code(), "53400", "{e:?}");
+                third.batch_execute("ROLLBACK").await.unwrap();
+                assert!(std::time::Instant::now() < deadline, "the place never freed up");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+    // The snapshot: (epoch, diff 1, n 0).
+    let rows = simple_rows(&third.simple_query("FETCH 1 c").await.unwrap());
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0][1..], [Some("1".to_string()), Some("0".to_string())]);
+}
