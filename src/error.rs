@@ -28,6 +28,8 @@ pub enum SqlState {
     InvalidTextRepresentation,
     InvalidDatetimeFormat,
     NumericValueOutOfRange,
+    /// A binary parameter value that does not decode as its type.
+    InvalidBinaryRepresentation,
     DivisionByZero,
     DataException,
     UniqueViolation,
@@ -88,6 +90,7 @@ impl SqlState {
             SqlState::InvalidTextRepresentation => "22P02",
             SqlState::InvalidDatetimeFormat => "22007",
             SqlState::NumericValueOutOfRange => "22003",
+            SqlState::InvalidBinaryRepresentation => "22P03",
             SqlState::DivisionByZero => "22012",
             SqlState::DataException => "22000",
             SqlState::UniqueViolation => "23505",

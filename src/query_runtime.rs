@@ -11,7 +11,8 @@
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use futures::StreamExt;
+use datafusion::error::DataFusionError;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Result, WeirError};
@@ -44,7 +45,8 @@ impl QueryRuntime {
         let runtime = self.0.as_ref().ok_or_else(|| WeirError::internal("the query runtime has stopped"))?;
         let (started_tx, started) = oneshot::channel();
         let (tx, rx) = mpsc::channel(AHEAD);
-        runtime.spawn(async move {
+        let panicked = tx.clone();
+        let query = async move {
             let mut stream = match df.execute_stream().await {
                 Ok(stream) => stream,
                 Err(e) => {
@@ -64,6 +66,16 @@ impl QueryRuntime {
                 if tx.send(item).await.is_err() {
                     return;
                 }
+            }
+        };
+        runtime.spawn(async move {
+            // A panicking operator must fail the query: without this the client would see the
+            // rows sent so far as the whole result.
+            if let Err(panic) = std::panic::AssertUnwindSafe(query).catch_unwind().await {
+                let message = crate::server::panic_message(panic.as_ref()).to_string();
+                tracing::error!(panic = %message, "a query panicked");
+                let error = DataFusionError::Internal(format!("the query failed: {message}"));
+                let _ = panicked.send(Err(error)).await;
             }
         });
         let schema = started.await.map_err(|_| WeirError::internal("the query runtime dropped a query"))??;
@@ -101,5 +113,19 @@ mod tests {
             Ok(stream) => stream.collect::<Vec<_>>().await.into_iter().find_map(|b| b.err()).map(WeirError::from),
         };
         assert!(failed.is_some(), "a failing cast must fail");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_operator_fails_the_query() {
+        use datafusion::arrow::datatypes::DataType;
+        use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+        let queries = QueryRuntime::new(1).unwrap();
+        let ctx = SessionContext::new();
+        let boom = |_: &[ColumnarValue]| -> datafusion::error::Result<ColumnarValue> { panic!("boom") };
+        ctx.register_udf(create_udf("boom", vec![DataType::Int64], DataType::Int64, Volatility::Volatile, std::sync::Arc::new(boom)));
+        let df = ctx.sql("SELECT boom(value) FROM generate_series(1, 10)").await.unwrap();
+        let results: Vec<_> = queries.execute(df).await.unwrap().collect().await;
+        let error = results.iter().find_map(|r| r.as_ref().err()).expect("the panic is an error").to_string();
+        assert!(error.contains("boom"), "{error}");
     }
 }

@@ -72,6 +72,9 @@ pub struct Prepared {
     pub plan: Option<LogicalPlan>,
     /// The catalog version the plan was made against; a DDL since then means re-planning.
     pub catalog_version: u64,
+    /// The columns of a statement that returns rows without a plan but with a schema known
+    /// only to the session: a FETCH gives its cursor's columns (Describe answers with them).
+    pub result_schema: Option<SchemaRef>,
 }
 
 #[derive(Default)]
@@ -157,7 +160,11 @@ impl Session {
             Some(stmt) => Some(self.plan(&self.statement_context(), stmt).await?),
             None => None,
         };
-        Ok(Prepared { parsed, plan, catalog_version })
+        let result_schema = match &parsed.statement {
+            Statement::Fetch { cursor, .. } => self.cursors.get(&cursor.value).map(|c| c.schema()),
+            _ => None,
+        };
+        Ok(Prepared { parsed, plan, catalog_version, result_schema })
     }
 
     /// The sqlparser statement to give DataFusion, for statements DataFusion plans (queries,

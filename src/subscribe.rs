@@ -225,6 +225,11 @@ impl SubscribeCursor {
         Ok(SubscribeCursor { schema, batches, pending: Default::default() })
     }
 
+    /// The rows' columns: `weir_epoch`, `weir_diff`, [`weir_progressed`,] the view's.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
     /// Up to `count` rows: waits until at least one is there (at most `timeout`, after which it
     /// returns none), then takes what is ready without waiting more.
     pub async fn fetch(&mut self, count: u64, timeout: Option<std::time::Duration>) -> Result<(SchemaRef, RecordBatch)> {

@@ -109,11 +109,19 @@ pub async fn run_with_setup(
                     let db = db.clone();
                     let tls = pg_tls.clone();
                     connections.spawn(async move {
-                        if let Err(e) = ::pgwire::tokio::process_socket(socket, tls, handlers).await {
-                            // A malformed or truncated message ends this connection only.
-                            db.metrics.connections_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            tracing::info!(%peer, error = %e, "connection closed after a protocol error");
-                        }
+                        use futures::FutureExt;
+                        // pgwire's decoder panics on some malformed messages (a length shorter
+                        // than the fields it reads): that ends this connection only, as a
+                        // protocol error, not with a panic report.
+                        let served = std::panic::AssertUnwindSafe(::pgwire::tokio::process_socket(socket, tls, handlers)).catch_unwind().await;
+                        let error = match served {
+                            Ok(Ok(())) => return,
+                            Ok(Err(e)) => e.to_string(),
+                            Err(panic) => format!("malformed message ({})", panic_message(panic.as_ref())),
+                        };
+                        // A malformed or truncated message ends this connection only.
+                        db.metrics.connections_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::info!(%peer, %error, "connection closed after a protocol error");
                     });
                 }
                 Err(e) => {
@@ -156,4 +164,9 @@ async fn bind(addr: &str, what: &str) -> Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| WeirError::new(crate::error::SqlState::Io, format!("cannot listen for {what} on {addr}: {e}")))
+}
+
+/// The text a panic carried, when it was a string.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic.downcast_ref::<&str>().copied().or_else(|| panic.downcast_ref::<String>().map(String::as_str)).unwrap_or("panic")
 }

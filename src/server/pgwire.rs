@@ -826,7 +826,7 @@ impl QueryParser for WeirQueryParser {
                 pg_fields(&crate::session::rename_schema(plan.schema().as_arrow(), &stmt.parsed), format)
             }
             Some(_) => Ok(vec![]),
-            None => match static_result_schema(&stmt.parsed.statement) {
+            None => match stmt.result_schema.as_deref().cloned().or_else(|| static_result_schema(&stmt.parsed.statement)) {
                 Some(schema) => pg_fields(&schema, format),
                 None => Ok(vec![]),
             },
@@ -1028,11 +1028,15 @@ fn bind_parameters(portal: &Portal<Prepared>) -> PgWireResult<ParamValues> {
         })
         .collect();
     let wire_refs: Vec<Option<&Type>> = wire.iter().map(Some).collect();
-    let values = datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters_with_server_types(
-        portal,
-        &decode_refs,
-        &wire_refs,
-    )?;
+    // arrow-pg's binary decoders can overflow on values no client sends (an interval of
+    // i64::MAX microseconds): such a value is refused, not a reason to drop the connection.
+    let values = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters_with_server_types(portal, &decode_refs, &wire_refs)
+    }))
+    .map_err(|panic| {
+        WeirError::new(SqlState::InvalidBinaryRepresentation, "a parameter value is out of range for its type")
+            .with_detail(crate::server::panic_message(panic.as_ref()).to_string())
+    })??;
     let ParamValues::List(mut list) = values else { return Ok(values) };
     for (i, target) in inferred.iter().enumerate() {
         let Some(target) = target else { continue };

@@ -19,7 +19,7 @@ use tonic::transport::Channel;
 
 use crate::common::Server;
 
-async fn client(server: &Server) -> FlightSqlServiceClient<Channel> {
+pub(crate) async fn client(server: &Server) -> FlightSqlServiceClient<Channel> {
     let channel = Channel::from_shared(format!("http://{}", server.flight)).unwrap().connect().await.expect("connect to Flight SQL");
     FlightSqlServiceClient::new(channel)
 }

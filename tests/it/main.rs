@@ -9,6 +9,7 @@ mod common;
 mod errors;
 mod files;
 mod flight;
+mod fuzz;
 mod kafka;
 mod nats;
 mod oracle;

@@ -214,3 +214,28 @@ async fn stalled_subscriber(addr: std::net::SocketAddr, sql: &str) -> tokio::net
     stream.write_all(&message).await.unwrap();
     stream
 }
+
+/// FETCH over the extended protocol (what asyncpg does always, and psycopg from the sixth
+/// execution of a statement on): Describe answers with the cursor's columns, so the rows that
+/// Execute sends have a description; they come as binary when asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_is_described_with_the_cursor_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let c = server.connect().await;
+    c.batch_execute("CREATE TABLE ft (k TEXT, v BIGINT); INSERT INTO ft VALUES ('a', 1), ('b', 2)").await.unwrap();
+    c.batch_execute("BEGIN; DECLARE c CURSOR FOR SUBSCRIBE ft").await.unwrap();
+    let fetch = c.prepare("FETCH ALL c WITH (timeout = '5s')").await.unwrap();
+    let names: Vec<&str> = fetch.columns().iter().map(|c| c.name()).collect();
+    assert_eq!(names, ["weir_epoch", "weir_diff", "k", "v"]);
+    let mut rows: Vec<(i64, String, i64)> = c
+        .query(&fetch, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<_, i64>("weir_diff"), r.get::<_, String>("k"), r.get::<_, i64>("v")))
+        .collect();
+    rows.sort();
+    assert_eq!(rows, [(1, "a".to_string(), 1), (1, "b".to_string(), 2)]);
+    c.batch_execute("COMMIT").await.unwrap();
+}
