@@ -37,7 +37,7 @@
 //!   [`pg_rewrite`] - rewrites that let DataFusion run what clients send.
 //! * [`text_format`] - Postgres's text output of values; [`copy`]: COPY formats.
 //! * [`error`] - [`error::WeirError`] and the mapping of every error to a SQLSTATE.
-//! * [`metrics`] - counters for `/metrics`.
+//! * [`metrics`] - counters for `/metrics`; [`telemetry`] - logs and OTLP trace export.
 //! * [`generate`] - `weir generate-nexmark`: Nexmark bids as Parquet/CSV files (benchmarks).
 //! * [`streaming`] - streaming DDL: sources and materialized views from statement to catalog to
 //!   running dataflow; [`coordinator`] - barriers, epochs, publishing view versions, FLUSH;
@@ -78,5 +78,6 @@ pub mod sinks;
 pub mod storage;
 pub mod streaming;
 pub mod subscribe;
+pub mod telemetry;
 pub mod text_format;
 pub mod weir_catalog;

@@ -4,8 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
-use weir::config::{LogFormat, ServeArgs};
+use weir::config::ServeArgs;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -220,12 +219,21 @@ fn main() -> ExitCode {
     } else {
         None
     };
-    init_logging(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("weir: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
+        }
+    };
+    let telemetry = {
+        let _inside = runtime.enter();
+        match weir::telemetry::Telemetry::init(config.log_format, config.otlp_endpoint.as_deref()) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("weir: {e}");
+                return ExitCode::FAILURE;
+            }
         }
     };
     let setup: &[&str] = if demo { &DEMO_SCRIPTS } else { &[] };
@@ -242,6 +250,10 @@ fn main() -> ExitCode {
         );
     }
     let result = runtime.block_on(weir::server::run_with_setup(Arc::new(config), setup, shutdown_signal()));
+    {
+        let _inside = runtime.enter();
+        telemetry.shutdown();
+    }
     if let Some(dir) = demo_dir {
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -260,15 +272,6 @@ fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("weir-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

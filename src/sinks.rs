@@ -367,31 +367,15 @@ async fn receive(
 }
 
 async fn deliver(mut sink: Box<dyn Sink>, mut epochs: mpsc::UnboundedReceiver<PendingEpoch>, permits: Arc<Semaphore>, stats: Arc<SinkStats>) {
+    use tracing::Instrument;
     while let Some(pending) = epochs.recv().await {
         stats.oldest_pending_micros.store(pending.complete_micros, Ordering::Relaxed);
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match sink.write_epoch(pending.epoch, &pending.changes).await {
-                Ok(batches) => {
-                    stats.batches.fetch_add(batches, Ordering::Relaxed);
-                    break;
-                }
-                Err(e @ ConnectorError::Unavailable { .. }) => {
-                    stats.retries.fetch_add(1, Ordering::Relaxed);
-                    stats.set_status(format!("retrying: {e}"));
-                    tracing::warn!(epoch = pending.epoch, error = %e, "sink: delivery failed, retrying in {backoff:?}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => {
-                    tracing::error!(epoch = pending.epoch, error = %e, "sink failed");
-                    stats.set_status(format!("failed: {e}"));
-                    // The receiver stops and lets go of the view, which must not wait for a
-                    // sink that will never write again.
-                    permits.close();
-                    return;
-                }
-            }
+        let span = tracing::info_span!("sink.deliver", connector = %stats.connector, epoch = pending.epoch, rows = pending.rows);
+        if !deliver_epoch(sink.as_mut(), &pending, &stats).instrument(span).await {
+            // The receiver stops and lets go of the view, which must not wait for a sink that
+            // will never write again.
+            permits.close();
+            return;
         }
         permits.add_permits(pending.permits as usize);
         stats.pending_rows.fetch_sub(pending.rows as u64, Ordering::Relaxed);
@@ -403,5 +387,31 @@ async fn deliver(mut sink: Box<dyn Sink>, mut epochs: mpsc::UnboundedReceiver<Pe
         stats.epochs_delivered.fetch_add(1, Ordering::Relaxed);
         stats.last_epoch.store(pending.epoch, Ordering::Relaxed);
         stats.set_status("running");
+    }
+}
+
+/// Writes one epoch, retrying while the target is unavailable; false when the sink failed for
+/// good.
+async fn deliver_epoch(sink: &mut dyn Sink, pending: &PendingEpoch, stats: &SinkStats) -> bool {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match sink.write_epoch(pending.epoch, &pending.changes).await {
+            Ok(batches) => {
+                stats.batches.fetch_add(batches, Ordering::Relaxed);
+                return true;
+            }
+            Err(e @ ConnectorError::Unavailable { .. }) => {
+                stats.retries.fetch_add(1, Ordering::Relaxed);
+                stats.set_status(format!("retrying: {e}"));
+                tracing::warn!(epoch = pending.epoch, error = %e, "sink: delivery failed, retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                tracing::error!(epoch = pending.epoch, error = %e, "sink failed");
+                stats.set_status(format!("failed: {e}"));
+                return false;
+            }
+        }
     }
 }

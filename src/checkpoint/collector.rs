@@ -257,7 +257,7 @@ impl Checkpointer {
                     this.hub.finish(e);
                 }
                 let started = p.started;
-                let written = this.write(epoch, p).await;
+                let written = tracing::Instrument::instrument(this.write(epoch, p), tracing::info_span!("checkpoint", epoch)).await;
                 // Done before the epoch is published: whoever waits for it may start the next.
                 this.hub.finish(epoch);
                 this.writing.store(false, std::sync::atomic::Ordering::Release);

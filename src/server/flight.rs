@@ -229,14 +229,22 @@ impl WeirFlightSql {
         // Running until it returns (a query's rows then run under its DoGet's own count).
         let _running = self.db.statement_running();
         tracing::debug!(statement = %statement.statement.to_redacted_string(), "execute (flight)");
-        let outcome = match parameters {
-            Some((prepared, values)) => session.execute_prepared(prepared, &values).await,
-            None => session.execute(statement).await,
-        }
+        let span = crate::telemetry::statement_span("flight", kind, &session.user);
+        let outcome = tracing::Instrument::instrument(
+            async {
+                match parameters {
+                    Some((prepared, values)) => session.execute_prepared(prepared, &values).await,
+                    None => session.execute(statement).await,
+                }
+            },
+            span.clone(),
+        )
+        .await
         .and_then(flight_outcome);
         match &outcome {
             Ok(_) => self.db.metrics.statement(kind, true),
             Err(e) => {
+                crate::telemetry::failed(&span, e.state.code());
                 session.on_error();
                 self.db.metrics.statement(kind, false);
                 self.db.metrics.error(e.state.code());

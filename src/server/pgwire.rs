@@ -53,6 +53,7 @@ use tokio::sync::Mutex;
 use crate::auth::{AuthMethod, scram};
 use crate::database::{DATABASE_NAME, Database};
 use crate::error::{SqlState, WeirError};
+use tracing::Instrument;
 use crate::session::{Outcome, Prepared, Session};
 use crate::text_format::ColumnText;
 
@@ -674,9 +675,10 @@ impl SimpleQueryHandler for WeirQueryHandler {
             // Redacted: a CREATE SINK carries passwords, which never reach the logs.
             tracing::debug!(statement = %p.statement.to_redacted_string(), "execute (simple)");
             let timeout = session.settings.statement_timeout();
+            let span = crate::telemetry::statement_span("pgwire", kind, &session.user);
             let ready = {
                 let s = &mut *session;
-                cancellable(client, true, timeout, async { run_and_prefetch(s.execute(p).await).await }).await
+                cancellable(client, true, timeout, async { run_and_prefetch(s.execute(p).await).await }).instrument(span.clone()).await
             };
             let ready = match ready {
                 // Streams until the client cancels or the subscription fails; either ends the
@@ -689,6 +691,7 @@ impl SimpleQueryHandler for WeirQueryHandler {
             let ready = match ready {
                 Ok(r) => r,
                 Err(e) => {
+                    crate::telemetry::failed(&span, e.state.code());
                     session.on_error();
                     self.db.metrics.statement(kind, false);
                     self.db.metrics.error(e.state.code());
@@ -900,17 +903,20 @@ impl ExtendedQueryHandler for WeirQueryHandler {
             }
         };
         let timeout = session.settings.statement_timeout();
+        let span = crate::telemetry::statement_span("pgwire", kind, &session.user);
         let ready = {
             let s = &mut *session;
             cancellable(client, false, timeout, async {
                 run_and_prefetch(s.execute_prepared(prepared, &params).await).await
             })
+                .instrument(span.clone())
                 .await
         };
         match ready {
             Ok(Ready::Other(Outcome::CopyOutStream { columns, format, rows })) => {
                 // pgwire listens for a cancel around Execute itself.
                 let e = send_copy_out_stream(client, columns, &format, rows, timeout, false).await?;
+                crate::telemetry::failed(&span, e.state.code());
                 session.on_error();
                 self.db.metrics.statement(kind, false);
                 self.db.metrics.error(e.state.code());
@@ -932,6 +938,7 @@ impl ExtendedQueryHandler for WeirQueryHandler {
                 Ok(response)
             }
             Err(e) => {
+                crate::telemetry::failed(&span, e.state.code());
                 session.on_error();
                 self.db.metrics.statement(kind, false);
                 Err(e.into())

@@ -20,3 +20,4 @@ mod restart;
 mod slt;
 mod streaming;
 mod subscribe;
+mod traces;
