@@ -88,21 +88,12 @@ impl Metrics {
 
     pub fn render(&self, extra: &[(&str, &str, f64)]) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "# HELP weir_connections_active Client connections currently open.");
-        let _ = writeln!(out, "# TYPE weir_connections_active gauge");
-        let _ = writeln!(out, "weir_connections_active {}", self.connections_active.load(Ordering::Relaxed));
-        let _ = writeln!(out, "# HELP weir_connections_total Client connections accepted since start.");
-        let _ = writeln!(out, "# TYPE weir_connections_total counter");
-        let _ = writeln!(out, "weir_connections_total {}", self.connections_total.load(Ordering::Relaxed));
-        let _ = writeln!(out, "# HELP weir_connections_rejected_total Connections closed because of a protocol error.");
-        let _ = writeln!(out, "# TYPE weir_connections_rejected_total counter");
-        let _ = writeln!(out, "weir_connections_rejected_total {}", self.connections_rejected.load(Ordering::Relaxed));
-        let _ = writeln!(out, "# HELP weir_connections_over_limit_total Connections refused because max_connections were open.");
-        let _ = writeln!(out, "# TYPE weir_connections_over_limit_total counter");
-        let _ = writeln!(out, "weir_connections_over_limit_total {}", self.connections_over_limit.load(Ordering::Relaxed));
-        let _ = writeln!(out, "# HELP weir_auth_failures_total Logins refused (wrong password, unknown user, or too many failures from one address).");
-        let _ = writeln!(out, "# TYPE weir_auth_failures_total counter");
-        let _ = writeln!(out, "weir_auth_failures_total {}", self.auth_failures.load(Ordering::Relaxed));
+        let load = |n: &AtomicU64| n.load(Ordering::Relaxed) as f64;
+        single(&mut out, "weir_connections_active", "Client connections currently open.", "gauge", self.connections_active.load(Ordering::Relaxed) as f64);
+        single(&mut out, "weir_connections_total", "Client connections accepted since start.", "counter", load(&self.connections_total));
+        single(&mut out, "weir_connections_rejected_total", "Connections closed because of a protocol error.", "counter", load(&self.connections_rejected));
+        single(&mut out, "weir_connections_over_limit_total", "Connections refused because max_connections were open.", "counter", load(&self.connections_over_limit));
+        single(&mut out, "weir_auth_failures_total", "Logins refused (wrong password, unknown user, or too many failures from one address).", "counter", load(&self.auth_failures));
         let _ = writeln!(out, "# HELP weir_statements_total Statements executed, by kind and outcome.");
         let _ = writeln!(out, "# TYPE weir_statements_total counter");
         for ((kind, outcome), n) in self.statements.lock().unwrap_or_else(|p| p.into_inner()).iter() {
@@ -114,19 +105,20 @@ impl Metrics {
             let _ = writeln!(out, "weir_errors_total{{sqlstate=\"{code}\"}} {n}");
         }
         self.statement_duration.render(&mut out, "weir_statement_duration_seconds", "How long statements took, from receiving them to their last row sent (a SUBSCRIBE until it ended).");
-        let _ = writeln!(out, "# HELP weir_subscriptions_active SUBSCRIBEs streaming now.");
-        let _ = writeln!(out, "# TYPE weir_subscriptions_active gauge");
-        let _ = writeln!(out, "weir_subscriptions_active {}", self.subscriptions_active.load(Ordering::Relaxed));
-        let _ = writeln!(out, "# HELP weir_subscriptions_over_limit_total SUBSCRIBEs refused because max_subscriptions were open.");
-        let _ = writeln!(out, "# TYPE weir_subscriptions_over_limit_total counter");
-        let _ = writeln!(out, "weir_subscriptions_over_limit_total {}", self.subscriptions_over_limit.load(Ordering::Relaxed));
+        single(&mut out, "weir_subscriptions_active", "SUBSCRIBEs streaming now.", "gauge", self.subscriptions_active.load(Ordering::Relaxed) as f64);
+        single(&mut out, "weir_subscriptions_over_limit_total", "SUBSCRIBEs refused because max_subscriptions were open.", "counter", load(&self.subscriptions_over_limit));
         for (name, help, value) in extra {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} gauge");
-            let _ = writeln!(out, "{name} {value}");
+            single(&mut out, name, help, "gauge", *value);
         }
         out
     }
+}
+
+/// A family of one unlabelled value.
+fn single(out: &mut String, name: &str, help: &str, kind: &str, value: f64) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    let _ = writeln!(out, "{name} {value}");
 }
 
 /// A labelled metric family: `name{label="value",...} number` per row, one label value per
