@@ -301,6 +301,11 @@ impl Coordinator {
         self.barrier_interval
     }
 
+    /// The newest epoch barrier injected (views commit it when every input got past it).
+    pub fn last_barrier(&self) -> u64 {
+        self.lock().next_epoch.saturating_sub(1)
+    }
+
     /// The last published view versions.
     pub fn published(&self) -> Arc<Published> {
         self.published.read().unwrap_or_else(|p| p.into_inner()).clone()

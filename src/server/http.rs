@@ -98,11 +98,17 @@ fn streaming_metrics(db: &Database) -> String {
         }
     }
     let (mut rows, mut state, mut epoch, mut view_delay) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let last_barrier = db.coordinator.last_barrier();
+    let mut behind = Vec::new();
     for o in catalog.objects_of_kind(ObjectKind::MaterializedView) {
         if let Some(s) = db.coordinator.view_stats(o.id) {
             rows.push((vec![o.name.clone()], s.rows.load(Relaxed) as f64));
             state.push((vec![o.name.clone()], s.state_bytes.load(Relaxed) as f64));
-            epoch.push((vec![o.name.clone()], s.last_epoch.load(Relaxed) as f64));
+            let committed = s.last_epoch.load(Relaxed);
+            epoch.push((vec![o.name.clone()], committed as f64));
+            if committed > 0 {
+                behind.push((vec![o.name.clone()], last_barrier.saturating_sub(committed) as f64));
+            }
             if let Some(d) = delay(s.watermark.load(Relaxed)) {
                 view_delay.push((vec![o.name.clone()], d));
             }
@@ -151,6 +157,7 @@ fn streaming_metrics(db: &Database) -> String {
         family("weir_view_rows", "Rows in a materialized view.", "gauge", view, rows),
         family("weir_view_state_bytes", "Operator and contents bytes of a view.", "gauge", view, state),
         family("weir_view_last_epoch", "The last epoch a view committed.", "gauge", view, epoch),
+        family("weir_view_epochs_behind", "Epoch barriers injected that a view has not committed yet (each is --barrier-interval-ms): which view holds back freshness.", "gauge", view, behind),
         family("weir_view_watermark_delay_seconds", "Wall clock minus a view's watermark (how stale its newest closed window is).", "gauge", view, view_delay),
         family("weir_sink_rows_delivered_total", "Rows a sink delivered to its target.", "counter", sink, delivered),
         family("weir_sink_retries_total", "Deliveries a sink retried after its target failed.", "counter", sink, retries),

@@ -415,9 +415,14 @@ async fn created_tables_take_the_views_rows_in_batches() {
     )
     .await;
     assert_eq!(rows.len(), 18, "6 windows of 3 keys");
-    let figures = client.query("SELECT rows_delivered, batches, epochs_delivered FROM weir_catalog.sinks ORDER BY name", &[]).await.unwrap();
+    let figures = client.query("SELECT name, rows_delivered, batches, epochs_delivered FROM weir_catalog.sinks ORDER BY name", &[]).await.unwrap();
+    let (_, metrics) = server.http_get("/metrics");
     for row in figures {
-        let (rows, batches): (i64, i64) = (row.get(0), row.get(1));
+        let (name, rows, batches): (String, i64, i64) = (row.get(0), row.get(1), row.get(2));
         assert!(batches >= rows.div_euclid(2), "{batches} inserts for {rows} changes in inserts of 2");
+        // The same figure on /metrics, and nothing waiting once ClickHouse has every row.
+        assert!(metrics.contains(&format!("weir_sink_rows_delivered_total{{sink=\"{name}\"}} {rows}\n")), "{name}: {metrics}");
+        assert!(metrics.contains(&format!("weir_sink_pending_rows{{sink=\"{name}\"}} 0\n")), "{name}: {metrics}");
+        assert!(metrics.contains(&format!("weir_sink_retries_total{{sink=\"{name}\"}} 0\n")), "{name}: {metrics}");
     }
 }

@@ -264,6 +264,13 @@ async fn late_rows_go_to_the_dead_letter_table() {
     assert!(metrics.contains(&format!("weir_source_late_rows_total{{source=\"jumpy\"}} {late}")), "{metrics}");
     assert!(metrics.contains("weir_source_rows_read_total{source=\"jumpy\"} 5000"), "{metrics}");
     assert!(metrics.contains("weir_view_rows{view=\"on_time\"} 1"), "{metrics}");
+    // The view keeps up with the barriers (a few at most in flight); every statement was timed.
+    let figure = |name: &str| -> f64 {
+        let line = metrics.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name}: {metrics}"));
+        line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{line}"))
+    };
+    assert!(figure("weir_view_epochs_behind{view=\"on_time\"}") < 20.0, "{metrics}");
+    assert!(figure("weir_statement_duration_seconds_count") >= 5.0, "{metrics}");
     let lag = count(&client, "SELECT freshness_lag_ms FROM weir_catalog.materialized_views WHERE name = 'on_time'").await;
     assert!((0..60_000).contains(&lag), "freshness lag {lag} ms");
     // A source with the default policy keeps nothing.
@@ -337,4 +344,37 @@ async fn retention_forgets_old_windows_and_alter_changes_it() {
     let client = server.connect().await;
     let show: String = client.query_one("SHOW CREATE MATERIALIZED VIEW w", &[]).await.unwrap().get(1);
     assert!(show.contains("retention = '10 seconds'"), "{show}");
+}
+
+/// `/metrics` says how far event time lags the wall clock, per source and per view: for a source
+/// whose event time follows the wall clock with a 2 s watermark delay, about 2 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn watermark_delays_follow_the_wall_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE SOURCE clocked (ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '2' SECOND) \
+             WITH (connector = 'datagen', datagen.rows.per.second = '200', fields.ts.kind = 'event_time'); \
+             CREATE MATERIALIZED VIEW clocked_per_s AS SELECT window_start, count(*) AS n FROM TUMBLE(clocked, ts, INTERVAL '1' SECOND) GROUP BY window_start",
+        )
+        .await
+        .unwrap();
+    let figure = |metrics: &str, name: &str| -> Option<f64> {
+        metrics.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, metrics) = server.http_get("/metrics");
+        let source = figure(&metrics, "weir_source_watermark_delay_seconds{source=\"clocked\"}");
+        let view = figure(&metrics, "weir_view_watermark_delay_seconds{view=\"clocked_per_s\"}");
+        if let (Some(source), Some(view)) = (source, view) {
+            assert!((1.5..10.0).contains(&source), "source watermark delay {source} s: {metrics}");
+            assert!((1.5..10.0).contains(&view), "view watermark delay {view} s: {metrics}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no watermark delays: {metrics}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
