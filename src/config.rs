@@ -72,6 +72,8 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     /// Without a certificate: make a self-signed one (development).
     pub tls_self_signed: bool,
+    /// Refuse Postgres-wire sessions that did not negotiate TLS (Postgres's `hostssl`).
+    pub tls_required: bool,
     /// Seals connector secrets in the catalog file; `None`: `<data dir>/secret.key`.
     pub secret_key: Option<Secret>,
     /// Where traces are exported (OTLP over gRPC, e.g. `http://127.0.0.1:4317`); None: not exported.
@@ -115,6 +117,7 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             tls_self_signed: false,
+            tls_required: false,
             secret_key: None,
             otlp_endpoint: None,
         }
@@ -144,6 +147,7 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_self_signed: Option<bool>,
+    tls_required: Option<bool>,
     secret_key: Option<Secret>,
     otlp_endpoint: Option<String>,
 }
@@ -219,6 +223,10 @@ pub struct ServeArgs {
     /// (development only: clients cannot verify it unless they trust that file).
     #[arg(long, env = "WEIR_TLS_SELF_SIGNED")]
     pub tls_self_signed: bool,
+    /// Refuse Postgres-wire sessions without TLS (as a Postgres `hostssl` line; Flight SQL
+    /// speaks only TLS once TLS is on). Needs --tls-cert or --tls-self-signed.
+    #[arg(long, env = "WEIR_TLS_REQUIRED")]
+    pub tls_required: bool,
     /// The key connector secrets (passwords, tokens) are sealed with in the catalog file (any
     /// text). Default: a random key kept in <data-dir>/secret.key. Prefer the variable.
     #[arg(long, env = "WEIR_SECRET_KEY", hide_env_values = true)]
@@ -257,11 +265,13 @@ impl ServeArgs {
             if let Some(v) = f.tls_self_signed {
                 config.tls_self_signed = v;
             }
+            if let Some(v) = f.tls_required {
+                config.tls_required = v;
+            }
         }
         overlay!(self);
-        if self.tls_self_signed {
-            config.tls_self_signed = true;
-        }
+        config.tls_self_signed |= self.tls_self_signed;
+        config.tls_required |= self.tls_required;
         Ok(config)
     }
 }

@@ -66,6 +66,8 @@ pub enum SqlState {
     UnableToConnect,
     /// A wrong password, an unknown user, or a role that may not log in.
     InvalidPassword,
+    /// A connection the server's rules do not admit (`--tls-required` without TLS).
+    InvalidAuthorizationSpecification,
     /// A role without the right to do this (read a relation, drop another's object).
     InsufficientPrivilege,
     /// The object is in use (dropping the session's own role).
@@ -117,6 +119,7 @@ impl SqlState {
             SqlState::DataCorrupted => "XX001",
             SqlState::Io => "58030",
             SqlState::InvalidPassword => "28P01",
+            SqlState::InvalidAuthorizationSpecification => "28000",
             SqlState::InsufficientPrivilege => "42501",
             SqlState::ObjectInUse => "55006",
         }

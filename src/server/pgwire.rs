@@ -184,6 +184,16 @@ impl StartupHandler for WeirStartup {
                 format!("database \"{database}\" does not exist"),
             ))));
         }
+        if self.db.config.tls_required && !client.is_secure() {
+            // Postgres's answer when only `hostssl` lines match, before any password is asked.
+            let peer = client.socket_addr().ip();
+            tracing::warn!(user, %peer, "connection refused: TLS is required");
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".into(),
+                SqlState::InvalidAuthorizationSpecification.code().into(),
+                format!("no pg_hba.conf entry for host \"{peer}\", user \"{user}\", database \"{database}\", no encryption"),
+            ))));
+        }
         if self.db.config.auth_method() == AuthMethod::Password {
             let peer = client.socket_addr().ip();
             if let Some(wait) = self.db.logins.blocked(peer) {

@@ -35,6 +35,9 @@ fn tls_error(message: String) -> WeirError {
 /// The identity the configuration names, if any. A self-signed one is kept in
 /// `<data dir>/tls/` and reused, so that clients can trust it once (`sslrootcert`).
 pub fn identity(config: &Config) -> Result<Option<TlsIdentity>> {
+    if config.tls_required && config.tls_cert.is_none() && !config.tls_self_signed {
+        return Err(tls_error("--tls-required needs a certificate: --tls-cert and --tls-key, or --tls-self-signed".into()));
+    }
     match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => {
             let read = |path: &Path| std::fs::read(path).map_err(|e| tls_error(format!("cannot read {}: {e}", path.display())));
@@ -100,6 +103,16 @@ pub fn flight_config(identity: &TlsIdentity) -> tonic::transport::ServerTlsConfi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_required_needs_a_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config { data_dir: dir.path().to_path_buf(), tls_required: true, ..Config::default() };
+        let refused = identity(&config).err().expect("no certificate: an error at start");
+        assert!(refused.message.contains("--tls-required"), "{}", refused.message);
+        config.tls_self_signed = true;
+        assert!(identity(&config).unwrap().is_some());
+    }
 
     #[test]
     fn a_self_signed_identity_is_made_once_and_accepted() {

@@ -97,3 +97,26 @@ def test_adbc_flight_sql_over_tls(weir_tls):
     with flight_sql.connect(f"grpc+tls://{server.host}:{server.flight_port}", db_kwargs=options) as conn, conn.cursor() as cur:
         cur.execute("SELECT 5 * 5 AS n")
         assert cur.fetchall() == [(25,)]
+
+
+def test_tls_required_refuses_clear_text_sessions(tmp_path):
+    """``--tls-required`` (Postgres's ``hostssl``): a client that does not negotiate TLS is
+    refused with 28000 before any password is asked; one that does connects."""
+    import psycopg
+
+    from conftest import _start, _stop
+
+    if os.environ.get("WEIR_TEST_EXTERNAL_PG"):
+        pytest.skip("TLS is tested against Weir only")
+    running, server = _start(tmp_path, ("--tls-self-signed", "--tls-required"))
+    try:
+        cert = tmp_path / "data" / "tls" / "self-signed.crt"
+        base = f"host={server.host} port={server.port} user=weir dbname=weir"
+        with pytest.raises(psycopg.OperationalError) as refused:
+            psycopg.connect(f"{base} sslmode=disable", connect_timeout=10)
+        assert "no encryption" in str(refused.value), refused.value
+        with psycopg.connect(f"{base} sslmode=verify-full sslrootcert={cert}", connect_timeout=10) as conn:
+            assert conn.pgconn.ssl_in_use
+            assert conn.execute("SELECT 6 * 7").fetchone() == (42,)
+    finally:
+        _stop(running)
