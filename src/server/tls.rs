@@ -108,7 +108,7 @@ mod tests {
     fn tls_required_needs_a_certificate() {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config { data_dir: dir.path().to_path_buf(), tls_required: true, ..Config::default() };
-        let refused = identity(&config).err().expect("no certificate: an error at start");
+        let Err(refused) = identity(&config) else { panic!("no certificate: an error at start") };
         assert!(refused.message.contains("--tls-required"), "{}", refused.message);
         config.tls_self_signed = true;
         assert!(identity(&config).unwrap().is_some());
