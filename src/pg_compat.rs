@@ -264,8 +264,15 @@ fn variadic(
     })
 }
 
-/// Whether `name` (`t`, `public.t`, `pg_catalog.pg_class`, quoted or not) is a relation.
-fn relation_exists(catalog: &Arc<std::sync::RwLock<weir_catalog::Catalog>>, name: &str) -> bool {
+/// What a relation name (`t`, `public.t`, `pg_catalog.pg_class`, quoted or not) names.
+enum Relation {
+    /// In `pg_catalog` or `information_schema`: readable by every role.
+    System,
+    User(weir_catalog::CatalogObject),
+    Missing,
+}
+
+fn relation(catalog: &weir_catalog::Catalog, name: &str) -> Relation {
     let parts: Vec<String> = name
         .split('.')
         .map(|p| if p.starts_with('"') { p.trim_matches('"').to_string() } else { p.to_lowercase() })
@@ -275,16 +282,98 @@ fn relation_exists(catalog: &Arc<std::sync::RwLock<weir_catalog::Catalog>>, name
         [t] if t.starts_with("pg_") => ("pg_catalog".to_string(), t.clone()),
         [t] => ("public".to_string(), t.clone()),
         [s, t] => (s.clone(), t.clone()),
-        _ => return false,
+        _ => return Relation::Missing,
     };
     match schema.as_str() {
         // System relations: datafusion-pg-catalog's and DataFusion's own.
-        "pg_catalog" | "information_schema" => true,
-        _ => catalog
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .find(weir_catalog::ObjectKind::Table, &schema, &table)
-            .is_some(),
+        "pg_catalog" | "information_schema" => Relation::System,
+        _ => catalog.find(weir_catalog::ObjectKind::Table, &schema, &table).cloned().map_or(Relation::Missing, Relation::User),
+    }
+}
+
+fn external(state: crate::error::SqlState, message: String) -> DataFusionError {
+    DataFusionError::External(Box::new(crate::error::WeirError::new(state, message)))
+}
+
+/// A text argument as a string array; None when it is not text (an OID).
+fn text_argument(array: &ArrayRef) -> datafusion::error::Result<Option<StringArray>> {
+    match array.data_type() {
+        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => {
+            let cast = datafusion::arrow::compute::cast(array, &DataType::Utf8)?;
+            Ok(Some(as_string_array(&cast)?.clone()))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Privilege names Postgres accepts for tables.
+const TABLE_PRIVILEGES: [&str; 8] = ["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "MAINTAIN"];
+
+/// `has_table_privilege([user,] table, privileges)` and `has_any_column_privilege` for the
+/// statement's user `session_user` (or the user the call names), as Weir's rights are: a
+/// superuser and the owner hold every privilege; another role holds `SELECT` when granted it,
+/// and no other. `privileges` is a comma-separated list (any one held answers true), each
+/// optionally `WITH GRANT OPTION`. Relations given by OID answer true (they came from the
+/// catalog the user reads). `trust`: a name that is no role counts as a superuser, as at login.
+pub fn register_privilege_functions(
+    state: &mut datafusion::execution::SessionState,
+    catalog: Arc<std::sync::RwLock<weir_catalog::Catalog>>,
+    session_user: String,
+    trust: bool,
+) {
+    for name in ["has_table_privilege", "has_any_column_privilege"] {
+        let catalog = catalog.clone();
+        let session_user = session_user.clone();
+        let udf = variadic(name, DataType::Boolean, move |arrays, rows| {
+            let (users, object, privileges) = match arrays {
+                [object, privileges] => (None, object, privileges),
+                [user, object, privileges] => (text_argument(user)?, object, privileges),
+                _ => return Err(DataFusionError::Plan(format!("{name} takes ([user,] table, privilege)"))),
+            };
+            let Some(names) = text_argument(object)? else {
+                return Ok(Arc::new(BooleanArray::from(vec![true; rows])) as ArrayRef);
+            };
+            let privileges = text_argument(privileges)?.ok_or_else(|| DataFusionError::Plan(format!("{name}: the privilege is text")))?;
+            let catalog = catalog.read().unwrap_or_else(|p| p.into_inner());
+            let mut out = Vec::with_capacity(rows);
+            for row in 0..rows {
+                if names.is_null(row) || privileges.is_null(row) || users.as_ref().is_some_and(|u| u.is_null(row)) {
+                    out.push(None);
+                    continue;
+                }
+                let user = users.as_ref().map_or(session_user.as_str(), |u| u.value(row));
+                let superuser = match catalog.role(user) {
+                    Some(role) => role.superuser,
+                    None if trust => true,
+                    None => return Err(external(crate::error::SqlState::UndefinedObject, format!("role \"{user}\" does not exist"))),
+                };
+                let mut wanted = Vec::new();
+                for privilege in privileges.value(row).split(',') {
+                    let privilege = privilege.trim().to_ascii_uppercase();
+                    let privilege = privilege.strip_suffix(" WITH GRANT OPTION").unwrap_or(&privilege).trim().to_string();
+                    if !TABLE_PRIVILEGES.contains(&privilege.as_str()) {
+                        return Err(external(crate::error::SqlState::InvalidParameterValue, format!("unrecognized privilege type: \"{privilege}\"")));
+                    }
+                    wanted.push(privilege);
+                }
+                let held = match relation(&catalog, names.value(row)) {
+                    Relation::Missing => {
+                        return Err(external(crate::error::SqlState::UndefinedTable, format!("relation \"{}\" does not exist", names.value(row))));
+                    }
+                    Relation::System => superuser || wanted.iter().any(|p| p == "SELECT"),
+                    Relation::User(object) => {
+                        superuser
+                            || object.owner == user
+                            || (wanted.iter().any(|p| p == "SELECT") && catalog.select_grantees(object.id).any(|g| g == user))
+                    }
+                };
+                out.push(Some(held));
+            }
+            Ok(Arc::new(BooleanArray::from(out)) as ArrayRef)
+        });
+        if let Err(e) = state.register_udf(Arc::new(udf)) {
+            tracing::warn!(error = %e, "could not register a privilege function");
+        }
     }
 }
 
@@ -341,54 +430,29 @@ pub fn register_catalog_functions(ctx: &SessionContext, catalog: &Arc<std::sync:
         }
         Ok(Arc::new(builder.finish()) as ArrayRef)
     }));
-    // Privileges. Until users and grants exist (the security issue) every session runs as the
-    // owner of every object, and an owner holds every privilege on what exists: so these answer
-    // whether the object exists (erroring like Postgres when it does not), not a blanket true.
-    for (name, relation) in [("has_table_privilege", true), ("has_any_column_privilege", true), ("has_schema_privilege", false)] {
-        let catalog = catalog.clone();
-        ctx.register_udf(variadic(name, DataType::Boolean, move |arrays, rows| {
-            // (object, privilege) or (user, object, privilege)
-            let object = if arrays.len() >= 3 { &arrays[1] } else { &arrays[0] };
-            let texts = match object.data_type() {
-                DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => {
-                    Some(datafusion::arrow::compute::cast(object, &DataType::Utf8)?)
-                }
-                // An OID: it came from the catalog, so the object exists.
-                _ => None,
-            };
-            let mut out = Vec::with_capacity(rows);
-            for row in 0..rows {
-                let Some(texts) = &texts else {
-                    out.push(Some(true));
-                    continue;
-                };
-                let names = as_string_array(texts)?;
-                if names.is_null(row) {
-                    out.push(None);
-                    continue;
-                }
-                let name = names.value(row);
-                let exists = if relation {
-                    relation_exists(&catalog, name)
-                } else {
-                    matches!(name.trim_matches('"'), "public" | "pg_catalog" | "information_schema")
-                };
-                if !exists {
-                    let (state, noun) = if relation {
-                        (crate::error::SqlState::UndefinedTable, "relation")
-                    } else {
-                        (crate::error::SqlState::UndefinedObject, "schema")
-                    };
-                    return Err(DataFusionError::External(Box::new(crate::error::WeirError::new(
-                        state,
-                        format!("{noun} \"{name}\" does not exist"),
-                    ))));
-                }
-                out.push(Some(true));
+    // has_table_privilege and has_any_column_privilege depend on the statement's user:
+    // registered per statement by `register_privilege_functions`. A schema's privileges are
+    // every role's (one schema, `public`, open to all): this answers whether it exists.
+    ctx.register_udf(variadic("has_schema_privilege", DataType::Boolean, move |arrays, rows| {
+        // (schema, privilege) or (user, schema, privilege)
+        let schema = if arrays.len() >= 3 { &arrays[1] } else { &arrays[0] };
+        let Some(names) = text_argument(schema)? else {
+            return Ok(Arc::new(BooleanArray::from(vec![true; rows])) as ArrayRef);
+        };
+        let mut out = Vec::with_capacity(rows);
+        for row in 0..rows {
+            if names.is_null(row) {
+                out.push(None);
+                continue;
             }
-            Ok(Arc::new(BooleanArray::from(out)) as ArrayRef)
-        }));
-    }
+            let name = names.value(row);
+            if !matches!(name.trim_matches('"'), "public" | "pg_catalog" | "information_schema") {
+                return Err(external(crate::error::SqlState::UndefinedObject, format!("schema \"{name}\" does not exist")));
+            }
+            out.push(Some(true));
+        }
+        Ok(Arc::new(BooleanArray::from(out)) as ArrayRef)
+    }));
     // One schema on the search path, no overloading across schemas: every collation, function
     // and type Weir lists is visible.
     for name in ["pg_collation_is_visible", "pg_function_is_visible", "pg_type_is_visible"] {

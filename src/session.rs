@@ -222,6 +222,8 @@ impl Session {
         }
         let mut state = builder.build();
         crate::pg_compat::register_session_functions(&mut state, &self.settings, self.backend_pid);
+        let trust = self.db.config.auth_method() == crate::auth::AuthMethod::Trust;
+        crate::pg_compat::register_privilege_functions(&mut state, self.db.catalog.clone(), self.user.clone(), trust);
         SessionContext::new_with_state(state)
     }
 

@@ -134,8 +134,14 @@ fn password_auth_without_a_superuser_password_does_not_start() {
     assert!(stderr.contains("has no password") && stderr.contains("WEIR_SUPERUSER_PASSWORD"), "{stderr}");
 }
 
+/// The boolean a privilege query answers.
+async fn holds(client: &tokio_postgres::Client, sql: &str) -> bool {
+    client.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e:?}")).get(0)
+}
+
 /// `GRANT SELECT` / `REVOKE`: a role reads only what it owns or was granted (42501 otherwise),
 /// over queries, views, SUBSCRIBE and sinks' inputs alike; only owners change or drop objects.
+/// `has_table_privilege` answers accordingly.
 #[tokio::test(flavor = "multi_thread")]
 async fn reading_needs_select_and_ddl_needs_ownership() {
     let dir = tempfile::tempdir().unwrap();
@@ -166,8 +172,20 @@ async fn reading_needs_select_and_ddl_needs_ownership() {
     assert_eq!(denied(err).map(|d| d.0), Some("42501".into()));
     // The catalogs stay readable.
     assert!(ann.query_one("SELECT count(*) FROM pg_catalog.pg_class", &[]).await.is_ok());
+    // has_table_privilege says the same (tools grey out what a role cannot read with it).
+    assert!(!holds(&ann, "SELECT has_table_privilege('orders', 'SELECT')").await);
+    assert!(holds(&ann, "SELECT has_table_privilege('pg_catalog.pg_class', 'SELECT')").await);
+    assert!(holds(&admin, "SELECT has_table_privilege('orders', 'SELECT, INSERT')").await);
+    assert!(!holds(&admin, "SELECT has_table_privilege('ann', 'orders', 'select')").await);
 
     admin.batch_execute("GRANT SELECT ON orders, totals TO ann").await.unwrap();
+    assert!(holds(&ann, "SELECT has_table_privilege('orders', 'SELECT WITH GRANT OPTION')").await);
+    assert!(holds(&admin, "SELECT has_table_privilege('ann', 'orders', 'INSERT, SELECT')").await);
+    assert!(!holds(&ann, "SELECT has_table_privilege('orders', 'INSERT')").await, "a grant of SELECT is not INSERT");
+    let err = ann.query_one("SELECT has_table_privilege('orders', 'FLY')", &[]).await.unwrap_err();
+    assert_eq!(denied(err).map(|d| d.0), Some("22023".into()));
+    let err = admin.query_one("SELECT has_table_privilege('nobody', 'orders', 'SELECT')", &[]).await.unwrap_err();
+    assert_eq!(denied(err).map(|d| d.0), Some("42704".into()));
     assert_eq!(ann.query("SELECT * FROM orders", &[]).await.unwrap().len(), 2);
     let total: i64 = ann.query_one("SELECT total FROM totals", &[]).await.unwrap().get(0);
     assert_eq!(total, 42);
