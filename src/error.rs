@@ -70,6 +70,8 @@ pub enum SqlState {
     InvalidAuthorizationSpecification,
     /// A role without the right to do this (read a relation, drop another's object).
     InsufficientPrivilege,
+    /// A name no object may take (`CREATE ROLE public`).
+    ReservedName,
     /// The object is in use (dropping the session's own role).
     ObjectInUse,
 }
@@ -121,6 +123,7 @@ impl SqlState {
             SqlState::InvalidPassword => "28P01",
             SqlState::InvalidAuthorizationSpecification => "28000",
             SqlState::InsufficientPrivilege => "42501",
+            SqlState::ReservedName => "42939",
             SqlState::ObjectInUse => "55006",
         }
     }
@@ -420,6 +423,7 @@ impl From<CatalogError> for WeirError {
             CatalogError::Io(_) => SqlState::Io,
             CatalogError::RoleExists(_) => SqlState::DuplicateObject,
             CatalogError::RoleNotFound(_) => SqlState::UndefinedObject,
+            CatalogError::ReservedRoleName(_) => SqlState::ReservedName,
             CatalogError::RoleOwnsObjects { .. } => SqlState::DependentObjectsStillExist,
         };
         let mut err = WeirError::new(state, e.to_string());

@@ -364,7 +364,7 @@ pub fn register_privilege_functions(
                     Relation::User(object) => {
                         superuser
                             || object.owner == user
-                            || (wanted.iter().any(|p| p == "SELECT") && catalog.select_grantees(object.id).any(|g| g == user))
+                            || (wanted.iter().any(|p| p == "SELECT") && catalog.has_select_grant(object.id, user))
                     }
                 };
                 out.push(Some(held));

@@ -137,7 +137,7 @@ pub struct StatementUser(pub String);
 
 /// Whether `user` may read `object`: it is a superuser, the owner, or was granted `SELECT`.
 fn may_read(catalog: &weir_catalog::Catalog, superuser: bool, user: &str, object: &weir_catalog::CatalogObject) -> bool {
-    superuser || object.owner == user || catalog.select_grantees(object.id).any(|g| g == user)
+    superuser || object.owner == user || catalog.has_select_grant(object.id, user)
 }
 
 fn permission_denied(object: &weir_catalog::CatalogObject) -> WeirError {
@@ -218,7 +218,7 @@ pub fn check_owner(db: &Database, user: &str, object: &weir_catalog::CatalogObje
 /// `GRANT SELECT ON t, ... TO role, ...` and `REVOKE SELECT ON t, ... FROM role, ...`, by the
 /// relations' owner or a superuser.
 pub async fn grant(db: &Database, user: &str, statement: &weir_sql::sqlparser::ast::Statement) -> Result<()> {
-    use weir_sql::sqlparser::ast::{Action, GrantObjects, GranteeName, Privileges, Statement as S};
+    use weir_sql::sqlparser::ast::{Action, GrantObjects, GranteeName, GranteesType, Privileges, Statement as S};
     let (privileges, objects, grantees, granting) = match statement {
         S::Grant(g) => (&g.privileges, &g.objects, &g.grantees, true),
         S::Revoke(r) => (&r.privileges, &r.objects, &r.grantees, false),
@@ -237,8 +237,9 @@ pub async fn grant(db: &Database, user: &str, statement: &weir_sql::sqlparser::a
     };
     let mut roles = Vec::new();
     for grantee in grantees {
-        match &grantee.name {
-            Some(GranteeName::ObjectName(name)) => roles.push(name.to_string()),
+        match (&grantee.grantee_type, &grantee.name) {
+            (GranteesType::Public, _) => roles.push(weir_catalog::PUBLIC.to_string()),
+            (_, Some(GranteeName::ObjectName(name))) => roles.push(name.to_string()),
             _ => return Err(WeirError::not_supported(format!("the grantee {grantee}"))),
         }
     }

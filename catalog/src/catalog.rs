@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::CatalogError;
 use crate::object::{CatalogObject, Column, ObjectId, ObjectKind};
 use crate::persist;
-use crate::role::{Role, RoleChange};
+use crate::role::{PUBLIC, Role, RoleChange};
 
 /// What a caller supplies to create an object; the catalog assigns the id and time.
 #[derive(Debug, Clone)]
@@ -227,6 +227,9 @@ impl Catalog {
 
     /// Adds a role and persists the catalog.
     pub fn create_role(&mut self, name: &str, superuser: bool, login: bool, password: Option<String>) -> Result<Role, CatalogError> {
+        if name == PUBLIC {
+            return Err(CatalogError::ReservedRoleName(name.to_string()));
+        }
         if self.state.roles.contains_key(name) {
             return Err(CatalogError::RoleExists(name.to_string()));
         }
@@ -279,7 +282,7 @@ impl Catalog {
 
     /// Grants (`grant`) or revokes `SELECT` on relation `id` to role `role`.
     pub fn set_select_grant(&mut self, id: ObjectId, role: &str, grant: bool) -> Result<(), CatalogError> {
-        if !self.state.roles.contains_key(role) {
+        if role != PUBLIC && !self.state.roles.contains_key(role) {
             return Err(CatalogError::RoleNotFound(role.to_string()));
         }
         let mut next = self.state.clone();
@@ -294,9 +297,15 @@ impl Catalog {
         Ok(())
     }
 
-    /// The roles granted `SELECT` on relation `id` (not counting its owner and superusers).
+    /// The roles granted `SELECT` on relation `id` (not counting its owner and superusers);
+    /// [`PUBLIC`] for a grant to every role.
     pub fn select_grantees(&self, id: ObjectId) -> impl Iterator<Item = &str> {
         self.state.select_grants.get(&id).into_iter().flatten().map(String::as_str)
+    }
+
+    /// Whether `role` was granted `SELECT` on relation `id`, itself or through `PUBLIC`.
+    pub fn has_select_grant(&self, id: ObjectId, role: &str) -> bool {
+        self.select_grantees(id).any(|g| g == role || g == PUBLIC)
     }
 
     /// Persists `next` and only then makes it current, so a failed write changes nothing.

@@ -24,6 +24,9 @@ pub enum CatalogError {
     RoleExists(String),
     #[error("role \"{0}\" does not exist")]
     RoleNotFound(String),
+    /// `public` names every role in grants; no role may take the name.
+    #[error("role name \"{0}\" is reserved")]
+    ReservedRoleName(String),
     /// `DROP USER` of a role that still owns objects.
     #[error("role \"{name}\" cannot be dropped because some objects depend on it")]
     RoleOwnsObjects { name: String, owned: Vec<String> },

@@ -24,4 +24,4 @@ pub mod role;
 pub use catalog::{Catalog, DefinitionCodec, NewObject};
 pub use error::CatalogError;
 pub use object::{CatalogObject, Column, ObjectId, ObjectKind};
-pub use role::{Role, RoleChange};
+pub use role::{PUBLIC, Role, RoleChange};

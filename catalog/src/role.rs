@@ -4,6 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The grantee that stands for every role (`GRANT SELECT ON t TO PUBLIC`), as in Postgres; no
+/// role may be named so.
+pub const PUBLIC: &str = "public";
+
 /// A role, as `CREATE USER` / `CREATE ROLE` made it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Role {

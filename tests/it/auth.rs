@@ -199,6 +199,15 @@ async fn reading_needs_select_and_ddl_needs_ownership() {
     // Only the owner grants.
     let err = ann.batch_execute("GRANT SELECT ON secrets TO ann").await.unwrap_err();
     assert_eq!(denied(err).map(|d| d.0), Some("42501".into()));
+    // PUBLIC is every role; no role takes its name.
+    admin.batch_execute("GRANT SELECT ON secrets TO PUBLIC").await.unwrap();
+    ann.query("SELECT * FROM secrets", &[]).await.expect("granted to PUBLIC");
+    assert!(holds(&ann, "SELECT has_table_privilege('secrets', 'SELECT')").await);
+    admin.batch_execute("REVOKE SELECT ON secrets FROM PUBLIC").await.unwrap();
+    let err = ann.query("SELECT * FROM secrets", &[]).await.unwrap_err();
+    assert_eq!(denied(err).map(|d| d.0), Some("42501".into()));
+    let err = admin.batch_execute("CREATE ROLE public").await.unwrap_err();
+    assert_eq!(denied(err), Some(("42939".into(), "role name \"public\" is reserved".into())));
 
     // A view, a SUBSCRIBE or a sink reads its inputs with its creator's rights.
     let err = ann.batch_execute("CREATE MATERIALIZED VIEW peek AS SELECT count(*) AS n FROM secrets").await.unwrap_err();
