@@ -342,10 +342,8 @@ pub fn register_privilege_functions(
                     continue;
                 }
                 let user = users.as_ref().map_or(session_user.as_str(), |u| u.value(row));
-                let superuser = match catalog.role(user) {
-                    Some(role) => role.superuser,
-                    None if trust => true,
-                    None => return Err(external(crate::error::SqlState::UndefinedObject, format!("role \"{user}\" does not exist"))),
+                let Some(superuser) = crate::roles::superuser_in(&catalog, user, trust) else {
+                    return Err(external(crate::error::SqlState::UndefinedObject, format!("role \"{user}\" does not exist")));
                 };
                 let mut wanted = Vec::new();
                 for privilege in privileges.value(row).split(',') {
@@ -361,10 +359,9 @@ pub fn register_privilege_functions(
                         return Err(external(crate::error::SqlState::UndefinedTable, format!("relation \"{}\" does not exist", names.value(row))));
                     }
                     Relation::System => superuser || wanted.iter().any(|p| p == "SELECT"),
+                    // Owners and superusers hold every privilege; others at most SELECT.
                     Relation::User(object) => {
-                        superuser
-                            || object.owner == user
-                            || (wanted.iter().any(|p| p == "SELECT") && catalog.has_select_grant(object.id, user))
+                        superuser || object.owner == user || (wanted.iter().any(|p| p == "SELECT") && crate::roles::may_read(&catalog, false, user, &object))
                     }
                 };
                 out.push(Some(held));

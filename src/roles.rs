@@ -11,9 +11,14 @@ use crate::error::{Result, SqlState, WeirError};
 /// Whether `user` has every right: a superuser role, or (under `trust`) a name that is no role
 /// at all, which is how the demo and clients that send any user name keep working.
 pub fn is_superuser(db: &Database, user: &str) -> bool {
-    match db.read_catalog().role(user) {
-        Some(role) => role.superuser,
-        None => db.config.auth_method() == AuthMethod::Trust,
+    superuser_in(&db.read_catalog(), user, db.config.auth_method() == AuthMethod::Trust).unwrap_or(false)
+}
+
+/// [`is_superuser`] against `catalog`: None for a name that is no role when not under `trust`.
+pub fn superuser_in(catalog: &weir_catalog::Catalog, user: &str, trust: bool) -> Option<bool> {
+    match catalog.role(user) {
+        Some(role) => Some(role.superuser),
+        None => trust.then_some(true),
     }
 }
 
@@ -136,7 +141,7 @@ pub fn bootstrap_superuser(catalog: &mut weir_catalog::Catalog, config: &crate::
 pub struct StatementUser(pub String);
 
 /// Whether `user` may read `object`: it is a superuser, the owner, or was granted `SELECT`.
-fn may_read(catalog: &weir_catalog::Catalog, superuser: bool, user: &str, object: &weir_catalog::CatalogObject) -> bool {
+pub fn may_read(catalog: &weir_catalog::Catalog, superuser: bool, user: &str, object: &weir_catalog::CatalogObject) -> bool {
     superuser || object.owner == user || catalog.has_select_grant(object.id, user)
 }
 
