@@ -30,6 +30,8 @@ pub enum SqlState {
     NumericValueOutOfRange,
     /// A binary parameter value that does not decode as its type.
     InvalidBinaryRepresentation,
+    /// A date, time or interval value out of its type's range.
+    DatetimeFieldOverflow,
     DivisionByZero,
     DataException,
     UniqueViolation,
@@ -95,6 +97,7 @@ impl SqlState {
             SqlState::InvalidDatetimeFormat => "22007",
             SqlState::NumericValueOutOfRange => "22003",
             SqlState::InvalidBinaryRepresentation => "22P03",
+            SqlState::DatetimeFieldOverflow => "22008",
             SqlState::DivisionByZero => "22012",
             SqlState::DataException => "22000",
             SqlState::UniqueViolation => "23505",

@@ -1045,8 +1045,23 @@ fn bind_parameters(portal: &Portal<Prepared>) -> PgWireResult<ParamValues> {
         })
         .collect();
     let wire_refs: Vec<Option<&Type>> = wire.iter().map(Some).collect();
-    // arrow-pg's binary decoders can overflow on values no client sends (an interval of
-    // i64::MAX microseconds): such a value is refused, not a reason to drop the connection.
+    // arrow-pg turns a binary interval's microseconds into nanoseconds unchecked: one past
+    // ±292 years would wrap into a wrong value (or panic in a checked build), so it is refused
+    // here as Postgres refuses an interval out of range.
+    for (i, target) in decode_as.iter().enumerate() {
+        if matches!(target, Some(DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano) | DataType::Duration(_)))
+            && portal.parameter_format.format_for(i) == FieldFormat::Binary
+            && let Some(Some(bytes)) = portal.parameters.get(i)
+            && let Some(micros) = bytes.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(i64::from_be_bytes)
+            && micros.checked_mul(1000).is_none()
+        {
+            return Err(WeirError::new(SqlState::DatetimeFieldOverflow, "interval out of range")
+                .with_detail(format!("parameter ${} holds {micros} microseconds", i + 1))
+                .into());
+        }
+    }
+    // A panic in arrow-pg's decoders on bytes from the network must not drop the connection:
+    // the value is refused instead.
     let values = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters_with_server_types(portal, &decode_refs, &wire_refs)
     }))

@@ -219,17 +219,26 @@ impl RawPg {
         self.stream.write_all(&m)
     }
 
-    /// Reads messages up to ReadyForQuery; returns the tags seen before it.
-    fn until_ready(&mut self) -> std::io::Result<Vec<u8>> {
-        let mut tags = Vec::new();
+    /// Reads messages up to ReadyForQuery; returns the tags seen before it, and the SQLSTATE of
+    /// the ErrorResponse among them.
+    fn until_ready(&mut self) -> std::io::Result<(Vec<u8>, Option<String>)> {
+        let (mut tags, mut sqlstate) = (Vec::new(), None);
         loop {
             let mut head = [0u8; 5];
             self.stream.read_exact(&mut head)?;
             let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
             let mut body = vec![0u8; len.saturating_sub(4)];
             self.stream.read_exact(&mut body)?;
-            if head[0] == b'Z' {
-                return Ok(tags);
+            match head[0] {
+                b'Z' => return Ok((tags, sqlstate)),
+                // Fields: a type byte and a NUL-terminated value each; 'C' is the SQLSTATE.
+                b'E' => {
+                    sqlstate = body
+                        .split(|b| *b == 0)
+                        .find(|field| field.first() == Some(&b'C'))
+                        .map(|field| String::from_utf8_lossy(&field[1..]).into_owned());
+                }
+                _ => {}
             }
             tags.push(head[0]);
         }
@@ -287,9 +296,9 @@ fn bind_case() -> impl Strategy<Value = BindCase> {
         .prop_map(|(declared, target, value, binary_value, binary_result)| BindCase { declared, target, value, binary_value, binary_result })
 }
 
-/// Parse, Bind (with the case's value), Execute, Sync: the server answers with rows or an
-/// error and is ready for the next query on the same connection.
-fn bind_one(raw: &mut RawPg, case: &BindCase) -> Result<(), TestCaseError> {
+/// Parse, Bind (with the case's value), Execute, Sync; the tags of the answer and its
+/// SQLSTATE if it was an error.
+fn bind_execute(raw: &mut RawPg, case: &BindCase) -> Result<(Vec<u8>, Option<String>), TestCaseError> {
     let fail = |e: std::io::Error| TestCaseError::fail(format!("{case:?}: the connection ended: {e}"));
     let mut parse = Vec::new();
     cstr(&mut parse, "");
@@ -323,12 +332,38 @@ fn bind_one(raw: &mut RawPg, case: &BindCase) -> Result<(), TestCaseError> {
     execute.extend_from_slice(&0i32.to_be_bytes());
     raw.send(b'E', &execute).map_err(fail)?;
     raw.send(b'S', &[]).map_err(fail)?;
-    let tags = raw.until_ready().map_err(fail)?;
+    raw.until_ready().map_err(fail)
+}
+
+/// The server answers with rows or an error and is ready for the next query on the same
+/// connection.
+fn bind_one(raw: &mut RawPg, case: &BindCase) -> Result<(), TestCaseError> {
+    let (tags, _) = bind_execute(raw, case)?;
     // Either the statement completed or an ErrorResponse said why not.
     if !tags.contains(&b'C') && !tags.contains(&b'E') {
         return Err(TestCaseError::fail(format!("{case:?}: neither a result nor an error: {tags:?}")));
     }
     Ok(())
+}
+
+/// A binary interval whose microseconds do not fit in nanoseconds (what arrow-pg converts it to)
+/// is refused as out of range, not wrapped into another interval; one that fits is read.
+#[test]
+fn an_interval_out_of_range_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut raw = RawPg::connect(server.pg).unwrap();
+    let interval = PARAM_TYPES.iter().position(|(_, name)| *name == "interval").unwrap();
+    let value = |micros: i64, days: i32, months: i32| {
+        [micros.to_be_bytes().as_slice(), &days.to_be_bytes(), &months.to_be_bytes()].concat()
+    };
+    let case = |micros| BindCase { declared: Some(interval), target: interval, value: Some(value(micros, 1, 0)), binary_value: true, binary_result: false };
+    for micros in [i64::MAX, i64::MIN, i64::MAX / 1000 + 1] {
+        let (_, sqlstate) = bind_execute(&mut raw, &case(micros)).unwrap();
+        assert_eq!(sqlstate.as_deref(), Some("22008"), "{micros} µs");
+    }
+    let (tags, sqlstate) = bind_execute(&mut raw, &case(i64::MAX / 1000)).unwrap();
+    assert_eq!((tags.contains(&b'C'), sqlstate), (true, None), "the largest interval that fits");
 }
 
 #[test]
