@@ -135,6 +135,11 @@ impl Drop for Server {
 
 /// The rows of a simple query as text fields, NULL as `\N` (COPY's text form), in the order the
 /// server sent them.
+/// The value of the sample `name` (labels included, as printed) in a `/metrics` text.
+pub fn metric(metrics: &str, name: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| line.rsplit_once(' ').filter(|(key, _)| *key == name)).and_then(|(_, v)| v.parse().ok())
+}
+
 pub async fn text_rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<String>> {
     client
         .simple_query(sql)

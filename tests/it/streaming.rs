@@ -1,7 +1,7 @@
 //! The streaming engine through the server: consistency of views read together while a source
 //! is ingesting, views rebuilt after a restart, and the demo's SQL.
 
-use crate::common::Server;
+use crate::common::{Server, metric};
 
 async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
     let rows = client.query(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
@@ -265,10 +265,7 @@ async fn late_rows_go_to_the_dead_letter_table() {
     assert!(metrics.contains("weir_source_rows_read_total{source=\"jumpy\"} 5000"), "{metrics}");
     assert!(metrics.contains("weir_view_rows{view=\"on_time\"} 1"), "{metrics}");
     // The view keeps up with the barriers (a few at most in flight); every statement was timed.
-    let figure = |name: &str| -> f64 {
-        let line = metrics.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name}: {metrics}"));
-        line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{line}"))
-    };
+    let figure = |name: &str| metric(&metrics, name).unwrap_or_else(|| panic!("no {name}: {metrics}"));
     assert!(figure("weir_view_epochs_behind{view=\"on_time\"}") < 20.0, "{metrics}");
     assert!(figure("weir_statement_duration_seconds_count") >= 5.0, "{metrics}");
     let lag = count(&client, "SELECT freshness_lag_ms FROM weir_catalog.materialized_views WHERE name = 'on_time'").await;
@@ -361,14 +358,11 @@ async fn watermark_delays_follow_the_wall_clock() {
         )
         .await
         .unwrap();
-    let figure = |metrics: &str, name: &str| -> Option<f64> {
-        metrics.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
-    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let (_, metrics) = server.http_get("/metrics");
-        let source = figure(&metrics, "weir_source_watermark_delay_seconds{source=\"clocked\"}");
-        let view = figure(&metrics, "weir_view_watermark_delay_seconds{view=\"clocked_per_s\"}");
+        let source = metric(&metrics, "weir_source_watermark_delay_seconds{source=\"clocked\"}");
+        let view = metric(&metrics, "weir_view_watermark_delay_seconds{view=\"clocked_per_s\"}");
         if let (Some(source), Some(view)) = (source, view) {
             assert!((1.5..10.0).contains(&source), "source watermark delay {source} s: {metrics}");
             assert!((1.5..10.0).contains(&view), "view watermark delay {view} s: {metrics}");
