@@ -258,6 +258,23 @@ def run_jdbc_auth(server: Server, *url_parameters: str) -> subprocess.CompletedP
     )
 
 
+def asyncpg_fetchval(server: Server, sql: str, password: str, ssl: object) -> object:
+    """The value of `sql`, over a new asyncpg connection as user weir (``ssl``: False or an
+    SSLContext)."""
+    import asyncio
+
+    import asyncpg
+
+    async def main() -> object:
+        conn = await asyncpg.connect(host=server.host, port=server.port, user=USER, database=DBNAME, password=password, ssl=ssl)
+        try:
+            return await conn.fetchval(sql)
+        finally:
+            await conn.close()
+
+    return asyncio.run(main())
+
+
 @pytest.fixture(scope="session")
 def weir_password(tmp_path_factory: pytest.TempPathFactory):
     """A second server with password authentication (SCRAM-SHA-256), whose superuser ``weir``

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SUPERUSER_PASSWORD, run_jdbc_auth
+from conftest import SUPERUSER_PASSWORD, asyncpg_fetchval, run_jdbc_auth
 
 WRONG = "not-the-password"
 
@@ -62,24 +62,12 @@ def test_psycopg_logs_in_and_manages_users(weir_password):
 
 
 def test_asyncpg_logs_in_with_scram(weir_password):
-    import asyncio
-
     import asyncpg
 
     server, _ = weir_password
-
-    async def main() -> None:
-        with pytest.raises(asyncpg.exceptions.InvalidPasswordError):
-            await asyncpg.connect(host=server.host, port=server.port, user="weir", database="weir", password=WRONG, ssl=False)
-        conn = await asyncpg.connect(
-            host=server.host, port=server.port, user="weir", database="weir", password=SUPERUSER_PASSWORD, ssl=False
-        )
-        try:
-            assert await conn.fetchval("SELECT 10 * 10") == 100
-        finally:
-            await conn.close()
-
-    asyncio.run(main())
+    with pytest.raises(asyncpg.exceptions.InvalidPasswordError):
+        asyncpg_fetchval(server, "SELECT 1", WRONG, ssl=False)
+    assert asyncpg_fetchval(server, "SELECT 10 * 10", SUPERUSER_PASSWORD, ssl=False) == 100
 
 
 def test_pgjdbc_logs_in_with_scram(weir_password):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SUPERUSER_PASSWORD, run_jdbc_auth
+from conftest import SUPERUSER_PASSWORD, asyncpg_fetchval, run_jdbc_auth
 
 
 def test_psql_requires_and_verifies_tls(weir_tls):
@@ -57,23 +57,9 @@ def test_psycopg_connects_with_scram_over_tls(weir_tls):
 
 
 def test_asyncpg_connects_over_tls(weir_tls):
-    import asyncio
-
-    import asyncpg
-
     server, cert = weir_tls
     context = ssl.create_default_context(cafile=str(cert))
-
-    async def main() -> None:
-        conn = await asyncpg.connect(
-            host=server.host, port=server.port, user="weir", database="weir", password=SUPERUSER_PASSWORD, ssl=context
-        )
-        try:
-            assert await conn.fetchval("SELECT 3 * 3") == 9
-        finally:
-            await conn.close()
-
-    asyncio.run(main())
+    assert asyncpg_fetchval(server, "SELECT 3 * 3", SUPERUSER_PASSWORD, ssl=context) == 9
 
 
 def test_pgjdbc_connects_with_scram_over_tls(weir_tls):
