@@ -336,23 +336,30 @@ impl Job {
     }
 }
 
-/// Runs a scenario through a view job and checks every published epoch against the oracle;
-/// with `restart`, the job is checkpointed, stopped and restored at one of the barriers.
-async fn check(sql: &str, emit_on_window_close: bool, window_end_column: Option<usize>, absolute: f64, restart: bool, s: &Scenario) {
-    let query = rewritten(sql);
+/// The streaming plan of a view over `ev` and `dim` with this query.
+async fn plan(sql: &str, emit_on_window_close: bool) -> weir_sql::streaming::StreamPlan {
     let ctx = context();
     ctx.register_table("ev", Arc::new(MemTable::try_new(schema(), vec![vec![]]).unwrap())).unwrap();
     ctx.register_table("dim", Arc::new(MemTable::try_new(dim_schema(), vec![vec![]]).unwrap())).unwrap();
     let state = ctx.state();
     let plan = state
         .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(sqlparser::ast::Statement::Query(
-            Box::new(query.clone()),
+            Box::new(rewritten(sql)),
         ))))
         .await
         .unwrap();
     let plan = state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {}).unwrap();
-    let stream_plan = weir_sql::streaming::plan_stream(&plan, &Resolver, emit_on_window_close).unwrap();
+    weir_sql::streaming::plan_stream(&plan, &Resolver, emit_on_window_close).unwrap()
+}
+
+/// Runs a scenario through a view job and checks every published epoch against the oracle;
+/// with `restart`, the job is checkpointed, stopped and restored at one of the barriers.
+async fn check(sql: &str, emit_on_window_close: bool, window_end_column: Option<usize>, absolute: f64, restart: bool, s: &Scenario) {
+    let query = rewritten(sql);
+    let stream_plan = plan(sql, emit_on_window_close).await;
     let tree = operators::build(&stream_plan).unwrap();
+    let ctx = context();
+    let state = ctx.state();
 
     let df_schema = DFSchema::try_from(schema().as_ref().clone()).unwrap();
     let expr = state.create_logical_expr("ts - INTERVAL '5 seconds'", &df_schema).unwrap();
@@ -550,6 +557,56 @@ fn hop_emit_on_window_close_matches_closed_windows() {
     run(HOP, true, Some(2), 30);
 }
 
+/// HOP with calls that merge from panes (count, sum, min and max of integers and timestamps):
+/// kept by panes in `EMIT ON WINDOW CLOSE` mode.
+const HOP_PANES: &str = "SELECT k, window_start, window_end, count(*) AS n, count(v) AS nv, sum(v) AS s, max(v) AS hi, \
+     min(v) AS lo, max(ts) AS last FROM HOP(ev, ts, INTERVAL '2' SECOND, INTERVAL '10' SECOND) GROUP BY k, window_start, window_end";
+
+/// Panes with an offset, packed integer keys (a NULL group among them) and only the window end.
+const HOP_PANES_INTEGER_KEYS: &str = "SELECT v % 3 AS b, window_end, count(*) AS n, min(v) AS lo \
+     FROM HOP(ev, ts, INTERVAL '3' SECOND, INTERVAL '9' SECOND, INTERVAL '1' SECOND) GROUP BY v % 3, window_end";
+
+/// Whether the plan's aggregates keep HOP windows by panes.
+fn uses_panes(plan: &weir_sql::streaming::StreamPlan) -> Vec<bool> {
+    plan.nodes
+        .iter()
+        .filter_map(|n| match &n.op {
+            weir_sql::streaming::StreamOp::Aggregate { panes, .. } => Some(panes.is_some()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn hop_panes_are_chosen_only_where_they_merge() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        assert_eq!(uses_panes(&plan(HOP_PANES, true).await), [true]);
+        assert_eq!(uses_panes(&plan(HOP_PANES_INTEGER_KEYS, true).await), [true]);
+        // Update mode, a float min, an expression of the window start: by windows.
+        assert_eq!(uses_panes(&plan(HOP_PANES, false).await), [false]);
+        assert_eq!(uses_panes(&plan(HOP, true).await), [false]);
+        let by_minute = "SELECT date_trunc('minute', window_start) AS m, count(*) AS n \
+            FROM HOP(ev, ts, INTERVAL '2' SECOND, INTERVAL '10' SECOND) GROUP BY 1";
+        assert_eq!(uses_panes(&plan(by_minute, false).await), [false]);
+        // q5's shape: both aggregates over HOP by panes, the one over their output not.
+        let q5 = "SELECT a.k, a.n, a.window_start FROM \
+            (SELECT k, count(*) AS n, window_start, window_end FROM HOP(ev, ts, INTERVAL '2' SECOND, INTERVAL '10' SECOND) \
+             GROUP BY k, window_start, window_end) a \
+            JOIN (SELECT max(c.n) AS top, c.window_start, c.window_end FROM \
+              (SELECT count(*) AS n, window_start, window_end FROM HOP(ev, ts, INTERVAL '2' SECOND, INTERVAL '10' SECOND) \
+               GROUP BY k, window_start, window_end) c GROUP BY c.window_start, c.window_end) m \
+            ON a.window_start = m.window_start AND a.window_end = m.window_end AND a.n >= m.top";
+        assert_eq!(uses_panes(&plan(q5, true).await).iter().filter(|p| **p).count(), 2);
+    });
+}
+
+#[test]
+fn hop_by_panes_matches_closed_windows() {
+    run(HOP_PANES, true, Some(2), 40);
+    run(HOP_PANES_INTEGER_KEYS, true, Some(1), 30);
+}
+
 #[test]
 fn filter_and_having_match_batch() {
     run(FILTERED, false, None, 30);
@@ -707,6 +764,8 @@ fn aggregates_restored_from_a_checkpoint_match_batch() {
     run_restarting(TUMBLE, false, None, 0.0, 30);
     run_restarting(TUMBLE, true, Some(2), 0.0, 20);
     run_restarting(HOP, false, None, 0.0, 20);
+    run_restarting(HOP_PANES, true, Some(2), 0.0, 20);
+    run_restarting(HOP_PANES_INTEGER_KEYS, true, Some(1), 0.0, 20);
     run_restarting(FILTERED, false, None, 0.0, 20);
     run_restarting(GLOBAL, false, None, 0.0, 20);
     run_restarting(NO_GROUP_BY, false, None, 0.0, 20);

@@ -40,7 +40,7 @@ fn crash_seed(test: &str) -> (u64, Lcg) {
 }
 
 /// `(name, the view's columns to compare, the same result computed by DataFusion over `bids`)`.
-const VIEWS: [(&str, &str, &str); 6] = [
+const VIEWS: [(&str, &str, &str); 7] = [
     (
         "tumble",
         "SELECT auction, window_start, n, s, hi FROM tumble",
@@ -52,6 +52,15 @@ const VIEWS: [(&str, &str, &str); 6] = [
         "SELECT auction, window_start, n FROM hop",
         "SELECT auction, ws, count(*) FROM ( \
             SELECT auction, CAST(date_bin(INTERVAL '2 seconds', date_time, TIMESTAMP '1970-01-01 00:00:00') AS BIGINT) \
+                   - 2000000 * k AS ws \
+            FROM bids CROSS JOIN (VALUES (0), (1), (2), (3), (4)) AS shifts(k)) GROUP BY 1, 2",
+    ),
+    (
+        // Kept by panes (EXPLAIN: "HOP by panes").
+        "hop_closed",
+        "SELECT auction, window_start, n, hi FROM hop_closed",
+        "SELECT auction, ws, count(*), max(price) FROM ( \
+            SELECT auction, price, CAST(date_bin(INTERVAL '2 seconds', date_time, TIMESTAMP '1970-01-01 00:00:00') AS BIGINT) \
                    - 2000000 * k AS ws \
             FROM bids CROSS JOIN (VALUES (0), (1), (2), (3), (4)) AS shifts(k)) GROUP BY 1, 2",
     ),
@@ -93,6 +102,9 @@ fn ddl() -> String {
             FROM TUMBLE(bid, date_time, INTERVAL '10' SECOND) GROUP BY auction, window_start; \
          CREATE MATERIALIZED VIEW hop AS SELECT auction, window_start, count(*) AS n \
             FROM HOP(bid, date_time, INTERVAL '2' SECOND, INTERVAL '10' SECOND) GROUP BY auction, window_start; \
+         CREATE MATERIALIZED VIEW hop_closed AS SELECT auction, window_start, count(*) AS n, max(price) AS hi \
+            FROM HOP(bid, date_time, INTERVAL '2' SECOND, INTERVAL '10' SECOND) GROUP BY auction, window_start \
+            EMIT ON WINDOW CLOSE; \
          CREATE MATERIALIZED VIEW by_bidder AS SELECT bidder % 100 AS b, count(*) AS n, sum(price) AS s, min(price) AS lo \
             FROM bid GROUP BY bidder % 100; \
          CREATE MATERIALIZED VIEW per_window AS SELECT window_start, count(*) AS groups, sum(n) AS n, max(hi) AS hi \

@@ -3,6 +3,20 @@
 
 use crate::common::{Server, metric};
 
+/// The lines of an EXPLAIN.
+async fn explain(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .collect()
+}
+
 async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
     let rows = client.query(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     rows[0].get::<_, Option<i64>>(0).unwrap_or(0)
@@ -136,16 +150,16 @@ async fn demo_examples_create_working_views() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(filled, "demo views stayed empty");
-    let explain = client.simple_query("EXPLAIN CREATE MATERIALIZED VIEW x AS SELECT stream_id, count(*) FROM TUMBLE(chat, ts, INTERVAL '1' MINUTE) GROUP BY stream_id, window_start").await.unwrap();
-    let text: Vec<String> = explain
-        .iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-            _ => None,
-        })
-        .collect();
+    let text = explain(&client, "EXPLAIN CREATE MATERIALIZED VIEW x AS SELECT stream_id, count(*) FROM TUMBLE(chat, ts, INTERVAL '1' MINUTE) GROUP BY stream_id, window_start").await;
     assert!(text.iter().any(|l| l.contains("Aggregate") && !l.contains("unbounded")), "{text:?}");
     assert!(text.iter().any(|l| l.contains("closes at key + 1m") || l.contains("closes at key + 60s")), "{text:?}");
+    let hop = "EXPLAIN CREATE MATERIALIZED VIEW x AS SELECT stream_id, window_start, count(*) \
+        FROM HOP(chat, ts, INTERVAL '10' SECOND, INTERVAL '1' MINUTE) GROUP BY stream_id, window_start";
+    let text = explain(&client, &format!("{hop} EMIT ON WINDOW CLOSE")).await;
+    assert!(text.iter().any(|l| l.contains("HOP by panes of 10s") && l.contains("merges its 6 panes")), "{text:?}");
+    assert!(text.iter().any(|l| l.contains("one row per HOP pane")), "{text:?}");
+    let text = explain(&client, hop).await;
+    assert!(!text.iter().any(|l| l.contains("panes")), "update mode keeps HOP by windows: {text:?}");
 }
 
 /// The chat demo's z-score view (a per-minute view joined with itself on a 10-minute interval,

@@ -4,6 +4,8 @@
 //!   the query, and the scalar functions that rewrite uses.
 //! * [`join`] - join conditions split into hash keys, a residual filter and watermark bounds
 //!   on each side's state (window and interval joins).
+//! * [`panes`] - HOP windows kept by panes: when an aggregate over HOP windows updates one
+//!   group per row instead of one per window.
 //! * [`session`] - `SESSION` windows: the batch window functions and the sessions rule.
 //! * [`plan`] - the streaming planner: DataFusion `LogicalPlan` → [`StreamPlan`], a tree of
 //!   incremental operators, with 0A000 errors for what cannot be maintained incrementally.
@@ -12,6 +14,7 @@
 //! in the server) → [`plan_stream`] → the engine builds operators from the [`StreamPlan`].
 
 pub mod join;
+pub mod panes;
 pub mod plan;
 pub mod session;
 pub mod window;
@@ -23,6 +26,7 @@ pub use plan::{
     WindowKey, plan_stream,
 };
 pub use join::{JoinCondition, JoinKind, StateBound};
+pub use panes::HopPanes;
 pub use session::SessionBound;
 pub use window::{AddInterval, HopStarts, TumbleStart, rewrite_windows};
 

@@ -18,9 +18,10 @@ use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{BinaryExpr, Distinct, Expr, LogicalPlan, Operator};
 
 use super::StreamPlanError;
+use super::panes::{self, HopPanes};
 use super::join::{self, JoinCondition, JoinKind};
 use super::session::{SESSION_END, SESSION_START};
-use super::window::{ADD_INTERVAL, HOP_STARTS, TUMBLE_START, interval_micros};
+use super::window::{ADD_INTERVAL, HOP_PANE, HOP_STARTS, TUMBLE_START, interval_micros};
 
 pub type NodeId = usize;
 
@@ -145,6 +146,9 @@ pub enum StreamOp {
         emit_on_close: bool,
         /// Whether the aggregate's input only inserts (min/max then need no multiset).
         input_append_only: bool,
+        /// HOP windows kept by panes (see [`super::panes`]): the input has one row per pane,
+        /// not per window.
+        panes: Option<HopPanes>,
         input_schema: DFSchemaRef,
     },
     Union,
@@ -492,8 +496,14 @@ impl Planner<'_> {
         let mut close_offsets = group_offsets;
         close_offsets.resize(group_exprs.len() + calls.len(), None);
         let input_append_only = self.nodes[input].append_only;
+        let panes = match window {
+            Some(w) if emit_on_close && input_append_only => {
+                panes::plan_panes(&mut self.nodes, input, &group_exprs, &calls, w, &input_schema)
+            }
+            _ => None,
+        };
         Ok(self.push(StreamNode {
-            op: StreamOp::Aggregate { group_exprs, calls, window, emit_on_close, input_append_only, input_schema },
+            op: StreamOp::Aggregate { group_exprs, calls, window, emit_on_close, input_append_only, panes, input_schema },
             inputs: vec![input],
             schema,
             close_offsets,
@@ -717,13 +727,21 @@ impl StreamPlan {
                     " (TUMBLE window bounds)"
                 } else if text.contains(HOP_STARTS) {
                     " (HOP window starts)"
+                } else if text.contains(HOP_PANE) {
+                    " (HOP panes)"
                 } else {
                     ""
                 };
                 writeln!(f, "{pad}Project: {}{note}", names.join(", "))?
             }
-            StreamOp::Unnest { .. } => writeln!(f, "{pad}Unnest: one row per HOP window")?,
-            StreamOp::Aggregate { group_exprs, calls, window, emit_on_close, input_append_only, .. } => {
+            StreamOp::Unnest { .. } => {
+                let panes = match &self.nodes[node.inputs[0]].op {
+                    StreamOp::Project { exprs, .. } => exprs.iter().any(|e| e.to_string().contains(HOP_PANE)),
+                    _ => false,
+                };
+                writeln!(f, "{pad}Unnest: one row per HOP {}", if panes { "pane" } else { "window" })?
+            }
+            StreamOp::Aggregate { group_exprs, calls, window, emit_on_close, input_append_only, panes, .. } => {
                 let calls = calls.iter().map(|c| c.display.clone()).collect::<Vec<_>>().join(", ");
                 let state = match window {
                     Some(w) => format!(
@@ -737,6 +755,14 @@ impl StreamPlan {
                 let groups: Vec<String> = group_exprs.iter().map(|g| g.schema_name().to_string()).collect();
                 writeln!(f, "{pad}Aggregate: group by [{}], aggregates [{calls}]", groups.join(", "))?;
                 writeln!(f, "{pad}  state: {state}{}", if *input_append_only { "" } else { "; input retracts" })?;
+                if let Some(p) = panes {
+                    writeln!(
+                        f,
+                        "{pad}  HOP by panes of {}: a row updates its pane's group, a window merges its {} panes when it closes",
+                        fmt_duration(p.slide),
+                        p.size / p.slide
+                    )?;
+                }
             }
             StreamOp::Union => writeln!(f, "{pad}Union All")?,
             StreamOp::Join { kind, condition, left_schema, right_schema } => {

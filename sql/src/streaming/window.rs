@@ -34,6 +34,10 @@ use super::session::{SESSION_END, SESSION_START};
 
 pub const TUMBLE_START: &str = "weir_tumble_start";
 pub const HOP_STARTS: &str = "weir_hop_starts";
+/// `weir_hop_pane(ts, slide, size, offset)`: a one-element list of the start of the slide-long
+/// pane holding `ts`. Not produced by the rewrite: the streaming planner puts it in place of
+/// `weir_hop_starts` when an aggregate maintains HOP windows by panes (see `plan.rs`).
+pub const HOP_PANE: &str = "weir_hop_pane";
 /// `weir_add_interval(ts, interval)`: `ts + interval` for fixed-length intervals, without the
 /// calendar arithmetic Arrow's `+` does per value (window ends are on every row).
 pub const ADD_INTERVAL: &str = "weir_add_interval";
@@ -334,21 +338,29 @@ impl ScalarUDFImpl for AddInterval {
 }
 
 /// `weir_hop_starts(ts, slide, size, offset)`: the starts of every hopping window holding `ts`,
-/// oldest first.
+/// oldest first; or, as `weir_hop_pane` ([`HopStarts::panes`]), only the latest of them, which
+/// is the start of the slide-long pane holding `ts`.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct HopStarts {
     signature: Signature,
+    pane_only: bool,
 }
 
 impl Default for HopStarts {
     fn default() -> Self {
-        HopStarts { signature: timestamp_and_intervals(&[3]) }
+        HopStarts { signature: timestamp_and_intervals(&[3]), pane_only: false }
+    }
+}
+
+impl HopStarts {
+    pub fn panes() -> Self {
+        HopStarts { pane_only: true, ..HopStarts::default() }
     }
 }
 
 impl ScalarUDFImpl for HopStarts {
     fn name(&self) -> &str {
-        HOP_STARTS
+        if self.pane_only { HOP_PANE } else { HOP_STARTS }
     }
     fn signature(&self) -> &Signature {
         &self.signature
@@ -374,7 +386,7 @@ impl ScalarUDFImpl for HopStarts {
             _ => None,
         };
         let ts = timestamps(&args.args[0], args.number_rows)?;
-        let per_row = (size / slide) as usize;
+        let per_row = if self.pane_only { 1 } else { (size / slide) as usize };
         let values = TimestampMicrosecondBuilder::with_capacity(ts.len() * per_row).with_timezone_opt(tz.clone());
         let mut builder = ListBuilder::new(values)
             .with_field(Arc::new(Field::new("item", DataType::Timestamp(TimeUnit::Microsecond, tz), true)));
@@ -384,7 +396,7 @@ impl ScalarUDFImpl for HopStarts {
                     // The latest window holding t starts at its slide boundary; earlier ones
                     // start one slide apart while they still contain t.
                     let last = tumble_start(t, slide, offset);
-                    let first = last - size + slide;
+                    let first = if self.pane_only { last } else { last - size + slide };
                     let mut start = first;
                     while start <= last {
                         builder.values().append_value(start);

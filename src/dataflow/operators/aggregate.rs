@@ -12,6 +12,10 @@
 //! they are emitted (in `EMIT ON WINDOW CLOSE` mode; in update mode their changes are flushed)
 //! and freed. Their slots are reused, so state is bounded by the open windows.
 //!
+//! **HOP windows by panes** (when the planner chooses it, see `hop_panes.rs`): the input has a
+//! row per pane instead of per window, groups are kept per key and pane, and a window's rows are
+//! merged from its panes' groups when it closes.
+//!
 //! **Update mode** emits, at each barrier, the groups the epoch touched: the previously
 //! emitted row of a group is retracted and its new row inserted (skipped when equal). The
 //! previously emitted row is kept in row format per slot.
@@ -43,10 +47,11 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray, BooleanArr
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
-use weir_sql::streaming::{AggregateCall, WindowKey};
+use weir_sql::streaming::{AggregateCall, HopPanes, WindowKey};
 
 use super::{Operator, OperatorState, SavedBatch, Snapshot};
 use super::accumulators::{self, GroupAccumulator};
+use super::hop_panes::PaneMerger;
 use super::stateless::conform;
 use crate::dataflow::{Changes, EventTime};
 use crate::error::{Result, WeirError};
@@ -64,6 +69,7 @@ pub struct AggregateConfig {
     pub window: Option<WindowKey>,
     pub emit_on_close: bool,
     pub input_append_only: bool,
+    pub panes: Option<HopPanes>,
     pub output: SchemaRef,
 }
 
@@ -79,6 +85,8 @@ pub struct AggregateOp {
     output_converter: RowConverter,
     window: Option<WindowKey>,
     emit_on_close: bool,
+    /// HOP windows kept by panes: builds a window's rows from its panes' groups.
+    panes: Option<PaneMerger>,
 
     slots: HashMap<Box<[u8]>, usize>,
     /// When every group key is integer-like and there are at most two (the common
@@ -179,6 +187,12 @@ impl AggregateOp {
             args.push(c.arg.clone());
         }
         let global = config.group_exprs.is_empty();
+        let calls: Vec<AggregateCall> = config.calls.iter().map(|c| c.call.clone()).collect();
+        let panes = match config.panes {
+            Some(spec) if config.emit_on_close && config.window.is_some() => Some(PaneMerger::new(spec, &key_types, &calls)?),
+            Some(_) => return Err(WeirError::internal("HOP panes without emitting on window close")),
+            None => None,
+        };
         let input_types: Vec<DataType> = config.calls.iter().map(|c| c.input_type.clone()).collect();
         let mut op = AggregateOp {
             group_exprs: config.group_exprs,
@@ -191,6 +205,7 @@ impl AggregateOp {
             output_converter,
             window: config.window,
             emit_on_close: config.emit_on_close,
+            panes,
             slots: HashMap::default(),
             packed: (!global && PackedKey::fits(&key_types)).then(HashMap::default),
             packed_keys: Vec::new(),
@@ -539,7 +554,10 @@ impl Operator for AggregateOp {
         if watermark <= self.watermark {
             return Ok(None);
         }
-        self.watermark = watermark;
+        let previous = std::mem::replace(&mut self.watermark, watermark);
+        if self.panes.is_some() {
+            self.emit_hop_windows(previous, watermark, out)?;
+        }
         if self.window.is_some() {
             let still_open = match watermark.checked_add(1) {
                 Some(next) => self.closing.split_off(&next),
@@ -554,7 +572,9 @@ impl Operator for AggregateOp {
                     slots.into_iter().filter(|s| self.keys[*s].is_some() && self.slot_close[*s] == close).collect();
                 slots.sort_unstable();
                 slots.dedup();
-                if self.emit_on_close {
+                if self.panes.is_some() {
+                    // Pane groups: their windows were emitted above.
+                } else if self.emit_on_close {
                     self.emit_final(&slots, out)?;
                 } else {
                     self.emit_updates(&slots, out)?;
@@ -647,6 +667,11 @@ impl Operator for AggregateOp {
             let saved = SavedBatch { batch: &batch, what: "aggregate" };
             match name.as_str() {
                 "meta" => {
+                    // State kept by panes and by windows differ in meaning, not in shape.
+                    let pane_slide = saved.batch.column_by_name("pane_slide").map(|_| saved.int("pane_slide")).transpose()?;
+                    if pane_slide != self.panes.as_ref().map(PaneMerger::slide) {
+                        return Err(saved.corrupt("HOP groups kept by panes in one and by windows in the other"));
+                    }
                     self.watermark = saved.int("watermark")?;
                     self.late_rows = saved.int("late_rows")? as u64;
                     self.drop_closed_windows();
@@ -719,10 +744,43 @@ impl AggregateOp {
     }
 
     fn meta_batch(&self) -> Result<RecordBatch> {
-        Ok(RecordBatch::try_from_iter([
+        let mut columns = vec![
             ("watermark", Arc::new(Int64Array::from(vec![self.watermark])) as ArrayRef),
             ("late_rows", Arc::new(Int64Array::from(vec![self.late_rows as i64])) as ArrayRef),
-        ])?)
+        ];
+        if let Some(panes) = &self.panes {
+            columns.push(("pane_slide", Arc::new(Int64Array::from(vec![panes.slide()])) as ArrayRef));
+        }
+        Ok(RecordBatch::try_from_iter(columns)?)
+    }
+
+    /// Emits the windows closing in `(previous, watermark]` (HOP by panes), each from its
+    /// panes' groups. Their groups are freed afterwards, as they close.
+    fn emit_hop_windows(&mut self, previous: EventTime, watermark: EventTime, out: &mut Vec<Changes>) -> Result<()> {
+        let Some(panes) = &self.panes else {
+            return Ok(());
+        };
+        let listed = self.closing.range(..=panes.last_pane_close(watermark)).map(|(close, _)| *close);
+        for close in panes.closing_windows(listed, previous, watermark) {
+            let mut slots = Vec::new();
+            for pane_close in panes.pane_closes(close) {
+                if let Some(listed) = self.closing.get(&pane_close) {
+                    slots.extend(listed.iter().copied().filter(|s| {
+                        self.keys[*s].is_some() && self.slot_close[*s] == pane_close && self.row_counts[*s] > 0
+                    }));
+                }
+            }
+            slots.sort_unstable();
+            slots.dedup();
+            if slots.is_empty() {
+                continue;
+            }
+            let keys = self.key_columns(&slots)?;
+            let partials = self.accumulators.iter().map(|a| a.evaluate(&slots)).collect::<Result<Vec<_>>>()?;
+            let (columns, rows) = panes.merge(close, keys, partials)?;
+            out.push(Changes::inserts(conform(columns, &self.output, rows)?));
+        }
+        Ok(())
     }
 
     /// The group keys of a saved batch (`key0`, `key1`, ...).

@@ -9,6 +9,7 @@
 //!
 //! * [`stateless`] - input pass-through, filter, projection, unnest, union.
 //! * [`aggregate`] - grouped aggregation, windowed or not, update or emit-on-close.
+//! * [`hop_panes`] - HOP windows merged from pane groups when they close (for the aggregate).
 //! * [`accumulators`] - per-group aggregate state that accepts retractions.
 //! * [`join`] - the symmetric hash join (inner and outer), with watermark-bounded state.
 //! * [`session`] - `SESSION` windows: rows get their session's bounds, reassigned as sessions merge.
@@ -17,6 +18,7 @@
 pub mod accumulators;
 pub mod aggregate;
 pub mod emit_on_close;
+pub mod hop_panes;
 pub mod join;
 pub mod session;
 pub mod stateless;
@@ -242,7 +244,7 @@ pub fn build(plan: &StreamPlan) -> Result<OperatorTree> {
             StreamOp::EmitOnClose { column, close_offset } => {
                 Box::new(emit_on_close::EmitOnCloseOp::new(*column, *close_offset, output)?)
             }
-            StreamOp::Aggregate { group_exprs, calls, window, emit_on_close, input_append_only, input_schema } => {
+            StreamOp::Aggregate { group_exprs, calls, window, emit_on_close, input_append_only, panes, input_schema } => {
                 Box::new(aggregate::AggregateOp::new(aggregate::AggregateConfig {
                     group_exprs: group_exprs.iter().map(|e| physical_expr(e, input_schema)).collect::<Result<_>>()?,
                     calls: calls
@@ -257,6 +259,7 @@ pub fn build(plan: &StreamPlan) -> Result<OperatorTree> {
                     window: *window,
                     emit_on_close: *emit_on_close,
                     input_append_only: *input_append_only,
+                    panes: panes.clone(),
                     output,
                 })?)
             }

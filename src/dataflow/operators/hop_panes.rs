@@ -1,0 +1,194 @@
+//! HOP windows from panes: an aggregate that keeps one group per key and pane (see
+//! `weir_sql::streaming::panes` for when the planner chooses it and why it is exact) builds a
+//! window's rows, when the window closes, by merging the groups of the window's panes.
+//!
+//! The aggregate lists its groups under their close time, which for a pane group is when the
+//! pane's last window closes (pane start + size). A window closing at `c` covers the panes
+//! starting at `c - size`, ..., `c - slide`, listed under `c`, `c + slide`, ...,
+//! `c + size - slide`.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, TimestampMicrosecondArray, UInt32Array};
+use datafusion::arrow::compute::{cast, take};
+use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::HashMap;
+use weir_sql::streaming::{AggregateCall, AggregateKind, HopPanes};
+
+use crate::dataflow::EventTime;
+use crate::error::{Result, SqlState, WeirError};
+
+pub struct PaneMerger {
+    spec: HopPanes,
+    /// Group columns that do not hold window bounds: pane groups with equal values merge.
+    other_keys: Vec<usize>,
+    other_converter: RowConverter,
+    key_types: Vec<DataType>,
+    kinds: Vec<AggregateKind>,
+}
+
+impl PaneMerger {
+    pub fn new(spec: HopPanes, key_types: &[DataType], calls: &[AggregateCall]) -> Result<Self> {
+        let other_keys: Vec<usize> =
+            (0..key_types.len()).filter(|g| !spec.window_columns.iter().any(|(w, _)| w == g)).collect();
+        let other_converter = RowConverter::new(other_keys.iter().map(|g| SortField::new(key_types[*g].clone())).collect())?;
+        Ok(PaneMerger {
+            spec,
+            other_keys,
+            other_converter,
+            key_types: key_types.to_vec(),
+            kinds: calls.iter().map(|c| c.kind).collect(),
+        })
+    }
+
+    pub fn slide(&self) -> i64 {
+        self.spec.slide
+    }
+
+    /// Pane groups listed under a close time at most this may belong to a window closing by
+    /// `watermark` (their first window closes a slide after their start).
+    pub fn last_pane_close(&self, watermark: EventTime) -> EventTime {
+        watermark.saturating_add(self.spec.size - self.spec.slide)
+    }
+
+    /// The windows closing in `(previous, watermark]` that hold a pane with groups, given the
+    /// close times the pane groups are listed under.
+    pub fn closing_windows(
+        &self,
+        pane_closes: impl Iterator<Item = EventTime>,
+        previous: EventTime,
+        watermark: EventTime,
+    ) -> BTreeSet<EventTime> {
+        let (slide, size) = (self.spec.slide, self.spec.size);
+        let mut closes = BTreeSet::new();
+        for pane_close in pane_closes {
+            let start = pane_close - size;
+            for j in 1..=size / slide {
+                let close = start.saturating_add(j * slide);
+                if close > previous && close <= watermark {
+                    closes.insert(close);
+                }
+            }
+        }
+        closes
+    }
+
+    /// The close times the panes of the window closing at `close` are listed under.
+    pub fn pane_closes(&self, close: EventTime) -> impl Iterator<Item = EventTime> + use<> {
+        let slide = self.spec.slide;
+        (0..self.spec.size / slide).map(move |j| close.saturating_add(j * slide))
+    }
+
+    /// The rows of the window closing at `close`, from its pane groups: `keys` are their group
+    /// key columns and `partials` their aggregate values, one row per pane group. Returns the
+    /// window's key columns then aggregate columns, and its row count.
+    pub fn merge(&self, close: EventTime, mut keys: Vec<ArrayRef>, partials: Vec<ArrayRef>) -> Result<(Vec<ArrayRef>, usize)> {
+        let n = keys.first().map_or(0, |k| k.len());
+        let start = close - self.spec.size;
+        for (g, shift) in &self.spec.window_columns {
+            let value = TimestampMicrosecondArray::from_value(start + shift, n);
+            keys[*g] = cast(&value, &self.key_types[*g])?;
+        }
+        // Group the pane groups by their other key columns.
+        let mut group_of = Vec::with_capacity(n);
+        let mut firsts: Vec<u32> = Vec::new();
+        if self.other_keys.is_empty() {
+            group_of.resize(n, 0);
+            if n > 0 {
+                firsts.push(0);
+            }
+        } else {
+            let others: Vec<ArrayRef> = self.other_keys.iter().map(|g| keys[*g].clone()).collect();
+            let rows = self.other_converter.convert_columns(&others)?;
+            let mut index: HashMap<&[u8], usize> = HashMap::with_capacity_and_hasher(n, Default::default());
+            for i in 0..n {
+                let next = firsts.len();
+                let group = *index.entry(rows.row(i).data()).or_insert(next);
+                if group == next {
+                    firsts.push(i as u32);
+                }
+                group_of.push(group);
+            }
+        }
+        let groups = firsts.len();
+        let firsts = UInt32Array::from(firsts);
+        let mut columns: Vec<ArrayRef> = keys.iter().map(|k| take(k, &firsts, None)).collect::<std::result::Result<_, _>>()?;
+        for (kind, partial) in self.kinds.iter().zip(&partials) {
+            columns.push(merge_values(*kind, partial, &group_of, groups)?);
+        }
+        Ok((columns, groups))
+    }
+}
+
+/// Merges per-pane values of one call into per-window values, by `group_of` (pane row →
+/// window group).
+fn merge_values(kind: AggregateKind, partial: &ArrayRef, group_of: &[usize], groups: usize) -> Result<ArrayRef> {
+    let values = cast(partial, &DataType::Int64)?;
+    let values = values.as_primitive::<Int64Type>();
+    let mut merged: Vec<Option<i64>> = vec![None; groups];
+    for (i, group) in group_of.iter().enumerate() {
+        if values.is_null(i) {
+            continue;
+        }
+        let v = values.value(i);
+        let slot = &mut merged[*group];
+        *slot = Some(match (*slot, kind) {
+            (None, _) => v,
+            (Some(m), AggregateKind::Count | AggregateKind::Sum) => m
+                .checked_add(v)
+                .ok_or_else(|| WeirError::new(SqlState::NumericValueOutOfRange, "bigint out of range"))?,
+            (Some(m), AggregateKind::Min) => m.min(v),
+            (Some(m), AggregateKind::Max) => m.max(v),
+            (Some(_), other) => return Err(WeirError::internal(format!("{other:?} is not merged from panes"))),
+        });
+    }
+    let merged: ArrayRef = Arc::new(Int64Array::from(merged));
+    Ok(cast(&merged, partial.data_type())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn merger() -> PaneMerger {
+        let spec = HopPanes { slide: 2, size: 6, window_columns: vec![(1, 0)] };
+        let call = |kind| AggregateCall {
+            kind,
+            args: vec![],
+            distinct: false,
+            output_type: DataType::Int64,
+            order: None,
+            percentile: None,
+            display: String::new(),
+        };
+        PaneMerger::new(spec, &[DataType::Int64, DataType::Int64], &[call(AggregateKind::Count), call(AggregateKind::Max)])
+            .unwrap()
+    }
+
+    #[test]
+    fn a_pane_belongs_to_the_windows_closing_in_its_span() {
+        let m = merger();
+        // The pane [10, 12) is listed under 16 and belongs to the windows closing at 12, 14, 16.
+        assert_eq!(m.closing_windows([16].into_iter(), 0, 100).into_iter().collect::<Vec<_>>(), vec![12, 14, 16]);
+        assert_eq!(m.closing_windows([16].into_iter(), 12, 14).into_iter().collect::<Vec<_>>(), vec![14]);
+        assert_eq!(m.pane_closes(12).collect::<Vec<_>>(), vec![12, 14, 16]);
+        assert_eq!(m.last_pane_close(12), 16);
+    }
+
+    #[test]
+    fn panes_merge_by_their_other_keys() {
+        let m = merger();
+        let keys: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(vec![7, 8, 7])), Arc::new(Int64Array::from(vec![6, 8, 10]))];
+        let partials: Vec<ArrayRef> =
+            vec![Arc::new(Int64Array::from(vec![1, 2, 3])), Arc::new(Int64Array::from(vec![Some(5), None, Some(4)]))];
+        let (columns, rows) = m.merge(12, keys, partials).unwrap();
+        assert_eq!(rows, 2);
+        let column = |i: usize| columns[i].as_primitive::<Int64Type>().iter().collect::<Vec<_>>();
+        assert_eq!(column(0), vec![Some(7), Some(8)]);
+        assert_eq!(column(1), vec![Some(6), Some(6)], "the window start replaces the pane starts");
+        assert_eq!(column(2), vec![Some(4), Some(2)]);
+        assert_eq!(column(3), vec![Some(5), None]);
+    }
+}
