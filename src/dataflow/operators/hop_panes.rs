@@ -64,6 +64,10 @@ impl PaneMerger {
         let (slide, size) = (self.spec.slide, self.spec.size);
         let mut closes = BTreeSet::new();
         for pane_close in pane_closes {
+            // Groups without a window close never (the unnest gives NULL starts no row).
+            if pane_close == EventTime::MAX {
+                continue;
+            }
             let start = pane_close - size;
             for j in 1..=size / slide {
                 let close = start.saturating_add(j * slide);
