@@ -13,7 +13,10 @@
 //! inverse removes a value. So the result equals the aggregate over the group's current rows,
 //! which is what a batch recomputation gives (floats up to rounding).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+// hashbrown with foldhash (DataFusion's default): std's SipHash showed in profiles.
+use datafusion::common::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{

@@ -9,7 +9,10 @@
 //! input's integral restricted to closed rows. A change that arrives already past its close
 //! time (an upstream view released it in the same watermark step) passes straight through.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+// hashbrown with foldhash (DataFusion's default): std's SipHash showed in profiles.
+use datafusion::common::HashMap;
 
 use std::sync::Arc;
 

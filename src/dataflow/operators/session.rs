@@ -14,7 +14,10 @@
 //! cannot change later bounds: a row arriving later has `ts >= watermark >= end`, so it starts
 //! a new session.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+// hashbrown with foldhash (DataFusion's default): std's SipHash showed in profiles.
+use datafusion::common::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray, Int64Array, RecordBatch, TimestampMicrosecondArray};
