@@ -7,7 +7,6 @@
 //! starting at `c - size`, ..., `c - slide`, listed under `c`, `c + slide`, ...,
 //! `c + size - slide`.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, TimestampMicrosecondArray, UInt32Array};
@@ -53,27 +52,33 @@ impl PaneMerger {
         watermark.saturating_add(self.spec.size - self.spec.slide)
     }
 
-    /// The windows closing in `(previous, watermark]` that hold a pane with groups, given the
-    /// close times the pane groups are listed under.
+    /// The windows closing in `(previous, watermark]` that hold a pane with groups, ascending,
+    /// given the close times the pane groups are listed under, ascending. Costs one step per
+    /// pane and per window returned, however many panes a window has.
     pub fn closing_windows(
         &self,
         pane_closes: impl Iterator<Item = EventTime>,
         previous: EventTime,
         watermark: EventTime,
-    ) -> BTreeSet<EventTime> {
+    ) -> Vec<EventTime> {
         let (slide, size) = (self.spec.slide, self.spec.size);
-        let mut closes = BTreeSet::new();
+        let mut closes = Vec::new();
+        // Every close up to here is listed or not wanted; panes, and so their windows' first
+        // closes, come in ascending order.
+        let mut done = previous;
         for pane_close in pane_closes {
             // Groups without a window close never (the unnest gives NULL starts no row).
             if pane_close == EventTime::MAX {
                 continue;
             }
+            // The pane's windows close at start + slide, ..., start + size, a slide apart.
             let start = pane_close - size;
-            for j in 1..=size / slide {
-                let close = start.saturating_add(j * slide);
-                if close > previous && close <= watermark {
-                    closes.insert(close);
-                }
+            let first = start + slide;
+            let mut close = if done < first { first } else { first + ((done - first) / slide + 1) * slide };
+            while close <= pane_close && close <= watermark {
+                closes.push(close);
+                done = close;
+                close += slide;
             }
         }
         closes
@@ -175,10 +180,22 @@ mod tests {
     fn a_pane_belongs_to_the_windows_closing_in_its_span() {
         let m = merger();
         // The pane [10, 12) is listed under 16 and belongs to the windows closing at 12, 14, 16.
-        assert_eq!(m.closing_windows([16].into_iter(), 0, 100).into_iter().collect::<Vec<_>>(), vec![12, 14, 16]);
-        assert_eq!(m.closing_windows([16].into_iter(), 12, 14).into_iter().collect::<Vec<_>>(), vec![14]);
+        assert_eq!(m.closing_windows([16].into_iter(), 0, 100), vec![12, 14, 16]);
+        assert_eq!(m.closing_windows([16].into_iter(), 12, 14), vec![14]);
+        assert_eq!(m.closing_windows([16].into_iter(), 13, 100), vec![14, 16]);
+        // Overlapping panes give each window once, in order; NULL-start groups none.
+        assert_eq!(m.closing_windows([16, 18, 22, EventTime::MAX].into_iter(), 11, EventTime::MAX), vec![12, 14, 16, 18, 20, 22]);
         assert_eq!(m.pane_closes(12).collect::<Vec<_>>(), vec![12, 14, 16]);
         assert_eq!(m.last_pane_close(12), 16);
+    }
+
+    #[test]
+    fn many_panes_per_window_cost_a_step_per_pane() {
+        let spec = HopPanes { slide: 1, size: 100_000, window_columns: vec![(0, 0)] };
+        let m = PaneMerger::new(spec, &[DataType::Int64], &[]).unwrap();
+        // 100,000 open panes, the watermark moving one slide: one window closes.
+        let listed = (100_000..200_000).map(|start| start + 100_000);
+        assert_eq!(m.closing_windows(listed, 150_000, 150_001), vec![150_001]);
     }
 
     #[test]
