@@ -557,10 +557,11 @@ fn hop_emit_on_window_close_matches_closed_windows() {
     run(HOP, true, Some(2), 30);
 }
 
-/// HOP with calls that merge from panes (count, sum, min and max of integers and timestamps):
-/// kept by panes in `EMIT ON WINDOW CLOSE` mode.
+/// HOP with calls that merge from panes (count; sum and avg of integers, floats and decimals;
+/// min and max of integers and timestamps): kept by panes in `EMIT ON WINDOW CLOSE` mode.
 const HOP_PANES: &str = "SELECT k, window_start, window_end, count(*) AS n, count(v) AS nv, sum(v) AS s, max(v) AS hi, \
-     min(v) AS lo, max(ts) AS last FROM HOP(ev, ts, INTERVAL '2' SECOND, INTERVAL '10' SECOND) GROUP BY k, window_start, window_end";
+     min(v) AS lo, max(ts) AS last, avg(v) AS a, sum(f) AS sf, avg(f) AS af, sum(d) AS sd, avg(d) AS ad \
+     FROM HOP(ev, ts, INTERVAL '2' SECOND, INTERVAL '10' SECOND) GROUP BY k, window_start, window_end";
 
 /// Panes with an offset, packed integer keys (a NULL group among them) and only the window end.
 const HOP_PANES_INTEGER_KEYS: &str = "SELECT v % 3 AS b, window_end, count(*) AS n, min(v) AS lo \

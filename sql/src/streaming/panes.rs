@@ -4,7 +4,7 @@
 //! tumbling windows it is made of; a row lies in one pane but in `size / slide` windows. The
 //! rewrite (`window.rs`) gives each row all its windows (an unnest of `weir_hop_starts`), so an
 //! aggregate over it updates `size / slide` groups per row. When the aggregate's calls merge
-//! (count, sum of integers, min and max of integer-like values) and it emits each window once,
+//! (count, sum and avg, min and max of integer-like values) and it emits each window once,
 //! on close, over input that only inserts, [`plan_panes`] lets each row fall in its pane only
 //! (`weir_hop_pane` in place of `weir_hop_starts`): the aggregate keeps one group per key and
 //! pane and, when a window closes, merges the groups of its panes (`AggregateOp` in the engine,
@@ -19,9 +19,11 @@
 //! nothing else with it, and no aggregate argument may depend on it. Grouping rows by (other
 //! keys, pane) and then merging, per window, the pane groups with equal other keys therefore
 //! groups exactly the rows of each (other keys, window) group of the plan without panes; and
-//! the count, sum, minimum and maximum of a union of disjoint parts are the sum of the counts,
-//! the sum of the sums, the minimum of the minima and the maximum of the maxima (NULL parts
-//! skipped, as the calls skip NULL values). A pane group is kept until its last window closes:
+//! the state of count, sum and avg over a union of disjoint parts (a count of non-NULL values, a
+//! sum) is the sum of the parts' states, and the minimum and maximum are the minimum of the
+//! minima and the maximum of the maxima (NULL parts skipped, as the calls skip NULL values).
+//! Integer sums wrap at 64 bits in both plans, so they agree; a float sum adds the same values
+//! in another order, so it can differ in the last bits (as it does between arrival orders). A pane group is kept until its last window closes:
 //! the window key column is checked to close exactly then.
 
 use datafusion::arrow::datatypes::DataType;
@@ -130,18 +132,30 @@ pub(crate) fn plan_panes(
     Some(HopPanes { slide, size, window_columns })
 }
 
-/// count, sum of integers into a bigint, min and max of integer-like values: the calls whose
-/// window value the engine merges from pane values.
+/// count, sum and avg (whose states add up), min and max of integer-like values: the calls
+/// whose window value the engine merges from its panes'.
 fn mergeable(call: &AggregateCall, schema: &DFSchema) -> bool {
     let Some(Ok(input)) = call.args.first().map(|a| a.get_type(schema)) else {
         return false;
     };
     match call.kind {
         AggregateKind::Count => !call.distinct,
-        AggregateKind::Sum => {
-            matches!(input, DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64)
-                && call.output_type == DataType::Int64
-        }
+        // Their states (a count, a sum) add up; the engine's accumulator takes these types.
+        AggregateKind::Sum | AggregateKind::Avg => matches!(
+            input,
+            DataType::Int8
+                | DataType::Int16
+                | DataType::Int32
+                | DataType::Int64
+                | DataType::UInt8
+                | DataType::UInt16
+                | DataType::UInt32
+                | DataType::UInt64
+                | DataType::Float16
+                | DataType::Float32
+                | DataType::Float64
+                | DataType::Decimal128(..)
+        ),
         AggregateKind::Min | AggregateKind::Max => {
             matches!(
                 input,

@@ -187,7 +187,7 @@ impl AggregateOp {
             args.push(c.arg.clone());
         }
         let global = config.group_exprs.is_empty();
-        let calls: Vec<AggregateCall> = config.calls.iter().map(|c| c.call.clone()).collect();
+        let calls: Vec<(AggregateCall, DataType)> = config.calls.iter().map(|c| (c.call.clone(), c.input_type.clone())).collect();
         let panes = match config.panes {
             Some(spec) if config.emit_on_close && config.window.is_some() => Some(PaneMerger::new(spec, &key_types, &calls)?),
             Some(_) => return Err(WeirError::internal("HOP panes without emitting on window close")),
@@ -776,8 +776,7 @@ impl AggregateOp {
                 continue;
             }
             let keys = self.key_columns(&slots)?;
-            let partials = self.accumulators.iter().map(|a| a.evaluate(&slots)).collect::<Result<Vec<_>>>()?;
-            let (columns, rows) = panes.merge(close, keys, partials)?;
+            let (columns, rows) = panes.merge(close, keys, &self.accumulators, &slots)?;
             out.push(Changes::inserts(conform(columns, &self.output, rows)?));
         }
         Ok(())

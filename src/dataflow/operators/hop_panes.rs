@@ -9,15 +9,18 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, TimestampMicrosecondArray, UInt32Array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Decimal128Array, Float64Array, Int64Array, TimestampMicrosecondArray, UInt32Array,
+};
 use datafusion::arrow::compute::{cast, take};
-use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::arrow::datatypes::{DataType, Decimal128Type, Float64Type, Int64Type};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::HashMap;
 use weir_sql::streaming::{AggregateCall, AggregateKind, HopPanes};
 
+use super::accumulators::{self, GroupAccumulator};
 use crate::dataflow::EventTime;
-use crate::error::{Result, SqlState, WeirError};
+use crate::error::{Result, WeirError};
 
 pub struct PaneMerger {
     spec: HopPanes,
@@ -25,11 +28,12 @@ pub struct PaneMerger {
     other_keys: Vec<usize>,
     other_converter: RowConverter,
     key_types: Vec<DataType>,
-    kinds: Vec<AggregateKind>,
+    /// Per call: the call and its argument's type.
+    calls: Vec<(AggregateCall, DataType)>,
 }
 
 impl PaneMerger {
-    pub fn new(spec: HopPanes, key_types: &[DataType], calls: &[AggregateCall]) -> Result<Self> {
+    pub fn new(spec: HopPanes, key_types: &[DataType], calls: &[(AggregateCall, DataType)]) -> Result<Self> {
         let other_keys: Vec<usize> =
             (0..key_types.len()).filter(|g| !spec.window_columns.iter().any(|(w, _)| w == g)).collect();
         let other_converter = RowConverter::new(other_keys.iter().map(|g| SortField::new(key_types[*g].clone())).collect())?;
@@ -38,7 +42,7 @@ impl PaneMerger {
             other_keys,
             other_converter,
             key_types: key_types.to_vec(),
-            kinds: calls.iter().map(|c| c.kind).collect(),
+            calls: calls.to_vec(),
         })
     }
 
@@ -91,9 +95,15 @@ impl PaneMerger {
     }
 
     /// The rows of the window closing at `close`, from its pane groups: `keys` are their group
-    /// key columns and `partials` their aggregate values, one row per pane group. Returns the
-    /// window's key columns then aggregate columns, and its row count.
-    pub fn merge(&self, close: EventTime, mut keys: Vec<ArrayRef>, partials: Vec<ArrayRef>) -> Result<(Vec<ArrayRef>, usize)> {
+    /// key columns, one row per pane group, whose state `accumulators` hold in `slots`. Returns
+    /// the window's key columns then aggregate columns, and its row count.
+    pub fn merge(
+        &self,
+        close: EventTime,
+        mut keys: Vec<ArrayRef>,
+        accumulators: &[Box<dyn GroupAccumulator>],
+        slots: &[usize],
+    ) -> Result<(Vec<ArrayRef>, usize)> {
         let n = keys.first().map_or(0, |k| k.len());
         let start = close - self.spec.size;
         for (g, shift) in &self.spec.window_columns {
@@ -124,56 +134,99 @@ impl PaneMerger {
         let groups = firsts.len();
         let firsts = UInt32Array::from(firsts);
         let mut columns: Vec<ArrayRef> = keys.iter().map(|k| take(k, &firsts, None)).collect::<std::result::Result<_, _>>()?;
-        for (kind, partial) in self.kinds.iter().zip(&partials) {
-            columns.push(merge_values(*kind, partial, &group_of, groups)?);
+        let window_slots: Vec<usize> = (0..groups).collect();
+        for ((call, input_type), acc) in self.calls.iter().zip(accumulators) {
+            columns.push(match call.kind {
+                AggregateKind::Min | AggregateKind::Max => {
+                    merge_extremes(call.kind == AggregateKind::Min, &acc.evaluate(slots)?, &group_of, groups)?
+                }
+                // count, sum and avg keep counts and sums, which add: the windows' states are
+                // the sums of their panes', evaluated by an accumulator of the same call.
+                _ => {
+                    let state = add_states(&acc.save(slots)?, &group_of, groups)?;
+                    let mut window = accumulators::create(call, true, input_type)?;
+                    window.load(&state, &window_slots, groups)?;
+                    window.evaluate(&window_slots)?
+                }
+            });
         }
         Ok((columns, groups))
     }
 }
 
-/// Merges per-pane values of one call into per-window values, by `group_of` (pane row →
-/// window group).
-fn merge_values(kind: AggregateKind, partial: &ArrayRef, group_of: &[usize], groups: usize) -> Result<ArrayRef> {
+/// The minimum or maximum per window group (`group_of`: pane row → window group) of per-pane
+/// minima or maxima of integer-like values; NULL (a pane without values) is skipped.
+fn merge_extremes(min: bool, partial: &ArrayRef, group_of: &[usize], groups: usize) -> Result<ArrayRef> {
     let values = cast(partial, &DataType::Int64)?;
     let values = values.as_primitive::<Int64Type>();
     let mut merged: Vec<Option<i64>> = vec![None; groups];
     for (i, group) in group_of.iter().enumerate() {
-        if values.is_null(i) {
-            continue;
+        if values.is_valid(i) {
+            let v = values.value(i);
+            let slot = &mut merged[*group];
+            *slot = Some(match *slot {
+                None => v,
+                Some(m) if min => m.min(v),
+                Some(m) => m.max(v),
+            });
         }
-        let v = values.value(i);
-        let slot = &mut merged[*group];
-        *slot = Some(match (*slot, kind) {
-            (None, _) => v,
-            (Some(m), AggregateKind::Count | AggregateKind::Sum) => m
-                .checked_add(v)
-                .ok_or_else(|| WeirError::new(SqlState::NumericValueOutOfRange, "bigint out of range"))?,
-            (Some(m), AggregateKind::Min) => m.min(v),
-            (Some(m), AggregateKind::Max) => m.max(v),
-            (Some(_), other) => return Err(WeirError::internal(format!("{other:?} is not merged from panes"))),
-        });
     }
     let merged: ArrayRef = Arc::new(Int64Array::from(merged));
     Ok(cast(&merged, partial.data_type())?)
+}
+
+/// Saved accumulator states (count and sum columns) added up per window group. Integers wrap
+/// as the accumulators' own sums do.
+fn add_states(columns: &[ArrayRef], group_of: &[usize], groups: usize) -> Result<Vec<ArrayRef>> {
+    columns
+        .iter()
+        .map(|column| -> Result<ArrayRef> {
+            Ok(match column.data_type() {
+                DataType::Int64 => {
+                    let mut sums = vec![0i64; groups];
+                    for (v, g) in column.as_primitive::<Int64Type>().values().iter().zip(group_of) {
+                        sums[*g] = sums[*g].wrapping_add(*v);
+                    }
+                    Arc::new(Int64Array::from(sums))
+                }
+                DataType::Decimal128(..) => {
+                    let mut sums = vec![0i128; groups];
+                    for (v, g) in column.as_primitive::<Decimal128Type>().values().iter().zip(group_of) {
+                        sums[*g] = sums[*g].wrapping_add(*v);
+                    }
+                    Arc::new(Decimal128Array::from(sums).with_data_type(column.data_type().clone()))
+                }
+                DataType::Float64 => {
+                    let mut sums = vec![0f64; groups];
+                    for (v, g) in column.as_primitive::<Float64Type>().values().iter().zip(group_of) {
+                        sums[*g] += *v;
+                    }
+                    Arc::new(Float64Array::from(sums))
+                }
+                other => return Err(WeirError::internal(format!("an aggregate state column of type {other} merged from panes"))),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn call(kind: AggregateKind, output_type: DataType) -> (AggregateCall, DataType) {
+        let call =
+            AggregateCall { kind, args: vec![], distinct: false, output_type, order: None, percentile: None, display: String::new() };
+        (call, DataType::Int64)
+    }
+
     fn merger() -> PaneMerger {
         let spec = HopPanes { slide: 2, size: 6, window_columns: vec![(1, 0)] };
-        let call = |kind| AggregateCall {
-            kind,
-            args: vec![],
-            distinct: false,
-            output_type: DataType::Int64,
-            order: None,
-            percentile: None,
-            display: String::new(),
-        };
-        PaneMerger::new(spec, &[DataType::Int64, DataType::Int64], &[call(AggregateKind::Count), call(AggregateKind::Max)])
-            .unwrap()
+        let calls = [
+            call(AggregateKind::Count, DataType::Int64),
+            call(AggregateKind::Max, DataType::Int64),
+            call(AggregateKind::Avg, DataType::Float64),
+        ];
+        PaneMerger::new(spec, &[DataType::Int64, DataType::Int64], &calls).unwrap()
     }
 
     #[test]
@@ -202,14 +255,24 @@ mod tests {
     fn panes_merge_by_their_other_keys() {
         let m = merger();
         let keys: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(vec![7, 8, 7])), Arc::new(Int64Array::from(vec![6, 8, 10]))];
-        let partials: Vec<ArrayRef> =
-            vec![Arc::new(Int64Array::from(vec![1, 2, 3])), Arc::new(Int64Array::from(vec![Some(5), None, Some(4)]))];
-        let (columns, rows) = m.merge(12, keys, partials).unwrap();
+        // Three pane groups in slots 0, 1, 2: values 5 | NULL, NULL | 4, 2, 3.
+        let values: ArrayRef = Arc::new(Int64Array::from(vec![Some(5), None, None, Some(4), Some(2), Some(3)]));
+        let value_slots = [0, 0, 1, 2, 2, 2];
+        let mut accumulators: Vec<Box<dyn GroupAccumulator>> = Vec::new();
+        for (call, input) in &m.calls {
+            let mut acc = accumulators::create(call, true, input).unwrap();
+            acc.update(&values, &value_slots, &[1; 6], 3).unwrap();
+            accumulators.push(acc);
+        }
+        let (columns, rows) = m.merge(12, keys, &accumulators, &[0, 1, 2]).unwrap();
         assert_eq!(rows, 2);
         let column = |i: usize| columns[i].as_primitive::<Int64Type>().iter().collect::<Vec<_>>();
         assert_eq!(column(0), vec![Some(7), Some(8)]);
         assert_eq!(column(1), vec![Some(6), Some(6)], "the window start replaces the pane starts");
-        assert_eq!(column(2), vec![Some(4), Some(2)]);
+        // count(v) skips NULLs: 1 + 3 for key 7, 0 for key 8.
+        assert_eq!(column(2), vec![Some(4), Some(0)]);
         assert_eq!(column(3), vec![Some(5), None]);
+        let avg = columns[4].as_primitive::<Float64Type>().iter().collect::<Vec<_>>();
+        assert_eq!(avg, vec![Some(3.5), None]);
     }
 }
