@@ -1,20 +1,11 @@
 //! The streaming engine through the server: consistency of views read together while a source
 //! is ingesting, views rebuilt after a restart, and the demo's SQL.
 
-use crate::common::{Server, metric};
+use crate::common::{Server, metric, text_rows};
 
-/// The lines of an EXPLAIN.
+/// The lines of an EXPLAIN (its one column).
 async fn explain(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
-    client
-        .simple_query(sql)
-        .await
-        .unwrap()
-        .iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-            _ => None,
-        })
-        .collect()
+    text_rows(client, sql).await.concat()
 }
 
 async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {

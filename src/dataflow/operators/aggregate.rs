@@ -187,9 +187,12 @@ impl AggregateOp {
             args.push(c.arg.clone());
         }
         let global = config.group_exprs.is_empty();
-        let calls: Vec<(AggregateCall, DataType)> = config.calls.iter().map(|c| (c.call.clone(), c.input_type.clone())).collect();
         let panes = match config.panes {
-            Some(spec) if config.emit_on_close && config.window.is_some() => Some(PaneMerger::new(spec, &key_types, &calls)?),
+            Some(spec) if config.emit_on_close && config.window.is_some() => {
+                let calls: Vec<(AggregateCall, DataType)> =
+                    config.calls.iter().map(|c| (c.call.clone(), c.input_type.clone())).collect();
+                Some(PaneMerger::new(spec, &key_types, &calls)?)
+            }
             Some(_) => return Err(WeirError::internal("HOP panes without emitting on window close")),
             None => None,
         };

@@ -27,7 +27,6 @@ pub struct PaneMerger {
     /// Group columns that do not hold window bounds: pane groups with equal values merge.
     other_keys: Vec<usize>,
     other_converter: RowConverter,
-    key_types: Vec<DataType>,
     /// Per call: the call and its argument's type.
     calls: Vec<(AggregateCall, DataType)>,
 }
@@ -41,7 +40,6 @@ impl PaneMerger {
             spec,
             other_keys,
             other_converter,
-            key_types: key_types.to_vec(),
             calls: calls.to_vec(),
         })
     }
@@ -108,7 +106,7 @@ impl PaneMerger {
         let start = close - self.spec.size;
         for (g, shift) in &self.spec.window_columns {
             let value = TimestampMicrosecondArray::from_value(start + shift, n);
-            keys[*g] = cast(&value, &self.key_types[*g])?;
+            keys[*g] = cast(&value, keys[*g].data_type())?;
         }
         // Group the pane groups by their other key columns.
         let mut group_of = Vec::with_capacity(n);
